@@ -1,0 +1,1 @@
+"""Adapters: in-process, etcd and gRPC implementations of the ports."""

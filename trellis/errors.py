@@ -1,0 +1,240 @@
+"""The error catalogue (spec §3.10) as one exception tree.
+
+Every error carries ``reason``: a stable, machine-readable upper-case code that
+the gRPC layer puts in google.rpc.ErrorInfo and remote adapters map back to the
+same class (see ``error_for_reason``). Messages name what was wrong and where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class TrellisError(Exception):
+    reason = "TRELLIS_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- graph definition and loading -------------------------------------------------
+
+
+class NodeLoadError(TrellisError):
+    """A node is missing or cannot be parsed."""
+
+    reason = "NODE_LOAD_FAILED"
+
+    def __init__(self, node_id: str, message: str) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+
+
+class NodeNotFound(NodeLoadError):
+    reason = "NODE_NOT_FOUND"
+
+    def __init__(self, node_id: str, message: str = "") -> None:
+        super().__init__(node_id, message or f"node {node_id!r} not found")
+
+
+class NodeDefinitionError(NodeLoadError):
+    """A node file exists but is invalid: names the file (``source``) and the field."""
+
+    reason = "NODE_INVALID"
+
+    def __init__(self, node_id: str, source: str, field: str, problem: str) -> None:
+        where = source or node_id
+        at = f" field '{field}':" if field else ""
+        super().__init__(node_id, f"{where}:{at} {problem}")
+        self.source = source
+        self.field = field
+        self.problem = problem
+
+
+class GraphError(TrellisError):
+    """The graph as a whole is invalid (collisions, validation problems)."""
+
+    reason = "GRAPH_INVALID"
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+class WatchNotSupported(TrellisError):
+    reason = "WATCH_NOT_SUPPORTED"
+
+
+# --- engine -------------------------------------------------------------------------
+
+
+class ExecutionViolation(TrellisError):
+    reason = "EXECUTION_VIOLATION"
+
+    def __init__(self, node_id: str, message: str) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+
+
+class ContextValidationError(TrellisError):
+    reason = "CONTEXT_MISSING_KEYS"
+
+    def __init__(self, node_id: str, missing_keys: Sequence[str]) -> None:
+        keys = " ".join(missing_keys)
+        super().__init__(f"Node '{node_id}' requires context keys that are missing: [{keys}]")
+        self.node_id = node_id
+        self.missing_keys = list(missing_keys)
+
+
+class ContextTypeValidationError(TrellisError):
+    reason = "CONTEXT_INVALID_TYPES"
+
+    def __init__(self, node_id: str, errors: Sequence[str]) -> None:
+        super().__init__(f"Node '{node_id}' has invalid context types: " + "; ".join(errors))
+        self.node_id = node_id
+        self.errors = list(errors)
+
+
+class InvalidConfirmation(TrellisError):
+    reason = "INVALID_CONFIRMATION"
+
+    def __init__(self, raw: object) -> None:
+        super().__init__(f"invalid confirmation input: '{raw}' (expected y/n/yes/no)")
+        self.raw = raw
+
+
+class ReservedNamespace(TrellisError):
+    reason = "RESERVED_NAMESPACE"
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"security violation: cannot save to reserved namespace 'sys' in node {node_id}")
+        self.node_id = node_id
+
+
+class ExpectedToolResult(TrellisError):
+    reason = "EXPECTED_TOOL_RESULT"
+
+    def __init__(self) -> None:
+        super().__init__("expected ToolResult input when in WaitingForTool/RollingBack status")
+
+
+class UnexpectedToolResult(TrellisError):
+    """A tool result was sent while no tool call is pending."""
+
+    reason = "UNEXPECTED_TOOL_RESULT"
+
+
+class ToolResultMismatch(TrellisError):
+    reason = "TOOL_RESULT_MISMATCH"
+
+    def __init__(self, got: str, pending: str) -> None:
+        super().__init__(f"tool result ID {got} does not match pending call {pending}")
+        self.got = got
+        self.pending = pending
+
+
+class UnhandledToolError(TrellisError):
+    reason = "UNHANDLED_TOOL_ERROR"
+
+    def __init__(self, node_id: str, tool_name: str, cause: str) -> None:
+        super().__init__(
+            f"tool '{tool_name}' failed in node '{node_id}': {cause}. Execution halted: "
+            f"add 'on_error' to node '{node_id}' to handle this failure"
+        )
+        self.node_id = node_id
+        self.tool_name = tool_name
+        self.cause = cause
+
+
+class UnhandledSignal(TrellisError):
+    reason = "UNHANDLED_SIGNAL"
+
+    def __init__(self, signal: str, node_id: str) -> None:
+        super().__init__(f"signal '{signal}' is not handled by node '{node_id}' or the entry node")
+        self.signal = signal
+        self.node_id = node_id
+
+
+class SessionTerminated(TrellisError):
+    """Input sent to a session that has already terminated (spec §17 #8: fixed)."""
+
+    reason = "SESSION_TERMINATED"
+
+
+class TemplateError(TrellisError):
+    reason = "TEMPLATE_ERROR"
+
+
+class ConditionError(TrellisError):
+    """A transition condition does not compile."""
+
+    reason = "CONDITION_INVALID"
+
+
+class InvalidInput(TrellisError):
+    """Input rejected before it reaches the engine (size, encoding, shape)."""
+
+    reason = "INVALID_INPUT"
+
+
+# --- persistence and coordination ---------------------------------------------------
+
+
+class SessionNotFound(TrellisError):
+    reason = "SESSION_NOT_FOUND"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} not found")
+        self.session_id = session_id
+
+
+class InvalidSessionId(TrellisError):
+    reason = "INVALID_SESSION_ID"
+
+
+class StateTooLarge(TrellisError):
+    reason = "STATE_TOO_LARGE"
+
+
+class ConflictError(TrellisError):
+    """A conditional write lost: the stored revision is not the one the caller loaded."""
+
+    reason = "REVISION_CONFLICT"
+
+
+class LockLost(TrellisError):
+    """The caller's lock expired or was taken over; its write was refused (fencing)."""
+
+    reason = "LOCK_LOST"
+
+
+class LockTimeout(TrellisError):
+    reason = "LOCK_TIMEOUT"
+
+
+class BackendUnavailable(TrellisError):
+    """A store, loader, locker or dispatcher backend cannot be reached."""
+
+    reason = "BACKEND_UNAVAILABLE"
+
+
+class DispatchError(TrellisError):
+    """A dispatcher could not run a call at all (as opposed to a tool that failed)."""
+
+    reason = "DISPATCH_FAILED"
+
+
+class ConfigError(TrellisError):
+    reason = "CONFIG_INVALID"
+
+
+def all_error_classes() -> list[type[TrellisError]]:
+    """Every class of the tree, base first."""
+    found: list[type[TrellisError]] = []
+    pending: list[type[TrellisError]] = [TrellisError]
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found

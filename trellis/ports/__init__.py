@@ -1,0 +1,25 @@
+"""Ports: the async protocols every adapter implements (one per module).
+
+Re-exported here so callers write ``from trellis.ports import StateStore``.
+"""
+
+from trellis.ports.converter import ContentConverter
+from trellis.ports.dispatcher import ActionDispatcher
+from trellis.ports.engine import EnginePort, LifecycleHook
+from trellis.ports.loader import GraphChange, GraphLoader, Watchable
+from trellis.ports.locker import DistributedLocker, LockHandle
+from trellis.ports.store import SessionPage, StateStore
+
+__all__ = [
+    "ActionDispatcher",
+    "ContentConverter",
+    "DistributedLocker",
+    "EnginePort",
+    "GraphChange",
+    "GraphLoader",
+    "LifecycleHook",
+    "LockHandle",
+    "SessionPage",
+    "StateStore",
+    "Watchable",
+]

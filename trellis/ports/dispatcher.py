@@ -1,0 +1,23 @@
+"""ActionDispatcher: runs the side effects the engine asks for."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from trellis.domain import ToolCall, ToolResult
+
+
+@runtime_checkable
+class ActionDispatcher(Protocol):
+    def serves(self, tool_name: str) -> bool:
+        """Whether this dispatcher runs ``tool_name``. Calls for tools no
+        dispatcher serves go back to the caller as pending CALL_TOOL actions."""
+        ...
+
+    async def dispatch(self, call: ToolCall) -> ToolResult:
+        """Run ``call`` and report its outcome. A tool that fails, hangs past its
+        timeout or prints garbage is a ToolResult with ``is_error`` set, never an
+        exception. ``call.idempotency_key`` lets the tool ignore a retry.
+        Raises DispatchError (or BackendUnavailable for a remote dispatcher) only
+        when the call could not be attempted at all."""
+        ...

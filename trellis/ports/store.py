@@ -1,0 +1,53 @@
+"""StateStore: durable sessions with revisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from trellis.domain import State
+from trellis.ports.locker import LockHandle
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    session_ids: list[str]
+    next_page_token: str = ""
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    async def save(
+        self,
+        session_id: str,
+        state: State,
+        *,
+        expected_revision: int | None = None,
+        fence: LockHandle | None = None,
+    ) -> int:
+        """Store an isolated copy of ``state`` and return its new revision (> 0).
+
+        ``expected_revision``: None saves unconditionally; 0 means "the session
+        must not exist yet"; n > 0 means "the stored revision must still be n".
+        A failed compare raises ConflictError and changes nothing.
+        ``fence``: when given, the write only happens while that lock is still
+        held; otherwise LockLost is raised and nothing changes.
+        Raises InvalidSessionId for an empty or unsafe ID, StateTooLarge when the
+        encoded state exceeds the store's limit, BackendUnavailable when the
+        backend cannot be reached.
+        """
+        ...
+
+    async def load(self, session_id: str) -> State:
+        """An isolated copy of the stored state with ``revision`` set.
+        Raises SessionNotFound, InvalidSessionId, BackendUnavailable."""
+        ...
+
+    async def delete(self, session_id: str) -> None:
+        """Idempotent: deleting a missing session is not an error."""
+        ...
+
+    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
+        """Session IDs in ascending order, at most ``page_size`` (0 = all) per page,
+        continuing after ``page_token`` (the last ID of the previous page)."""
+        ...
