@@ -8,7 +8,7 @@ from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.engine import EnginePort, LifecycleHook
 from trellis.ports.loader import GraphChange, GraphLoader, Watchable
 from trellis.ports.locker import DistributedLocker, LockHandle
-from trellis.ports.store import SessionPage, StateStore
+from trellis.ports.store import SessionPage, StateStore, StepStore
 
 __all__ = [
     "ActionDispatcher",
@@ -21,5 +21,6 @@ __all__ = [
     "LockHandle",
     "SessionPage",
     "StateStore",
+    "StepStore",
     "Watchable",
 ]

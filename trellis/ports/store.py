@@ -51,3 +51,24 @@ class StateStore(Protocol):
         """Session IDs in ascending order, at most ``page_size`` (0 = all) per page,
         continuing after ``page_token`` (the last ID of the previous page)."""
         ...
+
+
+@runtime_checkable
+class StepStore(Protocol):
+    """Optional capability of a store that is also a lock service (etcd): take the
+    session's lock and read its state in one round trip, then write and release
+    in one. The session manager uses it instead of a separate locker + store so
+    an uncontended durable step costs two round trips."""
+
+    async def lock_and_load(self, session_id: str, ttl: float) -> tuple[LockHandle, State | None]:
+        """Wait for and take the session's lock; return it with the stored state
+        (None when the session does not exist). Contended waits are fair (FIFO)."""
+        ...
+
+    async def save_and_unlock(self, handle: LockHandle, session_id: str, state: State | None) -> int:
+        """Write ``state`` (None: write nothing) only if ``handle`` still holds the
+        lock and the stored revision is still ``state.revision``, then release the
+        lock, all in one transaction. Returns the new revision (or the old one when
+        nothing was written). Raises LockLost or ConflictError and changes nothing;
+        the lock is released in every case."""
+        ...
