@@ -1,0 +1,27 @@
+"""Turning node definitions (Markdown with frontmatter, JSON, YAML) into canonical nodes.
+
+Used by every graph loader: ``build_draft``/``build_node`` apply the sugar and strict
+typing of spec §2.5-§2.8, ``resolve_tools`` resolves tool imports across nodes (§2.7),
+``parse_document`` reads the file formats (§2.3, §2.4).
+"""
+
+from trellis.loading.build import DraftLookup, NodeDraft, ToolImport, build_draft, build_node
+from trellis.loading.formats import DEFAULT_MAX_FILE_BYTES, load_yaml, parse_document, split_frontmatter
+from trellis.loading.ids import NODE_EXTENSIONS, strip_node_extension
+from trellis.loading.tools import importers_of, resolve_tools
+
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "NODE_EXTENSIONS",
+    "DraftLookup",
+    "NodeDraft",
+    "ToolImport",
+    "build_draft",
+    "build_node",
+    "importers_of",
+    "load_yaml",
+    "parse_document",
+    "resolve_tools",
+    "split_frontmatter",
+    "strip_node_extension",
+]
