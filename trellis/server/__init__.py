@@ -1,0 +1,1 @@
+"""The trellis gRPC server: servicers, configuration, composition root and `trellis serve`."""

@@ -1,0 +1,401 @@
+"""Domain objects ↔ trellis.v1 protobuf messages, for servers and remote clients alike.
+
+Free-form values travel as JSON text (see the header of protos/trellis/v1/types.proto
+for the measurements behind that choice): ``orjson`` both ways, empty text meaning
+null. Anything a client sent that does not parse raises InvalidInput naming the
+field, so the server answers INVALID_ARGUMENT instead of crashing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from google.protobuf import duration_pb2
+
+from trellis.api.v1 import types_pb2 as pb
+from trellis.domain import (
+    Action,
+    ActionType,
+    FormatItem,
+    InputRequest,
+    JSONValue,
+    Node,
+    RenderResult,
+    State,
+    StateDiff,
+    Status,
+    StepResult,
+    Tool,
+    ToolCall,
+    ToolResult,
+    Transition,
+)
+from trellis.errors import InvalidInput
+from trellis.ports.loader import GraphChange
+from trellis.sanitize import sanitize_input
+from trellis.values import format_duration, parse_duration
+
+# --- JSON values ----------------------------------------------------------------------
+
+
+def dump_json(value: JSONValue, field: str = "value") -> str:
+    """JSON text for a value; None becomes the empty string (absent)."""
+    if value is None:
+        return ""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise InvalidInput(f"{field}: value cannot be encoded as JSON: {exc}") from None
+
+
+def load_json(text: str, field: str) -> JSONValue:
+    """The value of a ``*_json`` field; empty text is None."""
+    if not text:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"{field}: invalid JSON: {exc}") from None
+
+
+def load_json_object(text: str, field: str) -> dict[str, JSONValue]:
+    """The value of a ``*_json`` field that must hold an object; empty text is {}."""
+    value = load_json(text, field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+# --- durations and statuses -------------------------------------------------------------
+
+
+def duration_to_proto(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    whole = int(seconds)
+    out.seconds = whole
+    out.nanos = round((seconds - whole) * 1e9)
+    return out
+
+
+def duration_from_proto(value: duration_pb2.Duration) -> float:
+    return value.seconds + value.nanos / 1e9
+
+
+_STATUS_TO_PROTO = {
+    Status.ACTIVE: pb.STATUS_ACTIVE,
+    Status.WAITING_FOR_TOOL: pb.STATUS_WAITING_FOR_TOOL,
+    Status.ROLLING_BACK: pb.STATUS_ROLLING_BACK,
+    Status.TERMINATED: pb.STATUS_TERMINATED,
+}
+_STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+
+
+def status_to_proto(status: Status) -> pb.Status.ValueType:
+    return _STATUS_TO_PROTO[status]
+
+
+def status_from_proto(value: pb.Status.ValueType, field: str = "status") -> Status:
+    """STATUS_UNSPECIFIED reads as active (the default of a fresh state)."""
+    if value == pb.STATUS_UNSPECIFIED:
+        return Status.ACTIVE
+    try:
+        return _STATUS_FROM_PROTO[value]
+    except KeyError:
+        raise InvalidInput(f"{field}: unknown status value {value}") from None
+
+
+# --- tools ------------------------------------------------------------------------------
+
+
+def tool_call_to_proto(call: ToolCall) -> pb.ToolCall:
+    return pb.ToolCall(
+        id=call.id,
+        name=call.name,
+        args_json=dump_json(dict(call.args) if call.args is not None else None, "tool call args"),
+        metadata=dict(call.metadata or {}),
+        idempotency_key=call.idempotency_key,
+    )
+
+
+def tool_call_from_proto(msg: pb.ToolCall, field: str = "tool_call") -> ToolCall:
+    args = load_json(msg.args_json, f"{field}.args_json")
+    if args is not None and not isinstance(args, dict):
+        raise InvalidInput(f"{field}.args_json: expected a JSON object, got {type(args).__name__}")
+    return ToolCall(
+        id=msg.id,
+        name=msg.name,
+        args=args,
+        metadata=dict(msg.metadata) if msg.metadata else None,
+        idempotency_key=msg.idempotency_key,
+    )
+
+
+def tool_result_to_proto(result: ToolResult) -> pb.ToolResult:
+    return pb.ToolResult(
+        id=result.id,
+        result_json=dump_json(result.result, "tool result"),
+        is_error=result.is_error,
+        is_denied=result.is_denied,
+        error=result.error,
+    )
+
+
+def tool_result_from_proto(msg: pb.ToolResult, field: str = "tool_result") -> ToolResult:
+    return ToolResult(
+        id=msg.id,
+        result=load_json(msg.result_json, f"{field}.result_json"),
+        is_error=msg.is_error,
+        is_denied=msg.is_denied,
+        error=msg.error,
+    )
+
+
+# --- nodes ------------------------------------------------------------------------------
+
+
+def node_to_proto(node: Node) -> pb.Node:
+    msg = pb.Node(
+        id=node.id,
+        type=node.type,
+        wait=node.wait,
+        save_to=node.save_to,
+        required_context=list(node.required_context),
+        default_context_json=dump_json(dict(node.default_context), f"node {node.id} default_context")
+        if node.default_context
+        else "",
+        context_schema=dict(node.context_schema),
+        content=node.content,
+        metadata=dict(node.metadata),
+        transitions=[pb.Transition(to_node_id=t.to_node_id, condition=t.condition) for t in node.transitions],
+        on_error=node.on_error,
+        on_denied=node.on_denied,
+        on_signal=dict(node.on_signal),
+        on_signal_default=dict(node.on_signal_default),
+        input_type=node.input_type,
+        input_options=list(node.input_options),
+        input_default=node.input_default,
+        tools=[
+            pb.Tool(
+                name=t.name,
+                description=t.description,
+                parameters_json=dump_json(dict(t.parameters), f"tool {t.name} parameters")
+                if t.parameters
+                else "",
+            )
+            for t in node.tools
+        ],
+        timeout_text=node.timeout,
+        source=node.source,
+    )
+    if node.do is not None:
+        msg.do_call.CopyFrom(tool_call_to_proto(node.do))
+    if node.undo is not None:
+        msg.undo_call.CopyFrom(tool_call_to_proto(node.undo))
+    for locale, items in node.messages.items():
+        msg.messages[locale].items.extend(pb.FormatItem(text=i.text, condition=i.condition) for i in items)
+    if node.timeout:
+        try:
+            msg.timeout.CopyFrom(duration_to_proto(parse_duration(node.timeout)))
+        except ValueError:
+            pass  # an unparseable timeout travels as text only; the engine reports it on use
+    return msg
+
+
+def node_from_proto(msg: pb.Node) -> Node:
+    where = f"node {msg.id}"
+    timeout = msg.timeout_text
+    if not timeout and msg.HasField("timeout"):
+        timeout = format_duration(duration_from_proto(msg.timeout))
+    return Node(
+        id=msg.id,
+        type=msg.type or "text",
+        wait=msg.wait,
+        save_to=msg.save_to,
+        required_context=tuple(msg.required_context),
+        default_context=load_json_object(msg.default_context_json, f"{where} default_context_json"),
+        context_schema=dict(msg.context_schema),
+        content=msg.content,
+        metadata=dict(msg.metadata),
+        transitions=tuple(Transition(t.to_node_id, t.condition) for t in msg.transitions),
+        on_error=msg.on_error,
+        on_denied=msg.on_denied,
+        on_signal=dict(msg.on_signal),
+        on_signal_default=dict(msg.on_signal_default),
+        input_type=msg.input_type,
+        input_options=tuple(msg.input_options),
+        input_default=msg.input_default,
+        do=tool_call_from_proto(msg.do_call, f"{where} do_call") if msg.HasField("do_call") else None,
+        undo=tool_call_from_proto(msg.undo_call, f"{where} undo_call") if msg.HasField("undo_call") else None,
+        tools=tuple(
+            Tool(
+                name=t.name,
+                description=t.description,
+                parameters=load_json_object(t.parameters_json, f"{where} tool {t.name} parameters_json"),
+            )
+            for t in msg.tools
+        ),
+        messages={
+            locale: tuple(FormatItem(text=i.text, condition=i.condition) for i in items.items)
+            for locale, items in msg.messages.items()
+        },
+        timeout=timeout,
+        source=msg.source,
+    )
+
+
+# --- states -----------------------------------------------------------------------------
+
+
+def state_to_proto(state: State) -> pb.State:
+    return pb.State(
+        session_id=state.session_id,
+        current_node_id=state.current_node_id,
+        status=status_to_proto(state.status),
+        pending_tool_call=state.pending_tool_call,
+        context_json=dump_json(state.context, "state.context"),
+        system_context_json=dump_json(state.system_context, "state.system_context"),
+        locale=state.locale,
+        history=list(state.history),
+        terminated=state.terminated,
+        revision=state.revision,
+    )
+
+
+def state_from_proto(msg: pb.State, field: str = "state") -> State:
+    return State(
+        session_id=msg.session_id,
+        current_node_id=msg.current_node_id,
+        status=status_from_proto(msg.status, f"{field}.status"),
+        pending_tool_call=msg.pending_tool_call,
+        context=load_json_object(msg.context_json, f"{field}.context_json"),
+        system_context=load_json_object(msg.system_context_json, f"{field}.system_context_json"),
+        locale=msg.locale,
+        history=list(msg.history),
+        terminated=msg.terminated,
+        revision=msg.revision,
+    )
+
+
+# --- actions and steps ------------------------------------------------------------------
+
+
+def action_to_proto(action: Action) -> pb.Action:
+    payload = action.payload
+    if action.type is ActionType.RENDER_CONTENT:
+        return pb.Action(render_content=str(payload))
+    if action.type is ActionType.SYSTEM_MESSAGE:
+        return pb.Action(system_message=str(payload))
+    if action.type is ActionType.REQUEST_INPUT:
+        assert isinstance(payload, InputRequest)
+        request = pb.InputRequest(
+            type=payload.type, options=list(payload.options), default_value=payload.default
+        )
+        if payload.timeout:
+            request.timeout.CopyFrom(duration_to_proto(payload.timeout))
+        return pb.Action(request_input=request)
+    assert isinstance(payload, ToolCall)
+    return pb.Action(call_tool=tool_call_to_proto(payload))
+
+
+def action_from_proto(msg: pb.Action) -> Action:
+    kind = msg.WhichOneof("kind")
+    if kind == "render_content":
+        return Action(ActionType.RENDER_CONTENT, msg.render_content)
+    if kind == "system_message":
+        return Action(ActionType.SYSTEM_MESSAGE, msg.system_message)
+    if kind == "request_input":
+        r = msg.request_input
+        timeout = duration_from_proto(r.timeout) if r.HasField("timeout") else 0.0
+        return Action(
+            ActionType.REQUEST_INPUT,
+            InputRequest(type=r.type, options=tuple(r.options), default=r.default_value, timeout=timeout),
+        )
+    if kind == "call_tool":
+        return Action(ActionType.CALL_TOOL, tool_call_from_proto(msg.call_tool, "action.call_tool"))
+    raise InvalidInput("action: no kind set")
+
+
+def step_to_proto(step: StepResult) -> pb.Step:
+    return pb.Step(
+        state=state_to_proto(step.state),
+        actions=[action_to_proto(a) for a in step.render.actions],
+        terminal=step.terminal,
+    )
+
+
+def step_from_proto(msg: pb.Step) -> StepResult:
+    render = RenderResult(actions=tuple(action_from_proto(a) for a in msg.actions), terminal=msg.terminal)
+    return StepResult(state=state_from_proto(msg.state), render=render)
+
+
+# --- inputs -----------------------------------------------------------------------------
+
+
+def input_to_proto(value: JSONValue | ToolResult) -> pb.Input:
+    if isinstance(value, ToolResult):
+        return pb.Input(tool_result=tool_result_to_proto(value))
+    if isinstance(value, str):
+        return pb.Input(text=value)
+    return pb.Input(value_json=dump_json(value, "input") or "null")
+
+
+def input_from_proto(msg: pb.Input, text_limit: int) -> JSONValue | ToolResult:
+    """The engine input of a request. Text is sanitised (spec §14.6: size limit,
+    UTF-8, control characters); an unset input is the empty text (auto-advance)."""
+    kind = msg.WhichOneof("kind")
+    if kind == "tool_result":
+        if not msg.tool_result.id:
+            raise InvalidInput("input.tool_result.id: must not be empty")
+        return tool_result_from_proto(msg.tool_result, "input.tool_result")
+    if kind == "value_json":
+        if len(msg.value_json.encode()) > text_limit:
+            raise InvalidInput(
+                f"input exceeds maximum allowed size: size={len(msg.value_json.encode())} limit={text_limit}"
+            )
+        return load_json(msg.value_json, "input.value_json")
+    return sanitize_input(msg.text, text_limit)
+
+
+# --- diffs and graph changes ------------------------------------------------------------
+
+
+def diff_to_proto(diff: StateDiff) -> pb.StateDiff:
+    msg = pb.StateDiff(session_id=diff.session_id)
+    if diff.current_node_id is not None:
+        msg.current_node_id = diff.current_node_id
+    if diff.status is not None:
+        msg.status = status_to_proto(diff.status)
+    if diff.context is not None:
+        msg.context_json = dump_json(dict(diff.context), "diff.context")
+    if diff.history_appended is not None:
+        msg.history.node_ids.extend(diff.history_appended)
+    if diff.terminated is not None:
+        msg.terminated = diff.terminated
+    return msg
+
+
+def diff_from_proto(msg: pb.StateDiff) -> StateDiff:
+    context: Mapping[str, Any] | None = None
+    if msg.context_json:
+        context = load_json_object(msg.context_json, "diff.context_json")
+    return StateDiff(
+        session_id=msg.session_id,
+        current_node_id=msg.current_node_id if msg.HasField("current_node_id") else None,
+        status=status_from_proto(msg.status) if msg.HasField("status") else None,
+        context=context,
+        history_appended=tuple(msg.history.node_ids) if msg.HasField("history") else None,
+        terminated=msg.terminated if msg.HasField("terminated") else None,
+    )
+
+
+def graph_change_fields(change: GraphChange) -> tuple[list[str], int]:
+    """The wire fields of a graph change: sorted node IDs (empty = everything) and revision."""
+    return sorted(change.node_ids), change.revision
+
+
+def graph_change_from_fields(node_ids: list[str], revision: int) -> GraphChange:
+    return GraphChange(node_ids=frozenset(node_ids), revision=revision)
