@@ -238,3 +238,18 @@ def all_error_classes() -> list[type[TrellisError]]:
         found.append(cls)
         pending.extend(cls.__subclasses__())
     return found
+
+
+# --- service access (gRPC server) -----------------------------------------------------
+
+
+class StateSignatureInvalid(InvalidInput):
+    """A client-carried state whose signature is missing or does not match (spec §17 #11)."""
+
+    reason = "STATE_SIGNATURE_INVALID"
+
+
+class Unauthenticated(TrellisError):
+    """A call without a valid bearer token to a server that requires one."""
+
+    reason = "UNAUTHENTICATED"
