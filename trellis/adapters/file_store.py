@@ -1,0 +1,195 @@
+"""FileStore: one JSON file per session in a directory (spec §13.3, fixes of §17 #14).
+
+File format: ``<base_dir>/<session_id>.json`` holds the pretty-printed
+(2-space) JSON state of spec §1.3 with one extra top-level field,
+``"revision"`` (an int, 1 for the first save, +1 per save)::
+
+    {
+      "session_id": "s1",
+      "current_node_id": "start",
+      "status": "active",
+      "context": {},
+      "system_context": {},
+      "history": ["start"],
+      "revision": 3
+    }
+
+Writes are atomic: the new content goes to a hidden temporary file
+(``.tmp-<random>``) in the same directory, is fsynced, then renamed over the
+destination, and the directory is fsynced; a reader sees the old or the new
+file, never half of one. Session IDs are checked (store_rules) so a file can
+never land outside ``base_dir``; hidden files (temporaries, leftovers) are never
+listed.
+
+Conditional saves (``expected_revision``, ``fence``) are exact within one
+process (a per-session asyncio lock around read-compare-write). Several
+processes sharing one directory must coordinate through a DistributedLocker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import secrets
+from pathlib import Path
+
+from trellis.adapters.state_json import decode_document, encode_document, state_document
+from trellis.adapters.store_rules import check_expected_revision, check_session_id, paginate
+from trellis.domain import State
+from trellis.errors import BackendUnavailable, LockLost, SessionNotFound, TrellisError
+from trellis.keyed_locks import KeyedLocks
+from trellis.ports.locker import LockHandle
+from trellis.ports.store import SessionPage
+
+DEFAULT_BASE_DIR = ".trellis/sessions"
+_SUFFIX = ".json"
+_TEMP_PREFIX = ".tmp-"
+
+
+class FileStore:
+    """A StateStore in ``base_dir`` (created on first save; relative to the working directory)."""
+
+    def __init__(
+        self, base_dir: str | os.PathLike[str] = DEFAULT_BASE_DIR, *, max_state_bytes: int | None = None
+    ) -> None:
+        self._base = Path(base_dir)
+        self._max_state_bytes = max_state_bytes
+        self._locks = KeyedLocks()
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base
+
+    def _path(self, session_id: str) -> Path:
+        check_session_id(session_id)
+        path = self._base / f"{session_id}{_SUFFIX}"
+        # Belt and braces: check_session_id already makes this impossible.
+        if path.parent != self._base:
+            raise TrellisError(f"session {session_id!r} would be stored outside {self._base}")
+        return path
+
+    async def save(
+        self,
+        session_id: str,
+        state: State,
+        *,
+        expected_revision: int | None = None,
+        fence: LockHandle | None = None,
+    ) -> int:
+        path = self._path(session_id)
+        # Encode first: a state that cannot be written must not touch the file.
+        document = state_document(state)
+        encode_document(document, limit=self._max_state_bytes)
+        async with self._locks.hold(session_id):
+            if fence is not None and not fence.held():
+                raise LockLost(f"lock {fence.key!r} is no longer held; session {session_id!r} not saved")
+            return await asyncio.to_thread(self._write, path, session_id, document, expected_revision, fence)
+
+    def _write(
+        self,
+        path: Path,
+        session_id: str,
+        document: dict[str, object],
+        expected_revision: int | None,
+        fence: LockHandle | None,
+    ) -> int:
+        stored = self._read_revision(path)
+        check_expected_revision(session_id, stored, expected_revision)
+        revision = stored + 1
+        document["revision"] = revision
+        data = encode_document(document, pretty=True, limit=None) + b"\n"
+        try:
+            self._base.mkdir(parents=True, exist_ok=True)
+            temp = self._base / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+            try:
+                with open(temp, "xb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                # Last look at the fence, as late as possible before the write becomes visible.
+                if fence is not None and not fence.held():
+                    raise LockLost(f"lock {fence.key!r} was lost; session {session_id!r} not saved")
+                os.replace(temp, path)
+            finally:
+                temp.unlink(missing_ok=True)
+            self._sync_dir()
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot write session file {path}: {exc.strerror or exc}") from None
+        return revision
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self._base, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _read_document(self, path: Path, session_id: str) -> dict[str, object] | None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot read session file {path}: {exc.strerror or exc}") from None
+        try:
+            return decode_document(data, str(path))
+        except ValueError as exc:
+            raise TrellisError(f"session {session_id!r} is damaged: {exc}") from None
+
+    def _read_revision(self, path: Path) -> int:
+        document = self._read_document(path, path.name[: -len(_SUFFIX)])
+        if document is None:
+            return 0
+        return _revision_of(document, path)
+
+    async def load(self, session_id: str) -> State:
+        path = self._path(session_id)
+        document = await asyncio.to_thread(self._read_document, path, session_id)
+        if document is None:
+            raise SessionNotFound(session_id)
+        try:
+            return State.from_json(document, revision=_revision_of(document, path))
+        except ValueError as exc:
+            raise TrellisError(f"session {session_id!r} is damaged: {path}: {exc}") from None
+
+    async def delete(self, session_id: str) -> None:
+        path = self._path(session_id)
+        async with self._locks.hold(session_id):
+            await asyncio.to_thread(self._remove, path)
+
+    def _remove(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot delete session file {path}: {exc.strerror or exc}") from None
+        self._sync_dir()
+
+    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
+        return paginate(await asyncio.to_thread(self._scan), page_size, page_token)
+
+    def _scan(self) -> builtins.list[str]:
+        found: builtins.list[str] = []
+        try:
+            entries = list(os.scandir(self._base))
+        except FileNotFoundError:
+            return found
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot list session directory {self._base}: {exc.strerror or exc}"
+            ) from None
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or not name.endswith(_SUFFIX) or not entry.is_file(follow_symlinks=False):
+                continue
+            found.append(name[: -len(_SUFFIX)])
+        return found
+
+
+def _revision_of(document: dict[str, object], path: Path) -> int:
+    revision = document.get("revision", 0)
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+        raise TrellisError(f"{path}: field 'revision' must be a non-negative integer, got {revision!r}")
+    return revision

@@ -1,0 +1,69 @@
+"""State ⇄ JSON bytes, the one encoding every store writes (spec §1.3).
+
+orjson keeps ints as ints (42 stays 42, not 42.0: spec §13.1), floats as
+floats and strings exact. NaN and infinities are not JSON and are refused
+rather than silently stored as null; so are integers beyond 64 bits, which
+orjson cannot encode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+
+from trellis.domain import JSONValue, State
+from trellis.errors import InvalidInput, StateTooLarge
+
+
+def _reject_non_finite(value: Any, path: str) -> None:
+    """orjson writes NaN/Infinity as null; find them first so nothing is lost silently."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInput(f"state value at {path} is {value!r}, which JSON cannot hold")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_non_finite(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _reject_non_finite(item, f"{path}[{index}]")
+
+
+def state_document(state: State, **extra: JSONValue) -> dict[str, JSONValue]:
+    """The JSON form of ``state`` plus ``extra`` top-level fields (e.g. ``revision``)."""
+    document = state.to_json()
+    document.update(extra)
+    return document
+
+
+def encode_document(
+    document: dict[str, JSONValue], *, pretty: bool = False, limit: int | None = None
+) -> bytes:
+    """Encode a state document; raises InvalidInput for non-JSON values, StateTooLarge over ``limit``."""
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    session_id = document.get("session_id", "")
+    try:
+        data = orjson.dumps(document, option=option)
+    except TypeError as exc:
+        raise InvalidInput(f"state of session {session_id!r} is not JSON-compatible: {exc}") from None
+    if b"null" in data:
+        # Only then can a NaN/Infinity have been turned into null: check the slow way.
+        _reject_non_finite(document.get("context"), "context")
+        _reject_non_finite(document.get("system_context"), "system_context")
+    if limit is not None and len(data) > limit:
+        raise StateTooLarge(
+            f"state of session {session_id!r} is {len(data)} bytes encoded; the limit is {limit} bytes"
+        )
+    return data
+
+
+def decode_document(data: bytes, where: str) -> dict[str, JSONValue]:
+    """Parse a stored state document; ``where`` names it in the error."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{where}: not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{where}: a state must be a JSON object")
+    return document
