@@ -1,0 +1,125 @@
+"""LocalLocker: the DistributedLocker port inside one process (asyncio).
+
+Fair: waiters of a key are served first come, first served. A holder that
+never unlocks loses the lock ``ttl`` seconds after it got it; the next waiter
+then gets it and the old handle reports ``held() == False``, so a store
+refuses its late write (fencing). Tokens come from one counter for the whole
+locker, so they increase per key even after a key's bookkeeping was dropped.
+A key's bookkeeping lives only while the key has a holder or waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+
+
+class _LocalHandle:
+    __slots__ = ("_key", "_locker", "_released", "_timer", "_token")
+
+    def __init__(self, locker: LocalLocker, key: str, token: int) -> None:
+        self._locker = locker
+        self._key = key
+        self._token = token
+        self._released = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def token(self) -> int:
+        return self._token
+
+    def held(self) -> bool:
+        return not self._released
+
+    async def unlock(self) -> None:
+        self._locker._release(self)
+
+    def __repr__(self) -> str:
+        return f"<LockHandle key={self._key!r} token={self._token} held={self.held()}>"
+
+
+class _KeyState:
+    __slots__ = ("holder", "waiters")
+
+    def __init__(self) -> None:
+        self.holder: _LocalHandle | None = None
+        # Each waiter with the ttl it asked for: the grant starts its clock.
+        self.waiters: deque[tuple[asyncio.Future[_LocalHandle], float]] = deque()
+
+
+class LocalLocker:
+    """Per-key locks with TTL and fencing tokens for tasks of one event loop."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, _KeyState] = {}
+        self._tokens = itertools.count(1)
+
+    async def acquire(self, key: str, ttl: float) -> _LocalHandle:
+        if not ttl > 0:
+            raise ValueError(f"lock ttl must be positive, got {ttl!r}")
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = _KeyState()
+        if state.holder is None and not state.waiters:
+            return self._grant(key, state, ttl)
+        waiter: asyncio.Future[_LocalHandle] = asyncio.get_running_loop().create_future()
+        entry = (waiter, ttl)
+        state.waiters.append(entry)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Granted in the same instant the waiter was cancelled: pass it on.
+                self._release(waiter.result())
+            else:
+                waiter.cancel()
+                self._drop_waiter(key, entry)
+            raise
+
+    def _grant(self, key: str, state: _KeyState, ttl: float) -> _LocalHandle:
+        handle = _LocalHandle(self, key, next(self._tokens))
+        handle._timer = asyncio.get_running_loop().call_later(ttl, self._expire, handle)
+        state.holder = handle
+        return handle
+
+    def _expire(self, handle: _LocalHandle) -> None:
+        handle._timer = None
+        self._release(handle)
+
+    def _release(self, handle: _LocalHandle) -> None:
+        if handle._released:
+            return  # second unlock, or unlock after expiry: harmless
+        handle._released = True
+        if handle._timer is not None:
+            handle._timer.cancel()
+            handle._timer = None
+        state = self._keys.get(handle.key)
+        if state is None or state.holder is not handle:
+            return
+        state.holder = None
+        while state.waiters:
+            waiter, ttl = state.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(self._grant(handle.key, state, ttl))
+                return
+        del self._keys[handle.key]
+
+    def _drop_waiter(self, key: str, entry: tuple[asyncio.Future[_LocalHandle], float]) -> None:
+        state = self._keys.get(key)
+        if state is None:
+            return
+        try:
+            state.waiters.remove(entry)
+        except ValueError:
+            pass
+        if state.holder is None and not state.waiters:
+            del self._keys[key]
+
+    def key_count(self) -> int:
+        """Keys with a holder or waiters right now (0 when idle: nothing leaks)."""
+        return len(self._keys)

@@ -1,0 +1,92 @@
+"""The ActionDispatcher contract: every dispatcher (in-process, process, gRPC client) passes it.
+
+The dispatcher under test must serve two tools:
+
+* ``ECHO_TOOL`` (``"echo"``): succeeds with its arguments as the result (a JSON object);
+* ``FAILING_TOOL`` (``"fail"``): fails every time;
+
+and must not serve ``"no-such-tool"``. Run it in a few lines::
+
+    from trellis.contracts.dispatcher import ActionDispatcherContract
+
+    class TestMyDispatcher(ActionDispatcherContract):
+        async def make_dispatcher(self, tmp_path):
+            return MyDispatcher({"echo": ..., "fail": ...})
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+
+from trellis.domain import ToolCall
+from trellis.ports.dispatcher import ActionDispatcher
+
+_BOUND = 30.0
+
+
+class ActionDispatcherContract:
+    """Subclass with a ``Test`` name and implement ``make_dispatcher``."""
+
+    ECHO_TOOL = "echo"
+    FAILING_TOOL = "fail"
+    UNKNOWN_TOOL = "no-such-tool"
+
+    async def make_dispatcher(self, tmp_path: Path) -> ActionDispatcher:
+        raise NotImplementedError("override make_dispatcher to return the dispatcher under test")
+
+    async def close_dispatcher(self, dispatcher: ActionDispatcher) -> None:
+        """Release what make_dispatcher opened (default: nothing)."""
+
+    @pytest_asyncio.fixture
+    async def dispatcher(self, tmp_path: Path) -> AsyncIterator[ActionDispatcher]:
+        made = await self.make_dispatcher(tmp_path)
+        try:
+            yield made
+        finally:
+            await self.close_dispatcher(made)
+
+    async def test_serves_its_tools_and_nothing_else(self, dispatcher: ActionDispatcher) -> None:
+        assert dispatcher.serves(self.ECHO_TOOL)
+        assert dispatcher.serves(self.FAILING_TOOL)
+        assert not dispatcher.serves(self.UNKNOWN_TOOL)
+
+    async def test_a_successful_call_returns_its_result_under_the_call_id(
+        self, dispatcher: ActionDispatcher
+    ) -> None:
+        args = {"text": "olá 世界 🙂", "count": 3, "ratio": 0.5, "flag": True, "nested": {"list": [1, None]}}
+        call = ToolCall(id="call-echo", name=self.ECHO_TOOL, args=args, idempotency_key="k-1")
+        async with asyncio.timeout(_BOUND):
+            result = await dispatcher.dispatch(call)
+        assert result.id == "call-echo"
+        assert not result.is_error and not result.is_denied, result.error
+        assert result.result == args
+        assert isinstance(result.result["count"], int) and isinstance(result.result["ratio"], float)
+
+    async def test_a_failing_tool_is_an_error_result_not_an_exception(
+        self, dispatcher: ActionDispatcher
+    ) -> None:
+        call = ToolCall(id="call-fail", name=self.FAILING_TOOL, args={"x": 1})
+        async with asyncio.timeout(_BOUND):
+            result = await dispatcher.dispatch(call)
+        assert result.id == "call-fail"
+        assert result.is_error
+        assert result.error != ""
+
+    async def test_an_unknown_tool_is_an_error_result_naming_it(self, dispatcher: ActionDispatcher) -> None:
+        call = ToolCall(id="call-unknown", name=self.UNKNOWN_TOOL, args={})
+        async with asyncio.timeout(_BOUND):
+            result = await dispatcher.dispatch(call)
+        assert result.id == "call-unknown"
+        assert result.is_error
+        assert self.UNKNOWN_TOOL in result.error
+
+    async def test_concurrent_calls_each_get_their_own_result(self, dispatcher: ActionDispatcher) -> None:
+        calls = [ToolCall(id=f"call-{n}", name=self.ECHO_TOOL, args={"n": n}) for n in range(8)]
+        async with asyncio.timeout(_BOUND):
+            results = await asyncio.gather(*(dispatcher.dispatch(call) for call in calls))
+        assert [(r.id, r.result) for r in results] == [(f"call-{n}", {"n": n}) for n in range(8)]
+        assert not any(r.is_error for r in results)
