@@ -9,7 +9,7 @@ stream is created, so a change made right after ``watch()`` returns is not lost.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from trellis.ports.loader import GraphChange
@@ -20,9 +20,16 @@ _END: Final = object()
 class ChangeStream:
     """Async iterator of GraphChange. Ends after ``aclose()`` or when its source ends it."""
 
-    def __init__(self, on_close: Callable[[ChangeStream], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_close: Callable[[ChangeStream], None] | None = None,
+        wait_closed: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """``on_close`` releases the source's resources (it also runs when the stream is
+        garbage collected); ``wait_closed`` lets ``aclose`` wait until they are released."""
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._on_close = on_close
+        self._wait_closed = wait_closed
         self._closed = False
 
     def publish(self, change: GraphChange) -> None:
@@ -56,6 +63,9 @@ class ChangeStream:
         callback, self._on_close = self._on_close, None
         if callback is not None:
             callback(self)
+        waiter, self._wait_closed = self._wait_closed, None
+        if waiter is not None:
+            await waiter()
 
     def __del__(self) -> None:
         # A consumer that is cancelled and drops the stream stops the watch too.

@@ -1,0 +1,367 @@
+"""DirectoryLoader: a graph read from a directory tree of .md/.json/.yaml/.yml files (spec §2.1-§2.4).
+
+Differences from the original, on purpose (spec §17 #17):
+* every hidden directory is skipped (not only ``.git``), so session files kept under
+  ``.trellis/`` inside a flow never show up as nodes;
+* nodes are indexed by their ID, explicit or path-derived: a file whose ``id`` differs
+  from its path is found by that ``id`` (and not by its path);
+* an ID that would leave the root (``../x``, ``/etc/x``, backslashes, hidden segments,
+  symlinks pointing outside) is simply not found: nothing outside the root is read;
+* a file that cannot be read or parsed is listed under its ID (explicit when it can be
+  read, else path-derived) and fails with a clear error when requested, instead of
+  silently vanishing from the listing; only ID collisions fail the listing.
+
+Parsed files are cached by content digest, so a node is parsed again only when its
+bytes change; reading a small file to compare is far cheaper than parsing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from watchfiles import Change, awatch
+
+from trellis.domain import Node
+from trellis.errors import GraphError, NodeDefinitionError, NodeNotFound
+from trellis.loading import (
+    DEFAULT_MAX_FILE_BYTES,
+    NODE_EXTENSIONS,
+    NodeDraft,
+    build_draft,
+    importers_of,
+    parse_document,
+    resolve_tools,
+    strip_node_extension,
+)
+from trellis.loading.changes import ChangeStream
+from trellis.loading.formats import decode_utf8
+from trellis.loading.ids import node_extension
+from trellis.ports.loader import GraphChange
+
+log = logging.getLogger(__name__)
+
+ENTRY_CANDIDATES = ("start", "main", "index")
+ENTRY_EXTENSIONS = (".md", ".yaml", ".json")
+
+
+def entry_node_id(root: str | os.PathLike[str]) -> str:
+    """The entry node the CLI uses for a flow directory (spec §2.9): ``start``, ``main``,
+    ``index``, then the directory's own name, each as .md/.yaml/.json at the root; else ``start``."""
+    directory = Path(root)
+    for name in (*ENTRY_CANDIDATES, directory.resolve().name):
+        if any((directory / f"{name}{extension}").is_file() for extension in ENTRY_EXTENSIONS):
+            return name
+    return "start"
+
+
+def has_default_error_node(root: str | os.PathLike[str]) -> bool:
+    """Whether the flow has a root-level ``error`` node, which the CLI uses as default error node."""
+    directory = Path(root)
+    return any((directory / f"error{extension}").is_file() for extension in ENTRY_EXTENSIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One node file as last read: its ID and either its draft or the error it raises."""
+
+    rel: str
+    node_id: str
+    digest: bytes
+    draft: NodeDraft | None = None
+    error: NodeDefinitionError | None = None
+
+
+def _priority(rel: str) -> tuple[str, int]:
+    """Sort key: by path-derived ID, then the extension priority of spec §2.2."""
+    extension = node_extension(rel)
+    return rel[: -len(extension)], NODE_EXTENSIONS.index(extension)
+
+
+class DirectoryLoader:
+    """A GraphLoader and Watchable over a directory of node files."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        debounce: float = 0.05,
+    ) -> None:
+        self.root = Path(root)
+        self.max_file_bytes = max_file_bytes
+        self.debounce = debounce
+        self._real_root = self.root.resolve()
+        self._label = self._real_root.name or str(self.root)
+        self._cache: dict[str, _Entry] = {}
+        self._revision = 0
+        self._watches: list[tuple[asyncio.Event, asyncio.Task[None], weakref.ref[ChangeStream]]] = []
+
+    # --- GraphLoader ------------------------------------------------------------------
+
+    async def get_node(self, node_id: str) -> Node:
+        return await asyncio.to_thread(self._get_node, node_id)
+
+    async def list_nodes(self) -> list[str]:
+        return await asyncio.to_thread(self._list_nodes)
+
+    # --- Watchable ----------------------------------------------------------------------
+
+    def watch(self) -> ChangeStream:
+        """Changes from now on: one GraphChange per (debounced) edit, naming the changed node
+        IDs and the nodes importing tools from them; an empty set when that cannot be told
+        (e.g. a directory renamed). Watching starts at the next turn of the event loop.
+        Close the stream (``aclose``) or drop it to stop watching."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        holder: list[asyncio.Task[None]] = []
+
+        def on_close(_stream: ChangeStream) -> None:
+            stop.set()  # lets the watcher thread return promptly
+            for task in holder:
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(task.cancel)
+
+        async def wait_closed() -> None:
+            for task in holder:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+
+        stream = ChangeStream(on_close=on_close, wait_closed=wait_closed)
+        task = loop.create_task(self._pump(weakref.ref(stream), stop))
+        holder.append(task)
+        self._watches.append((stop, task, weakref.ref(stream)))
+        return stream
+
+    async def aclose(self) -> None:
+        """Stop every watch and end its stream."""
+        watches, self._watches = self._watches, []
+        for stop, task, stream_ref in watches:
+            stop.set()
+            task.cancel()
+            stream = stream_ref()
+            if stream is not None:
+                stream.end()
+        for _stop, task, _ref in watches:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _source(self, rel: str) -> str:
+        return f"{self._label}/{rel}"
+
+    def _safe_path(self, rel: str) -> Path | None:
+        """The file for a root-relative path, or None when it is not a regular file inside the root."""
+        path = self._real_root / rel
+        try:
+            real = path.resolve()
+        except OSError:
+            return None
+        if not real.is_relative_to(self._real_root) or not real.is_file():
+            return None
+        return real
+
+    def _entry(self, rel: str) -> _Entry | None:
+        """Read one file (through the cache); None when it does not exist."""
+        path = self._safe_path(rel)
+        path_id = strip_node_extension(rel)
+        source = self._source(rel)
+        if path is None:
+            self._cache.pop(rel, None)
+            return None
+        try:
+            with path.open("rb") as handle:
+                raw = handle.read(self.max_file_bytes + 1)
+        except FileNotFoundError:
+            self._cache.pop(rel, None)
+            return None
+        except OSError as exc:
+            error = NodeDefinitionError(path_id, source, "", f"cannot read file: {exc.strerror or exc}")
+            return _Entry(rel, path_id, b"", error=error)
+        if len(raw) > self.max_file_bytes:
+            error = NodeDefinitionError(
+                path_id, source, "", f"file is larger than the limit of {self.max_file_bytes} bytes"
+            )
+            return _Entry(rel, path_id, b"", error=error)
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        cached = self._cache.get(rel)
+        if cached is not None and cached.digest == digest:
+            return cached
+        entry = self._parse(rel, path_id, source, raw, digest)
+        self._cache[rel] = entry
+        return entry
+
+    def _parse(self, rel: str, path_id: str, source: str, raw: bytes, digest: bytes) -> _Entry:
+        data: dict[str, Any] = {}
+        try:
+            text = decode_utf8(raw, source=source, node_id=path_id)
+            data, body = parse_document(text, node_extension(rel), source=source, node_id=path_id)
+            draft = build_draft(path_id, data, body, source=source)
+        except NodeDefinitionError as exc:
+            # List a broken file under the ID it declares when that much is readable.
+            explicit = data.get("id")
+            node_id = strip_node_extension(explicit) if isinstance(explicit, str) and explicit else path_id
+            return _Entry(rel, node_id, digest, error=exc)
+        return _Entry(rel, draft.node.id, digest, draft=draft)
+
+    def _scan(self) -> list[_Entry]:
+        """Every node file under the root (hidden files and directories skipped), by priority."""
+        if not self._real_root.is_dir():
+            raise GraphError(f"graph directory '{self.root}' does not exist or is not a directory")
+        found: list[str] = []
+        for directory, dirnames, filenames in os.walk(self._real_root):
+            dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+            base = Path(directory).relative_to(self._real_root).as_posix()
+            for name in filenames:
+                if name.startswith(".") or not node_extension(name):
+                    continue
+                found.append(name if base == "." else f"{base}/{name}")
+        entries = []
+        for rel in sorted(found, key=_priority):
+            entry = self._entry(rel)
+            if entry is not None:
+                entries.append(entry)
+        for stale in set(self._cache) - set(found):
+            self._cache.pop(stale, None)
+        return entries
+
+    def _list_nodes(self) -> list[str]:
+        by_id: dict[str, list[str]] = {}
+        for entry in self._scan():
+            by_id.setdefault(entry.node_id, []).append(entry.rel)
+        problems = [
+            f"collision detected: node ID '{node_id}' is defined by " + " and ".join(rels)
+            for node_id, rels in sorted(by_id.items())
+            if len(rels) > 1
+        ]
+        if problems:
+            raise GraphError("; ".join(problems), problems)
+        return sorted(by_id)
+
+    def _candidates(self, node_id: str) -> list[str]:
+        """Root-relative files that may hold ``node_id`` by path, in priority order.
+        Raises NodeNotFound for an ID that is not a plain relative path inside the root."""
+        parts = node_id.split("/")
+        if (
+            not node_id
+            or "\\" in node_id
+            or "\x00" in node_id
+            or any(not part or part.startswith(".") for part in parts)
+            or PurePosixPath(node_id).is_absolute()
+        ):
+            raise NodeNotFound(node_id, f"node {node_id!r} not found (not a valid node ID)")
+        if node_extension(node_id):
+            return [node_id]
+        return [f"{node_id}{extension}" for extension in NODE_EXTENSIONS]
+
+    def _find(self, node_id: str) -> _Entry:
+        """The file holding ``node_id``: by path first (spec §2.2 priority), else by explicit ID."""
+        wanted = strip_node_extension(node_id)
+        declared_elsewhere: list[str] = []
+        for rel in self._candidates(node_id):
+            entry = self._entry(rel)
+            if entry is None:
+                continue
+            if entry.node_id == wanted:
+                return entry
+            declared_elsewhere.append(f"{rel} declares id '{entry.node_id}'")
+        if not self._real_root.is_dir():
+            raise NodeNotFound(node_id, f"node {node_id!r} not found: no graph directory '{self.root}'")
+        for entry in self._scan():
+            if entry.node_id == wanted:
+                return entry
+        hint = f" ({'; '.join(declared_elsewhere)})" if declared_elsewhere else ""
+        raise NodeNotFound(node_id, f"node {node_id!r} not found in {self._label}{hint}")
+
+    def _lookup_draft(self, node_id: str) -> NodeDraft | None:
+        try:
+            entry = self._find(node_id)
+        except NodeNotFound:
+            return None
+        if entry.error is not None:
+            raise entry.error
+        return entry.draft
+
+    def _get_node(self, node_id: str) -> Node:
+        entry = self._find(node_id)
+        if entry.error is not None:
+            raise entry.error
+        assert entry.draft is not None
+        return resolve_tools(entry.draft, self._lookup_draft)
+
+    # --- watching -----------------------------------------------------------------------
+
+    def _relevant(self, change: Change, path: str) -> bool:
+        """Changes to node files and directories outside hidden directories."""
+        try:
+            rel = Path(path).relative_to(self._real_root).as_posix()
+        except ValueError:
+            return False
+        if any(part.startswith(".") for part in rel.split("/")):
+            return False
+        if node_extension(rel):
+            return True
+        # A directory renamed or removed moves every node file under it.
+        return Path(path).is_dir() or any(cached.startswith(rel + "/") for cached in list(self._cache))
+
+    def _changed_ids(self, paths: set[str]) -> frozenset[str]:
+        """IDs affected by changes to ``paths``; the empty set means "cannot tell, reload all"."""
+        rels = {Path(path).relative_to(self._real_root).as_posix() for path in paths}
+        if any(not node_extension(rel) for rel in rels):
+            return frozenset()  # a directory moved: every node under it may have changed
+        before = {rel: self._cache[rel].node_id for rel in rels if rel in self._cache}
+        unknown = [rel for rel in rels if rel not in before]
+        entries = self._scan()
+        after = {entry.rel: entry for entry in entries}
+        changed = set(before.values())
+        for rel in rels:
+            entry = after.get(rel)
+            if entry is not None:
+                changed.add(entry.node_id)
+            elif rel in unknown:
+                return frozenset()  # gone before we ever read it: its ID is unknown
+        drafts = {entry.node_id: entry.draft for entry in entries if entry.draft is not None}
+        return frozenset(importers_of(drafts, changed))
+
+    async def _pump(self, stream_ref: Callable[[], ChangeStream | None], stop: asyncio.Event) -> None:
+        debounce_ms = max(1, round(self.debounce * 1000))
+        try:
+            async for changes in awatch(
+                self._real_root,
+                stop_event=stop,
+                debounce=debounce_ms,
+                step=min(50, debounce_ms),
+                watch_filter=self._relevant,
+            ):
+                try:
+                    node_ids = await asyncio.to_thread(self._changed_ids, {path for _change, path in changes})
+                except Exception:
+                    # A broken file is reported by get_node; the watch must survive it.
+                    log.warning("graph watch: cannot tell which nodes changed", exc_info=True)
+                    node_ids = frozenset()
+                stream = stream_ref()
+                if stream is None or stream.closed:
+                    return
+                self._revision += 1
+                stream.publish(GraphChange(node_ids=node_ids, revision=self._revision))
+                del stream
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("graph watch of %s stopped", self.root)
+        finally:
+            stream = stream_ref()
+            if stream is not None:
+                stream.end()
