@@ -1,0 +1,183 @@
+"""Spec §3.8 (signals), §3.9 (inspect), §12 (hook payloads), and the compiled-node cache."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from trellis.adapters.memory_loader import MemoryLoader
+from trellis.domain import HookKind, State, Status
+from trellis.engine import Engine, watch_and_invalidate
+from trellis.errors import ConditionError, NodeLoadError, NodeNotFound, UnhandledSignal
+
+from .helpers import Recorder, make_engine, ok
+
+# --- §3.8 signals ------------------------------------------------------------------------------
+
+
+async def test_3_8_on_signal_moves_with_hooks() -> None:
+    hooks = Recorder()
+    engine = make_engine(
+        {"id": "start", "wait": True, "on_timeout": "late", "to": "end"},
+        {"id": "late"},
+        {"id": "end"},
+        hooks=[hooks],
+    )
+    state = await engine.start("s")
+    hooks.clear()
+    moved = await engine.signal(state, "timeout")
+    assert moved.current_node_id == "late"
+    assert moved.history == ["start", "late"]
+    assert hooks.seen() == [("node_leave", "start"), ("node_enter", "late")]
+
+
+async def test_3_8_entry_on_signal_default_is_the_fallback() -> None:
+    engine = make_engine(
+        {"id": "start", "on_signal_default": {"shutdown": "bye"}, "to": "middle"},
+        {"id": "middle", "wait": True, "to": "end", "on_signal_default": {"other": "bye"}},
+        {"id": "bye"},
+        {"id": "end"},
+    )
+    middle = await engine.navigate(await engine.start("s"), "")
+    assert (await engine.signal(middle, "shutdown")).current_node_id == "bye"
+    assert (await engine.signal(await engine.start("s"), "shutdown")).current_node_id == "bye"
+    with pytest.raises(UnhandledSignal):
+        await engine.signal(middle, "other")  # only the entry node's defaults count
+
+
+async def test_3_8_unhandled_signal_is_distinguishable() -> None:
+    engine = make_engine({"id": "start"})
+    with pytest.raises(UnhandledSignal) as info:
+        await engine.signal(await engine.start("s"), "interrupt")
+    assert info.value.signal == "interrupt"
+
+
+async def test_3_8_missing_signal_target_is_a_load_error_not_unhandled() -> None:
+    engine = make_engine({"id": "start", "on_interrupt": "ghost"})
+    with pytest.raises(NodeNotFound):
+        await engine.signal(await engine.start("s"), "interrupt")
+
+
+async def test_3_8_missing_current_node_names_signal_handling() -> None:
+    engine = make_engine({"id": "start"})
+    with pytest.raises(NodeLoadError, match="during signal handling"):
+        await engine.signal(State.new("s", "gone"), "interrupt")
+
+
+async def test_3_8_signal_abandons_pending_tool_call() -> None:
+    engine = make_engine(
+        {"id": "start", "do": {"name": "slow"}, "on_signal": {"cancel": "end"}, "to": "end"}, {"id": "end"}
+    )
+    state = await engine.start("s")
+    moved = await engine.signal(state, "cancel")
+    assert moved.status is Status.ACTIVE and moved.pending_tool_call == ""
+    assert moved.current_node_id == "end"
+
+
+async def test_3_8_signal_revives_terminated_state_and_clears_flag_fix_17_8() -> None:
+    engine = make_engine({"id": "start", "on_signal": {"manager_approval": "approved"}}, {"id": "approved"})
+    done = await engine.navigate(await engine.start("s"), "")
+    assert done.terminated
+    revived = await engine.signal(done, "manager_approval")
+    assert revived.status is Status.ACTIVE
+    assert not revived.terminated
+    assert revived.current_node_id == "approved"
+
+
+async def test_3_8_signal_target_named_rollback_is_an_ordinary_node() -> None:
+    engine = make_engine({"id": "start", "on_interrupt": "rollback"}, {"id": "rollback", "content": "a node"})
+    moved = await engine.signal(await engine.start("s"), "interrupt")
+    assert moved.current_node_id == "rollback" and moved.status is Status.ACTIVE
+
+
+async def test_3_8_signal_leaves_input_state_alone() -> None:
+    engine = make_engine({"id": "start", "on_interrupt": "x"}, {"id": "x"})
+    state = await engine.start("s")
+    before = state.to_json()
+    await engine.signal(state, "interrupt")
+    assert state.to_json() == before
+
+
+# --- §3.9 inspect --------------------------------------------------------------------------------
+
+
+async def test_3_9_inspect_lists_every_node_sorted() -> None:
+    engine = make_engine({"id": "b"}, {"id": "start", "to": "b"}, {"id": "a"})
+    assert [n.id for n in await engine.inspect()] == ["a", "b", "start"]
+
+
+async def test_3_9_inspect_fails_when_a_node_does_not_compile() -> None:
+    engine = make_engine({"id": "start", "transitions": [{"to": "x", "condition": "input ==="}]}, {"id": "x"})
+    with pytest.raises(ConditionError, match=r"transitions\[0\]\.condition"):
+        await engine.inspect()
+
+
+# --- §12 hook payloads ---------------------------------------------------------------------------
+
+
+async def test_12_hook_payloads_carry_node_type_and_tool_data() -> None:
+    hooks = Recorder()
+    engine = make_engine(
+        {"id": "start", "type": "question", "to": "act"},
+        {"id": "act", "type": "tool", "do": {"name": "t", "args": {"n": "{{ .n }}"}}, "to": "end"},
+        {"id": "end"},
+        hooks=[hooks],
+    )
+    state = await engine.start("s", {"n": 2})
+    state = await engine.navigate(state, "")
+    leave, enter, call = hooks.events[1:4]
+    assert (leave.kind, leave.node_id, leave.node_type) == (HookKind.NODE_LEAVE, "start", "question")
+    assert (enter.kind, enter.node_id, enter.node_type) == (HookKind.NODE_ENTER, "act", "tool")
+    assert (call.kind, call.tool_name, call.data) == (HookKind.TOOL_CALL, "t", {"n": "2"})
+    assert call.timestamp > 0
+    await engine.navigate(state, ok("t", "r"))
+    ret = hooks.events[4]
+    assert (ret.kind, ret.node_id, ret.tool_name, ret.is_error) == (HookKind.TOOL_RETURN, "act", "t", False)
+
+
+async def test_12_failing_hook_does_not_change_the_result() -> None:
+    def broken(event: object) -> None:
+        raise RuntimeError("hook bug")
+
+    engine = make_engine({"id": "start", "to": "end"}, {"id": "end"}, hooks=[broken])
+    moved = await engine.navigate(await engine.start("s"), "")
+    assert moved.current_node_id == "end"
+
+
+# --- compiled-node cache ---------------------------------------------------------------------------
+
+
+async def test_cache_keeps_compiled_node_until_invalidated() -> None:
+    loader = MemoryLoader([{"id": "start", "content": "v1"}])
+    engine = Engine(loader)
+    state = await engine.start("s")
+    assert (await engine.render(state)).actions[0].payload == "v1"
+    loader.put({"id": "start", "content": "v2"})
+    assert (await engine.render(state)).actions[0].payload == "v1"  # still the compiled node
+    engine.invalidate(["start"])
+    assert (await engine.render(state)).actions[0].payload == "v2"
+    loader.put({"id": "start", "content": "v3"})
+    engine.invalidate()
+    assert (await engine.render(state)).actions[0].payload == "v3"
+
+
+async def test_cache_follows_loader_watch() -> None:
+    loader = MemoryLoader([{"id": "start", "content": "v1"}])
+    engine = Engine(loader)
+    task = watch_and_invalidate(engine, loader)
+    try:
+        state = await engine.start("s")
+        assert (await engine.render(state)).actions[0].payload == "v1"
+        await asyncio.sleep(0)
+        loader.put({"id": "start", "content": "v2"})
+        payload = "v1"
+        for _ in range(100):  # bounded: the watch task needs a few loop turns
+            await asyncio.sleep(0)
+            payload = (await engine.render(state)).actions[0].payload  # type: ignore[assignment]
+            if payload == "v2":
+                break
+        assert payload == "v2"
+    finally:
+        task.cancel()
+        loader.close()

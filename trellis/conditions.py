@@ -1,0 +1,143 @@
+"""Transition and format-item conditions (spec §4, with §17 #6 fixed).
+
+Two forms are understood:
+
+* **The original's form** ``<words> input == '<literal>'`` (or ``"<literal>"``), which is
+  what the file loader generates for ``options`` entries. It keeps the meaning the
+  original gave it: the input is printed the Go ``%v`` way (§5.5) and trimmed, the
+  literal is trimmed of surrounding quote characters, and the two are compared
+  case-insensitively; plain words left of ``input ==`` are ignored. It is recognised
+  syntactically and evaluated natively (no CEL), so option menus stay fast.
+* **Everything else is CEL** (https://cel.dev). In scope: ``input`` (the effective
+  input), ``context`` (the context map), ``sys`` (the system context) and, as a
+  shorthand, every top-level context key that is a valid identifier other than
+  ``input``, ``context`` and ``sys`` (``age > 18`` reads ``context.age``).
+
+Differences from the original's string-splitting evaluator, on purpose (§17 #6):
+
+* ``!=``, ``&&``, ``||``, context access, ``input=='x'`` without the space, and values
+  containing ``==`` now mean what they say instead of always being false.
+* Escaped quotes in a literal (``input == 'don\\'t'``, generated from an option text
+  with an apostrophe) are unescaped, so such options can match.
+* Text left of ``input ==`` is ignored only when it is plain words (no operators or
+  parentheses); ``a && input == 'x'`` is a CEL conjunction, not ``input == 'x'``.
+* An expression that is not valid CEL raises ConditionError when the node is
+  compiled, naming where it is, instead of silently evaluating to false.
+
+At run time an evaluation error (e.g. a missing key) or a non-boolean result counts
+as false (§3.6.1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import cel
+
+from trellis.errors import ConditionError
+from trellis.values import go_str
+
+# Left part: plain words only (no operators, parentheses or quotes), as in
+# "foo input == 'x'". The literal is one quoted string with backslash escapes.
+_LEGACY_FORM = re.compile(
+    r"""^(?P<left>[^=&|!()<>?:'"\[\]{}+\-*/%,]*?)input ==\s*"""
+    r"""(?P<lit>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\s*$""",
+    re.DOTALL,
+)
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_FIXED_NAMES = frozenset({"input", "context", "sys"})
+
+
+class Condition:
+    """A compiled condition. ``evaluate`` never raises."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def evaluate(
+        self, input: Any, context: Mapping[str, Any], system_context: Mapping[str, Any]
+    ) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source!r})"
+
+
+class InputEqualsCondition(Condition):
+    """The original's ``input == 'literal'``: trimmed, case-insensitive, Go-printed input."""
+
+    __slots__ = ("_expected", "_lower", "_upper")
+
+    def __init__(self, source: str, expected: str) -> None:
+        super().__init__(source)
+        self._expected = expected
+        self._lower = expected.lower()
+        self._upper = expected.upper()
+
+    @property
+    def expected(self) -> str:
+        return self._expected
+
+    def evaluate(self, input: Any, context: Mapping[str, Any], system_context: Mapping[str, Any]) -> bool:
+        actual = (input if type(input) is str else go_str(input)).strip()
+        if actual == self._expected:
+            return True
+        # Approximates Go's strings.EqualFold (simple case folding).
+        return actual.lower() == self._lower or actual.upper() == self._upper
+
+
+class CelCondition(Condition):
+    """A CEL expression; only the variables it references are handed to CEL."""
+
+    __slots__ = ("_context_names", "_program", "_wants_context", "_wants_input", "_wants_sys")
+
+    def __init__(self, source: str, program: Any, variables: list[str]) -> None:
+        super().__init__(source)
+        self._program = program
+        self._wants_input = "input" in variables
+        self._wants_context = "context" in variables
+        self._wants_sys = "sys" in variables
+        self._context_names = tuple(v for v in variables if v not in _FIXED_NAMES)
+
+    def evaluate(self, input: Any, context: Mapping[str, Any], system_context: Mapping[str, Any]) -> bool:
+        scope: dict[str, Any] = {}
+        if self._wants_input:
+            scope["input"] = input
+        if self._wants_context:
+            scope["context"] = context
+        if self._wants_sys:
+            scope["sys"] = system_context
+        for name in self._context_names:
+            # Names bound by macros (x in list.exists(x, ...)) are reported as
+            # variables too; they are simply absent from the context.
+            if name in context:
+                scope[name] = context[name]
+        try:
+            result = self._program.execute(scope)
+        except Exception:
+            return False
+        return result is True
+
+
+def _legacy_literal(quoted: str) -> str:
+    inner = _ESCAPE.sub(r"\1", quoted[1:-1])
+    # The original trimmed every leading/trailing quote character of the right side.
+    return inner.strip("'\"")
+
+
+def compile_condition(expr: str, *, where: str) -> Condition:
+    """Compile ``expr``; ``where`` (file/node and transition index) names it in errors."""
+    match = _LEGACY_FORM.match(expr)
+    if match is not None:
+        return InputEqualsCondition(expr, _legacy_literal(match.group("lit")))
+    try:
+        program = cel.compile(expr)
+        variables = list(program.variables())
+    except Exception as exc:  # cel raises ValueError with the parser's report
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConditionError(f"{where}: invalid condition {expr!r}: {first_line}") from exc
+    return CelCondition(expr, program, variables)

@@ -1,0 +1,255 @@
+"""CompiledNode: everything the engine needs from a node, worked out once.
+
+A node is compiled the first time the engine needs it and then reused until the
+graph changes, so rendering and navigating parse nothing: templates, conditions,
+the context schema, the input request and the tool calls are all ready.
+
+What fails at compile time (the node is then unusable, like an unparseable file
+in the original): an invalid CEL condition (ConditionError) and an unsupported
+context-schema type (NodeDefinitionError). Template syntax errors are kept and
+raised when the template is first *used*, because the original only parsed
+templates while rendering: a node with a broken body can still be entered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from trellis.conditions import Condition, compile_condition
+from trellis.domain import SYS_NAMESPACE, FormatItem, InputRequest, Node, ToolCall
+from trellis.engine.context_checks import TypeCheck, parse_schema_type
+from trellis.errors import NodeDefinitionError, TemplateError
+from trellis.templates import compile_template
+from trellis.values import parse_duration
+
+_ROLLBACK = "rollback"
+_FORMAT_CACHE_LIMIT = 256
+
+
+class Renderable(Protocol):
+    """What the engine needs of a compiled template."""
+
+    @property
+    def is_constant(self) -> bool: ...
+
+    def render(self, data: Mapping[str, Any]) -> str: ...
+
+
+class _BrokenTemplate:
+    """A template that failed to parse: raises its error when used (see module doc)."""
+
+    __slots__ = ("_error",)
+
+    def __init__(self, error: TemplateError) -> None:
+        self._error = error
+
+    @property
+    def is_constant(self) -> bool:
+        return False
+
+    def render(self, data: Mapping[str, Any]) -> str:
+        raise self._error
+
+
+def _template(text: str, *, html: bool, name: str) -> Renderable:
+    try:
+        compiled: Renderable = compile_template(text, html=html, name=name)
+    except TemplateError as exc:
+        return _BrokenTemplate(exc)
+    return compiled
+
+
+def _constant_text(template: Renderable) -> str | None:
+    """The output of a template that uses no data, so rendering it costs nothing."""
+    if not template.is_constant:
+        return None
+    try:
+        return template.render({})
+    except TemplateError:
+        return None
+
+
+def is_rollback(target: str) -> bool:
+    """``rollback`` as a navigation target, in any letter case (§17 #7)."""
+    return len(target) == len(_ROLLBACK) and target.lower() == _ROLLBACK
+
+
+class CompiledCall:
+    """A do/undo call ready to emit: ID defaulted to the name (§17 #10), metadata
+    merged with the node's, argument templates compiled (top level only, §5.4)."""
+
+    __slots__ = ("arg_templates", "args", "id", "metadata", "name")
+
+    def __init__(self, call: ToolCall, node: Node, *, html: bool, field: str) -> None:
+        self.id = call.id or call.name
+        self.name = call.name
+        self.args: Mapping[str, Any] | None = call.args
+        merged: dict[str, str] = dict(call.metadata or {})
+        merged.update(node.metadata)
+        self.metadata: Mapping[str, str] = merged
+        where = node.source or node.id
+        self.arg_templates: tuple[tuple[str, Renderable], ...] = tuple(
+            (key, _template(value, html=html, name=f"{where}:{field}.args.{key}"))
+            for key, value in (call.args or {}).items()
+            if isinstance(value, str) and "{{" in value
+        )
+
+
+class CompiledNode:
+    """One node, compiled. Treat as immutable (the only mutable part is a private
+    memo of format-node templates, which never changes what a render produces)."""
+
+    __slots__ = (
+        "_format_memo",
+        "conditional",
+        "content",
+        "content_always",
+        "content_constant",
+        "default_context",
+        "do",
+        "execution_violation",
+        "has_context_checks",
+        "has_transitions",
+        "html",
+        "id",
+        "input_default",
+        "input_request",
+        "is_confirm",
+        "is_format",
+        "messages",
+        "node",
+        "on_denied",
+        "on_error",
+        "on_signal",
+        "on_signal_default",
+        "required",
+        "save_to",
+        "save_to_reserved",
+        "schema",
+        "terminal",
+        "timeout",
+        "tool_missing",
+        "type",
+        "unconditional",
+        "undo",
+    )
+
+    def __init__(self, node: Node, *, html: bool = False, logger: logging.Logger | None = None) -> None:
+        log = logger or logging.getLogger("trellis.engine")
+        where = node.source or node.id
+        self.node = node
+        self.id = node.id
+        self.type = node.type
+        self.html = html
+
+        # §3.3 step 3: a node either acts or listens, never both.
+        listens = node.wait or bool(node.input_type) or node.type == "question"
+        self.execution_violation = (
+            f"node {node.id} violation: cannot have both 'do' (tool) and 'wait/input' in the same node"
+            if node.do is not None and listens
+            else ""
+        )
+        self.tool_missing = node.type == "tool" and node.do is None
+
+        # §9: context contracts.
+        self.required = tuple(node.required_context)
+        schema: list[tuple[str, str, TypeCheck]] = []
+        for key, type_text in node.context_schema.items():
+            try:
+                schema.append((key, type_text, parse_schema_type(type_text)))
+            except ValueError as exc:
+                raise NodeDefinitionError(node.id, where, f"context_schema.{key}", str(exc)) from None
+        self.schema = tuple(schema)
+        self.has_context_checks = bool(self.required or self.schema)
+
+        # §3.3 step 5 and §5.6: content.
+        self.is_format = node.type == "format"
+        self.content = _template(node.content, html=html, name=f"{where}:content")
+        self.content_always = node.type in ("text", "question") or node.content != ""
+        self.content_constant = _constant_text(self.content)
+        self.messages: dict[str, tuple[tuple[str, Condition | None], ...]] = {}
+        for locale, items in node.messages.items():
+            self.messages[locale] = tuple(
+                self._format_item(item, where, locale, index) for index, item in enumerate(items)
+            )
+        self._format_memo: dict[tuple[str, tuple[int, ...]], Renderable] = {}
+
+        # §3.3 step 6: input request (timeout parsed once; invalid → 0, logged).
+        self.timeout = 0.0
+        if node.timeout:
+            try:
+                self.timeout = max(parse_duration(node.timeout), 0.0)
+            except ValueError:
+                log.warning("node %s: invalid timeout %r ignored", node.id, node.timeout)
+        if node.wait or node.type == "question" or node.input_type:
+            self.input_request: InputRequest | None = InputRequest(
+                type=node.input_type or "text",
+                options=tuple(node.input_options),
+                default=node.input_default,
+                timeout=self.timeout,
+            )
+        else:
+            self.input_request = None
+        self.is_confirm = node.input_type == "confirm"
+        self.input_default = node.input_default
+
+        # §3.3 step 7: tool calls.
+        self.do = CompiledCall(node.do, node, html=html, field="do") if node.do is not None else None
+        self.undo = CompiledCall(node.undo, node, html=html, field="undo") if node.undo is not None else None
+
+        # §3.6: transitions, conditional ones compiled, the first unconditional one kept.
+        conditional: list[tuple[str, Condition]] = []
+        unconditional: str | None = None
+        for index, transition in enumerate(node.transitions):
+            if transition.condition:
+                condition = compile_condition(
+                    transition.condition, where=f"{where}: transitions[{index}].condition"
+                )
+                conditional.append((transition.to_node_id, condition))
+            elif unconditional is None:
+                unconditional = transition.to_node_id
+        self.conditional = tuple(conditional)
+        self.unconditional = unconditional
+        self.has_transitions = bool(node.transitions)
+        self.terminal = not node.transitions and not node.on_signal and not node.timeout
+
+        self.save_to = node.save_to
+        self.save_to_reserved = node.save_to == SYS_NAMESPACE or node.save_to.startswith(SYS_NAMESPACE + ".")
+        self.default_context = node.default_context
+        self.on_error = node.on_error
+        self.on_denied = node.on_denied
+        self.on_signal = node.on_signal
+        self.on_signal_default = node.on_signal_default
+
+    @staticmethod
+    def _format_item(item: FormatItem, where: str, locale: str, index: int) -> tuple[str, Condition | None]:
+        if not item.condition:
+            return item.text, None
+        return item.text, compile_condition(
+            item.condition, where=f"{where}: messages[{locale!r}][{index}].condition"
+        )
+
+    def format_items(self, locale: str) -> tuple[str, tuple[tuple[str, Condition | None], ...]] | None:
+        """§5.6 steps 1-3: the messages for ``locale``, then ``""``, then ``en``."""
+        messages = self.messages
+        if not messages:
+            return None
+        for key in (locale, "", "en"):
+            items = messages.get(key)
+            if items:
+                return key, items
+        return None
+
+    def format_template(self, locale_key: str, included: tuple[int, ...]) -> Renderable:
+        """The template for the concatenation of the included items (memoised)."""
+        memo_key = (locale_key, included)
+        template = self._format_memo.get(memo_key)
+        if template is None:
+            items = self.messages[locale_key]
+            text = "".join(items[i][0] for i in included)
+            template = _template(text, html=self.html, name=f"{self.node.source or self.id}:messages")
+            if len(self._format_memo) < _FORMAT_CACHE_LIMIT:
+                self._format_memo[memo_key] = template
+        return template
