@@ -1,0 +1,95 @@
+"""The process lease: losing it loses every lock; a new one follows when etcd returns.
+And a 3-member cluster keeps serving locks while one member is killed and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from tests.etcd.conftest import config_for
+from tests.etcd.etcd_process import EtcdCluster
+from trellis.adapters.etcd import EtcdClient, EtcdLocker, Health
+
+
+async def eventually(condition: Callable[[], bool], bound: float = 20.0) -> bool:
+    """Poll ``condition`` (bounded); True as soon as it holds."""
+    for _ in range(int(bound / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+async def test_lost_lease_releases_every_lock_and_a_new_lease_follows(private_etcd: EtcdCluster) -> None:
+    health: list[Health] = []
+    client = EtcdClient(config_for(private_etcd, request_timeout=1.0), on_health=health.append)
+    locker = EtcdLocker(client)
+    try:
+        first = await locker.acquire("k1", ttl=2)
+        second = await locker.acquire("k2", ttl=2)
+        assert first.held() and second.held()
+        assert health == [Health.SERVING]
+
+        member = private_etcd.members[0]
+        member.stop()
+        assert await eventually(lambda: not first.held())
+        assert not second.held()
+        assert health[-1] is Health.NOT_SERVING
+
+        private_etcd.restart(member)
+        assert await eventually(lambda: health[-1] is Health.SERVING)
+        async with asyncio.timeout(10):
+            again = await locker.acquire("k1", ttl=2)
+            other = await EtcdLocker(EtcdClient(client.config)).acquire("k2", ttl=2)
+        assert again.held() and other.held()
+        assert again.token > first.token
+        assert again.lease.id != first.lease.id
+        await other.unlock()
+        await again.unlock()
+    finally:
+        await client.close()
+
+
+async def test_a_waiter_gives_up_when_the_lease_is_lost(private_etcd: EtcdCluster) -> None:
+    client = EtcdClient(config_for(private_etcd, request_timeout=1.0))
+    other = EtcdClient(client.config)
+    try:
+        holder = await EtcdLocker(other).acquire("k", ttl=60)
+        waiter = asyncio.create_task(EtcdLocker(client).acquire("k", ttl=2))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        private_etcd.members[0].stop()
+        async with asyncio.timeout(20):
+            error = await asyncio.gather(waiter, return_exceptions=True)
+        assert isinstance(error[0], Exception)
+        assert holder.held()  # that lease (60 s) outlives the outage
+    finally:
+        await client.close()
+        await other.abandon()
+
+
+async def test_locks_keep_working_while_a_cluster_member_is_down(etcd_cluster3: EtcdCluster) -> None:
+    health: list[Health] = []
+    client = EtcdClient(config_for(etcd_cluster3), on_health=health.append)
+    locker = EtcdLocker(client)
+    try:
+        held = await locker.acquire("long", ttl=3)
+        for victim in etcd_cluster3.members[:2]:
+            victim.kill()
+            for n in range(5):
+                async with asyncio.timeout(10):
+                    handle = await locker.acquire("short", ttl=3)
+                    waiter = asyncio.create_task(locker.acquire("short", ttl=3))
+                    await asyncio.sleep(0.01)
+                    await handle.unlock()
+                    successor = await waiter
+                assert successor.token > handle.token, n
+                await successor.unlock()
+            # Longer than the lease TTL: renewals found the surviving members.
+            await asyncio.sleep(3.5)
+            assert held.held()
+            etcd_cluster3.restart(victim)
+        assert Health.NOT_SERVING not in health
+        await held.unlock()
+    finally:
+        await client.close()

@@ -1,0 +1,18 @@
+"""trellis's distributed mode on etcd: locker, state store, graph loader.
+
+One ``EtcdClient`` per process backs all three; see docs/etcd.md.
+"""
+
+from trellis.adapters.etcd.client import EtcdClient, Health, ProcessLease
+from trellis.adapters.etcd.config import EtcdConfig, parse_etcd_url
+from trellis.adapters.etcd.locker import EtcdLocker, EtcdLockHandle
+
+__all__ = [
+    "EtcdClient",
+    "EtcdConfig",
+    "EtcdLockHandle",
+    "EtcdLocker",
+    "Health",
+    "ProcessLease",
+    "parse_etcd_url",
+]

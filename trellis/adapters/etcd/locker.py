@@ -1,0 +1,199 @@
+"""EtcdLocker: fair locks on etcd, after etcd's concurrency Mutex recipe.
+
+Every waiter puts its own key ``<prefix>/locks/<name>/<lease-hex>-<n>`` under the
+process lease; the holder is the key with the lowest create revision; a waiter
+waits for the deletion of the key created just before its own (FIFO, no
+thundering herd, no polling). The fencing token is the create revision of the
+holder's key: etcd revisions only grow, so a later holder has a larger token.
+
+TTL: the key lives as long as the process lease, which is kept alive in the
+background, so a live holder keeps its lock past ``ttl``; ``ttl`` is the lease
+TTL, i.e. it bounds how long the lock outlives a crashed or partitioned holder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+from aetcd import rpc
+
+from trellis.adapters.etcd.client import EtcdClient, ProcessLease, prefix_end
+from trellis.errors import BackendUnavailable, LockLost
+
+log = logging.getLogger(__name__)
+
+_waiter_numbers = itertools.count(1)
+"""Makes each waiter's key unique even when one process waits twice on one lock."""
+
+
+def lock_prefix(client: EtcdClient, name: str) -> bytes:
+    # Quoting keeps '/' in names from nesting one lock's queue inside another's.
+    return client.config.key("locks", urllib.parse.quote(name, safe="")) + b"/"
+
+
+class EtcdLockHandle:
+    """A held etcd lock (implements LockHandle)."""
+
+    def __init__(
+        self, client: EtcdClient, name: str, etcd_key: bytes, token: int, lease: ProcessLease
+    ) -> None:
+        self._client = client
+        self._name = name
+        self.etcd_key = etcd_key
+        self._token = token
+        self.lease = lease
+        self._released = False
+        self.loaded_revision = 0
+        """Set by EtcdStateStore.lock_and_load: the session revision read with the lock."""
+
+    @property
+    def key(self) -> str:
+        return self._name
+
+    @property
+    def token(self) -> int:
+        return self._token
+
+    def held(self) -> bool:
+        return not self._released and self.lease.alive
+
+    def fence_compare(self) -> Any:
+        """The compare that holds only while this lock is still held in etcd."""
+        return rpc.Compare(
+            key=self.etcd_key,
+            target=rpc.Compare.CREATE,
+            result=rpc.Compare.EQUAL,
+            create_revision=self._token,
+        )
+
+    def mark_released(self) -> None:
+        self._released = True
+
+    async def unlock(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if not self.lease.alive:
+            return  # the key went with the lease (a lingering lease is revoked on re-grant)
+        await asyncio.shield(_delete_key(self._client, self.etcd_key))
+
+    def __repr__(self) -> str:
+        return f"EtcdLockHandle({self._name!r}, token={self._token}, held={self.held()})"
+
+
+async def _delete_key(client: EtcdClient, key: bytes) -> None:
+    try:
+        await client.call("DeleteRange", rpc.DeleteRangeRequest(key=key), idempotent=True)
+    except BackendUnavailable as exc:
+        log.warning("releasing etcd lock key %r failed (%s); retrying in the background", key, exc)
+        client.delete_later(key)
+
+
+def absent(key: bytes) -> Any:
+    """The compare that holds while ``key`` does not exist."""
+    return rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
+
+
+def _queue_range(prefix: bytes, *, below: int = 0, limit: int) -> Any:
+    """Keys of the lock's queue, newest first; ``below``: only those created before it."""
+    return rpc.RangeRequest(
+        key=prefix,
+        range_end=prefix_end(prefix),
+        sort_target=rpc.RangeRequest.CREATE,
+        sort_order=rpc.RangeRequest.DESCEND,
+        limit=limit,
+        keys_only=True,
+        max_create_revision=below - 1 if below else 0,
+    )
+
+
+async def acquire_lock(
+    client: EtcdClient, name: str, ttl: float, also: Sequence[Any] = ()
+) -> tuple[EtcdLockHandle, Sequence[Any] | None]:
+    """Queue for lock ``name`` and wait for our turn.
+
+    One transaction puts our key and reads the two newest keys of the queue: ours
+    and, if any, our predecessor. ``also`` (RequestOps) run in that same
+    transaction; their responses are returned only when the lock was free right
+    away (otherwise they are stale and None is returned). Cancelling the wait
+    deletes our key.
+    """
+    lease = await client.lease(ttl)
+    prefix = lock_prefix(client, name)
+    my_key = prefix + f"{lease.id:016x}-{next(_waiter_numbers)}".encode()
+    request = rpc.TxnRequest(
+        compare=[absent(my_key)],
+        success=[
+            rpc.RequestOp(request_put=rpc.PutRequest(key=my_key, value=b"", lease=lease.id)),
+            rpc.RequestOp(request_range=_queue_range(prefix, limit=2)),
+            *also,
+        ],
+        failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=my_key, keys_only=True))],
+    )
+    # Safe to retry: a retry after a lost answer finds our key and takes the failure branch.
+    sent = asyncio.ensure_future(client.call("Txn", request, idempotent=True))
+    try:
+        response = await asyncio.shield(sent)
+    except asyncio.CancelledError:
+        # The put may still land: remove our key once the transaction has settled.
+        sent.add_done_callback(lambda _: client.delete_later(my_key))
+        raise
+    predecessor: bytes | None
+    if response.succeeded:
+        token = response.header.revision
+        queue = response.responses[1].response_range.kvs
+        predecessor = queue[1].key if len(queue) > 1 else None
+        extra: Sequence[Any] | None = response.responses[2:]
+    else:
+        token = response.responses[0].response_range.kvs[0].create_revision
+        predecessor = b""  # unknown: look it up
+        extra = None
+    handle = EtcdLockHandle(client, name, my_key, token, lease)
+    if predecessor is None:
+        return handle, extra
+    try:
+        await _wait_for_turn(client, handle, prefix, predecessor, response.header.revision)
+    except BaseException:
+        handle.mark_released()
+        await asyncio.shield(_delete_key(client, my_key))
+        raise
+    return handle, None
+
+
+async def _wait_for_turn(
+    client: EtcdClient, handle: EtcdLockHandle, prefix: bytes, predecessor: bytes, seen: int
+) -> None:
+    recheck = rpc.TxnRequest(
+        success=[
+            rpc.RequestOp(request_range=_queue_range(prefix, below=handle.token, limit=1)),
+            rpc.RequestOp(request_range=rpc.RangeRequest(key=handle.etcd_key, keys_only=True)),
+        ]
+    )
+    current: bytes | None = predecessor
+    while current is not None:
+        if current:
+            await client.lock_deletions.wait(current, seen)
+        if not handle.lease.alive:
+            raise BackendUnavailable(f"etcd lease lost while waiting for lock {handle.key!r}")
+        response = await client.call("Txn", recheck, idempotent=True)
+        if not response.responses[1].response_range.kvs:
+            raise LockLost(f"etcd lock {handle.key!r}: our queue entry vanished while waiting (lease lost)")
+        queue = response.responses[0].response_range.kvs
+        current = queue[0].key if queue else None
+        seen = response.header.revision
+
+
+class EtcdLocker:
+    """DistributedLocker on etcd. All locks of the process share its lease."""
+
+    def __init__(self, client: EtcdClient) -> None:
+        self.client = client
+
+    async def acquire(self, key: str, ttl: float) -> EtcdLockHandle:
+        handle, _ = await acquire_lock(self.client, key, ttl)
+        return handle
