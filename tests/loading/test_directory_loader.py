@@ -1,0 +1,398 @@
+"""DirectoryLoader: discovery (§2.1), IDs (§2.2), entry helpers (§2.9), safety, caching and watching."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.loading.writers import write_definition
+from trellis.adapters.directory_loader import DirectoryLoader, entry_node_id, has_default_error_node
+from trellis.errors import GraphError, NodeDefinitionError, NodeNotFound
+from trellis.loading.changes import ChangeStream
+from trellis.ports.loader import GraphChange
+
+
+def write(root: Path, rel: str, text: str | bytes) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Path:
+    root = tmp_path / "flow"
+    root.mkdir()
+    return root
+
+
+# --- §2.1 discovery --------------------------------------------------------------------------------
+
+
+async def test_every_node_format_is_discovered_and_other_extensions_are_ignored(graph: Path) -> None:
+    write(graph, "a.md", "A")
+    write(graph, "b.json", "{}")
+    write(graph, "c.yaml", "type: text\n")
+    write(graph, "d.yml", "type: text\n")
+    write(graph, "e.csv", "x,y\n")
+    write(graph, "notes.txt", "x")
+    write(graph, "README", "x")
+    assert await DirectoryLoader(graph).list_nodes() == ["a", "b", "c", "d"]
+
+
+async def test_hidden_files_and_every_hidden_directory_are_skipped(graph: Path) -> None:
+    write(graph, "start.md", "Hi")
+    write(graph, ".draft.md", "hidden file")
+    write(graph, ".git/HEAD.md", "git")
+    write(graph, ".loam/x.json", "{}")
+    write(graph, ".trellis/sessions/s1.json", '{"session_id": "s1"}')
+    write(graph, "sub/.hidden/y.md", "y")
+    loader = DirectoryLoader(graph)
+    assert await loader.list_nodes() == ["start"]
+    with pytest.raises(NodeNotFound):
+        await loader.get_node(".trellis/sessions/s1")
+
+
+async def test_a_missing_root_lists_with_a_clear_error_and_finds_nothing(tmp_path: Path) -> None:
+    loader = DirectoryLoader(tmp_path / "absent")
+    with pytest.raises(GraphError, match="absent' does not exist"):
+        await loader.list_nodes()
+    with pytest.raises(NodeNotFound):
+        await loader.get_node("start")
+
+
+# --- §2.2 IDs --------------------------------------------------------------------------------------
+
+
+async def test_ids_are_root_relative_paths_without_extension(graph: Path) -> None:
+    write(graph, "start.md", "Hi")
+    write(graph, "choice.json", "{}")
+    write(graph, "modules/checkout/start.md", "Checkout")
+    loader = DirectoryLoader(graph)
+    assert await loader.list_nodes() == ["choice", "modules/checkout/start", "start"]
+    node = await loader.get_node("modules/checkout/start")
+    assert node.id == "modules/checkout/start"
+    assert node.content == "Checkout"
+    assert node.source == "flow/modules/checkout/start.md"
+
+
+async def test_explicit_id_with_extension_matching_the_path(graph: Path) -> None:
+    write(graph, "choice.json", '{"id": "choice.json", "content": "J"}')
+    loader = DirectoryLoader(graph)
+    assert await loader.list_nodes() == ["choice"]
+    assert (await loader.get_node("choice")).id == "choice"
+
+
+async def test_a_node_whose_explicit_id_differs_from_its_path_is_found_by_that_id(graph: Path) -> None:
+    # spec §17 #17: the original listed `welcome` but could not load it.
+    write(graph, "pages/one.md", "---\nid: welcome\n---\nHello\n")
+    loader = DirectoryLoader(graph)
+    assert await loader.list_nodes() == ["welcome"]
+    node = await loader.get_node("welcome")
+    assert (node.id, node.content) == ("welcome", "Hello\n")
+    with pytest.raises(NodeNotFound, match="declares id 'welcome'"):
+        await loader.get_node("pages/one")
+
+
+async def test_lookup_without_extension_follows_md_json_yaml_yml_priority(graph: Path) -> None:
+    write(graph, "n.yml", "content: yml\n")
+    write(graph, "n.yaml", "content: yaml\n")
+    loader = DirectoryLoader(graph)
+    assert (await loader.get_node("n")).content == "yaml"
+    write(graph, "n.json", '{"content": "json"}')
+    assert (await loader.get_node("n")).content == "json"
+    write(graph, "n.md", "md")
+    assert (await loader.get_node("n")).content == "md"
+
+
+async def test_lookup_with_extension_opens_that_file_and_strips_the_extension(graph: Path) -> None:
+    write(graph, "n.md", "md")
+    write(graph, "n.json", '{"content": "json"}')
+    node = await DirectoryLoader(graph).get_node("n.json")
+    assert (node.id, node.content) == ("n", "json")
+
+
+async def test_two_files_with_one_id_make_listing_fail_naming_both(graph: Path) -> None:
+    write(graph, "foo.md", "md")
+    write(graph, "foo.json", "{}")
+    loader = DirectoryLoader(graph)
+    with pytest.raises(GraphError) as caught:
+        await loader.list_nodes()
+    message = str(caught.value)
+    assert "collision detected" in message and "'foo'" in message
+    assert "foo.md" in message and "foo.json" in message
+    assert (await loader.get_node("foo")).content == "md"  # direct lookup still works
+
+
+async def test_an_explicit_id_equal_to_another_files_id_is_a_collision(graph: Path) -> None:
+    write(graph, "end.md", "end")
+    write(graph, "other.md", "---\nid: end\n---\nimpostor\n")
+    with pytest.raises(
+        GraphError, match=r"collision detected: node ID 'end' is defined by end\.md and other\.md"
+    ):
+        await DirectoryLoader(graph).list_nodes()
+
+
+# --- safety: nothing outside the root is read ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "node_id",
+    [
+        "../secret",
+        "../secret.md",
+        "sub/../../secret",
+        "/etc/passwd",
+        "..\\secret",
+        "./start",
+        "a//b",
+        "nul\x00",
+    ],
+)
+async def test_ids_escaping_the_root_are_not_found(tmp_path: Path, graph: Path, node_id: str) -> None:
+    write(tmp_path, "secret.md", "top secret")
+    write(graph, "start.md", "Hi")
+    write(graph, "sub/x.md", "x")
+    with pytest.raises(NodeNotFound):
+        await DirectoryLoader(graph).get_node(node_id)
+
+
+async def test_symlinks_pointing_outside_the_root_are_not_followed(tmp_path: Path, graph: Path) -> None:
+    secret = write(tmp_path, "outside/secret.md", "top secret")
+    os.symlink(secret, graph / "link.md")
+    os.symlink(secret.parent, graph / "linked_dir")
+    write(graph, "start.md", "Hi")
+    loader = DirectoryLoader(graph)
+    assert await loader.list_nodes() == ["start"]
+    for node_id in ("link", "linked_dir/secret"):
+        with pytest.raises(NodeNotFound):
+            await loader.get_node(node_id)
+
+
+# --- bad files -------------------------------------------------------------------------------------
+
+
+async def test_a_file_over_the_size_limit_is_refused_by_name(graph: Path) -> None:
+    write(graph, "big.md", "x" * 2000)
+    loader = DirectoryLoader(graph, max_file_bytes=1000)
+    with pytest.raises(
+        NodeDefinitionError, match=r"flow/big\.md: file is larger than the limit of 1000 bytes"
+    ):
+        await loader.get_node("big")
+
+
+def test_the_default_size_limit_is_one_mebibyte(graph: Path) -> None:
+    assert DirectoryLoader(graph).max_file_bytes == 1024 * 1024
+
+
+async def test_a_file_that_is_not_utf8_is_refused_by_name(graph: Path) -> None:
+    write(graph, "latin.md", "---\ntype: text\n---\nol\xe1\n".encode("latin-1"))
+    with pytest.raises(
+        NodeDefinitionError, match=r"flow/latin\.md: file is not valid UTF-8 \(bad byte at line 4"
+    ):
+        await DirectoryLoader(graph).get_node("latin")
+
+
+async def test_malformed_yaml_names_the_file_and_line(graph: Path) -> None:
+    write(graph, "bad.yaml", "type: text\nto: [a\nwait: true\n")
+    with pytest.raises(NodeDefinitionError, match=r"flow/bad\.yaml: invalid YAML at line \d"):
+        await DirectoryLoader(graph).get_node("bad")
+
+
+async def test_malformed_json_names_the_file_and_line(graph: Path) -> None:
+    write(graph, "bad.json", '{\n  "to": "x",\n}\n')
+    with pytest.raises(NodeDefinitionError, match=r"flow/bad\.json: invalid JSON at line 3"):
+        await DirectoryLoader(graph).get_node("bad")
+
+
+async def test_unclosed_frontmatter_names_the_file(graph: Path) -> None:
+    write(graph, "open.md", "---\ntype: text\nHello\n")
+    with pytest.raises(NodeDefinitionError, match=r"flow/open\.md: frontmatter .* never closed"):
+        await DirectoryLoader(graph).get_node("open")
+
+
+async def test_a_wrongly_typed_field_names_the_file_and_field(graph: Path) -> None:
+    write(graph, "x.md", '---\nwait: "true"\n---\n')
+    with pytest.raises(NodeDefinitionError) as caught:
+        await DirectoryLoader(graph).get_node("x")
+    assert str(caught.value) == "flow/x.md: field 'wait': expected a boolean, got string \"true\""
+    assert caught.value.node_id == "x"
+
+
+async def test_a_broken_file_stays_listed_and_fails_only_when_requested(graph: Path) -> None:
+    write(graph, "good.md", "ok")
+    write(graph, "broken.json", "{")
+    write(graph, "typed.md", "---\nid: named\nwait: 1\n---\n")
+    loader = DirectoryLoader(graph)
+    assert await loader.list_nodes() == ["broken", "good", "named"]
+    assert (await loader.get_node("good")).content == "ok"
+    with pytest.raises(NodeDefinitionError, match=r"broken\.json"):
+        await loader.get_node("broken")
+    with pytest.raises(NodeDefinitionError, match="field 'wait'"):
+        await loader.get_node("named")
+
+
+async def test_a_broken_tool_library_is_named_by_its_importer(graph: Path) -> None:
+    write(graph, "lib.yaml", "tools: [{description: no name}]\n")
+    write(graph, "agent.md", "---\ntools: [lib]\n---\n")
+    with pytest.raises(
+        NodeDefinitionError, match=r"flow/agent\.md: field 'tools': cannot import tools from 'lib'"
+    ):
+        await DirectoryLoader(graph).get_node("agent")
+
+
+async def test_tool_imports_may_name_a_file_with_its_extension(graph: Path) -> None:
+    write(graph, "tools.yaml", "tools:\n  - name: echo\n    command: go\n    description: Echo\n")
+    write(graph, "start.md", "---\ntools: [tools.yaml, {name: local}]\n---\n")
+    node = await DirectoryLoader(graph).get_node("start")
+    assert [(t.name, t.description) for t in node.tools] == [("echo", "Echo"), ("local", "")]
+
+
+# --- caching ---------------------------------------------------------------------------------------
+
+
+async def test_a_rewritten_file_is_served_fresh_without_any_watch(graph: Path) -> None:
+    loader = DirectoryLoader(graph)
+    for version in range(5):
+        # same length each time, written back to back: a stat-based cache could miss these
+        write(graph, "n.md", f"v{version}")
+        assert (await loader.get_node("n")).content == f"v{version}"
+
+
+async def test_an_unchanged_file_is_not_parsed_again(graph: Path) -> None:
+    write(graph, "n.md", "---\ntype: text\n---\nHi")
+    loader = DirectoryLoader(graph)
+    first = await loader.get_node("n")
+    again = await loader.get_node("n")
+    assert again is first  # same parsed node object, served from the cache
+
+
+# --- §2.9 entry point helpers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("files", "entry"),
+    [
+        (["start.md", "main.md", "index.md"], "start"),
+        (["main.yaml", "index.md"], "main"),
+        (["index.json", "other.md"], "index"),
+        (["flow.md", "other.md"], "flow"),
+        (["main.yml", "other.md"], "start"),
+        (["sub/start.md"], "start"),
+    ],
+)
+def test_entry_node_follows_the_cli_priority(graph: Path, files: list[str], entry: str) -> None:
+    for rel in files:
+        write(graph, rel, "x")
+    assert entry_node_id(graph) == entry
+
+
+def test_default_error_node_exists_only_at_the_root(graph: Path) -> None:
+    assert not has_default_error_node(graph)
+    write(graph, "sub/error.md", "x")
+    write(graph, "error.yml", "x")
+    assert not has_default_error_node(graph)
+    write(graph, "error.yaml", "x")
+    assert has_default_error_node(graph)
+
+
+# --- watching --------------------------------------------------------------------------------------
+
+WATCH_BOUND = 15.0
+
+
+async def _live(loader: DirectoryLoader) -> ChangeStream:
+    """A watch stream seen to deliver an event (so later writes are certainly observed)."""
+    stream = loader.watch()
+    await asyncio.sleep(0)
+    async with asyncio.timeout(WATCH_BOUND):
+        for attempt in range(100):
+            write_definition(loader.root, {"id": "warmup", "content": f"w{attempt}"}, ".md")
+            try:
+                async with asyncio.timeout(0.5):
+                    await anext(stream)
+                return stream
+            except TimeoutError:
+                continue
+    raise AssertionError("watch never delivered an event")
+
+
+async def _next_naming(stream: ChangeStream, predicate: object) -> GraphChange:
+    async with asyncio.timeout(WATCH_BOUND):
+        while True:
+            change = await anext(stream)
+            if callable(predicate) and predicate(change):
+                return change
+
+
+async def test_a_broken_file_does_not_stop_the_watch(graph: Path) -> None:
+    write(graph, "start.md", "Hi")
+    loader = DirectoryLoader(graph)
+    stream = await _live(loader)
+    try:
+        write(graph, "start.md", "---\nwait: [\n---\n")
+        await _next_naming(stream, lambda c: "start" in c.node_ids)
+        with pytest.raises(NodeDefinitionError):
+            await loader.get_node("start")
+        write(graph, "start.md", "Fixed")
+        await _next_naming(stream, lambda c: "start" in c.node_ids)
+        assert (await loader.get_node("start")).content == "Fixed"
+    finally:
+        await stream.aclose()
+
+
+async def test_changes_in_hidden_directories_and_other_files_raise_no_event(graph: Path) -> None:
+    write(graph, "start.md", "Hi")
+    loader = DirectoryLoader(graph)
+    stream = await _live(loader)
+    try:
+        write(graph, ".trellis/sessions/s1.json", "{}")
+        write(graph, "notes.txt", "x")
+        write(graph, ".start.md.swp", "x")
+        write(graph, "start.md", "Changed")
+        # The first event after the ignored writes is the node's own (warm-up echoes aside).
+        change = await _next_naming(stream, lambda c: c.node_ids != {"warmup"})
+        assert change.node_ids == {"start"}
+    finally:
+        await stream.aclose()
+
+
+async def test_changing_an_explicit_id_reports_the_old_and_the_new_id(graph: Path) -> None:
+    write(graph, "page.md", "---\nid: old\n---\n")
+    loader = DirectoryLoader(graph)
+    assert await loader.list_nodes() == ["old"]
+    stream = await _live(loader)
+    try:
+        write(graph, "page.md", "---\nid: new\n---\n")
+        change = await _next_naming(stream, lambda c: "new" in c.node_ids or not c.node_ids)
+        assert change.node_ids == {"old", "new"}
+    finally:
+        await stream.aclose()
+
+
+async def test_renaming_a_directory_reports_an_unknown_change(graph: Path) -> None:
+    write(graph, "modules/a.md", "A")
+    loader = DirectoryLoader(graph)
+    assert await loader.list_nodes() == ["modules/a"]
+    stream = await _live(loader)
+    try:
+        (graph / "modules").rename(graph / "parts")
+        await _next_naming(stream, lambda c: not c.node_ids or "modules/a" in c.node_ids)
+        assert await loader.list_nodes() == ["parts/a", "warmup"]
+    finally:
+        await stream.aclose()
+
+
+async def test_closing_the_loader_ends_its_watch_streams(graph: Path) -> None:
+    loader = DirectoryLoader(graph)
+    stream = loader.watch()
+    await asyncio.sleep(0)
+    await loader.aclose()
+    async with asyncio.timeout(WATCH_BOUND):
+        assert [change async for change in stream] == []
