@@ -32,8 +32,7 @@ from trellis.templates.nodes import (
     VariableNode,
     Where,
 )
-from trellis.templates.values import ExecFailure, go_type_name, lookup_key, sorted_keys, truth
-from trellis.values import go_str
+from trellis.templates.values import ExecFailure, data_str, go_type_name, lookup_key, sorted_keys, truth
 
 Getter = Callable[[Any, list[Any]], Any]
 Stage = Callable[[Any, list[Any], Any], Any]
@@ -53,14 +52,14 @@ def print_text(value: Any) -> str:
     """Action output for text templates: a top-level nil is ``<no value>`` (§5.3, §5.5)."""
     if value is None:
         return "<no value>"
-    return go_str(value)
+    return data_str(value)
 
 
 def print_html(value: Any) -> str:
     """Action output for HTML templates: escaped; nil prints nothing, as in Go html/template."""
     if value is None:
         return ""
-    return html_escape(value if value.__class__ is str else go_str(value))
+    return html_escape(value if value.__class__ is str else data_str(value))
 
 
 # --- values -------------------------------------------------------------------------------
@@ -173,7 +172,7 @@ def _short_circuit(is_and: bool, getters: list[Getter]) -> Stage:
 def _compile_command(command: CommandNode) -> Stage:
     head = command.args[0]
     if isinstance(head, FunctionNode):
-        return _compile_call(head.name, [compile_operand(arg) for arg in command.args[1:]], head.where)
+        return _compile_call(head.name, [compile_operand(arg) for arg in command.args[1:]], command.where)
     # The parser guarantees a non-function command has no arguments and no piped value.
     get = compile_operand(head)
     return lambda dot, slots, piped: get(dot, slots)
@@ -346,7 +345,8 @@ def _compile_range(node: RangeNode, printer: Callable[[Any], str]) -> Render:
         elif value is None:
             pairs = ()
         else:
-            raise fail(f"range can't iterate over {go_str(value)} (type {go_type_name(value)})")
+            shown = data_str(value) if value.__class__ in (str, float, bool) else go_type_name(value)
+            raise fail(f"range can't iterate over {shown}")
         out: list[str] = []
         ran = False
         for key, element in pairs:

@@ -15,8 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from trellis.templates.values import go_type_name, sorted_keys
-from trellis.values import go_str
+from trellis.templates.values import data_str, go_type_name, sorted_keys
 
 _FLAG_CHARS = "-+# 0"
 
@@ -29,14 +28,14 @@ def sprint(args: tuple[Any, ...]) -> str:
         is_string = isinstance(arg, str)
         if position and not is_string and not previous_is_string:
             parts.append(" ")
-        parts.append(go_str(arg))
+        parts.append(data_str(arg))
         previous_is_string = is_string
     return "".join(parts)
 
 
 def sprintln(args: tuple[Any, ...]) -> str:
     """``fmt.Sprintln``: operands separated by spaces, then a newline."""
-    return " ".join(go_str(arg) for arg in args) + "\n"
+    return " ".join(data_str(arg) for arg in args) + "\n"
 
 
 def go_quote(text: str) -> str:
@@ -92,7 +91,7 @@ class _Spec:
 def _bad(spec: _Spec, value: Any) -> str:
     if value is None:
         return f"%!{spec.verb}(<nil>)"
-    return f"%!{spec.verb}({go_type_name(value)}={go_str(value)})"
+    return f"%!{spec.verb}({go_type_name(value)}={data_str(value)})"
 
 
 def _format_int(spec: _Spec, value: int) -> str:
@@ -130,7 +129,7 @@ def _format_float(spec: _Spec, value: float) -> str:
             text = " Inf" if " " in spec.flags else "Inf"
         return spec.pad(text)
     if verb in "vgG" and spec.precision is None:
-        text = go_str(value)  # Go's shortest %g form
+        text = data_str(value)  # Go's shortest %g form
         if verb == "G":
             text = text.upper()
     else:
@@ -165,7 +164,7 @@ def format_value(spec: _Spec, value: Any) -> str:
     if value is None:
         return spec.pad("<nil>") if spec.verb == "v" else _bad(spec, value)
     if value is True or value is False:
-        return spec.pad(go_str(value)) if spec.verb in "tv" else _bad(spec, value)
+        return spec.pad(data_str(value)) if spec.verb in "tv" else _bad(spec, value)
     if isinstance(value, int):
         return _format_int(spec, value)
     if isinstance(value, float):
@@ -248,7 +247,7 @@ def sprintf(template: str, args: tuple[Any, ...]) -> str:
         used += 1
     if used < len(args):
         extra = ", ".join(
-            "<nil>" if arg is None else f"{go_type_name(arg)}={go_str(arg)}" for arg in args[used:]
+            "<nil>" if arg is None else f"{go_type_name(arg)}={data_str(arg)}" for arg in args[used:]
         )
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)

@@ -138,7 +138,11 @@ class Parser:
             return "end of template"
         if token.kind is Kind.RIGHT_DELIM:
             return "}}"
-        return f"{token.kind.value} {token.text!r}" if token.kind is not Kind.SPACE else "space"
+        if token.kind is Kind.SPACE:
+            return "space"
+        if token.kind.value == token.text:
+            return repr(token.text)
+        return f"{token.kind.value} {token.text!r}"
 
     # --- structure ---------------------------------------------------------------------
 
@@ -233,7 +237,7 @@ class Parser:
         for name, slot in reversed(self.scope):
             if name == token.text:
                 return slot
-        raise self.fail(f"undefined variable {token.text!r}", token)
+        raise self.fail(f'undefined variable "{token.text}"', token)
 
     def pipeline(self, context: str, end: Kind, start: int) -> PipeNode:
         declared: list[Token] = []
@@ -379,7 +383,7 @@ class Parser:
             if token.text in _KEYWORDS:
                 raise self.fail(f"unexpected keyword {token.text!r} in operand", token)
             if token.text not in self.functions:
-                raise self.fail(f"function {token.text!r} not defined", token)
+                raise self.fail(f'function "{token.text}" not defined', token)
             return FunctionNode(where, token.text)
         raise self.fail(f"unexpected {self.describe(token)} in operand", token)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from trellis.values import go_str
+
 
 class ExecFailure(Exception):
     """An execution error; ``where`` (``line:col: at <…>``) is filled by the innermost node."""
@@ -82,3 +84,31 @@ def sorted_keys(mapping: Mapping[Any, Any]) -> list[Any]:
         return sorted(mapping)
     except TypeError:
         return sorted(mapping, key=str)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _check_printable(value: Any) -> None:
+    if value.__class__ in _SCALARS:
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_printable(key)
+            _check_printable(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_printable(item)
+    elif isinstance(value, str):  # a str subclass prints its text without calling into it
+        return
+    else:
+        raise ExecFailure(
+            f"cannot print a value of type {type(value).__name__}: templates print only JSON-like data"
+        )
+
+
+def data_str(value: Any, top_level_nil: str = "<nil>") -> str:
+    """``go_str`` for data only: never calls ``__str__`` of an arbitrary object."""
+    if value.__class__ is not str:
+        _check_printable(value)
+    return go_str(value, top_level_nil)

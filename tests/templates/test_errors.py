@@ -1,0 +1,70 @@
+"""Parse errors fail at compile time with the template text and a line:col location."""
+
+from __future__ import annotations
+
+import pytest
+
+from trellis.errors import TemplateError
+from trellis.templates import compile_template
+
+
+@pytest.mark.parametrize(
+    ("text", "location", "problem"),
+    [
+        ("Hi {{ user_name }}", "1:7", 'function "user_name" not defined'),
+        ("{{ end }}", "1:4", "unexpected {{end}}"),
+        ("{{ else }}", "1:4", "unexpected {{else}}"),
+        ("{{ if .a }}x", "1:4", "{{if}} has no {{end}}"),
+        ("{{ range .a }}x{{ else }}y", "1:27", "expected {{end}} for {{range}}"),
+        ("{{ $x }}", "1:4", 'undefined variable "$x"'),
+        ("{{ $x = 1 }}", "1:4", 'undefined variable "$x"'),
+        ("{{ .a ", "1:1", "unclosed action"),
+        ("{{ }}", "1:4", "missing value for command"),
+        ("{{ .a | .b }}", "1:9", "can't give argument to non-function .b"),
+        ("{{ .a 1 }}", "1:4", "can't give argument to non-function .a"),
+        ("{{ nil }}", "1:4", "nil is not a command"),
+        ("{{ eq 1 }}", "1:4", "wrong number of args for eq: want at least 2 got 1"),
+        ("{{ default 1 2 3 }}", "1:4", "wrong number of args for default: want 2 got 3"),
+        ("{{ .a | }}", "1:7", "missing command after |"),
+        ("{{ (.a }}", "1:8", "unclosed left paren"),
+        ('{{ "abc }}', "1:4", "unterminated quoted string"),
+        ("{{ 1x }}", "1:4", "bad number syntax"),
+        ("{{ break }}", "1:4", "{{break}} outside {{range}}"),
+        ('{{ define "x" }}{{ end }}', "1:4", "not supported"),
+        ("{{/* x */ .a }}", "1:8", "comment ends before closing delimiter"),
+        ("{{/* never closed", "1:1", "unclosed comment"),
+        ("line one\n  {{ .a @ }}", "2:9", "unexpected '@'"),
+        ("{{ with $a, $b := .x }}{{ end }}", "1:11", "too many declarations in with"),
+    ],
+)
+def test_parse_errors_name_the_template_the_place_and_the_problem(
+    text: str, location: str, problem: str
+) -> None:
+    with pytest.raises(TemplateError) as caught:
+        compile_template(text)
+    message = str(caught.value)
+    assert message.startswith(f"invalid template '{text}': {location}: ")
+    assert problem in message
+
+
+def test_the_template_name_prefixes_the_location() -> None:
+    with pytest.raises(TemplateError, match=r"'\{\{ foo \}\}': node/start\.md:1:4: function \"foo\""):
+        compile_template("{{ foo }}", name="node/start.md")
+
+
+def test_execution_errors_say_where_and_what() -> None:
+    template = compile_template("a\n{{ if .ok }}{{ len .n }}{{ end }}", name="greet")
+    assert template.render({"ok": False, "n": 1}) == "a\n"
+    with pytest.raises(TemplateError) as caught:
+        template.render({"ok": True, "n": 1})
+    assert str(caught.value) == (
+        "template execution failed: greet:2:16: at <len .n>: error calling len: len of type int"
+    )
+
+
+def test_error_message_keeps_a_long_template_short() -> None:
+    text = "x" * 500 + "{{ nope }}"
+    with pytest.raises(TemplateError) as caught:
+        compile_template(text)
+    assert len(str(caught.value)) < 300
+    assert "1:504" in str(caught.value)
