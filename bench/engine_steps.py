@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Engine step rate, side by side with LangGraph and `transitions`, in one run.
+
+One chain of 20 nodes; at each node a template is rendered and the next node is
+chosen by a condition on the input ("go"). The last node leads back to the first,
+so a run can step for as long as it likes. Measured, interleaved, best of N:
+
+  (a) trellis in process: Engine.render + Engine.navigate over a MemoryLoader
+  (b) trellis durable: SessionManager.navigate (lock, load, navigate, render,
+      conditional save) over a MemoryStore
+  (c) LangGraph, no checkpointer: one invoke walks the 20 nodes; rate = node runs/s
+  (d) LangGraph with its in-memory checkpointer: one node per invoke, each node
+      waiting through interrupt() and resumed with Command(resume="go")
+  (e) `transitions`: a 20-state Machine, trigger with a condition and an
+      on_enter callback rendering the same text with str.format
+
+Targets: (a)/(c) >= 20, (b)/(d) >= 40, (a) within 3x of (e).
+
+Run:  .venv/bin/python bench/engine_steps.py [--duration S] [--repeats N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypedDict
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trellis.adapters.memory_loader import MemoryLoader
+from trellis.adapters.memory_store import MemoryStore
+from trellis.domain import Node, Transition
+from trellis.engine.engine import Engine
+from trellis.sessions import SessionManager
+
+CHAIN = 20
+ANSWER = "go"
+BATCH = 200  # steps between clock reads
+
+
+def chain_nodes() -> list[Node]:
+    """n0 … n19: each renders a template, waits for input, goes on when it is "go"."""
+    nodes = []
+    for k in range(CHAIN):
+        nodes.append(
+            Node(
+                id=f"n{k}",
+                type="question",
+                content=f"Step {k} for {{{{ .name }}}} ({{{{ .count }}}})",
+                transitions=(Transition(f"n{(k + 1) % CHAIN}", f"input == '{ANSWER}'"),),
+            )
+        )
+    return nodes
+
+
+async def timed(step: Callable[[], Awaitable[int]], duration: float) -> float:
+    """Calls ``step`` (which performs some units of work and returns how many)
+    until ``duration`` seconds pass; returns units per second."""
+    units = 0
+    start = time.perf_counter()
+    deadline = start + duration
+    while True:
+        units += await step()
+        now = time.perf_counter()
+        if now >= deadline:
+            return units / (now - start)
+
+
+# --- (a) trellis engine in process ------------------------------------------------------
+
+
+async def trellis_engine(duration: float) -> float:
+    engine = Engine(MemoryLoader(chain_nodes()), entry_node="n0")
+    state = await engine.start("bench", {"name": "Ada", "count": 3})
+    render, navigate = engine.render, engine.navigate
+
+    async def batch() -> int:
+        nonlocal state
+        for _ in range(BATCH):
+            await render(state)
+            state = await navigate(state, ANSWER)
+        return BATCH
+
+    await batch()  # warm up: compile every node once
+    return await timed(batch, duration)
+
+
+# --- (b) trellis durable step ------------------------------------------------------------
+
+
+async def trellis_sessions(duration: float) -> float:
+    engine = Engine(MemoryLoader(chain_nodes()), entry_node="n0")
+    manager = SessionManager(engine, MemoryStore())
+    await manager.start("bench", {"name": "Ada", "count": 3})
+    navigate = manager.navigate
+
+    async def batch() -> int:
+        for _ in range(BATCH):
+            await navigate("bench", ANSWER)
+        return BATCH
+
+    await batch()
+    return await timed(batch, duration)
+
+
+# --- (c), (d) LangGraph -----------------------------------------------------------------
+
+
+class ChainState(TypedDict, total=False):
+    name: str
+    count: int
+    out: str
+    input: str
+
+
+def langgraph_app(durable: bool) -> Any:
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    graph = StateGraph(ChainState)
+    for k in range(CHAIN):
+        template = f"Step {k} for {{name}} ({{count}})"
+
+        def node(state: ChainState, template: str = template) -> ChainState:
+            answer = interrupt(None) if durable else ANSWER
+            out = template.format(name=state["name"], count=state["count"])
+            return {"out": out, "input": answer}
+
+        last = k == CHAIN - 1
+        target = "n0" if durable else END  # without a checkpointer one invoke walks the chain once
+
+        def route(state: ChainState, nxt: str = target if last else f"n{k + 1}") -> str:
+            return nxt if state["input"] == ANSWER else END
+
+        graph.add_node(f"n{k}", node)
+        graph.add_conditional_edges(f"n{k}", route)
+    graph.add_edge(START, "n0")
+    if durable:
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        return graph.compile(checkpointer=InMemorySaver())
+    return graph.compile()
+
+
+async def langgraph_plain(duration: float) -> float:
+    app = langgraph_app(durable=False)
+    start_state: ChainState = {"name": "Ada", "count": 3}
+
+    async def walk() -> int:
+        app.invoke(start_state)
+        return CHAIN
+
+    await walk()
+    return await timed(walk, duration)
+
+
+async def langgraph_durable(duration: float) -> float:
+    from langgraph.types import Command
+
+    app = langgraph_app(durable=True)
+    config = {"configurable": {"thread_id": "bench"}}
+    app.invoke({"name": "Ada", "count": 3}, config)  # runs up to n0's interrupt
+    resume = Command(resume=ANSWER)
+
+    async def step() -> int:
+        for _ in range(10):
+            app.invoke(resume, config)
+        return 10
+
+    await step()
+    return await timed(step, duration)
+
+
+# --- (e) transitions --------------------------------------------------------------------
+
+
+async def transitions_machine(duration: float) -> float:
+    from transitions import Machine
+
+    class Model:
+        def __init__(self) -> None:
+            self.name = "Ada"
+            self.count = 3
+            self.out = ""
+            self.input = ANSWER
+
+        def is_go(self) -> bool:
+            return self.input == ANSWER
+
+    model = Model()
+    states = [f"n{k}" for k in range(CHAIN)]
+    machine = Machine(model=model, states=states, initial="n0", auto_transitions=False)
+    for k in range(CHAIN):
+        template = f"Step {k} for {{name}} ({{count}})"
+
+        def render(m: Model = model, template: str = template) -> None:
+            m.out = template.format(name=m.name, count=m.count)
+
+        machine.add_transition("go", states[k], states[(k + 1) % CHAIN], conditions="is_go", after=render)
+    trigger = model.go  # type: ignore[attr-defined]
+
+    async def batch() -> int:
+        for _ in range(BATCH):
+            trigger()
+        return BATCH
+
+    await batch()
+    return await timed(batch, duration)
+
+
+# --- driver -----------------------------------------------------------------------------
+
+CASES: list[tuple[str, str, Callable[[float], Awaitable[float]]]] = [
+    ("a", "trellis Engine render+navigate (in process)", trellis_engine),
+    ("b", "trellis SessionManager.navigate (MemoryStore)", trellis_sessions),
+    ("c", "LangGraph invoke, no checkpointer (node runs)", langgraph_plain),
+    ("d", "LangGraph 1 node/invoke, InMemorySaver+interrupt", langgraph_durable),
+    ("e", "transitions Machine trigger", transitions_machine),
+]
+
+
+async def measure(duration: float, repeats: int) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for round_no in range(repeats):
+        # Interleaved so that a noisy moment hurts every contestant alike.
+        for key, _label, case in CASES:
+            rate = await case(duration)
+            best[key] = max(best.get(key, 0.0), rate)
+        print(f"  round {round_no + 1}/{repeats} done", file=sys.stderr)
+    return best
+
+
+def report(best: dict[str, float]) -> bool:
+    print(f"\nSteps per second (best of the rounds), chain of {CHAIN} nodes:")
+    for key, label, _case in CASES:
+        print(f"  ({key}) {label:<52} {best[key]:>12,.0f}/s")
+    checks = [
+        ("(a)/(c)", best["a"] / best["c"], 20.0, ">="),
+        ("(b)/(d)", best["b"] / best["d"], 40.0, ">="),
+        ("(e)/(a)", best["e"] / best["a"], 3.0, "<="),
+    ]
+    print("\nRatios against targets:")
+    ok = True
+    for name, value, target, op in checks:
+        met = value >= target if op == ">=" else value <= target
+        ok = ok and met
+        print(f"  {name} = {value:8.2f}   target {op} {target:g}   {'met' if met else 'NOT MET'}")
+    return ok
+
+
+def profile(duration: float) -> None:
+    """Where the time of (a) and (b) goes."""
+    for key, _label, case in CASES[:2]:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        asyncio.run(case(duration))
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+        print(f"\n=== profile of ({key}) by own time ===")
+        print(out.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=1.5, help="seconds per measurement (default 1.5)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds; the best counts (default 3)"
+    )
+    parser.add_argument("--profile", action="store_true", help="also profile (a) and (b)")
+    args = parser.parse_args(argv)
+    best = asyncio.run(measure(args.duration, args.repeats))
+    ok = report(best)
+    if args.profile:
+        profile(args.duration)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

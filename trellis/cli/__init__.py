@@ -1,0 +1,1 @@
+"""The ``trellis`` command line: run, validate, graph and session subcommands."""

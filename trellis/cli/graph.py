@@ -1,0 +1,85 @@
+"""``trellis graph``: print a flow as Mermaid; ``graph push|pull`` publish to etcd."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from trellis.cli.common import CliError, flow_dir, run_async, store_dir
+from trellis.cli.mermaid import render_mermaid
+from trellis.cli.project import open_flow, tool_registry_ids
+from trellis.domain import Node, State
+
+COMMAND = "graph"
+PUBLISH_MODULE = "trellis.adapters.etcd.publish"
+PUBLISH_VERBS = ("push", "pull")
+
+EPILOG = """\
+examples:
+  trellis graph examples/tour                   Mermaid flowchart of the tour
+  trellis graph examples/tour --session demo    ... with the path of session 'demo' highlighted
+  trellis graph examples/tour > tour.mmd        save it for a Mermaid viewer
+
+publishing to etcd (distributed mode):
+  trellis graph push DIR --etcd 127.0.0.1:2379 --graph NAME   publish a flow directory
+  trellis graph pull DIR --etcd 127.0.0.1:2379 --graph NAME   write a published flow to DIR
+  (run 'trellis graph push --help' for their options)
+
+Nodes are sorted by ID; edges between folders (sub-graphs) are dotted; signal
+edges are marked with ⚡. on_error and on_denied edges are not drawn.
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="print a flow as a Mermaid diagram (or push/pull it to etcd)",
+        description="Print the flow in DIR as a Mermaid flowchart on standard output.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dir", metavar="DIR", help="the flow directory")
+    parser.add_argument(
+        "--session", "-s", metavar="ID", help="highlight the visited and current nodes of a saved session"
+    )
+    parser.add_argument(
+        "--store-dir",
+        metavar="PATH",
+        help="where sessions are saved (default: DIR/.trellis/sessions, as for 'trellis run')",
+    )
+    parser.set_defaults(handler=handle)
+
+
+def dispatch_raw(args: list[str]) -> int | None:
+    """Route ``trellis graph push|pull ...`` to the etcd publisher, imported only then."""
+    if not args or args[0] not in PUBLISH_VERBS:
+        return None
+    try:
+        module = importlib.import_module(PUBLISH_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and PUBLISH_MODULE.startswith(exc.name):
+            raise CliError(
+                f"'trellis graph {args[0]}' needs the etcd support ({PUBLISH_MODULE}), which is not installed"
+            ) from None
+        raise
+    code = module.main(list(args))
+    return int(code)
+
+
+def handle(args: argparse.Namespace) -> int:
+    directory = flow_dir(args.dir)
+
+    async def build() -> str:
+        flow = open_flow(directory)
+        registry = tool_registry_ids(directory)
+        nodes: list[Node] = [n for n in await flow.engine.inspect() if n.id not in registry]
+        state: State | None = None
+        if args.session:
+            from trellis.adapters.file_store import FileStore
+
+            state = await FileStore(store_dir(directory, args.store_dir)).load(args.session)
+        return render_mermaid(nodes, state, entry=flow.entry)
+
+    print(run_async(build), end="")
+    return 0

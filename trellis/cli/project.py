@@ -1,0 +1,44 @@
+"""Opening a flow directory the way every subcommand does: loader, entry, engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from trellis.adapters.directory_loader import DirectoryLoader, entry_node_id, has_default_error_node
+from trellis.engine.engine import Engine
+
+TOOLS_FILE = "tools.yaml"
+TOOL_REGISTRY_FILES = ("tools.yaml", "tools.json")
+DEFAULT_ERROR_NODE = "error"
+
+
+def tool_registry_ids(directory: Path) -> frozenset[str]:
+    """The node ID the loader gives the root tool registry (tools.yaml is a YAML file,
+    so it also reads as a node): the CLI treats it as configuration, not a node."""
+    if any((directory / name).is_file() for name in TOOL_REGISTRY_FILES):
+        return frozenset({"tools"})
+    return frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    directory: Path
+    loader: DirectoryLoader
+    engine: Engine
+    entry: str
+    error_node: str
+
+    @property
+    def tools_file(self) -> Path:
+        return self.directory / TOOLS_FILE
+
+
+def open_flow(directory: Path) -> Flow:
+    """The flow in ``directory``: entry node by the CLI's rule (spec §2.9: start, main,
+    index, then the folder's name), and ``error`` as default error node when present."""
+    loader = DirectoryLoader(directory)
+    entry = entry_node_id(directory)
+    error_node = DEFAULT_ERROR_NODE if has_default_error_node(directory) else ""
+    engine = Engine(loader, entry_node=entry, default_error_node=error_node)
+    return Flow(directory, loader, engine, entry, error_node)
