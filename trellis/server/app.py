@@ -1,0 +1,298 @@
+"""The gRPC server: servicers over the composed ports, health, reflection, security,
+metrics, hot reload and graceful shutdown.
+
+Transport settings (also in docs/server.md), chosen on purpose:
+
+* max message size: ``max_message_bytes`` (default 4 MiB, gRPC's own default made
+  explicit) both ways; contexts and inputs have tighter limits of their own.
+* keepalive: the server pings an idle connection every ``keepalive_time`` (60 s)
+  and drops it when no answer comes within ``keepalive_timeout`` (20 s), so dead
+  Watch streams are noticed; clients may ping every 10 s, also without calls in
+  flight (long-lived Watch clients behind NATs need that).
+* SO_REUSEPORT is off: a second server on a busy port fails instead of silently
+  sharing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from trellis.api.v1 import (
+    dispatcher_pb2,
+    dispatcher_pb2_grpc,
+    engine_pb2,
+    engine_pb2_grpc,
+    graph_pb2,
+    graph_pb2_grpc,
+    sessions_pb2,
+    sessions_pb2_grpc,
+    store_pb2,
+    store_pb2_grpc,
+)
+from trellis.errors import ConfigError
+from trellis.ports.loader import Watchable
+from trellis.server.compose import Ports, build_ports
+from trellis.server.config import ServerConfig
+from trellis.server.dispatcher_service import ActionDispatcherService
+from trellis.server.engine_service import EngineService
+from trellis.server.graph_service import GraphLoaderService
+from trellis.server.limits import Limits
+from trellis.server.observe import Observer
+from trellis.server.registry import Probe
+from trellis.server.security import TokenInterceptor, load_tokens, server_credentials
+from trellis.server.sessions_service import SessionsService
+from trellis.server.signing import StateSigner
+from trellis.server.store_service import StateStoreService
+
+LOG = logging.getLogger("trellis.server")
+
+ENGINE = engine_pb2.DESCRIPTOR.services_by_name["Engine"].full_name
+SESSIONS = sessions_pb2.DESCRIPTOR.services_by_name["Sessions"].full_name
+GRAPH_LOADER = graph_pb2.DESCRIPTOR.services_by_name["GraphLoader"].full_name
+DISPATCHER = dispatcher_pb2.DESCRIPTOR.services_by_name["ActionDispatcher"].full_name
+STATE_STORE = store_pb2.DESCRIPTOR.services_by_name["StateStore"].full_name
+
+# Which backends each service needs to be SERVING.
+SERVICE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    ENGINE: ("loader",),
+    SESSIONS: ("loader", "store", "locker", "dispatcher"),
+    GRAPH_LOADER: ("loader",),
+    DISPATCHER: ("dispatcher",),
+    STATE_STORE: ("store",),
+}
+PROBE_TIMEOUT = 2.0
+CLIENT_PING_MIN_INTERVAL_MS = 10_000
+
+
+def split_host_port(address: str, what: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"{what}: {address!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", CLIENT_PING_MIN_INTERVAL_MS),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def signer_from(config: ServerConfig) -> StateSigner | None:
+    key = config.signing_key.encode()
+    if config.signing_key_file:
+        try:
+            with open(config.signing_key_file, "rb") as handle:
+                key = handle.read().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read signing key file '{config.signing_key_file}': {exc.strerror}"
+            ) from None
+    return StateSigner(key) if key else None
+
+
+class TrellisServer:
+    """One server process's gRPC endpoint. ``start`` then ``wait`` / ``stop``."""
+
+    def __init__(self, config: ServerConfig, *, ports: Ports | None = None, observer: Observer | None = None):
+        self.config = config
+        self.observer = observer or Observer()
+        self.ports = ports
+        self._owns_ports = ports is None
+        self.port = 0
+        self._server: Any = None
+        self._health = health.aio.HealthServicer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._metrics: Any = None
+        self._stopped = asyncio.Event()
+        self._stopping: asyncio.Task[None] | None = None
+        self._services: list[str] = []
+
+    @property
+    def services(self) -> list[str]:
+        return list(self._services)
+
+    async def start(self) -> int:
+        """Build the ports, bind and start serving; returns the bound port."""
+        config = self.config
+        # Check everything that can be wrong in the configuration before binding.
+        signer = signer_from(config)
+        tokens = load_tokens(config.token_file, config.token)
+        credentials = None
+        if config.tls_cert or config.tls_key or config.tls_client_ca:
+            credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+        host, _port = split_host_port(config.listen, "listen")
+        if self.ports is None:
+            self.ports = await build_ports(config, self.observer)
+        ports = self.ports
+        try:
+            interceptors = [TokenInterceptor(tokens)] if tokens else []
+            server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
+            limits = Limits(config.max_input_bytes, config.max_context_bytes)
+            engine_pb2_grpc.add_EngineServicer_to_server(
+                EngineService(ports.engine, self.observer, limits, signer), server
+            )
+            sessions_pb2_grpc.add_SessionsServicer_to_server(
+                SessionsService(ports.sessions, self.observer, limits), server
+            )
+            graph_pb2_grpc.add_GraphLoaderServicer_to_server(
+                GraphLoaderService(ports.loader, self.observer), server
+            )
+            store_pb2_grpc.add_StateStoreServicer_to_server(
+                StateStoreService(ports.store, self.observer, limits), server
+            )
+            self._services = [ENGINE, SESSIONS, GRAPH_LOADER, STATE_STORE]
+            if ports.dispatcher is not None:
+                dispatcher_pb2_grpc.add_ActionDispatcherServicer_to_server(
+                    ActionDispatcherService(ports.dispatcher, self.observer), server
+                )
+                self._services.append(DISPATCHER)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            reflection.enable_server_reflection(
+                [*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            )
+            address = config.listen
+            if credentials is not None:
+                self.port = server.add_secure_port(address, credentials)
+            else:
+                self.port = server.add_insecure_port(address)
+            if not self.port:
+                raise ConfigError(f"listen: cannot bind {address}")
+            await self._probe_all()
+            await server.start()
+            self._server = server
+            self._start_background()
+            self._start_metrics()
+        except BaseException:
+            if self._owns_ports:
+                await ports.aclose()
+            raise
+        LOG.info(
+            "trellis server listening on %s (port %d%s%s)",
+            host, self.port, ", TLS" if credentials is not None else "", ", token required" if tokens else "",
+        )
+        return self.port
+
+    # --- background: hot reload and health probes ------------------------------------
+
+    def _start_background(self) -> None:
+        assert self.ports is not None
+        loop = asyncio.get_running_loop()
+        if isinstance(self.ports.loader, Watchable):
+            self._tasks.append(loop.create_task(self._follow_graph(), name="trellis-server-reload"))
+        if self.ports.probes:
+            self._tasks.append(loop.create_task(self._probe_loop(), name="trellis-server-probes"))
+
+    async def _follow_graph(self) -> None:
+        assert self.ports is not None
+        loader = self.ports.loader
+        assert isinstance(loader, Watchable)
+        invalidate = getattr(self.ports.engine, "invalidate", None)
+        while True:
+            try:
+                async for change in loader.watch():
+                    if callable(invalidate):
+                        invalidate(change.node_ids or None)
+                    self.observer.reloads.inc()
+                    LOG.info(
+                        "graph changed: %s", ", ".join(sorted(change.node_ids)) or "everything (full reload)"
+                    )
+                return  # the loader closed its stream: it is shutting down
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                LOG.exception("graph watch failed; retrying in 1s")
+                if callable(invalidate):
+                    invalidate(None)  # changes may have been missed meanwhile
+                await asyncio.sleep(1.0)
+
+    async def _probe(self, name: str, probe: Probe) -> bool:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await probe()
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            LOG.warning("backend %s unreachable: %s", name, exc)
+            return False
+
+    async def _probe_all(self) -> None:
+        assert self.ports is not None
+        probes = self.ports.probes
+        results = dict(
+            zip(probes, await asyncio.gather(*(self._probe(n, p) for n, p in probes.items())), strict=True)
+        )
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in self._services:
+            ok = all(results.get(dep, True) for dep in SERVICE_DEPENDENCIES[service])
+            await self._health.set(service, serving if ok else not_serving)
+        await self._health.set("", serving)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_probe_interval)
+            await self._probe_all()
+
+    def _start_metrics(self) -> None:
+        if not self.config.metrics_listen:
+            return
+        from prometheus_client import start_http_server
+
+        host, port = split_host_port(self.config.metrics_listen, "metrics_listen")
+        try:
+            self._metrics = start_http_server(port, host, registry=self.observer.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics_listen: cannot bind {self.config.metrics_listen}: {exc.strerror}"
+            ) from None
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self._metrics[0].server_port) if self._metrics else 0
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let in-flight steps finish within ``grace`` seconds
+        (default: shutdown_grace), cancel the rest (their locks are released by the
+        cancelled steps), then close every port. Safe to call more than once."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float | None) -> None:
+        grace = self.config.shutdown_grace if grace is None else grace
+        LOG.info("shutting down: finishing in-flight calls (grace %.1fs)", grace)
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._metrics is not None:
+            httpd, _thread = self._metrics
+            # shutdown() blocks until the serving thread notices; keep it off the loop.
+            await asyncio.to_thread(httpd.shutdown)
+            httpd.server_close()
+        if self._owns_ports and self.ports is not None:
+            await self.ports.aclose()
+        self._stopped.set()
+        LOG.info("server stopped")
+
+    async def wait(self) -> None:
+        await self._stopped.wait()

@@ -1,0 +1,168 @@
+"""``trellis serve``: run the gRPC server (registered in trellis.cli.main)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from trellis.errors import TrellisError
+from trellis.server.config import DEFAULT_LISTEN, load_config, parse_routes
+
+COMMAND = "serve"
+
+DESCRIPTION = """\
+Serve the flow in DIR over gRPC: the Engine (stateless), Sessions (durable),
+GraphLoader, StateStore and ActionDispatcher services, plus grpc.health.v1
+health checks and server reflection (grpcurl works without the .proto files).
+
+With no other option it runs embedded, nothing else to start: the directory
+loader with hot reload, sessions in memory, local locks and the process tools
+of DIR/tools.yaml. Each port can be switched with a URL:
+
+  --loader      dir:PATH | memory: | grpc://HOST:PORT | etcd://PREFIX
+  --store       memory: | file:PATH | grpc://HOST:PORT | etcd://PREFIX
+  --locker      local: | etcd:
+  --dispatcher  process:PATH/tools.yaml | grpc://HOST:PORT   (--route TOOL=URL per tool)
+
+Settings come from a YAML file (--config or TRELLIS_CONFIG), then TRELLIS_*
+environment variables (TRELLIS_STORE, TRELLIS_LISTEN, TRELLIS_TOKEN, ...), then
+these flags; later sources win. SIGTERM or Ctrl-C stops accepting calls and
+lets in-flight steps finish within the grace period. See docs/server.md.
+"""
+
+EPILOG = """\
+examples:
+  trellis serve examples/tour
+  trellis serve examples/tour --store file:.trellis/sessions --listen 127.0.0.1:6000
+  trellis serve examples/tour --metrics-listen 127.0.0.1:9464 --token-file secrets/token
+  grpcurl -plaintext 127.0.0.1:50051 list
+"""
+
+# flag dest -> configuration key, for the flags whose value goes straight into the config
+_PLAIN = (
+    "listen",
+    "loader",
+    "store",
+    "locker",
+    "dispatcher",
+    "entry_node",
+    "lock_ttl",
+    "metrics_listen",
+    "log_level",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "token_file",
+    "signing_key_file",
+    "max_message_bytes",
+    "max_input_bytes",
+    "max_context_bytes",
+    "shutdown_grace",
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        COMMAND,
+        help="serve a flow over gRPC (engine, sessions, loader, store, dispatcher)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "dir", metavar="DIR", nargs="?", help="the flow directory (optional if --loader is set)"
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration file (default: $TRELLIS_CONFIG)")
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help=f"address to serve on (default {DEFAULT_LISTEN}; port 0 = any)"
+    )
+    ports = parser.add_argument_group("ports (URL per port)")
+    ports.add_argument("--loader", metavar="URL", help="graph loader (default dir:DIR)")
+    ports.add_argument("--store", metavar="URL", help="session store (default memory:)")
+    ports.add_argument("--locker", metavar="URL", help="session locks (default local:)")
+    ports.add_argument(
+        "--dispatcher", metavar="URL", help="default tool dispatcher (default process:DIR/tools.yaml)"
+    )
+    ports.add_argument(
+        "--route",
+        metavar="TOOL=URL",
+        action="append",
+        default=None,
+        help="send calls of TOOL to another dispatcher (repeatable)",
+    )
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--entry", dest="entry_node", metavar="NODE", help="entry node ID (default start)")
+    engine.add_argument("--lock-ttl", type=str, metavar="DURATION", help="session lock TTL (default 30s)")
+    ops = parser.add_argument_group("operations")
+    ops.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics over HTTP here")
+    ops.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    ops.add_argument(
+        "--shutdown-grace", metavar="DURATION", help="time in-flight calls get on shutdown (default 10s)"
+    )
+    ops.add_argument(
+        "--max-message-bytes", type=int, metavar="N", help="gRPC message size limit (default 4 MiB)"
+    )
+    ops.add_argument("--max-input-bytes", type=int, metavar="N", help="text input limit (default 4096)")
+    ops.add_argument(
+        "--max-context-bytes", type=int, metavar="N", help="context JSON limit (default 256 KiB)"
+    )
+    sec = parser.add_argument_group("security")
+    sec.add_argument("--tls-cert", metavar="FILE", help="server certificate (PEM); enables TLS")
+    sec.add_argument("--tls-key", metavar="FILE", help="server private key (PEM)")
+    sec.add_argument(
+        "--tls-client-ca", metavar="FILE", help="require client certificates signed by this CA (mTLS)"
+    )
+    sec.add_argument(
+        "--token-file", metavar="FILE", help="require 'authorization: Bearer <token>' (one token a line)"
+    )
+    sec.add_argument(
+        "--signing-key-file",
+        metavar="FILE",
+        help="sign the states the Engine service returns and refuse altered ones (HMAC-SHA256)",
+    )
+    parser.set_defaults(handler=handle)
+
+
+def flags_from(args: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {name: getattr(args, name, None) for name in _PLAIN}
+    if args.dir is not None:
+        flags["flow_dir"] = args.dir
+    if args.route:
+        flags["tool_routes"] = parse_routes(",".join(args.route), "--route")
+    return flags
+
+
+def handle(args: argparse.Namespace) -> int:
+    from trellis.cli.common import CliError
+
+    try:
+        config = load_config(file=args.config, flags=flags_from(args))
+    except TrellisError as exc:
+        raise CliError(exc.message, 2) from None
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(_serve(config))
+    except TrellisError as exc:
+        raise CliError(exc.message) from None
+    return 0
+
+
+async def _serve(config: Any) -> None:
+    from trellis.server.app import TrellisServer
+
+    server = TrellisServer(config)
+    port = await server.start()
+    host = config.listen.rpartition(":")[0]
+    print(f"trellis: serving on {host}:{port}", file=sys.stderr, flush=True)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    await server.wait()

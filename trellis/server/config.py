@@ -1,0 +1,250 @@
+"""Server configuration: one YAML file, then TRELLIS_* environment variables, then
+command-line flags; each later source wins over the earlier ones, key by key.
+
+Every port is one URL-like setting (see trellis.server.registry for the schemes):
+
+    loader:     dir:./flows/tour | memory: | grpc://HOST:PORT | etcd://...
+    store:      memory: | file:./.trellis/sessions | grpc://... | etcd://...
+    locker:     local: | etcd:
+    dispatcher: process:./tools.yaml | grpc://HOST:PORT
+    tool_routes: {charge: grpc://localhost:50053}   (per tool; others go to dispatcher)
+
+The YAML file holds the keys of ServerConfig (flat), except that ``dispatcher``
+may also be a mapping ``{default: URL, routes: {tool: URL}}``. The environment
+variable of a key is TRELLIS_ + the key in upper case (TRELLIS_STORE,
+TRELLIS_TLS_CERT, ...); TRELLIS_TOOL_ROUTES is ``tool=URL,tool=URL``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trellis.errors import ConfigError
+from trellis.sanitize import DEFAULT_INPUT_LIMIT
+from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES, DEFAULT_MAX_MESSAGE_BYTES
+from trellis.values import parse_duration
+
+ENV_PREFIX = "TRELLIS_"
+CONFIG_ENV = "TRELLIS_CONFIG"
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    # where the flow lives; the default loader and tools file derive from it
+    flow_dir: str = ""
+    listen: str = DEFAULT_LISTEN
+    # ports, one URL each ("" = the embedded default)
+    loader: str = ""
+    store: str = "memory:"
+    locker: str = "local:"
+    dispatcher: str = ""
+    tool_routes: dict[str, str] = field(default_factory=dict)
+    # engine
+    entry_node: str = "start"
+    lock_ttl: float = 30.0
+    # etcd connection for etcd:// schemes (endpoints, tls, auth, prefix), read by their factories
+    etcd: dict[str, Any] = field(default_factory=dict)
+    # observability
+    metrics_listen: str = ""
+    log_level: str = "info"
+    # security
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    token_file: str = ""
+    token: str = ""
+    signing_key_file: str = ""
+    signing_key: str = ""
+    # transport
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_input_bytes: int = DEFAULT_INPUT_LIMIT
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    keepalive_time: float = 60.0
+    keepalive_timeout: float = 20.0
+    shutdown_grace: float = 10.0
+    health_probe_interval: float = 5.0
+
+    def effective_loader(self) -> str:
+        if self.loader:
+            return self.loader
+        if self.flow_dir:
+            return f"dir:{self.flow_dir}"
+        raise ConfigError("no loader configured: give a flow directory or set 'loader' (e.g. dir:./flow)")
+
+    def effective_dispatcher(self) -> str:
+        if self.dispatcher:
+            return self.dispatcher
+        if self.flow_dir:
+            return f"process:{Path(self.flow_dir) / 'tools.yaml'}"
+        return ""
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+_FLOATS = {name for name, f in _FIELDS.items() if f.type == "float"}
+_INTS = {name for name, f in _FIELDS.items() if f.type == "int"}
+# Secrets are never read from the YAML file (it tends to be committed); use the
+# *_file keys or the environment.
+_NOT_IN_FILE = frozenset({"token", "signing_key"})
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    if name in _FLOATS:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: '{name}' must be a duration or number of seconds")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return float(text)
+            except ValueError:
+                pass
+            try:
+                return parse_duration(text)
+            except ValueError:
+                raise ConfigError(f"{where}: '{name}' is not a duration: {value!r}") from None
+        raise ConfigError(f"{where}: '{name}' must be a duration or number of seconds")
+    if name in _INTS:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: '{name}' must be a positive integer")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: '{name}' must be a positive integer, got {value!r}") from None
+        if number <= 0:
+            raise ConfigError(f"{where}: '{name}' must be a positive integer, got {value!r}")
+        return number
+    if name == "tool_routes":
+        if isinstance(value, str):
+            return parse_routes(value, where)
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"{where}: 'tool_routes' must map tool names to dispatcher URLs")
+        return dict(value)
+    if name == "etcd":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: 'etcd' must be a mapping")
+        return dict(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: '{name}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def parse_routes(text: str, where: str) -> dict[str, str]:
+    """``tool=URL,tool=URL`` → mapping."""
+    routes: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        tool, sep, url = item.partition("=")
+        if not sep or not tool.strip() or not url.strip():
+            raise ConfigError(f"{where}: tool route {item!r} is not TOOL=URL")
+        routes[tool.strip()] = url.strip()
+    return routes
+
+
+def _apply(config: ServerConfig, values: Mapping[str, Any], where: str) -> None:
+    for name, value in values.items():
+        if name not in _FIELDS:
+            raise ConfigError(f"{where}: unknown setting '{name}' (known: {', '.join(sorted(_FIELDS))})")
+        if name == "tool_routes":
+            config.tool_routes.update(_coerce(name, value, where))
+        else:
+            setattr(config, name, _coerce(name, value, where))
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings of a YAML configuration file (flat keys; ``dispatcher`` may be a mapping)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    try:
+        data = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of settings")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: setting names must be strings, got {key!r}")
+        if key in _NOT_IN_FILE:
+            raise ConfigError(f"{path}: '{key}' is a secret: use '{key}_file' or {ENV_PREFIX}{key.upper()}")
+        if key == "dispatcher" and isinstance(value, Mapping):
+            unknown = set(value) - {"default", "routes"}
+            if unknown:
+                raise ConfigError(
+                    f"{path}: dispatcher: unknown keys {sorted(unknown)} (known: default, routes)"
+                )
+            if "default" in value:
+                values["dispatcher"] = value["default"]
+            if "routes" in value:
+                values["tool_routes"] = value["routes"]
+            continue
+        values[key] = value
+    base = path.parent
+    # Relative paths in a file are relative to the file, not to the working directory.
+    for key in ("flow_dir", "tls_cert", "tls_key", "tls_client_ca", "token_file", "signing_key_file"):
+        if isinstance(values.get(key), str) and values[key] and not Path(values[key]).is_absolute():
+            values[key] = str(base / values[key])
+    for key in ("loader", "store", "dispatcher"):
+        if isinstance(values.get(key), str):
+            values[key] = _relative_url(values[key], base)
+    if isinstance(values.get("tool_routes"), Mapping):
+        values["tool_routes"] = {
+            k: _relative_url(v, base) if isinstance(v, str) else v for k, v in values["tool_routes"].items()
+        }
+    return values
+
+
+_PATH_SCHEMES = ("dir:", "file:", "process:")
+
+
+def _relative_url(url: str, base: Path) -> str:
+    """``dir:flow`` in a file at conf/trellis.yaml means conf/flow."""
+    for scheme in _PATH_SCHEMES:
+        if url.startswith(scheme):
+            rest = url[len(scheme):]
+            if rest and not Path(rest).is_absolute():
+                return scheme + str(base / rest)
+    return url
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in environ and environ[key] != "":
+            values[name] = environ[key]
+    return values
+
+
+def load_config(
+    *,
+    file: str | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """The configuration from ``file`` (or TRELLIS_CONFIG), the environment, then
+    ``flags`` (None values = flag not given). Raises ConfigError naming the source
+    and the setting that is wrong."""
+    env = os.environ if environ is None else environ
+    config = ServerConfig()
+    path = file or env.get(CONFIG_ENV, "")
+    if path:
+        _apply(config, read_file(Path(path)), str(path))
+    _apply(config, read_env(env), "environment")
+    if flags:
+        _apply(config, {k: v for k, v in flags.items() if v is not None}, "command line")
+    return config

@@ -1,0 +1,37 @@
+"""The ActionDispatcher service: what a tool sidecar runs (exposes any ActionDispatcher)."""
+
+from __future__ import annotations
+
+import grpc  # type: ignore[import-untyped]
+
+from trellis.api.v1 import dispatcher_pb2 as dpb
+from trellis.api.v1 import dispatcher_pb2_grpc
+from trellis.domain import ToolResult
+from trellis.errors import InvalidInput
+from trellis.ports.dispatcher import ActionDispatcher
+from trellis.server import convert
+from trellis.server.errors import Servicer, guarded_unary
+from trellis.server.observe import Observer
+
+
+class ActionDispatcherService(Servicer, dispatcher_pb2_grpc.ActionDispatcherServicer):
+    service_name = "ActionDispatcher"
+
+    def __init__(self, dispatcher: ActionDispatcher, observer: Observer) -> None:
+        super().__init__(observer)
+        self._dispatcher = dispatcher
+
+    @guarded_unary
+    async def Dispatch(
+        self, request: dpb.DispatchRequest, context: grpc.aio.ServicerContext
+    ) -> dpb.DispatchResponse:
+        if not request.call.name:
+            raise InvalidInput("call.name: must not be empty")
+        call = convert.tool_call_from_proto(request.call, "call")
+        if not self._dispatcher.serves(call.name):
+            # Same answer as a router without a route: a failed tool, which the
+            # flow can handle with on_error, not a transport error.
+            result = ToolResult(id=call.id, is_error=True, error=f"tool not found: {call.name}")
+        else:
+            result = await self._dispatcher.dispatch(call)
+        return dpb.DispatchResponse(result=convert.tool_result_to_proto(result))

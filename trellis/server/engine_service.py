@@ -1,0 +1,87 @@
+"""The stateless Engine service: any EnginePort, the client carries the state."""
+
+from __future__ import annotations
+
+import grpc  # type: ignore[import-untyped]
+
+from trellis.api.v1 import engine_pb2 as epb
+from trellis.api.v1 import engine_pb2_grpc
+from trellis.api.v1 import types_pb2 as pb
+from trellis.domain import RenderResult, State, StepResult
+from trellis.ports.engine import EnginePort
+from trellis.server import convert
+from trellis.server.errors import Servicer, guarded_unary
+from trellis.server.limits import Limits
+from trellis.server.observe import Observer
+from trellis.server.signing import StateSigner
+
+
+class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
+    service_name = "Engine"
+
+    def __init__(
+        self, engine: EnginePort, observer: Observer, limits: Limits, signer: StateSigner | None = None
+    ) -> None:
+        super().__init__(observer)
+        self._engine = engine
+        self._limits = limits
+        self._signer = signer
+
+    def _state_in(self, msg: pb.State) -> State:
+        self._limits.check_state(msg)
+        state = convert.state_from_proto(msg)
+        if self._signer is not None:
+            self._signer.verify(state, msg.signature)
+        state.revision = 0  # the stateless service has no store: a client revision means nothing
+        return state
+
+    def _step_out(self, state: State, render: RenderResult) -> pb.Step:
+        step = convert.step_to_proto(StepResult(state, render))
+        if self._signer is not None:
+            step.state.signature = self._signer.sign(state)
+        return step
+
+    @guarded_unary
+    async def Start(
+        self, request: epb.EngineStartRequest, context: grpc.aio.ServicerContext
+    ) -> epb.EngineStartResponse:
+        self._limits.check_context_text(request.context_json, "context_json")
+        ctx = convert.load_json_object(request.context_json, "context_json")
+        state = await self._engine.start(request.session_id, ctx)
+        render = await self._engine.render(state)
+        return epb.EngineStartResponse(step=self._step_out(state, render))
+
+    @guarded_unary
+    async def Render(
+        self, request: epb.EngineRenderRequest, context: grpc.aio.ServicerContext
+    ) -> epb.EngineRenderResponse:
+        render = await self._engine.render(self._state_in(request.state))
+        return epb.EngineRenderResponse(
+            actions=[convert.action_to_proto(a) for a in render.actions], terminal=render.terminal
+        )
+
+    @guarded_unary
+    async def Navigate(
+        self, request: epb.EngineNavigateRequest, context: grpc.aio.ServicerContext
+    ) -> epb.EngineNavigateResponse:
+        state = self._state_in(request.state)
+        value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
+        new_state = await self._engine.navigate(state, value)
+        render = await self._engine.render(new_state)
+        return epb.EngineNavigateResponse(step=self._step_out(new_state, render))
+
+    @guarded_unary
+    async def Signal(
+        self, request: epb.EngineSignalRequest, context: grpc.aio.ServicerContext
+    ) -> epb.EngineSignalResponse:
+        state = self._state_in(request.state)
+        new_state = await self._engine.signal(state, request.signal)
+        render = await self._engine.render(new_state)
+        return epb.EngineSignalResponse(step=self._step_out(new_state, render))
+
+    @guarded_unary
+    async def Inspect(
+        self, request: epb.EngineInspectRequest, context: grpc.aio.ServicerContext
+    ) -> epb.EngineInspectResponse:
+        nodes = await self._engine.inspect()
+        return epb.EngineInspectResponse(nodes=[convert.node_to_proto(n) for n in nodes])

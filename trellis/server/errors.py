@@ -1,0 +1,101 @@
+"""Server side of the error table (trellis.rpc_errors): every servicer method runs
+inside ``guarded_unary``/``guarded_stream``, which bound it by the caller's
+deadline, record it (log line + metrics) and turn exceptions into statuses.
+
+A trellis error becomes its table code with ErrorInfo in the status details; a
+caller deadline that expires inside the step becomes DEADLINE_EXCEEDED; anything
+else is a bug: INTERNAL with the traceback logged, never the exception text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc  # type: ignore[import-untyped]
+
+from trellis import rpc_errors
+from trellis.server.observe import Observer, StepRecord
+
+LOG = logging.getLogger("trellis.server")
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+async def abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+    code, message, details = rpc_errors.status_for(exc)
+    if code == grpc.StatusCode.INTERNAL:
+        LOG.error("unexpected error in an RPC", exc_info=exc)
+    await context.abort(code, message, trailing_metadata=((rpc_errors.STATUS_DETAILS_KEY, details),))
+    raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+def _outcome(exc: BaseException) -> str:
+    return rpc_errors.reason_for(exc)
+
+
+def _note_step(record: StepRecord, response: Any) -> None:
+    step = getattr(response, "step", None)
+    if step is not None and step.HasField("state"):
+        record.session = record.session or step.state.session_id
+        record.node = step.state.current_node_id
+
+
+class Servicer:
+    """Base of every servicer: the observer its guarded methods report to."""
+
+    service_name = ""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+
+
+Unary = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Stream = Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+
+
+def guarded_unary(fn: Unary) -> Unary:
+    @functools.wraps(fn)
+    async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with self.observer.step(self.service_name, fn.__name__) as record:
+            record.session = getattr(request, "session_id", "") or ""
+            try:
+                remaining = context.time_remaining()
+                if remaining is None:
+                    response = await fn(self, request, context)
+                else:
+                    # Pass the caller's deadline down: lock waits, dispatches and
+                    # store calls inside the step stop when the caller gives up.
+                    async with asyncio.timeout(remaining):
+                        response = await fn(self, request, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                record.outcome = "aborted"
+                raise
+            except Exception as exc:
+                record.outcome = _outcome(exc)
+                await abort_for(context, exc)
+            _note_step(record, response)
+            return response
+
+    return wrapper
+
+
+def guarded_stream(fn: Stream) -> Stream:
+    @functools.wraps(fn)
+    async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        record = StepRecord(self.service_name, fn.__name__, getattr(request, "session_id", "") or "")
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            record.outcome = _outcome(exc)
+            self.observer.steps.labels(record.service, record.method, record.outcome).inc()
+            await abort_for(context, exc)
+
+    return wrapper

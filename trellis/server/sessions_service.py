@@ -1,0 +1,104 @@
+"""The Sessions service: durable sessions over a session manager.
+
+The manager (trellis.sessions.SessionManager, or anything with the methods of
+SessionsPort) owns the critical section: lock, load, step, dispatch the tools a
+dispatcher serves, save, release. This layer only converts and validates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import grpc  # type: ignore[import-untyped]
+
+from trellis.api.v1 import sessions_pb2 as spb
+from trellis.api.v1 import sessions_pb2_grpc
+from trellis.domain import JSONValue, StateDiff, StepResult, ToolResult
+from trellis.errors import InvalidInput, SessionNotFound
+from trellis.ports.store import SessionPage
+from trellis.server import convert
+from trellis.server.errors import Servicer, guarded_stream, guarded_unary
+from trellis.server.limits import Limits
+from trellis.server.observe import Observer
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+class SessionsPort(Protocol):
+    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult: ...
+    async def get(self, session_id: str) -> StepResult: ...
+    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult: ...
+    async def signal(self, session_id: str, name: str) -> StepResult: ...
+    async def delete(self, session_id: str) -> None: ...
+    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage: ...
+    def watch(self, session_id: str) -> Any: ...  # an async iterator of StateDiff with aclose()
+
+
+class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
+    service_name = "Sessions"
+
+    def __init__(self, sessions: SessionsPort, observer: Observer, limits: Limits) -> None:
+        super().__init__(observer)
+        self._sessions = sessions
+        self._limits = limits
+
+    @guarded_unary
+    async def Start(self, request: spb.SessionsStartRequest, context: grpc.aio.ServicerContext) -> Any:
+        self._limits.check_context_text(request.context_json, "context_json")
+        initial = convert.load_json_object(request.context_json, "context_json")
+        # Start resumes an existing session untouched; look first so the reply can say which
+        # happened (a concurrent creator in between only makes `created` a false positive).
+        try:
+            existing = await self._sessions.get(request.session_id)
+        except SessionNotFound:
+            result = await self._sessions.start(request.session_id, initial)
+            return spb.SessionsStartResponse(step=convert.step_to_proto(result), created=True)
+        return spb.SessionsStartResponse(step=convert.step_to_proto(existing), created=False)
+
+    @guarded_unary
+    async def Get(self, request: spb.SessionsGetRequest, context: grpc.aio.ServicerContext) -> Any:
+        result = await self._sessions.get(request.session_id)
+        return spb.SessionsGetResponse(step=convert.step_to_proto(result))
+
+    @guarded_unary
+    async def Navigate(self, request: spb.SessionsNavigateRequest, context: grpc.aio.ServicerContext) -> Any:
+        value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
+        result = await self._sessions.navigate(request.session_id, value)
+        return spb.SessionsNavigateResponse(step=convert.step_to_proto(result))
+
+    @guarded_unary
+    async def Signal(self, request: spb.SessionsSignalRequest, context: grpc.aio.ServicerContext) -> Any:
+        if not request.signal:
+            raise InvalidInput("signal: must not be empty")
+        result = await self._sessions.signal(request.session_id, request.signal)
+        return spb.SessionsSignalResponse(step=convert.step_to_proto(result))
+
+    @guarded_unary
+    async def Delete(self, request: spb.SessionsDeleteRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self._sessions.delete(request.session_id)
+        return spb.SessionsDeleteResponse()
+
+    @guarded_unary
+    async def List(self, request: spb.SessionsListRequest, context: grpc.aio.ServicerContext) -> Any:
+        if request.page_size < 0:
+            raise InvalidInput(f"page_size: must not be negative, got {request.page_size}")
+        # A server never returns an unbounded page: 0 means the default size.
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        page = await self._sessions.list(size, request.page_token)
+        return spb.SessionsListResponse(session_ids=page.session_ids, next_page_token=page.next_page_token)
+
+    @guarded_stream
+    async def Watch(
+        self, request: spb.SessionsWatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[spb.SessionsWatchResponse]:
+        # Subscribe before checking that the session exists so no step slips in between.
+        watch = self._sessions.watch(request.session_id)
+        try:
+            await self._sessions.get(request.session_id)
+            async for diff in watch:
+                assert isinstance(diff, StateDiff)
+                yield spb.SessionsWatchResponse(diff=convert.diff_to_proto(diff))
+        finally:
+            await watch.aclose()
