@@ -68,3 +68,19 @@ def test_error_message_keeps_a_long_template_short() -> None:
         compile_template(text)
     assert len(str(caught.value)) < 300
     assert "1:504" in str(caught.value)
+
+
+def test_deep_nesting_is_a_clear_parse_error_not_a_crash() -> None:
+    with pytest.raises(TemplateError, match="nested deeper than 100 levels"):
+        compile_template("{{ if .a }}" * 500 + "{{ end }}" * 500)
+    with pytest.raises(TemplateError, match="nested deeper than 100 levels"):
+        compile_template("{{ " + "(" * 500 + "1" + ")" * 500 + " }}")
+    assert compile_template("{{ if .a }}" * 50 + "x" + "{{ end }}" * 50).render({"a": 1}) == "x"
+
+
+def test_deeply_nested_data_is_an_execution_error_not_a_crash() -> None:
+    value: list[object] = []
+    for _ in range(5000):
+        value = [value]
+    with pytest.raises(TemplateError, match="template execution failed"):
+        compile_template("{{ .v }}").render({"v": value})

@@ -166,3 +166,25 @@ def test_literals() -> None:
     assert render("{{ `raw \\n {{ stays` }}") == "raw \\n {{ stays"
     assert render("{{ true }} {{ false }}") == "true false"
     assert render("{{ print nil }}") == "<nil>"
+
+
+def test_break_leaves_only_the_innermost_range() -> None:
+    text = "{{ range .a }}{{ range $.b }}{{ if eq . 2 }}{{ break }}{{ end }}{{ . }}{{ end }}|{{ end }}"
+    assert render(text, {"a": [1, 2], "b": [1, 2, 3]}) == "1|1|"
+
+
+def test_trim_markers_on_control_actions() -> None:
+    text = "{{- if .a -}}\n  yes\n{{- else if .b -}}\n  bee\n{{- else -}}\n  no\n{{- end }}\n"
+    assert render(text, {"a": 1}) == "yes\n"
+    assert render(text, {"b": 1}) == "bee\n"
+    assert render(text, {}) == "no\n"
+
+
+def test_number_literal_forms() -> None:
+    assert render("{{ 1_000 }} {{ +3 }} {{ .5 }} {{ 017 }} {{ 0b101 }} {{ 0o17 }}") == "1000 3 0.5 15 5 15"
+
+
+def test_range_over_a_copy_of_data_does_not_mutate_it() -> None:
+    data = {"l": [3, 1, 2], "m": {"b": 1, "a": 2}}
+    render("{{ range .l }}{{ end }}{{ range .m }}{{ end }}{{ $x := .l }}", data)
+    assert data == {"l": [3, 1, 2], "m": {"b": 1, "a": 2}}

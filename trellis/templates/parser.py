@@ -32,6 +32,7 @@ from trellis.templates.nodes import (
 
 Arity = tuple[int, int | None]  # (minimum, maximum or None for variadic)
 
+MAX_NESTING = 100  # if/range/with and parentheses; keeps parsing and rendering far from Python's stack limit
 _UNSUPPORTED = frozenset({"define", "template", "block"})
 _KEYWORDS = frozenset({"if", "else", "end", "range", "with", "break", "continue"}) | _UNSUPPORTED
 _ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34, "'": 39}
@@ -103,6 +104,7 @@ class Parser:
         self.scope: list[tuple[str, int]] = [("$", 0)]
         self.slot_count = 1
         self.range_depth = 0
+        self.depth = 0
 
     # --- token helpers ---------------------------------------------------------------
 
@@ -190,7 +192,13 @@ class Parser:
             return LoopControlNode(is_break=word.text == "break")
         return self.branch(word.text, word)
 
+    def enter(self, token: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.fail(f"nested deeper than {MAX_NESTING} levels", token)
+
     def branch(self, kind: str, word: Token) -> Node:
+        self.enter(word)
         mark = len(self.scope)
         pipe = self.pipeline(kind, Kind.RIGHT_DELIM, word.pos)
         if kind == "range":
@@ -214,6 +222,7 @@ class Parser:
                     found = "end of template" if stop is None else f"{{{{{stop}}}}}"
                     raise self.fail(f"expected {{{{end}}}} for {{{{{kind}}}}}; found {found}", stop_token)
         del self.scope[mark:]
+        self.depth -= 1
         if kind == "range":
             return RangeNode(pipe, body, else_body)
         return BranchNode(kind, pipe, body, else_body)
@@ -288,7 +297,8 @@ class Parser:
         else:
             decl = [self.declare(token.text) for token in declared]
         last = self.tokens[self.index - 1]
-        return PipeNode(self.where(start, last.pos + len(last.text)), commands, decl, is_assign)
+        end_offset = last.pos if last.kind is Kind.RIGHT_DELIM else last.pos + len(last.text)
+        return PipeNode(self.where(start, end_offset), commands, decl, is_assign)
 
     def command(self, stage: int) -> CommandNode:
         start = self.peek_non_space()
@@ -374,7 +384,10 @@ class Parser:
                 raise self.fail(f"malformed character constant {token.text}", token)
             return LiteralNode(where, ord(value))
         if kind is Kind.LEFT_PAREN:
-            return self.pipeline("parenthesized pipeline", Kind.RIGHT_PAREN, token.pos)
+            self.enter(token)
+            pipe = self.pipeline("parenthesized pipeline", Kind.RIGHT_PAREN, token.pos)
+            self.depth -= 1
+            return pipe
         if kind is Kind.IDENT:
             if token.text in ("true", "false"):
                 return LiteralNode(where, token.text == "true")
