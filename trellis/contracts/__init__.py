@@ -1,0 +1,1 @@
+"""Public contract suites: every adapter of a port passes the same tests (see each module)."""

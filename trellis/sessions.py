@@ -1,0 +1,432 @@
+"""SessionManager: durable steps over an engine and a store (DESIGN "A durable step").
+
+One step — ``start``, ``navigate`` or ``signal`` of one session — runs inside
+one critical section from the load to the save (spec §17 #1):
+
+1. take the session's local lock (per process, FIFO) and, when configured, the
+   distributed lock, whose handle is the write fence;
+2. load the state and its revision;
+3. apply the step with the engine, then run the runner loop: while the session
+   waits for a tool a dispatcher serves, dispatch it (with its idempotency key)
+   and navigate with the result; while the current node needs no input, advance
+   with ``""`` (spec §14.1 steps 5 and 8); at most ``max_auto_steps`` moves;
+4. save, conditioned on the revision loaded and on still holding the lock;
+5. release the locks; publish what changed to ``watch``ers.
+
+A step that fails anywhere leaves the stored state exactly as it was. A store
+that is also a lock service (``trellis.ports.StepStore``, e.g. etcd) and no
+separate locker: steps 1-2 and 4-5 are one round trip each.
+
+What a step returns: the new state (with its stored revision) and the actions
+to show. Nodes the runner loop passed through on the way (pass-through text,
+served tools) contribute their content actions in order, ahead of the actions
+of the node the step stopped at, so a client sees everything a terminal runner
+would have printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Final
+
+from trellis.diff import diff
+from trellis.domain import (
+    Action,
+    ActionType,
+    JSONValue,
+    RenderResult,
+    State,
+    StateDiff,
+    Status,
+    StepResult,
+    ToolCall,
+    ToolResult,
+)
+from trellis.errors import (
+    BackendUnavailable,
+    ExecutionViolation,
+    InvalidSessionId,
+    SessionNotFound,
+    TrellisError,
+)
+from trellis.keyed_locks import KeyedLocks
+from trellis.ports.dispatcher import ActionDispatcher
+from trellis.ports.engine import EnginePort
+from trellis.ports.locker import DistributedLocker, LockHandle
+from trellis.ports.store import SessionPage, StateStore, StepStore
+from trellis.sanitize import input_limit_from_env, sanitize_input
+
+_WAITING: Final = (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK)
+_WATCH_QUEUE_SIZE: Final = 256
+
+# What a step's work returns: the state to keep, what to show, and whether to save it.
+_Outcome = tuple[State, RenderResult, bool]
+_Work = Callable[[State | None], Awaitable[_Outcome]]
+
+
+class SessionManager:
+    def __init__(
+        self,
+        engine: EnginePort,
+        store: StateStore,
+        *,
+        locker: DistributedLocker | None = None,
+        dispatcher: ActionDispatcher | None = None,
+        lock_ttl: float = 30.0,
+        max_auto_steps: int = 1000,
+        logger: logging.Logger | None = None,
+        input_limit: int | None = None,
+    ) -> None:
+        """``lock_ttl`` must exceed the longest step (tools included) when a locker is used: a
+        step that outlives its lock is refused at save time (LockLost). ``input_limit``: bytes
+        of one text input (default: TRELLIS_MAX_INPUT_SIZE or 4096)."""
+        if max_auto_steps < 1:
+            raise ValueError(f"max_auto_steps must be at least 1, got {max_auto_steps}")
+        self._engine = engine
+        self._store = store
+        self._locker = locker
+        self._dispatcher = dispatcher
+        self._lock_ttl = lock_ttl
+        self._max_auto_steps = max_auto_steps
+        self._logger = logger or logging.getLogger("trellis.sessions")
+        self._input_limit = input_limit if input_limit is not None else input_limit_from_env()
+        # A store that is also the lock service does both in one round trip, unless a separate
+        # locker was asked for explicitly.
+        self._step_store: StepStore | None = (
+            store if locker is None and isinstance(store, StepStore) else None
+        )
+        self._locks = KeyedLocks()
+        # Weak: a watch nobody holds any more unsubscribes itself (SessionWatch.__del__).
+        self._watchers: dict[str, weakref.WeakSet[SessionWatch]] = {}
+
+    # --- public API ---------------------------------------------------------------------
+
+    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+        """Load or start: an existing session is returned untouched (``context`` ignored);
+        a new one is created with the engine's Start (defaults, a pending entry tool) and
+        advanced like any step."""
+
+        async def work(loaded: State | None) -> _Outcome:
+            if loaded is not None:
+                return loaded, await self._render(loaded), False
+            state, render = await self._advance(await self._engine.start(session_id, context))
+            return state, render, True
+
+        return await self._step(session_id, work)
+
+    async def get(self, session_id: str) -> StepResult:
+        """The stored state and the actions of its current node. Raises SessionNotFound."""
+        _check_id(session_id)
+        state = await self._store.load(session_id)
+        return StepResult(state=state, render=await self._render(state))
+
+    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult:
+        """One durable step with user input (text is sanitised first) or a tool result."""
+        if isinstance(input, str):
+            input = sanitize_input(input, self._input_limit)
+
+        async def work(loaded: State | None) -> _Outcome:
+            if loaded is None:
+                raise SessionNotFound(session_id)
+            state, render = await self._advance(await self._engine.navigate(loaded, input))
+            return state, render, True
+
+        return await self._step(session_id, work)
+
+    async def signal(self, session_id: str, name: str) -> StepResult:
+        """One durable step after a signal (``interrupt``, ``timeout``, a custom name)."""
+
+        async def work(loaded: State | None) -> _Outcome:
+            if loaded is None:
+                raise SessionNotFound(session_id)
+            state, render = await self._advance(await self._engine.signal(loaded, name))
+            return state, render, True
+
+        return await self._step(session_id, work)
+
+    async def delete(self, session_id: str) -> None:
+        """Remove the session (idempotent) and end its watchers' streams."""
+        _check_id(session_id)
+        async with self._locks.hold(session_id):
+            if self._step_store is not None:
+                step_handle, _ = await self._step_store.lock_and_load(session_id, self._lock_ttl)
+                try:
+                    await self._store.delete(session_id)
+                finally:
+                    await self._release_step_store(step_handle, session_id)
+            else:
+                handle = await self._acquire(session_id)
+                try:
+                    await self._store.delete(session_id)
+                finally:
+                    await self._release(handle)
+        for watch in builtins.list(self._watchers.get(session_id, ())):
+            watch._end()
+
+    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
+        return await self._store.list(page_size=page_size, page_token=page_token)
+
+    def watch(self, session_id: str) -> SessionWatch:
+        """What changes in ``session_id`` after each committed step, as StateDiffs.
+
+        Subscribed as soon as this is called (not on first iteration). The stream ends
+        when the session is deleted or the watch is closed (``aclose``, ``async with``,
+        or dropping it). A watcher that falls more than 256 events behind loses the
+        newest ones (never blocks a step)."""
+        _check_id(session_id)
+        return SessionWatch(self, session_id)
+
+    async def repair_after_reload(self, state: State) -> State:
+        """Resume guardrail after the graph changed (spec §14.5, fix of §17 #4): a state
+        waiting for a tool whose node is gone, or no longer has a ``do``, is set back to
+        ``active`` with no pending call, so the runner does not wait forever."""
+        if state.status is not Status.WAITING_FOR_TOOL:
+            return state
+        try:
+            node = next((n for n in await self._engine.inspect() if n.id == state.current_node_id), None)
+        except TrellisError as exc:
+            self._logger.warning("cannot inspect the graph to check session %r: %s", state.session_id, exc)
+            node = None
+        if node is not None and node.do is not None:
+            return state
+        self._logger.warning(
+            "session %r was waiting for tool call %r but node %r %s; resuming it as active",
+            state.session_id,
+            state.pending_tool_call,
+            state.current_node_id,
+            "no longer exists" if node is None else "no longer calls a tool",
+        )
+        repaired = state.clone()
+        repaired.status = Status.ACTIVE
+        repaired.pending_tool_call = ""
+        return repaired
+
+    def lock_count(self) -> int:
+        """Sessions with a step running or waiting in this process (0 when idle)."""
+        return len(self._locks)
+
+    def watcher_count(self) -> int:
+        """Open watches across all sessions."""
+        return sum(len(watches) for watches in self._watchers.values())
+
+    # --- the critical section -------------------------------------------------------------
+
+    async def _step(self, session_id: str, work: _Work) -> StepResult:
+        _check_id(session_id)
+        async with self._locks.hold(session_id):
+            if self._step_store is not None:
+                return await self._step_with_step_store(session_id, work)
+            handle = await self._acquire(session_id)
+            try:
+                loaded = await self._load_or_none(session_id)
+                state, render, changed = await work(loaded)
+                if changed:
+                    expected = loaded.revision if loaded is not None else 0
+                    state.revision = await self._store.save(
+                        session_id, state, expected_revision=expected, fence=handle
+                    )
+                    self._publish(session_id, loaded, state)
+                return StepResult(state=state, render=render)
+            finally:
+                await self._release(handle)
+
+    async def _step_with_step_store(self, session_id: str, work: _Work) -> StepResult:
+        assert self._step_store is not None
+        handle, loaded = await self._step_store.lock_and_load(session_id, self._lock_ttl)
+        try:
+            state, render, changed = await work(loaded)
+        except BaseException:
+            await self._release_step_store(handle, session_id)
+            raise
+        if changed:
+            state.revision = loaded.revision if loaded is not None else 0
+            state.revision = await self._step_store.save_and_unlock(handle, session_id, state)
+            self._publish(session_id, loaded, state)
+        else:
+            await self._release_step_store(handle, session_id)
+        return StepResult(state=state, render=render)
+
+    async def _load_or_none(self, session_id: str) -> State | None:
+        try:
+            return await self._store.load(session_id)
+        except SessionNotFound:
+            return None
+
+    async def _acquire(self, session_id: str) -> LockHandle | None:
+        if self._locker is None:
+            return None
+        try:
+            return await self._locker.acquire(session_id, self._lock_ttl)
+        except (TrellisError, asyncio.CancelledError, TimeoutError):
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(f"failed to acquire distributed lock: {exc}") from exc
+
+    async def _release(self, handle: LockHandle | None) -> None:
+        if handle is None:
+            return
+        try:
+            await handle.unlock()
+        except Exception as exc:
+            # Never fail a step that already happened: the lock expires by its TTL anyway.
+            self._logger.warning("failed to release the lock of session %r: %s", handle.key, exc)
+
+    async def _release_step_store(self, handle: LockHandle, session_id: str) -> None:
+        assert self._step_store is not None
+        try:
+            await self._step_store.save_and_unlock(handle, session_id, None)
+        except Exception as exc:
+            self._logger.warning("failed to release the lock of session %r: %s", session_id, exc)
+
+    # --- the runner loop ------------------------------------------------------------------
+
+    async def _render(self, state: State) -> RenderResult:
+        if state.status is Status.TERMINATED and not state.current_node_id:
+            return RenderResult(actions=(), terminal=True)  # fully rolled back: no node to show
+        return await self._engine.render(state)
+
+    async def _advance(self, state: State) -> tuple[State, RenderResult]:
+        """Run served tools and pass-through nodes until the session needs the caller."""
+        shown: builtins.list[Action] = []
+        for _ in range(self._max_auto_steps + 1):
+            if state.status is Status.TERMINATED:
+                return state, RenderResult(actions=tuple(shown), terminal=True)
+            render = await self._engine.render(state)
+            if state.status in _WAITING:
+                call = _pending_call(render, state.pending_tool_call)
+                if call is None or self._dispatcher is None or not self._dispatcher.serves(call.name):
+                    break  # the caller runs this tool and navigates with its result
+                shown.extend(a for a in render.actions if a.type is not ActionType.CALL_TOOL)
+                result = await self._dispatcher.dispatch(call)
+                state = await self._engine.navigate(state, result)
+                continue
+            if render.input_request() is not None:
+                break
+            # A node that needs no input is passed through (spec §14.1 step 5).
+            moved = await self._engine.navigate(state, "")
+            if (
+                moved.status is not Status.TERMINATED
+                and moved.current_node_id == state.current_node_id
+                and len(moved.history) == len(state.history)
+            ):
+                break  # no transition matched: the node waits for a signal
+            shown.extend(render.actions)
+            state = moved
+        else:
+            raise ExecutionViolation(
+                state.current_node_id,
+                f"session {state.session_id!r} was still moving after {self._max_auto_steps} automatic "
+                f"steps at node {state.current_node_id!r} (a loop of nodes that need no input?); "
+                "nothing was saved",
+            )
+        return state, RenderResult(actions=(*shown, *render.actions), terminal=render.terminal)
+
+    # --- watchers ----------------------------------------------------------------------
+
+    def _publish(self, session_id: str, old: State | None, new: State) -> None:
+        watches = self._watchers.get(session_id)
+        if not watches:
+            return
+        change = diff(old, new)
+        if change is None:
+            return
+        for watch in builtins.list(watches):
+            watch._offer(change)
+
+    def _subscribe(self, watch: SessionWatch) -> None:
+        self._watchers.setdefault(watch.session_id, weakref.WeakSet()).add(watch)
+
+    def _unsubscribe(self, watch: SessionWatch) -> None:
+        watches = self._watchers.get(watch.session_id)
+        if watches is None:
+            return
+        watches.discard(watch)
+        if not watches:
+            del self._watchers[watch.session_id]
+
+
+def _pending_call(render: RenderResult, pending_id: str) -> ToolCall | None:
+    for action in render.actions:
+        if action.type is ActionType.CALL_TOOL:
+            assert isinstance(action.payload, ToolCall)
+            if action.payload.id == pending_id:
+                return action.payload
+    return None
+
+
+def _check_id(session_id: str) -> None:
+    if not isinstance(session_id, str) or not session_id:
+        raise InvalidSessionId("session ID cannot be empty")
+
+
+class _End:
+    """Marks the end of a watch stream in its queue."""
+
+
+_END: Final = _End()
+
+
+class SessionWatch:
+    """An async iterator of StateDiffs of one session; see SessionManager.watch."""
+
+    def __init__(self, manager: SessionManager, session_id: str) -> None:
+        self.session_id = session_id
+        self._manager = manager
+        self._queue: asyncio.Queue[StateDiff | _End] = asyncio.Queue(_WATCH_QUEUE_SIZE)
+        self._closed = False
+        manager._subscribe(self)
+
+    def _offer(self, change: StateDiff) -> None:
+        try:
+            self._queue.put_nowait(change)
+        except asyncio.QueueFull:
+            self._manager._logger.warning(
+                "watcher of session %r is too slow; an event was dropped", self.session_id
+            )
+
+    def _end(self) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()  # make room for the end marker
+        self._queue.put_nowait(_END)
+        self.close()
+
+    def close(self) -> None:
+        """Stop receiving changes (events already queued can still be read)."""
+        if not self._closed:
+            self._closed = True
+            self._manager._unsubscribe(self)
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._queue.empty():
+            self._queue.put_nowait(_END)
+
+    def __aiter__(self) -> SessionWatch:
+        return self
+
+    async def __anext__(self) -> StateDiff:
+        if self._closed and self._queue.empty():
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self.close()
+            raise StopAsyncIteration
+        return item
+
+    async def __aenter__(self) -> SessionWatch:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # A watch dropped without closing must not stay subscribed.
+        if not self._closed:
+            self._manager._unsubscribe(self)
