@@ -396,3 +396,29 @@ async def test_closing_the_loader_ends_its_watch_streams(graph: Path) -> None:
     await loader.aclose()
     async with asyncio.timeout(WATCH_BOUND):
         assert [change async for change in stream] == []
+
+
+async def test_an_id_with_extension_names_exactly_one_file(graph: Path) -> None:
+    write(graph, "n.md", "md")
+    with pytest.raises(NodeNotFound):
+        await DirectoryLoader(graph).get_node("n.json")
+
+
+async def test_yaml_aliases_that_explode_are_refused_quickly(graph: Path) -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 9):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    write(graph, "bomb.yaml", "\n".join(lines) + "\ndefault_context: {boom: *a8}\nmetadata: {boom: *a8}\n")
+    with pytest.raises(
+        NodeDefinitionError, match=r"flow/bomb\.yaml: field 'default_context.*too many values"
+    ):
+        await DirectoryLoader(graph).get_node("bomb")
+
+
+@pytest.mark.parametrize(
+    "field", ["default_context: {loop: &x [*x]}", "metadata: {loop: &x [*x]}", "context_schema: {t: &x [*x]}"]
+)
+async def test_recursive_yaml_values_are_refused(graph: Path, field: str) -> None:
+    write(graph, "loop.yaml", field + "\n")
+    with pytest.raises(NodeDefinitionError, match="nested more than 64 levels"):
+        await DirectoryLoader(graph).get_node("loop")

@@ -99,7 +99,8 @@ class DirectoryLoader:
         self.max_file_bytes = max_file_bytes
         self.debounce = debounce
         self._real_root = self.root.resolve()
-        self._label = self._real_root.name or str(self.root)
+        # Errors name files as "<flow directory name>/<path>", as the user knows them.
+        self._label = Path(os.path.abspath(self.root)).name or str(self.root)
         self._cache: dict[str, _Entry] = {}
         self._revision = 0
         self._watches: list[tuple[asyncio.Event, asyncio.Task[None], weakref.ref[ChangeStream]]] = []
@@ -277,6 +278,9 @@ class DirectoryLoader:
             if entry.node_id == wanted:
                 return entry
             declared_elsewhere.append(f"{rel} declares id '{entry.node_id}'")
+        if node_extension(node_id):
+            # An ID with an extension names one file (spec §2.2); no search by explicit ID.
+            raise NodeNotFound(node_id, f"node {node_id!r} not found in {self._label}")
         if not self._real_root.is_dir():
             raise NodeNotFound(node_id, f"node {node_id!r} not found: no graph directory '{self.root}'")
         for entry in self._scan():

@@ -28,6 +28,12 @@ from trellis.values import go_str, parse_duration
 
 SCHEMA_BASE_TYPES = ("string", "int", "float", "bool")
 
+MAX_DEPTH = 64
+MAX_ELEMENTS = 100_000
+"""Limits on one definition's values. YAML aliases can make a small file expand to a huge
+or even recursive value (``a: &x [*x]``); these limits turn that into a clear error
+instead of a hang or a RecursionError."""
+
 
 @dataclass(frozen=True, slots=True)
 class ToolImport:
@@ -216,6 +222,17 @@ class _Fields:
     def __init__(self, node_id: str, source: str) -> None:
         self.node_id = node_id
         self.source = source
+        self._budget = MAX_ELEMENTS
+
+    def spend(self, count: int, field: str, depth: int = 0) -> None:
+        self._budget -= count
+        if self._budget < 0:
+            self.fail(
+                field,
+                f"too many values (more than {MAX_ELEMENTS}; YAML aliases expand each time they are used)",
+            )
+        if depth > MAX_DEPTH:
+            self.fail(field, f"values nested more than {MAX_DEPTH} levels deep")
 
     def fail(self, field: str, problem: str) -> NoReturn:
         raise NodeDefinitionError(self.node_id, self.source, field, problem)
@@ -244,6 +261,7 @@ class _Fields:
             return []
         if not isinstance(value, list):
             self.expected("a list", value, field)
+        self.spend(len(value), field)
         return value
 
     def mapping(self, value: object, field: str) -> dict[str, Any]:
@@ -272,15 +290,16 @@ class _Fields:
             for key, item in self.mapping(value, field).items()
         }
 
-    def json_value(self, value: object, field: str) -> Any:
+    def json_value(self, value: object, field: str, depth: int = 0) -> Any:
         """A deep, plain copy of a JSON-compatible value (so no caller shares it)."""
+        self.spend(1, field, depth)
         if value is None or isinstance(value, str | bool | int | float):
             return value
         if isinstance(value, list | tuple):
-            return [self.json_value(item, f"{field}[{i}]") for i, item in enumerate(value)]
+            return [self.json_value(item, f"{field}[{i}]", depth + 1) for i, item in enumerate(value)]
         if isinstance(value, Mapping):
             return {
-                key: self.json_value(item, f"{field}.{key}")
+                key: self.json_value(item, f"{field}.{key}", depth + 1)
                 for key, item in self.mapping(value, field).items()
             }
         self.fail(field, f"unsupported value of type {type(value).__name__}")
@@ -290,12 +309,13 @@ class _Fields:
             key: self.json_value(item, f"{field}.{key}") for key, item in self.mapping(value, field).items()
         }
 
-    def schema_type(self, value: object, field: str) -> str:
+    def schema_type(self, value: object, field: str, depth: int = 0) -> str:
         """A context_schema type: a base type name, or a one-element list meaning "list of"."""
+        self.spend(1, field, depth)
         if isinstance(value, list):
             if len(value) != 1:
                 self.fail(field, f"expected single element list, got {len(value)} elements")
-            return f"[{self.schema_type(value[0], field)}]"
+            return f"[{self.schema_type(value[0], field, depth + 1)}]"
         if not isinstance(value, str):
             self.expected("a type name (string, int, float, bool) or a one-element list", value, field)
         inner = value
@@ -390,15 +410,17 @@ class _Fields:
         """Spec §2.8: nested keys joined with '-', lists space-joined, scalars printed like Go's %v."""
         out: dict[str, str] = {}
 
-        def walk(prefix: str, item: object) -> None:
+        def walk(prefix: str, item: object, depth: int) -> None:
             if isinstance(item, Mapping):
+                self.spend(len(item), field, depth)
                 for key, sub in item.items():
-                    walk(f"{prefix}-{go_str(key)}", sub)
+                    walk(f"{prefix}-{go_str(key)}", sub, depth + 1)
             elif isinstance(item, list | tuple):
-                out[prefix] = " ".join(go_str(element) for element in item)
+                elements = self.json_value(item, f"{field}.{prefix}", depth)
+                out[prefix] = " ".join(go_str(element) for element in elements)
             else:
                 out[prefix] = go_str(item)
 
         for key, item in self.mapping(value, field).items():
-            walk(key, item)
+            walk(key, item, 0)
         return out
