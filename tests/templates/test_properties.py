@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trellis.templates import compile_template
+from trellis.templates.functions import and_, or_
 from trellis.templates.gofmt import go_quote
 from trellis.values import go_str
 
@@ -54,3 +55,18 @@ def test_any_key_can_be_written_as_a_string_literal_and_looked_up(key: str, valu
 def test_text_without_actions_is_returned_unchanged(text: str) -> None:
     text = text.replace("{{", "{")
     assert compile_template(text).render({"x": 1}) == text
+
+
+scalars = st.none() | st.booleans() | st.integers(-2, 2) | st.sampled_from(["", "x"])
+
+
+@given(st.lists(scalars, min_size=1, max_size=4), st.booleans())
+def test_short_circuit_and_or_agree_with_their_eager_definitions(values: list[Any], piped: bool) -> None:
+    names = [f".v{position}" for position in range(len(values))]
+    data = {f"v{position}": value for position, value in enumerate(values)}
+    for name, eager in (("and", and_), ("or", or_)):
+        if piped:
+            text = f"{{{{ {names[-1]} | {name} {' '.join(names[:-1])} }}}}"
+        else:
+            text = f"{{{{ {name} {' '.join(names)} }}}}"
+        assert compile_template(text).render(data) == go_str(eager(*values), "<no value>"), text

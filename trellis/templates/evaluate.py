@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from trellis.templates.escape import html_escape
-from trellis.templates.functions import FUNCTIONS, and_, or_
+from trellis.templates.functions import FUNCTIONS
 from trellis.templates.nodes import (
     ActionNode,
     BranchNode,
@@ -37,6 +37,8 @@ from trellis.templates.values import ExecFailure, data_str, go_type_name, lookup
 Getter = Callable[[Any, list[Any]], Any]
 Stage = Callable[[Any, list[Any], Any], Any]
 Render = Callable[[Any, list[Any]], str]
+
+_NOTHING: Any = object()  # "no piped value": the first command of a pipeline
 
 
 class LoopSignal(Exception):
@@ -128,9 +130,6 @@ def compile_operand(node: Operand) -> Getter:
     return compile_pipe(node)
 
 
-_NOTHING: Any = object()  # "no piped value" for a pipeline's first command
-
-
 def _compile_call(name: str, getters: list[Getter], where: Where) -> Stage:
     """A function call; a piped value (if any) is appended as the last argument."""
     line_col, text = where.line_col, where.text
@@ -153,8 +152,11 @@ def _compile_call(name: str, getters: list[Getter], where: Where) -> Stage:
 
 
 def _short_circuit(is_and: bool, getters: list[Getter]) -> Stage:
-    """``and``/``or`` evaluate arguments only until the result is known (Go ≥ 1.18)."""
-    combine = and_ if is_and else or_
+    """``and``/``or`` evaluate arguments only until the result is known (Go ≥ 1.18).
+
+    Same results as ``functions.and_``/``or_``: the deciding argument, else the last
+    one (which is the piped value when there is one).
+    """
 
     def call(dot: Any, slots: list[Any], piped: Any) -> Any:
         value: Any = None
@@ -162,9 +164,7 @@ def _short_circuit(is_and: bool, getters: list[Getter]) -> Stage:
             value = get(dot, slots)
             if truth(value) is not is_and:
                 return value
-        if piped is not _NOTHING:
-            return combine(value, piped) if getters else piped
-        return value
+        return value if piped is _NOTHING else piped
 
     return call
 
