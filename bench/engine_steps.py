@@ -2,17 +2,22 @@
 """Engine step rate, side by side with LangGraph and `transitions`, in one run.
 
 One chain of 20 nodes; at each node a template is rendered and the next node is
-chosen by a condition on the input ("go"). The last node leads back to the first,
-so a run can step for as long as it likes. Measured, interleaved, best of N:
+chosen by a condition on the input ("go"); the last node ends the walk. Every
+contestant walks the chain from a fresh start again and again (so histories and
+checkpoint logs stay the size of one walk), and its rate is node steps per
+second, the cost of starting each walk included. Measured, interleaved, best of N:
 
-  (a) trellis in process: Engine.render + Engine.navigate over a MemoryLoader
-  (b) trellis durable: SessionManager.navigate (lock, load, navigate, render,
-      conditional save) over a MemoryStore
-  (c) LangGraph, no checkpointer: one invoke walks the 20 nodes; rate = node runs/s
-  (d) LangGraph with its in-memory checkpointer: one node per invoke, each node
-      waiting through interrupt() and resumed with Command(resume="go")
-  (e) `transitions`: a 20-state Machine, trigger with a condition and an
-      on_enter callback rendering the same text with str.format
+  (a) trellis in process: Engine.start, then Engine.render + Engine.navigate per
+      node, over a MemoryLoader
+  (b) trellis durable: SessionManager.start (new session), then
+      SessionManager.navigate per node (lock, load, navigate, render, conditional
+      save) over a MemoryStore
+  (c) LangGraph, no checkpointer: one invoke walks the 20 nodes
+  (d) LangGraph with its in-memory checkpointer: a new thread per walk, one node
+      per invoke, each node waiting through interrupt() and resumed with
+      Command(resume="go")
+  (e) `transitions`: a 20-state Machine; trigger with a condition and an after
+      callback rendering the same text with str.format; back to n0 per walk
 
 Targets: (a)/(c) >= 20, (b)/(d) >= 40, (a) within 3x of (e).
 
@@ -28,7 +33,7 @@ import io
 import pstats
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -43,19 +48,22 @@ from trellis.sessions import SessionManager
 
 CHAIN = 20
 ANSWER = "go"
-BATCH = 200  # steps between clock reads
+WALKS = 10  # walks between clock reads
+CONTEXT = {"name": "Ada", "count": 3}
 
 
 def chain_nodes() -> list[Node]:
-    """n0 … n19: each renders a template, waits for input, goes on when it is "go"."""
+    """n0 … n19: each renders a template, waits for input, goes on when it is "go";
+    n19 has no transition, so navigating it ends the session."""
     nodes = []
     for k in range(CHAIN):
+        last = k == CHAIN - 1
         nodes.append(
             Node(
                 id=f"n{k}",
                 type="question",
                 content=f"Step {k} for {{{{ .name }}}} ({{{{ .count }}}})",
-                transitions=(Transition(f"n{(k + 1) % CHAIN}", f"input == '{ANSWER}'"),),
+                transitions=() if last else (Transition(f"n{k + 1}", f"input == '{ANSWER}'"),),
             )
         )
     return nodes
@@ -79,18 +87,19 @@ async def timed(step: Callable[[], Awaitable[int]], duration: float) -> float:
 
 async def trellis_engine(duration: float) -> float:
     engine = Engine(MemoryLoader(chain_nodes()), entry_node="n0")
-    state = await engine.start("bench", {"name": "Ada", "count": 3})
-    render, navigate = engine.render, engine.navigate
+    start, render, navigate = engine.start, engine.render, engine.navigate
 
-    async def batch() -> int:
-        nonlocal state
-        for _ in range(BATCH):
-            await render(state)
-            state = await navigate(state, ANSWER)
-        return BATCH
+    async def walks() -> int:
+        for _ in range(WALKS):
+            state = await start("bench", CONTEXT)
+            for _ in range(CHAIN):
+                await render(state)
+                state = await navigate(state, ANSWER)
+        assert state.terminated
+        return WALKS * CHAIN
 
-    await batch()  # warm up: compile every node once
-    return await timed(batch, duration)
+    await walks()  # warm up: compile every node once
+    return await timed(walks, duration)
 
 
 # --- (b) trellis durable step ------------------------------------------------------------
@@ -99,16 +108,22 @@ async def trellis_engine(duration: float) -> float:
 async def trellis_sessions(duration: float) -> float:
     engine = Engine(MemoryLoader(chain_nodes()), entry_node="n0")
     manager = SessionManager(engine, MemoryStore())
-    await manager.start("bench", {"name": "Ada", "count": 3})
-    navigate = manager.navigate
+    start, navigate = manager.start, manager.navigate
+    walk_no = 0
 
-    async def batch() -> int:
-        for _ in range(BATCH):
-            await navigate("bench", ANSWER)
-        return BATCH
+    async def walks() -> int:
+        nonlocal walk_no
+        for _ in range(WALKS):
+            walk_no += 1
+            session_id = f"bench-{walk_no}"
+            await start(session_id, CONTEXT)
+            for _ in range(CHAIN):
+                step = await navigate(session_id, ANSWER)
+        assert step.terminal
+        return WALKS * CHAIN
 
-    await batch()
-    return await timed(batch, duration)
+    await walks()
+    return await timed(walks, duration)
 
 
 # --- (c), (d) LangGraph -----------------------------------------------------------------
@@ -134,10 +149,7 @@ def langgraph_app(durable: bool) -> Any:
             out = template.format(name=state["name"], count=state["count"])
             return {"out": out, "input": answer}
 
-        last = k == CHAIN - 1
-        target = "n0" if durable else END  # without a checkpointer one invoke walks the chain once
-
-        def route(state: ChainState, nxt: str = target if last else f"n{k + 1}") -> str:
+        def route(state: ChainState, nxt: str = f"n{k + 1}" if k < CHAIN - 1 else END) -> str:
             return nxt if state["input"] == ANSWER else END
 
         graph.add_node(f"n{k}", node)
@@ -152,31 +164,34 @@ def langgraph_app(durable: bool) -> Any:
 
 async def langgraph_plain(duration: float) -> float:
     app = langgraph_app(durable=False)
-    start_state: ChainState = {"name": "Ada", "count": 3}
 
-    async def walk() -> int:
-        app.invoke(start_state)
-        return CHAIN
+    async def walks() -> int:
+        for _ in range(WALKS):
+            app.invoke(dict(CONTEXT))
+        return WALKS * CHAIN
 
-    await walk()
-    return await timed(walk, duration)
+    await walks()
+    return await timed(walks, duration)
 
 
 async def langgraph_durable(duration: float) -> float:
     from langgraph.types import Command
 
     app = langgraph_app(durable=True)
-    config = {"configurable": {"thread_id": "bench"}}
-    app.invoke({"name": "Ada", "count": 3}, config)  # runs up to n0's interrupt
-    resume = Command(resume=ANSWER)
+    resume: Any = Command(resume=ANSWER)
+    walk_no = 0
 
-    async def step() -> int:
-        for _ in range(10):
+    async def walk() -> int:
+        nonlocal walk_no
+        walk_no += 1
+        config = {"configurable": {"thread_id": f"bench-{walk_no}"}}
+        app.invoke(dict(CONTEXT), config)  # runs up to n0's interrupt
+        for _ in range(CHAIN):
             app.invoke(resume, config)
-        return 10
+        return CHAIN
 
-    await step()
-    return await timed(step, duration)
+    await walk()
+    return await timed(walk, duration)
 
 
 # --- (e) transitions --------------------------------------------------------------------
@@ -196,7 +211,7 @@ async def transitions_machine(duration: float) -> float:
             return self.input == ANSWER
 
     model = Model()
-    states = [f"n{k}" for k in range(CHAIN)]
+    states = [f"n{k}" for k in range(CHAIN)] + ["done"]
     machine = Machine(model=model, states=states, initial="n0", auto_transitions=False)
     for k in range(CHAIN):
         template = f"Step {k} for {{name}} ({{count}})"
@@ -204,21 +219,25 @@ async def transitions_machine(duration: float) -> float:
         def render(m: Model = model, template: str = template) -> None:
             m.out = template.format(name=m.name, count=m.count)
 
-        machine.add_transition("go", states[k], states[(k + 1) % CHAIN], conditions="is_go", after=render)
+        machine.add_transition("go", states[k], states[k + 1], conditions="is_go", after=render)
     trigger = model.go  # type: ignore[attr-defined]
+    reset = machine.set_state
 
-    async def batch() -> int:
-        for _ in range(BATCH):
-            trigger()
-        return BATCH
+    async def walks() -> int:
+        for _ in range(WALKS):
+            reset("n0")
+            for _ in range(CHAIN):
+                trigger()
+        assert model.state == "done"  # type: ignore[attr-defined]
+        return WALKS * CHAIN
 
-    await batch()
-    return await timed(batch, duration)
+    await walks()
+    return await timed(walks, duration)
 
 
 # --- driver -----------------------------------------------------------------------------
 
-CASES: list[tuple[str, str, Callable[[float], Awaitable[float]]]] = [
+CASES: list[tuple[str, str, Callable[[float], Coroutine[Any, Any, float]]]] = [
     ("a", "trellis Engine render+navigate (in process)", trellis_engine),
     ("b", "trellis SessionManager.navigate (MemoryStore)", trellis_sessions),
     ("c", "LangGraph invoke, no checkpointer (node runs)", langgraph_plain),
