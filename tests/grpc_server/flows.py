@@ -12,7 +12,8 @@ NODES = {
         ---
         wait: true
         save_to: name
-        on_interrupt: stopped
+        on_signal_default:
+          interrupt: stopped
         to: shout
         ---
         What is your name?
