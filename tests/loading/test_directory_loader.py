@@ -422,3 +422,13 @@ async def test_recursive_yaml_values_are_refused(graph: Path, field: str) -> Non
     write(graph, "loop.yaml", field + "\n")
     with pytest.raises(NodeDefinitionError, match="nested more than 64 levels"):
         await DirectoryLoader(graph).get_node("loop")
+
+
+async def test_a_fifo_named_like_a_node_is_never_opened(graph: Path) -> None:
+    os.mkfifo(graph / "pipe.md")
+    write(graph, "start.md", "Hi")
+    loader = DirectoryLoader(graph)
+    async with asyncio.timeout(WATCH_BOUND):  # opening the FIFO would block forever
+        assert await loader.list_nodes() == ["start"]
+        with pytest.raises(NodeNotFound):
+            await loader.get_node("pipe")

@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import stat
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,9 +175,22 @@ class DirectoryLoader:
             return None
         return real
 
-    def _entry(self, rel: str) -> _Entry | None:
-        """Read one file (through the cache); None when it does not exist."""
-        path = self._safe_path(rel)
+    def _walked_path(self, rel: str) -> Path | None:
+        path = self._real_root / rel
+        try:
+            mode = path.lstat().st_mode
+        except OSError:
+            return None
+        if stat.S_ISLNK(mode):
+            return self._safe_path(rel)
+        return path if stat.S_ISREG(mode) else None  # never open a FIFO or a device
+
+    def _entry(self, rel: str, *, walked: bool = False) -> _Entry | None:
+        """Read one file (through the cache); None when it does not exist.
+
+        ``walked``: the path came from walking the root without following links, so only
+        its last component can be a link and a cheap check replaces resolving the path."""
+        path = self._walked_path(rel) if walked else self._safe_path(rel)
         path_id = strip_node_extension(rel)
         source = self._source(rel)
         if path is None:
@@ -231,7 +245,7 @@ class DirectoryLoader:
                 found.append(name if base == "." else f"{base}/{name}")
         entries = []
         for rel in sorted(found, key=_priority):
-            entry = self._entry(rel)
+            entry = self._entry(rel, walked=True)
             if entry is not None:
                 entries.append(entry)
         for stale in set(self._cache) - set(found):

@@ -7,6 +7,7 @@ parser knows it, the line, so a broken flow file never surfaces as a bare traceb
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,19 @@ class _Yaml12Constructor(SafeConstructor):
 _Yaml12Constructor.add_constructor("tag:yaml.org,2002:timestamp", SafeConstructor.construct_yaml_str)
 
 
-def _new_yaml() -> YAML:
-    yaml = YAML(typ="safe", pure=True)
-    # 1.2 core: yes/no/on/off/y/n stay strings; only true/false are booleans.
-    yaml.version = (1, 2)
-    yaml.Constructor = _Yaml12Constructor
+_local = threading.local()
+
+
+def _yaml() -> YAML:
+    """This thread's YAML reader: building one costs about as much as parsing a small file,
+    and one instance must not be used by two threads at once (loaders parse in threads)."""
+    yaml: YAML | None = getattr(_local, "yaml", None)
+    if yaml is None:
+        yaml = YAML(typ="safe", pure=True)
+        # 1.2 core: yes/no/on/off/y/n stay strings; only true/false are booleans.
+        yaml.version = (1, 2)
+        yaml.Constructor = _Yaml12Constructor
+        _local.yaml = yaml
     return yaml
 
 
@@ -46,7 +55,7 @@ def load_yaml(text: str, *, source: str, node_id: str, first_line: int = 1) -> A
     line 2), so that reported line numbers point into the file the user edits.
     """
     try:
-        return _new_yaml().load(text)
+        return _yaml().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + first_line}" if mark is not None else ""
