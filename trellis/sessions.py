@@ -19,9 +19,9 @@ separate locker: steps 1-2 and 4-5 are one round trip each.
 
 What a step returns: the new state (with its stored revision) and the actions
 to show. Nodes the runner loop passed through on the way (pass-through text,
-served tools) contribute their content actions in order, ahead of the actions
-of the node the step stopped at, so a client sees everything a terminal runner
-would have printed.
+served tools) contribute their non-empty content (and system messages) in
+order, ahead of the actions of the node the step stopped at, so a client sees
+everything a terminal runner would have printed.
 """
 
 from __future__ import annotations
@@ -184,7 +184,9 @@ class SessionManager:
     async def repair_after_reload(self, state: State) -> State:
         """Resume guardrail after the graph changed (spec §14.5, fix of §17 #4): a state
         waiting for a tool whose node is gone, or no longer has a ``do``, is set back to
-        ``active`` with no pending call, so the runner does not wait forever."""
+        ``active`` with no pending call, so the runner does not wait forever. Returns a
+        repaired copy, or ``state`` itself (same object) when nothing needed repair; saving
+        the copy is the caller's choice."""
         if state.status is not Status.WAITING_FOR_TOOL:
             return state
         try:
@@ -293,38 +295,42 @@ class SessionManager:
     async def _advance(self, state: State) -> tuple[State, RenderResult]:
         """Run served tools and pass-through nodes until the session needs the caller."""
         shown: builtins.list[Action] = []
-        for _ in range(self._max_auto_steps + 1):
-            if state.status is Status.TERMINATED:
-                return state, RenderResult(actions=tuple(shown), terminal=True)
+        moves = 0
+        while state.status is not Status.TERMINATED:
             render = await self._engine.render(state)
             if state.status in _WAITING:
                 call = _pending_call(render, state.pending_tool_call)
                 if call is None or self._dispatcher is None or not self._dispatcher.serves(call.name):
-                    break  # the caller runs this tool and navigates with its result
-                shown.extend(a for a in render.actions if a.type is not ActionType.CALL_TOOL)
+                    return state, _shown_then(shown, render)  # the caller runs this tool
+                moves = self._count_move(state, moves)
                 result = await self._dispatcher.dispatch(call)
+                shown.extend(_passed(render))
                 state = await self._engine.navigate(state, result)
                 continue
             if render.input_request() is not None:
-                break
+                return state, _shown_then(shown, render)
             # A node that needs no input is passed through (spec §14.1 step 5).
+            moves = self._count_move(state, moves)
             moved = await self._engine.navigate(state, "")
             if (
                 moved.status is not Status.TERMINATED
                 and moved.current_node_id == state.current_node_id
                 and len(moved.history) == len(state.history)
             ):
-                break  # no transition matched: the node waits for a signal
-            shown.extend(render.actions)
+                return state, _shown_then(shown, render)  # no transition matched: it waits for a signal
+            shown.extend(_passed(render))
             state = moved
-        else:
+        return state, RenderResult(actions=tuple(shown), terminal=True)
+
+    def _count_move(self, state: State, moves: int) -> int:
+        if moves >= self._max_auto_steps:
             raise ExecutionViolation(
                 state.current_node_id,
                 f"session {state.session_id!r} was still moving after {self._max_auto_steps} automatic "
-                f"steps at node {state.current_node_id!r} (a loop of nodes that need no input?); "
+                f"steps, at node {state.current_node_id!r} (a loop of nodes that need no input?); "
                 "nothing was saved",
             )
-        return state, RenderResult(actions=(*shown, *render.actions), terminal=render.terminal)
+        return moves + 1
 
     # --- watchers ----------------------------------------------------------------------
 
@@ -348,6 +354,24 @@ class SessionManager:
         watches.discard(watch)
         if not watches:
             del self._watchers[watch.session_id]
+
+
+def _passed(render: RenderResult) -> builtins.list[Action]:
+    """What a node the loop passed through leaves to show: its content and messages (its tool
+    call was run, its empty content — every untyped node has one — is nothing to show)."""
+    return [
+        action
+        for action in render.actions
+        if action.type is not ActionType.CALL_TOOL
+        and not (action.type is ActionType.RENDER_CONTENT and action.payload == "")
+    ]
+
+
+def _shown_then(shown: builtins.list[Action], render: RenderResult) -> RenderResult:
+    """The actions of the nodes passed through, then those of the node the step stopped at."""
+    if not shown:
+        return render
+    return RenderResult(actions=(*shown, *render.actions), terminal=render.terminal)
 
 
 def _pending_call(render: RenderResult, pending_id: str) -> ToolCall | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from trellis.adapters.file_store import FileStore
 from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.local_locker import LocalLocker
 from trellis.adapters.memory_store import MemoryStore
+from trellis.adapters.process_dispatcher import ProcessDispatcher
 from trellis.domain import ActionType, Status, ToolCall, ToolResult
 from trellis.errors import (
     ConflictError,
@@ -258,3 +260,36 @@ async def test_delete_and_list() -> None:
     assert (await manager.list()).session_ids == ["a", "c"]
     with pytest.raises(SessionNotFound):
         await manager.get("b")
+
+
+async def test_max_auto_steps_counts_every_automatic_move() -> None:
+    flow = [
+        {"id": "start", "content": "one", "to": "mid"},
+        {"id": "mid", "content": "two", "to": "ask"},
+        {"id": "ask", "content": "three", "wait": True, "to": "ask"},
+    ]
+    enough = await SessionManager(engine(flow), MemoryStore(), max_auto_steps=2).start("s")
+    assert contents(enough) == ["one", "two", "three"]
+    with pytest.raises(ExecutionViolation):
+        await SessionManager(engine(flow), MemoryStore(), max_auto_steps=1).start("s")
+
+
+async def test_a_process_tool_runs_inside_the_step(tmp_path: Path) -> None:
+    script = tmp_path / "double.py"
+    script.write_text(
+        "import json, os\nprint(json.dumps({'twice': json.loads(os.environ['TRELLIS_ARGS'])['n'] * 2}))\n"
+    )
+    (tmp_path / "tools.yaml").write_text(
+        f"tools:\n  - name: double\n    command: {sys.executable!r}\n    args: [double.py]\n"
+    )
+    flow = [
+        {"id": "start", "do": {"name": "double", "args": {"n": 21}}, "save_to": "out", "to": "show"},
+        {"id": "show", "content": "{{ .out.twice }}", "wait": True, "to": "show"},
+    ]
+    dispatcher = ProcessDispatcher.from_file(tmp_path / "tools.yaml")
+    async with asyncio.timeout(30):
+        result = await SessionManager(engine(flow), FileStore(tmp_path / "s"), dispatcher=dispatcher).start(
+            "s"
+        )
+    assert contents(result) == ["42"]
+    assert result.state.context["out"] == {"twice": 42}

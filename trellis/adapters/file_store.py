@@ -32,7 +32,9 @@ import asyncio
 import builtins
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from trellis.adapters.state_json import decode_document, encode_document, state_document
 from trellis.adapters.store_rules import check_expected_revision, check_session_id, paginate
@@ -45,6 +47,7 @@ from trellis.ports.store import SessionPage
 DEFAULT_BASE_DIR = ".trellis/sessions"
 _SUFFIX = ".json"
 _TEMP_PREFIX = ".tmp-"
+_T = TypeVar("_T")
 
 
 class FileStore:
@@ -84,7 +87,9 @@ class FileStore:
         async with self._locks.hold(session_id):
             if fence is not None and not fence.held():
                 raise LockLost(f"lock {fence.key!r} is no longer held; session {session_id!r} not saved")
-            return await asyncio.to_thread(self._write, path, session_id, document, expected_revision, fence)
+            return await _to_thread_to_completion(
+                self._write, path, session_id, document, expected_revision, fence
+            )
 
     def _write(
         self,
@@ -156,7 +161,7 @@ class FileStore:
     async def delete(self, session_id: str) -> None:
         path = self._path(session_id)
         async with self._locks.hold(session_id):
-            await asyncio.to_thread(self._remove, path)
+            await _to_thread_to_completion(self._remove, path)
 
     def _remove(self, path: Path) -> None:
         try:
@@ -186,6 +191,18 @@ class FileStore:
                 continue
             found.append(name[: -len(_SUFFIX)])
         return found
+
+
+async def _to_thread_to_completion(function: Callable[..., _T], *args: object) -> _T:
+    """Run ``function`` in a thread; if the caller is cancelled meanwhile, still wait for the
+    thread before returning, so the per-session lock is never released while a write is
+    under way (another save would then compare against a revision about to change)."""
+    work = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
 
 
 def _revision_of(document: dict[str, object], path: Path) -> int:
