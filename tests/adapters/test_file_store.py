@@ -55,6 +55,7 @@ async def test_leftovers_and_other_files_are_not_listed(tmp_path: Path) -> None:
     (base / ".tmp-leftover.json").write_text("{}")
     (base / "notes.txt").write_text("not a session")
     (base / "folder.json").mkdir()
+    (base / "bad\x01name.json").write_text("{}")
     assert (await store.list()).session_ids == ["real"]
 
 

@@ -221,3 +221,11 @@ def test_an_invalid_tools_file_names_the_file_and_field(tmp_path: Path, content:
         ProcessDispatcher.from_file(path)
     assert str(path) in str(caught.value)
     assert message in str(caught.value)
+
+
+async def test_a_missing_working_directory_is_named(tmp_path: Path) -> None:
+    tools = write_tools(tmp_path, {"echo": ECHO})
+    dispatcher = ProcessDispatcher.from_file(tools, base_dir=tmp_path / "gone")
+    async with asyncio.timeout(30):
+        result = await dispatcher.dispatch(call("echo", {}))
+    assert result.is_error and f"working directory {tmp_path / 'gone'} does not exist" in result.error

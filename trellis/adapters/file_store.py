@@ -39,7 +39,7 @@ from typing import TypeVar
 from trellis.adapters.state_json import decode_document, encode_document, state_document
 from trellis.adapters.store_rules import check_expected_revision, check_session_id, paginate
 from trellis.domain import State
-from trellis.errors import BackendUnavailable, LockLost, SessionNotFound, TrellisError
+from trellis.errors import BackendUnavailable, InvalidSessionId, LockLost, SessionNotFound, TrellisError
 from trellis.keyed_locks import KeyedLocks
 from trellis.ports.locker import LockHandle
 from trellis.ports.store import SessionPage
@@ -189,7 +189,12 @@ class FileStore:
             name = entry.name
             if name.startswith(".") or not name.endswith(_SUFFIX) or not entry.is_file(follow_symlinks=False):
                 continue
-            found.append(name[: -len(_SUFFIX)])
+            session_id = name[: -len(_SUFFIX)]
+            try:
+                check_session_id(session_id)
+            except InvalidSessionId:
+                continue  # put there by hand: no store call could ever reach it
+            found.append(session_id)
         return found
 
 

@@ -75,7 +75,8 @@ class ProcessDispatcher:
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         self._tools = {tool.name: tool for tool in tools}
-        self._base_dir = Path(base_dir)
+        # Absolute now, so a later chdir of this process does not move the tools.
+        self._base_dir = Path(base_dir).absolute()
         self._allow_inline = allow_inline
         self._grace_period = grace_period
         self._max_output_bytes = max_output_bytes
@@ -145,6 +146,8 @@ class ProcessDispatcher:
                 start_new_session=True,  # its own process group: a kill reaches grandchildren too
             )
         except OSError as exc:
+            if not self._base_dir.is_dir():
+                return _failure(call, f"execution failed: working directory {self._base_dir} does not exist")
             return _failure(
                 call, f"execution failed: cannot start {tool.command!r}: {exc.strerror or exc}. Stderr: "
             )
