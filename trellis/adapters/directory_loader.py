@@ -26,7 +26,6 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from watchfiles import Change, awatch
 
@@ -36,14 +35,12 @@ from trellis.loading import (
     DEFAULT_MAX_FILE_BYTES,
     NODE_EXTENSIONS,
     NodeDraft,
-    build_draft,
+    draft_from_bytes,
     importers_of,
-    parse_document,
     resolve_tools,
     strip_node_extension,
 )
 from trellis.loading.changes import ChangeStream
-from trellis.loading.formats import decode_utf8
 from trellis.loading.ids import node_extension
 from trellis.ports.loader import GraphChange
 
@@ -205,31 +202,19 @@ class DirectoryLoader:
         except OSError as exc:
             error = NodeDefinitionError(path_id, source, "", f"cannot read file: {exc.strerror or exc}")
             return _Entry(rel, path_id, b"", error=error)
-        if len(raw) > self.max_file_bytes:
-            error = NodeDefinitionError(
-                path_id, source, "", f"file is larger than the limit of {self.max_file_bytes} bytes"
-            )
-            return _Entry(rel, path_id, b"", error=error)
         digest = hashlib.blake2b(raw, digest_size=16).digest()
         cached = self._cache.get(rel)
         if cached is not None and cached.digest == digest:
             return cached
-        entry = self._parse(rel, path_id, source, raw, digest)
+        try:
+            # (a file over the limit was read one byte past it, which draft_from_bytes refuses)
+            draft = draft_from_bytes(raw, rel, source=source, max_bytes=self.max_file_bytes)
+            entry = _Entry(rel, draft.node.id, digest, draft=draft)
+        except NodeDefinitionError as exc:
+            # Listed under the ID the file declares when it got that far, else its path ID.
+            entry = _Entry(rel, exc.node_id, digest, error=exc)
         self._cache[rel] = entry
         return entry
-
-    def _parse(self, rel: str, path_id: str, source: str, raw: bytes, digest: bytes) -> _Entry:
-        data: dict[str, Any] = {}
-        try:
-            text = decode_utf8(raw, source=source, node_id=path_id)
-            data, body = parse_document(text, node_extension(rel), source=source, node_id=path_id)
-            draft = build_draft(path_id, data, body, source=source)
-        except NodeDefinitionError as exc:
-            # List a broken file under the ID it declares when that much is readable.
-            explicit = data.get("id")
-            node_id = strip_node_extension(explicit) if isinstance(explicit, str) and explicit else path_id
-            return _Entry(rel, node_id, digest, error=exc)
-        return _Entry(rel, draft.node.id, digest, draft=draft)
 
     def _scan(self) -> list[_Entry]:
         """Every node file under the root (hidden files and directories skipped), by priority."""

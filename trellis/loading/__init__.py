@@ -2,10 +2,12 @@
 
 Used by every graph loader: ``build_draft``/``build_node`` apply the sugar and strict
 typing of spec §2.5-§2.8, ``resolve_tools`` resolves tool imports across nodes (§2.7),
-``parse_document`` reads the file formats (§2.3, §2.4).
+``parse_document`` reads the file formats (§2.3, §2.4) and ``draft_from_bytes`` runs
+the whole per-file pipeline (size, UTF-8, format, sugar) for loaders that store files.
 """
 
 from trellis.loading.build import DraftLookup, NodeDraft, ToolImport, build_draft, build_node
+from trellis.loading.files import draft_from_bytes
 from trellis.loading.formats import DEFAULT_MAX_FILE_BYTES, load_yaml, parse_document, split_frontmatter
 from trellis.loading.ids import NODE_EXTENSIONS, strip_node_extension
 from trellis.loading.tools import importers_of, resolve_tools
@@ -18,6 +20,7 @@ __all__ = [
     "ToolImport",
     "build_draft",
     "build_node",
+    "draft_from_bytes",
     "importers_of",
     "load_yaml",
     "parse_document",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -133,20 +132,6 @@ def parse_document(
         # A `content` key in frontmatter is not used for Markdown files (spec §2.3).
         data.pop("content", None)
     return data, body
-
-
-def read_node_file(path: Path, *, source: str, node_id: str, max_bytes: int) -> str:
-    """Read a node file as UTF-8 text, refusing files above ``max_bytes``."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise NodeDefinitionError(node_id, source, "", f"cannot read file: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
-        raise NodeDefinitionError(node_id, source, "", f"file is larger than the limit of {max_bytes} bytes")
-    return decode_utf8(raw, source=source, node_id=node_id)
 
 
 def decode_utf8(raw: bytes, *, source: str, node_id: str) -> str:
