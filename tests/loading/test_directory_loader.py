@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import weakref
 from pathlib import Path
 
 import pytest
@@ -432,3 +434,15 @@ async def test_a_fifo_named_like_a_node_is_never_opened(graph: Path) -> None:
         assert await loader.list_nodes() == ["start"]
         with pytest.raises(NodeNotFound):
             await loader.get_node("pipe")
+
+
+async def test_dropping_a_watch_stream_stops_its_watcher(graph: Path) -> None:
+    loader = DirectoryLoader(graph)
+    stream = loader.watch()
+    await asyncio.sleep(0)
+    ref = weakref.ref(stream)
+    del stream
+    gc.collect()
+    assert ref() is None
+    async with asyncio.timeout(WATCH_BOUND):
+        await loader.aclose()  # returns once the (already stopped) watcher task has finished

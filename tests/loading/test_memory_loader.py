@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -81,3 +83,13 @@ async def test_close_ends_watch_streams() -> None:
     loader.close()
     async with asyncio.timeout(5):
         assert [c async for c in stream] == []
+
+
+async def test_a_dropped_watch_stream_is_not_kept_alive_by_the_loader() -> None:
+    loader = MemoryLoader()
+    stream = loader.watch()
+    ref = weakref.ref(stream)
+    del stream
+    gc.collect()
+    assert ref() is None
+    loader.put({"id": "a"})  # publishing after the consumer left is fine

@@ -138,6 +138,7 @@ class DirectoryLoader:
         stream = ChangeStream(on_close=on_close, wait_closed=wait_closed)
         task = loop.create_task(self._pump(weakref.ref(stream), stop))
         holder.append(task)
+        self._watches = [watch for watch in self._watches if not watch[1].done()]
         self._watches.append((stop, task, weakref.ref(stream)))
         return stream
 

@@ -8,6 +8,7 @@ carry the body under ``content``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -47,7 +48,8 @@ class MemoryLoader:
     def __init__(self, nodes: Iterable[NodeInput] = ()) -> None:
         self._drafts: dict[str, NodeDraft] = {}
         self._resolved: dict[str, Node] = {}
-        self._streams: set[ChangeStream] = set()
+        # Weak: a consumer that drops its stream must not leave it filling up here.
+        self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
         self._revision = 0
         for item in nodes:
             draft = _draft(item)
