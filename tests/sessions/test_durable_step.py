@@ -18,6 +18,7 @@ from trellis.adapters.memory_store import MemoryStore
 from trellis.adapters.process_dispatcher import ProcessDispatcher
 from trellis.domain import ActionType, Status, ToolCall, ToolResult
 from trellis.errors import (
+    BackendUnavailable,
     ConflictError,
     ExecutionViolation,
     InvalidConfirmation,
@@ -26,6 +27,7 @@ from trellis.errors import (
     LockLost,
     SessionNotFound,
 )
+from trellis.ports.locker import LockHandle
 from trellis.sessions import SessionManager
 
 Setup = Callable[[Path], dict[str, Any]]
@@ -293,3 +295,56 @@ async def test_a_process_tool_runs_inside_the_step(tmp_path: Path) -> None:
         )
     assert contents(result) == ["42"]
     assert result.state.context["out"] == {"twice": 42}
+
+
+class UnreliableLocker(LocalLocker):
+    """A LocalLocker whose lock service fails in the ways a network one can."""
+
+    def __init__(self, *, fail_acquire: bool = False) -> None:
+        super().__init__()
+        self.fail_acquire = fail_acquire
+
+    async def acquire(self, key: str, ttl: float) -> Any:
+        if self.fail_acquire:
+            raise ConnectionError("lock service unreachable")
+        return _UnlockFails(await super().acquire(key, ttl))
+
+
+class _UnlockFails:
+    """A held lock whose release reports a network error after releasing."""
+
+    def __init__(self, inner: LockHandle) -> None:
+        self.inner = inner
+        self.key = inner.key
+        self.token = inner.token
+
+    def held(self) -> bool:
+        return self.inner.held()
+
+    async def unlock(self) -> None:
+        await self.inner.unlock()
+        raise ConnectionError("connection reset while unlocking")
+
+
+async def test_an_unlock_failure_is_logged_and_the_step_still_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager = SessionManager(engine(COUNTER), MemoryStore(), locker=UnreliableLocker())
+    await manager.start("s")
+    result = await manager.navigate("s", "go")
+    assert result.state.current_node_id == "bump"
+    assert (await manager.get("s")).state.revision == result.state.revision
+    assert "failed to release the lock of session 's'" in caplog.text
+
+
+async def test_a_lock_service_that_cannot_be_reached_fails_the_step_cleanly() -> None:
+    store = MemoryStore()
+    await SessionManager(engine(COUNTER), store).start("s")
+    before = (await store.load("s")).to_json()
+    manager = SessionManager(engine(COUNTER), store, locker=UnreliableLocker(fail_acquire=True))
+    with pytest.raises(
+        BackendUnavailable, match="failed to acquire distributed lock: lock service unreachable"
+    ):
+        await manager.navigate("s", "go")
+    assert (await store.load("s")).to_json() == before
+    assert manager.lock_count() == 0
