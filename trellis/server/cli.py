@@ -161,7 +161,12 @@ async def _serve(config: Any) -> None:
     server = TrellisServer(config)
     port = await server.start()
     host = config.listen.rpartition(":")[0]
-    print(f"trellis: serving on {host}:{port}", file=sys.stderr, flush=True)
+    metrics = (
+        f" (metrics on {config.metrics_listen.rpartition(':')[0]}:{server.metrics_port})"
+        if server.metrics_port
+        else ""
+    )
+    print(f"trellis: serving on {host}:{port}{metrics}", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))

@@ -83,7 +83,11 @@ def register(kind: Kind, scheme: str, factory: Factory) -> None:
 
 
 def parse_url(kind: Kind, url: str) -> PortSpec:
+    """``scheme:target`` or ``scheme://target``; a bare scheme name (``memory``) is
+    accepted too, because ``store: memory:`` is not valid YAML without quotes."""
     scheme, sep, rest = url.partition(":")
+    if not sep and scheme.lower() in schemes(kind):
+        return PortSpec(kind, scheme.lower(), "", url)
     if not sep or not scheme:
         raise ConfigError(f"{kind}: {url!r} is not SCHEME:TARGET (e.g. {_example(kind)})")
     target = rest[2:] if rest.startswith("//") else rest

@@ -1,0 +1,83 @@
+"""Configuration: YAML file < TRELLIS_* environment < flags; clear errors naming the source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trellis.errors import ConfigError
+from trellis.server.config import load_config
+from trellis.server.registry import BuildContext, build
+
+
+def test_file_then_environment_then_flags_win(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "trellis.yaml").write_text(
+        "listen: 127.0.0.1:7001\n"
+        "store: file:sessions\n"
+        "locker: local\n"
+        "dispatcher:\n  default: process:tools.yaml\n  routes:\n    charge: grpc://127.0.0.1:7100\n"
+        "shutdown_grace: 3s\n"
+        "metrics_listen: 127.0.0.1:9001\n"
+    )
+    env = {
+        "TRELLIS_LISTEN": "127.0.0.1:7002",
+        "TRELLIS_METRICS_LISTEN": "127.0.0.1:9002",
+        "TRELLIS_TOOL_ROUTES": "refund=grpc://127.0.0.1:7200",
+        "TRELLIS_MAX_CONTEXT_BYTES": "1000",
+    }
+    config = load_config(
+        file=str(conf / "trellis.yaml"), environ=env, flags={"listen": "127.0.0.1:7003", "store": None}
+    )
+    assert config.listen == "127.0.0.1:7003"  # flag beats env beats file
+    assert config.metrics_listen == "127.0.0.1:9002"  # env beats file
+    assert config.store == f"file:{conf / 'sessions'}"  # file (relative to the file); flag not given
+    assert config.dispatcher == f"process:{conf / 'tools.yaml'}"
+    assert config.tool_routes == {"charge": "grpc://127.0.0.1:7100", "refund": "grpc://127.0.0.1:7200"}
+    assert config.shutdown_grace == 3.0
+    assert config.max_context_bytes == 1000
+
+
+def test_config_file_named_by_environment(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("entry_node: begin\n")
+    assert load_config(environ={"TRELLIS_CONFIG": str(path)}).entry_node == "begin"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lisen: 1\n", "unknown setting 'lisen'"),
+        ("max_message_bytes: -5\n", "'max_message_bytes' must be a positive integer"),
+        ("shutdown_grace: soon\n", "'shutdown_grace' is not a duration"),
+        ("token: secret\n", "'token' is a secret"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("dispatcher: {default: 'process:x', extra: 1}\n", "unknown keys ['extra']"),
+    ],
+)
+def test_bad_files_name_the_file_and_the_setting(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(file=str(path), environ={})
+    assert message in caught.value.message and "bad.yaml" in caught.value.message
+
+
+def test_bad_environment_values_name_the_environment() -> None:
+    with pytest.raises(ConfigError, match=r"environment: 'lock_ttl'"):
+        load_config(environ={"TRELLIS_LOCK_TTL": "forever"})
+    with pytest.raises(ConfigError, match="TOOL=URL"):
+        load_config(environ={"TRELLIS_TOOL_ROUTES": "charge"})
+
+
+async def test_unknown_schemes_and_missing_paths_are_config_errors(tmp_path: Path) -> None:
+    ctx = BuildContext(load_config(environ={}))
+    with pytest.raises(ConfigError, match=r"unknown scheme 'redis:'.*known: file:, memory:"):
+        await build("store", "redis://localhost", ctx)
+    with pytest.raises(ConfigError, match="is not SCHEME:TARGET"):
+        await build("store", "memry", ctx)
+    assert (await build("store", "memory", ctx)).value is not None  # bare scheme name (YAML-friendly)
+    with pytest.raises(ConfigError, match="does not exist"):
+        await build("loader", f"dir:{tmp_path / 'nope'}", ctx)

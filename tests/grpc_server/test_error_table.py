@@ -1,0 +1,94 @@
+"""The error table: every trellis error has a deliberate status code and comes back
+to a client as the same class with the same fields."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from trellis import errors, rpc_errors
+
+
+def _instance(cls: type[errors.TrellisError]) -> errors.TrellisError:
+    samples: dict[type[errors.TrellisError], errors.TrellisError] = {
+        errors.NodeLoadError: errors.NodeLoadError("n1", "cannot load n1"),
+        errors.NodeNotFound: errors.NodeNotFound("n1"),
+        errors.NodeDefinitionError: errors.NodeDefinitionError("n1", "n1.md", "do", "must be a mapping"),
+        errors.GraphError: errors.GraphError("bad graph", ["a collides with b"]),
+        errors.ExecutionViolation: errors.ExecutionViolation("n1", "do and input"),
+        errors.ContextValidationError: errors.ContextValidationError("n1", ["a", "b"]),
+        errors.ContextTypeValidationError: errors.ContextTypeValidationError("n1", ["a: want int"]),
+        errors.InvalidConfirmation: errors.InvalidConfirmation("maybe"),
+        errors.ReservedNamespace: errors.ReservedNamespace("n1"),
+        errors.ExpectedToolResult: errors.ExpectedToolResult(),
+        errors.ToolResultMismatch: errors.ToolResultMismatch("x", "y"),
+        errors.UnhandledToolError: errors.UnhandledToolError("n1", "t", "boom"),
+        errors.UnhandledSignal: errors.UnhandledSignal("sig", "n1"),
+        errors.SessionNotFound: errors.SessionNotFound("s1"),
+    }
+    return samples.get(cls) or cls(f"a {cls.__name__}")
+
+
+ALL = errors.all_error_classes()
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_every_error_class_has_a_deliberate_code_and_survives_the_round_trip(
+    cls: type[errors.TrellisError],
+) -> None:
+    exc = _instance(cls)
+    code, message, details = rpc_errors.status_for(exc)
+    assert code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.OK)
+    info = rpc_errors.error_info_from(details)
+    assert info is not None and info.reason == cls.reason and info.domain == "trellis.dev"
+
+    back = rpc_errors.error_from_status(code, message, details)
+    assert type(back) is cls
+    assert isinstance(back, errors.TrellisError) and back.message == exc.message
+    for field in (
+        "node_id",
+        "session_id",
+        "tool_name",
+        "cause",
+        "signal",
+        "missing_keys",
+        "errors",
+        "problems",
+    ):
+        if hasattr(exc, field):
+            assert getattr(back, field) == getattr(exc, field), field
+
+
+def test_reasons_are_unique_so_the_reverse_mapping_is_exact() -> None:
+    reasons = [cls.reason for cls in ALL]
+    assert len(reasons) == len(set(reasons))
+
+
+def test_the_codes_a_client_relies_on() -> None:
+    code = rpc_errors.code_for
+    assert code(errors.SessionNotFound("s")) == grpc.StatusCode.NOT_FOUND
+    assert code(errors.NodeNotFound("n")) == grpc.StatusCode.NOT_FOUND
+    assert code(errors.InvalidInput("x")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code(errors.ConflictError("x")) == grpc.StatusCode.ABORTED
+    assert code(errors.LockLost("x")) == grpc.StatusCode.ABORTED
+    assert code(errors.BackendUnavailable("x")) == grpc.StatusCode.UNAVAILABLE
+    assert code(errors.UnhandledSignal("s", "n")) == grpc.StatusCode.FAILED_PRECONDITION
+    assert code(TimeoutError()) == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert code(ZeroDivisionError()) == grpc.StatusCode.INTERNAL
+
+
+def test_a_subclass_without_its_own_row_inherits_its_parents_code() -> None:
+    class CustomConflict(errors.ConflictError):
+        reason = "CUSTOM_CONFLICT_FOR_TEST"
+
+    assert rpc_errors.code_for(CustomConflict("x")) == grpc.StatusCode.ABORTED
+
+
+def test_statuses_without_trellis_details_still_map_to_useful_errors() -> None:
+    assert isinstance(
+        rpc_errors.error_from_status(grpc.StatusCode.UNAVAILABLE, "connection refused"),
+        errors.BackendUnavailable,
+    )
+    assert isinstance(rpc_errors.error_from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "late"), TimeoutError)
+    other = rpc_errors.error_from_status(grpc.StatusCode.PERMISSION_DENIED, "no")
+    assert isinstance(other, errors.TrellisError) and "PERMISSION_DENIED" in other.message

@@ -1,0 +1,92 @@
+"""Health per service (NOT_SERVING while a backend is unreachable) and server reflection."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from tests.grpc_server.conftest import running
+from trellis.errors import BackendUnavailable
+from trellis.server.compose import build_ports
+from trellis.server.config import ServerConfig
+from trellis.server.observe import Observer
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def status(channel: grpc.aio.Channel, service: str) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return (await stub.Check(health_pb2.HealthCheckRequest(service=service))).status
+
+
+async def test_every_service_is_serving_on_the_embedded_default(served) -> None:
+    _, channel = served
+    for service in (
+        "",
+        "trellis.v1.Engine",
+        "trellis.v1.Sessions",
+        "trellis.v1.GraphLoader",
+        "trellis.v1.StateStore",
+        "trellis.v1.ActionDispatcher",
+    ):
+        assert await status(channel, service) == SERVING, service
+
+
+async def test_services_needing_an_unreachable_backend_are_not_serving(flow: Path) -> None:
+    config = ServerConfig(flow_dir=str(flow), health_probe_interval=0.05)
+    observer = Observer()
+    ports = await build_ports(config, observer)
+    reachable = asyncio.Event()
+
+    async def store_probe() -> None:  # a store whose backend is down until told otherwise
+        if not reachable.is_set():
+            raise BackendUnavailable("store backend at 127.0.0.1:1 refused the connection")
+
+    ports.probes["store"] = store_probe
+    try:
+        async with running(config, ports=ports) as (_, channel):
+            assert await status(channel, "trellis.v1.StateStore") == NOT_SERVING
+            assert await status(channel, "trellis.v1.Sessions") == NOT_SERVING
+            assert await status(channel, "trellis.v1.Engine") == SERVING
+            assert await status(channel, "trellis.v1.GraphLoader") == SERVING
+            reachable.set()
+            for _ in range(200):  # the probe loop notices the recovery (bounded)
+                if await status(channel, "trellis.v1.StateStore") == SERVING:
+                    break
+                await asyncio.sleep(0.02)
+            assert await status(channel, "trellis.v1.Sessions") == SERVING
+    finally:
+        await ports.aclose()
+
+
+async def test_reflection_lists_every_service_and_serves_their_descriptors(served) -> None:
+    _, channel = served
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def ask(request: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
+        call = stub.ServerReflectionInfo()
+        await call.write(request)
+        await call.done_writing()
+        response = await call.read()
+        call.cancel()
+        return response
+
+    listed = await ask(reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {
+        "trellis.v1.Engine",
+        "trellis.v1.Sessions",
+        "trellis.v1.GraphLoader",
+        "trellis.v1.StateStore",
+        "trellis.v1.ActionDispatcher",
+        "grpc.health.v1.Health",
+    } <= names
+    described = await ask(
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="trellis.v1.Sessions")
+    )
+    assert described.file_descriptor_response.file_descriptor_proto
