@@ -9,6 +9,7 @@ suspicious (unreachable nodes, tools not declared in tools.yaml, an
 from __future__ import annotations
 
 import os
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from trellis.loading import build_draft, parse_document, strip_node_extension
 from trellis.loading.ids import node_extension
 from trellis.templates import compile_template
 from trellis.values import parse_duration
+
+_TEMPLATE_PROBLEM = re.compile(r"(\d+):(\d+): ([^\n]*)$")
 
 ERROR = "error"
 WARNING = "warning"
@@ -127,9 +130,17 @@ class _Checker:
         if "{{" not in text:
             return
         try:
-            compile_template(text, name=f"{node.source or node.id}:{field_name}")
+            compile_template(text)
         except TemplateError as exc:
-            self.add(ERROR, node, field_name, exc.message)
+            # "invalid template '<the whole text>': 3:7: problem" → "line 3, column 7: problem":
+            # file and field are already named, and the text may span many lines.
+            found = _TEMPLATE_PROBLEM.search(exc.message)
+            message = (
+                f"invalid template at line {found[1]}, column {found[2]}: {found[3]}"
+                if found
+                else exc.message
+            )
+            self.add(ERROR, node, field_name, message)
 
     def condition(self, node: Node, field_name: str, expr: str) -> None:
         where = f"{node.source or node.id}: {field_name}"
