@@ -165,15 +165,13 @@ class Engine:
 
     def invalidate(self, node_ids: Iterable[str] | None = None) -> None:
         """Forget compiled nodes: the given IDs (matched against the ID a node was
-        requested by and its canonical ID), or all of them when ``node_ids`` is None."""
+        requested by and its canonical ID), or all of them when ``node_ids`` is None.
+        (A GraphChange with no IDs means "anything changed"; ``follow`` maps it to None.)"""
         self._generation += 1
         if node_ids is None:
             self._cache.clear()
             return
         wanted = set(node_ids)
-        if not wanted:
-            self._cache.clear()
-            return
         for key, compiled in list(self._cache.items()):
             if key in wanted or compiled.id in wanted:
                 del self._cache[key]
