@@ -67,12 +67,12 @@ def alive(pid: int) -> bool:
 
 async def test_a_tool_that_ignores_sigterm_is_killed_with_its_children(tmp_path: Path) -> None:
     tools = write_tools(tmp_path, {"hang": HANG_IGNORING_SIGTERM}, extra="")
-    tools.write_text(tools.read_text().replace("args: ['hang.py']", "args: ['hang.py']\n    timeout: 1s"))
+    tools.write_text(tools.read_text().replace("args: ['hang.py']", "args: ['hang.py']\n    timeout: 3s"))
     dispatcher = ProcessDispatcher.from_file(tools, grace_period=0.2)
     async with asyncio.timeout(30):
         result = await dispatcher.dispatch(call("hang"))
     assert result.is_error
-    assert "timed out after 1s" in result.error
+    assert "timed out after 3s" in result.error
     assert "about to hang" in result.error
     pids = [int(p) for p in (tmp_path / "pids.txt").read_text().split()]
     for _ in range(200):  # bounded: killed processes may need a moment to be reaped
@@ -229,3 +229,13 @@ async def test_a_missing_working_directory_is_named(tmp_path: Path) -> None:
     async with asyncio.timeout(30):
         result = await dispatcher.dispatch(call("echo", {}))
     assert result.is_error and f"working directory {tmp_path / 'gone'} does not exist" in result.error
+
+
+async def test_a_tool_that_exits_on_sigterm_is_not_kept_waiting_for_the_grace_period(tmp_path: Path) -> None:
+    tools = write_tools(tmp_path, {"sleepy": "import time\ntime.sleep(120)\n"})
+    tools.write_text(tools.read_text() + "    timeout: 500ms\n")
+    # A grace period far beyond the test's bound: only SIGTERM can end this call in time.
+    dispatcher = ProcessDispatcher.from_file(tools, grace_period=600)
+    async with asyncio.timeout(30):
+        result = await dispatcher.dispatch(call("sleepy"))
+    assert result.is_error and "timed out after 500ms" in result.error

@@ -98,7 +98,7 @@ class ProcessDispatcher:
         tools = load_tools(file)
         return cls(
             tools,
-            base_dir=base_dir if base_dir is not None else (file.parent if str(file.parent) else "."),
+            base_dir=base_dir if base_dir is not None else file.parent,
             allow_inline=allow_inline,
             grace_period=grace_period,
             max_output_bytes=max_output_bytes,
