@@ -446,3 +446,10 @@ async def test_dropping_a_watch_stream_stops_its_watcher(graph: Path) -> None:
     assert ref() is None
     async with asyncio.timeout(WATCH_BOUND):
         await loader.aclose()  # returns once the (already stopped) watcher task has finished
+
+
+async def test_watching_a_missing_directory_ends_the_stream(tmp_path: Path) -> None:
+    loader = DirectoryLoader(tmp_path / "absent")
+    stream = loader.watch()
+    async with asyncio.timeout(WATCH_BOUND):
+        assert [change async for change in stream] == []

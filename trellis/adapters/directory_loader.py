@@ -342,6 +342,9 @@ class DirectoryLoader:
     async def _pump(self, stream_ref: Callable[[], ChangeStream | None], stop: asyncio.Event) -> None:
         debounce_ms = max(1, round(self.debounce * 1000))
         try:
+            if not self._real_root.is_dir():
+                log.error("graph watch: directory '%s' does not exist or is not a directory", self.root)
+                return
             async for changes in awatch(
                 self._real_root,
                 stop_event=stop,
@@ -363,6 +366,8 @@ class DirectoryLoader:
                 del stream
         except asyncio.CancelledError:
             raise
+        except OSError as exc:  # e.g. the directory does not exist or was removed
+            log.error("graph watch of %s stopped: %s", self.root, exc)
         except Exception:
             log.exception("graph watch of %s stopped", self.root)
         finally:
