@@ -81,29 +81,30 @@ class FileStore:
         fence: LockHandle | None = None,
     ) -> int:
         path = self._path(session_id)
-        # Encode first: a state that cannot be written must not touch the file.
-        document = state_document(state)
-        encode_document(document, limit=self._max_state_bytes)
+        # Encoded here, on the caller's side of the await: the write is a snapshot of the state
+        # as it was passed, and a state that cannot be encoded never touches the file.
+        snapshot = encode_document(state_document(state), limit=self._max_state_bytes)
         async with self._locks.hold(session_id):
             if fence is not None and not fence.held():
                 raise LockLost(f"lock {fence.key!r} is no longer held; session {session_id!r} not saved")
             return await _to_thread_to_completion(
-                self._write, path, session_id, document, expected_revision, fence
+                self._write, path, session_id, snapshot, expected_revision, fence
             )
 
     def _write(
         self,
         path: Path,
         session_id: str,
-        document: dict[str, object],
+        snapshot: bytes,
         expected_revision: int | None,
         fence: LockHandle | None,
     ) -> int:
         stored = self._read_revision(path)
         check_expected_revision(session_id, stored, expected_revision)
         revision = stored + 1
+        document = decode_document(snapshot, f"session {session_id!r}")
         document["revision"] = revision
-        data = encode_document(document, pretty=True, limit=None) + b"\n"
+        data = encode_document(document, pretty=True) + b"\n"
         try:
             self._base.mkdir(parents=True, exist_ok=True)
             temp = self._base / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
