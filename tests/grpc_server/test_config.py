@@ -81,3 +81,9 @@ async def test_unknown_schemes_and_missing_paths_are_config_errors(tmp_path: Pat
     assert (await build("store", "memory", ctx)).value is not None  # bare scheme name (YAML-friendly)
     with pytest.raises(ConfigError, match="does not exist"):
         await build("loader", f"dir:{tmp_path / 'nope'}", ctx)
+
+
+def test_the_sanitiser_variable_sets_the_default_input_limit() -> None:
+    assert load_config(environ={"TRELLIS_MAX_INPUT_SIZE": "100"}).max_input_bytes == 100
+    both = {"TRELLIS_MAX_INPUT_SIZE": "100", "TRELLIS_MAX_INPUT_BYTES": "200"}
+    assert load_config(environ=both).max_input_bytes == 200

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from trellis.errors import ConfigError
-from trellis.sanitize import DEFAULT_INPUT_LIMIT
+from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
 from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES, DEFAULT_MAX_MESSAGE_BYTES
 from trellis.values import parse_duration
 
@@ -241,6 +241,9 @@ def load_config(
     and the setting that is wrong."""
     env = os.environ if environ is None else environ
     config = ServerConfig()
+    # The spec's sanitiser variable (TRELLIS_MAX_INPUT_SIZE) sets the default input limit;
+    # max_input_bytes from any source below overrides it.
+    config.max_input_bytes = input_limit_from_env(env)
     path = file or env.get(CONFIG_ENV, "")
     if path:
         _apply(config, read_file(Path(path)), str(path))
