@@ -19,8 +19,9 @@ Differences from the original's string-splitting evaluator, on purpose (§17 #6)
   containing ``==`` now mean what they say instead of always being false.
 * Escaped quotes in a literal (``input == 'don\\'t'``, generated from an option text
   with an apostrophe) are unescaped, so such options can match.
-* Text left of ``input ==`` is ignored only when it is plain words (no operators or
-  parentheses); ``a && input == 'x'`` is a CEL conjunction, not ``input == 'x'``.
+* Text left of ``input ==`` is ignored when it is plain words, or when the whole
+  expression is not valid CEL (``Pick: input == 'x'``); otherwise it is CEL, so
+  ``a && input == 'x'`` is a conjunction, not ``input == 'x'``.
 * An expression that is not valid CEL raises ConditionError when the node is
   compiled, naming where it is, instead of silently evaluating to false.
 
@@ -44,6 +45,12 @@ from trellis.values import go_str
 _LEGACY_FORM = re.compile(
     r"""^(?P<left>[^=&|!()<>?:'"\[\]{}+\-*/%,]*?)input ==\s*"""
     r"""(?P<lit>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\s*$""",
+    re.DOTALL,
+)
+# Any left part without "==": the original's form in general. Used only for text
+# that is not valid CEL (e.g. "Pick: input == 'x'"), which keeps its old meaning.
+_LOOSE_LEGACY_FORM = re.compile(
+    r"""^(?P<left>(?:(?!==).)*?)input ==\s*(?P<lit>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\s*$""",
     re.DOTALL,
 )
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
@@ -138,6 +145,9 @@ def compile_condition(expr: str, *, where: str) -> Condition:
         program = cel.compile(expr)
         variables = list(program.variables())
     except Exception as exc:  # cel raises ValueError with the parser's report
+        loose = _LOOSE_LEGACY_FORM.match(expr)
+        if loose is not None:
+            return InputEqualsCondition(expr, _legacy_literal(loose.group("lit")))
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConditionError(f"{where}: invalid condition {expr!r}: {first_line}") from exc
     return CelCondition(expr, program, variables)

@@ -32,6 +32,8 @@ from .helpers import make_engine
         ("input == '<nil>'", None, True),
         ("input == 'map[a:1]'", {"a": 1}, True),
         ("foo input == 'x'", "x", True),  # plain words left of == are ignored
+        ("Pick: input == 'X'", "x", True),  # not CEL: the original's meaning is kept
+        ("foo-bar input == \"x\"", "y", False),
         ("input == 'yes'", "no", False),
         ("input == 'don\\'t'", "don't", True),  # escaped quote from an option text (§17 #6)
     ],
@@ -51,6 +53,7 @@ def test_4_input_equals_form(expr: str, value: Any, expected: bool) -> None:
         ("age >= 18", None, {"age": 12}, False),  # top-level context keys are variables
         ("input.is_valid", {"is_valid": True}, {}, True),
         ("input == 'a' || input == 'b'", "b", {}, True),
+        ("ok && input == 'x'", "x", {"ok": False}, False),  # a conjunction, not the old form
         ("sys.ans == 'hi'", None, {}, True),
         ("missing > 1", None, {}, False),  # runtime error → false
         ("context.nope == 1", None, {}, False),
