@@ -8,10 +8,11 @@ import asyncio
 import grpc
 import orjson
 
-from tests.grpc_server.conftest import failure
+from tests.grpc_server.conftest import failure, running
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
+from trellis.server.config import ServerConfig
 
 
 def stub(channel: grpc.aio.Channel) -> sessions_pb2_grpc.SessionsStub:
@@ -160,3 +161,16 @@ async def _first(stream) -> object:
     async for item in stream:
         return item
     return None
+
+
+async def test_sessions_survive_a_restart_with_the_file_store(flow, tmp_path) -> None:
+    store = f"file:{tmp_path / 'sessions'}"
+    async with running(ServerConfig(flow_dir=str(flow), store=store)) as (_, channel):
+        sessions = stub(channel)
+        await sessions.Start(spb.SessionsStartRequest(session_id="keep", context_json='{"n": 7}'))
+        request = spb.SessionsNavigateRequest(session_id="keep", input=pb.Input(text="zoe"))
+        before = (await sessions.Navigate(request)).step
+    async with running(ServerConfig(flow_dir=str(flow), store=store)) as (_, channel):
+        after = (await stub(channel).Get(spb.SessionsGetRequest(session_id="keep"))).step
+    assert after.state == before.state
+    assert after.state.current_node_id == "lookup" and orjson.loads(after.state.context_json)["n"] == 7
