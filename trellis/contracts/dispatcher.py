@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from trellis.domain import ToolCall
@@ -30,6 +31,9 @@ _BOUND = 30.0
 
 class ActionDispatcherContract:
     """Subclass with a ``Test`` name and implement ``make_dispatcher``."""
+
+    # Marked explicitly so the suite also runs under pytest-asyncio's strict mode.
+    pytestmark = pytest.mark.asyncio
 
     ECHO_TOOL = "echo"
     FAILING_TOOL = "fail"

@@ -33,6 +33,9 @@ _LONG_TTL = 60.0
 class DistributedLockerContract:
     """Subclass with a ``Test`` name and implement ``make_locker``."""
 
+    # Marked explicitly so the suite also runs under pytest-asyncio's strict mode.
+    pytestmark = pytest.mark.asyncio
+
     SHORT_TTL = 0.3
     SETTLE = 0.05
 

@@ -75,6 +75,9 @@ def same_type_tree(a: JSONValue, b: JSONValue) -> bool:
 class StateStoreContract:
     """Subclass with a ``Test`` name and implement ``make_store``."""
 
+    # Marked explicitly so the suite also runs under pytest-asyncio's strict mode.
+    pytestmark = pytest.mark.asyncio
+
     async def make_store(self, tmp_path: Path) -> StateStore:
         raise NotImplementedError("override make_store to return the store under test")
 
