@@ -6,12 +6,14 @@ One ``EtcdClient`` per process backs all three; see docs/etcd.md.
 from trellis.adapters.etcd.client import EtcdClient, Health, ProcessLease
 from trellis.adapters.etcd.config import EtcdConfig, parse_etcd_url
 from trellis.adapters.etcd.locker import EtcdLocker, EtcdLockHandle
+from trellis.adapters.etcd.store import EtcdStateStore
 
 __all__ = [
     "EtcdClient",
     "EtcdConfig",
     "EtcdLockHandle",
     "EtcdLocker",
+    "EtcdStateStore",
     "Health",
     "ProcessLease",
     "parse_etcd_url",

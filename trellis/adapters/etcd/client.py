@@ -204,6 +204,7 @@ _METHOD_STUB = {
     "LeaseTimeToLive": "Lease",
 }
 _RETRY_BACKOFF = 0.05
+_RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class EtcdClient:
@@ -294,28 +295,42 @@ class EtcdClient:
     def _stub(self, name: str) -> Any:
         return self._stubs[name]
 
-    async def call(self, method: str, request: Any, *, idempotent: bool = False) -> Any:
-        """One unary RPC. ``idempotent`` calls are retried on UNAVAILABLE (a member
-        going away) until the request timeout; others fail at once, since a write
-        may have been applied before the connection broke."""
+    async def call(self, method: str, request: Any) -> Any:
+        """One unary RPC, retried until the request timeout when a member goes away
+        or a proposal is lost in a leader election (etcd then just never answers).
+        Every request of this package is safe to repeat: transactions are guarded by
+        compares and recognise, on the failure branch, a write of their own that
+        landed before its answer was lost (see ``call_counting``)."""
+        return (await self.call_counting(method, request))[0]
+
+    async def call_counting(self, method: str, request: Any) -> tuple[Any, int]:
+        """``call`` that also says how many attempts it took (> 1: a retry happened,
+        so a failed compare may be our own earlier attempt's doing)."""
         await self.connect()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.request_timeout
+        # Shorter attempts than the whole budget: a proposal lost in an election is
+        # only answered by etcd's own (much longer) timeout.
+        attempt_budget = max(0.5, self.config.request_timeout / 3)
         reauthenticated = False
+        attempts = 0
         while True:
+            attempts += 1
             rpc_method = getattr(self._stubs[_METHOD_STUB[method]], method)
+            remaining = deadline - loop.time()
             try:
-                return await rpc_method(
+                response = await rpc_method(
                     request,
-                    timeout=max(deadline - loop.time(), 0.01),
+                    timeout=max(min(remaining, attempt_budget), 0.01),
                     metadata=self._metadata,
                     wait_for_ready=True,
                 )
+                return response, attempts
             except grpc.RpcError as exc:
                 if not reauthenticated and await self._maybe_reauthenticate(exc):
                     reauthenticated = True
                     continue
-                if idempotent and _code(exc) == grpc.StatusCode.UNAVAILABLE and loop.time() < deadline:
+                if _code(exc) in _RETRIED and loop.time() + _RETRY_BACKOFF < deadline:
                     await asyncio.sleep(_RETRY_BACKOFF)
                     continue
                 raise _translate(method, exc) from None
@@ -366,7 +381,7 @@ class EtcdClient:
             backoff = 0.1
             while not self._closed:
                 try:
-                    await self.call("DeleteRange", rpc.DeleteRangeRequest(key=key), idempotent=True)
+                    await self.call("DeleteRange", rpc.DeleteRangeRequest(key=key))
                     return
                 except BackendUnavailable:
                     await asyncio.sleep(backoff)

@@ -88,7 +88,7 @@ class EtcdLockHandle:
 
 async def _delete_key(client: EtcdClient, key: bytes) -> None:
     try:
-        await client.call("DeleteRange", rpc.DeleteRangeRequest(key=key), idempotent=True)
+        await client.call("DeleteRange", rpc.DeleteRangeRequest(key=key))
     except BackendUnavailable as exc:
         log.warning("releasing etcd lock key %r failed (%s); retrying in the background", key, exc)
         client.delete_later(key)
@@ -136,7 +136,7 @@ async def acquire_lock(
         failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=my_key, keys_only=True))],
     )
     # Safe to retry: a retry after a lost answer finds our key and takes the failure branch.
-    sent = asyncio.ensure_future(client.call("Txn", request, idempotent=True))
+    sent = asyncio.ensure_future(client.call("Txn", request))
     try:
         response = await asyncio.shield(sent)
     except asyncio.CancelledError:
@@ -180,7 +180,7 @@ async def _wait_for_turn(
             await client.lock_deletions.wait(current, seen)
         if not handle.lease.alive:
             raise BackendUnavailable(f"etcd lease lost while waiting for lock {handle.key!r}")
-        response = await client.call("Txn", recheck, idempotent=True)
+        response = await client.call("Txn", recheck)
         if not response.responses[1].response_range.kvs:
             raise LockLost(f"etcd lock {handle.key!r}: our queue entry vanished while waiting (lease lost)")
         queue = response.responses[0].response_range.kvs
