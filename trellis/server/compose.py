@@ -15,10 +15,10 @@ from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.engine import EnginePort
 from trellis.ports.loader import GraphLoader
 from trellis.ports.locker import DistributedLocker
-from trellis.ports.store import StateStore
+from trellis.ports.store import StateStore, StepStore
 from trellis.server.config import ServerConfig
 from trellis.server.observe import MeteredDispatcher, MeteredLocker, Observer
-from trellis.server.registry import BuildContext, Closer, Component, Probe, build
+from trellis.server.registry import BuildContext, Closer, Component, Probe, build, parse_url
 
 LOG = logging.getLogger("trellis.server")
 
@@ -27,7 +27,7 @@ LOG = logging.getLogger("trellis.server")
 class Ports:
     loader: GraphLoader
     store: StateStore
-    locker: DistributedLocker
+    locker: DistributedLocker | None  # None: the store locks itself (StepStore, e.g. etcd)
     dispatcher: ActionDispatcher | None
     engine: EnginePort
     sessions: Any  # trellis.sessions.SessionManager (or anything with its methods)
@@ -52,7 +52,7 @@ def make_engine(loader: GraphLoader, config: ServerConfig, observer: Observer) -
 def make_sessions(
     engine: Any,
     store: StateStore,
-    locker: DistributedLocker,
+    locker: DistributedLocker | None,
     dispatcher: ActionDispatcher | None,
     config: ServerConfig,
     observer: Observer,
@@ -62,7 +62,7 @@ def make_sessions(
     return SessionManager(
         engine,
         store,
-        locker=MeteredLocker(locker, observer),
+        locker=MeteredLocker(locker, observer) if locker is not None else None,
         dispatcher=MeteredDispatcher(dispatcher, observer) if dispatcher is not None else None,
         lock_ttl=config.lock_ttl,
         input_limit=config.max_input_bytes,
@@ -97,16 +97,25 @@ async def build_ports(config: ServerConfig, observer: Observer) -> Ports:
     try:
         loader = await build("loader", config.effective_loader(), ctx)
         store = await build("store", config.store, ctx)
-        locker = await build("locker", config.locker, ctx)
+        # A store that is its own lock service (StepStore) on the same backend as the
+        # configured locker does lock+load and save+unlock in one round trip each: the
+        # session manager only takes that path when it is given no separate locker.
+        locker: Component | None = None
+        if not (
+            isinstance(store.value, StepStore)
+            and parse_url("locker", config.locker).scheme == parse_url("store", config.store).scheme
+        ):
+            locker = await build("locker", config.locker, ctx)
         dispatcher, dispatcher_probes = await _dispatcher(config, ctx)
         engine = make_engine(loader.value, config, observer)
-        sessions = make_sessions(engine, store.value, locker.value, dispatcher, config, observer)
+        locker_value = locker.value if locker is not None else None
+        sessions = make_sessions(engine, store.value, locker_value, dispatcher, config, observer)
     except BaseException:
         await Ports(None, None, None, None, None, None, closers=ctx.closers).aclose()  # type: ignore[arg-type]
         raise
     probes: dict[str, Probe] = {}
     for name, component in (("loader", loader), ("store", store), ("locker", locker)):
-        if component.probe is not None:
+        if component is not None and component.probe is not None:
             probes[name] = component.probe
     if dispatcher_probes:
 
@@ -118,7 +127,7 @@ async def build_ports(config: ServerConfig, observer: Observer) -> Ports:
     return Ports(
         loader=loader.value,
         store=store.value,
-        locker=locker.value,
+        locker=locker_value,
         dispatcher=dispatcher,
         engine=engine,
         sessions=sessions,
