@@ -33,7 +33,7 @@ from .helpers import make_engine
         ("input == 'map[a:1]'", {"a": 1}, True),
         ("foo input == 'x'", "x", True),  # plain words left of == are ignored
         ("Pick: input == 'X'", "x", True),  # not CEL: the original's meaning is kept
-        ("foo-bar input == \"x\"", "y", False),
+        ('foo-bar input == "x"', "y", False),
         ("input == 'yes'", "no", False),
         ("input == 'don\\'t'", "don't", True),  # escaped quote from an option text (§17 #6)
     ],

@@ -358,3 +358,15 @@ async def test_3_4_status_empty_or_active_takes_input_path() -> None:
     state = State.from_json({"session_id": "s", "current_node_id": "start", "history": ["start"]})
     moved = await engine.navigate(state, "")
     assert moved.current_node_id == "end"
+
+
+async def test_3_7_container_defaults_are_private_to_each_session() -> None:
+    engine = make_engine(
+        {"id": "start", "default_context": {"tags": ["a"]}, "to": "next"},
+        {"id": "next", "default_context": {"seen": {"n": 1}}},
+    )
+    first = await engine.navigate(await engine.start("one"), "")
+    first.context["tags"].append("mine")
+    first.context["seen"]["n"] = 99
+    second = await engine.navigate(await engine.start("two"), "")
+    assert second.context == {"tags": ["a"], "seen": {"n": 1}}

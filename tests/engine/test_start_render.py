@@ -396,3 +396,16 @@ async def test_programmatic_do_without_id_is_emitted_under_its_name() -> None:
     assert state.pending_tool_call == "ping"
     call = (await engine.render(state)).tool_call()
     assert call is not None and call.id == "ping"
+
+
+async def test_3_3_7_emitted_args_are_a_private_copy() -> None:
+    engine = make_engine(
+        {"id": "start", "type": "tool", "do": {"name": "t", "args": {"opts": {"retries": 1}, "ids": [1]}}}
+    )
+    state = State.new("s", "start")
+    call = (await engine.render(state)).tool_call()
+    assert call is not None and call.args is not None
+    call.args["opts"]["retries"] = 5
+    call.args["ids"].append(2)
+    again = (await engine.render(state)).tool_call()
+    assert again is not None and again.args == {"opts": {"retries": 1}, "ids": [1]}

@@ -13,6 +13,7 @@ templates while rendering: a node with a broken body can still be entered.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -76,16 +77,23 @@ def is_rollback(target: str) -> bool:
     return len(target) == len(_ROLLBACK) and target.lower() == _ROLLBACK
 
 
+def fresh(value: Any) -> Any:
+    """A private copy of a JSON container (scalars are immutable and returned as is)."""
+    return copy.deepcopy(value) if isinstance(value, dict | list) else value
+
+
 class CompiledCall:
     """A do/undo call ready to emit: ID defaulted to the name (§17 #10), metadata
     merged with the node's, argument templates compiled (top level only, §5.4)."""
 
-    __slots__ = ("arg_templates", "args", "id", "metadata", "name")
+    __slots__ = ("arg_templates", "args", "args_nested", "id", "metadata", "name")
 
     def __init__(self, call: ToolCall, node: Node, *, html: bool, field: str) -> None:
         self.id = call.id or call.name
         self.name = call.name
         self.args: Mapping[str, Any] | None = call.args
+        # Nested containers in args are copied per emitted call (see fresh()).
+        self.args_nested = any(isinstance(v, dict | list) for v in (call.args or {}).values())
         merged: dict[str, str] = dict(call.metadata or {})
         merged.update(node.metadata)
         self.metadata: Mapping[str, str] = merged
@@ -217,7 +225,11 @@ class CompiledNode:
 
         self.save_to = node.save_to
         self.save_to_reserved = node.save_to == SYS_NAMESPACE or node.save_to.startswith(SYS_NAMESPACE + ".")
-        self.default_context = node.default_context
+        # Containers are handed out as copies so that a host changing a list in
+        # its session's context cannot change the node's default for everyone.
+        self.default_context: tuple[tuple[str, Any, bool], ...] = tuple(
+            (key, value, isinstance(value, dict | list)) for key, value in node.default_context.items()
+        )
         self.on_error = node.on_error
         self.on_denied = node.on_denied
         self.on_signal = node.on_signal

@@ -59,7 +59,7 @@ from trellis.domain import (
     Status,
     ToolResult,
 )
-from trellis.engine.compiled import CompiledNode, is_rollback
+from trellis.engine.compiled import CompiledNode, fresh, is_rollback
 from trellis.engine.navigation import effective_input, next_node_id, tool_result_map
 from trellis.engine.render import check_node, interpolate_args, render_node, template_data
 from trellis.engine.rollback import unwind
@@ -223,8 +223,9 @@ class Engine:
             node: CompiledNode | None = await self.compiled(entry)
         except (NodeLoadError, ConditionError):
             node = None
-        if node is not None and node.default_context:
-            state.context.update(node.default_context)
+        if node is not None:
+            for key, value, container in node.default_context:
+                state.context[key] = fresh(value) if container else value
         if context:
             state.context.update(context)
         if node is None:
@@ -326,9 +327,9 @@ class Engine:
         defaults = node.default_context
         if defaults:
             context = state.context
-            for key, value in defaults.items():
+            for key, value, container in defaults:
                 if key not in context:
-                    context[key] = value
+                    context[key] = fresh(value) if container else value
         if node.do is not None:
             state.status = _WAITING
             state.pending_tool_call = node.do.id

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from trellis.domain import Action, ActionType, RenderResult, State, Status, ToolCall
-from trellis.engine.compiled import CompiledCall, CompiledNode, Renderable
+from trellis.engine.compiled import CompiledCall, CompiledNode, Renderable, fresh
 from trellis.engine.context_checks import check_required, check_schema
 from trellis.engine.idempotency import idempotency_key
 from trellis.errors import ExecutionViolation, TemplateError, TrellisError
@@ -47,7 +47,7 @@ def interpolate_args(
     """§5.4: top-level string arguments containing ``{{`` are rendered (always to strings)."""
     if call.args is None:
         return None
-    args = dict(call.args)
+    args = {k: fresh(v) for k, v in call.args.items()} if call.args_nested else dict(call.args)
     if call.arg_templates:
         assert data is not None
         for key, template in call.arg_templates:
