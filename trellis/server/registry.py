@@ -73,6 +73,9 @@ Factory = Callable[[PortSpec, BuildContext], Awaitable[Component]]
 
 PLUGINS: dict[tuple[Kind, str], str] = {
     # (kind, scheme): "module:function" — remote (grpc://) and etcd adapters add their line here.
+    ("loader", "grpc"): "trellis.adapters.grpc.factories:loader_factory",
+    ("store", "grpc"): "trellis.adapters.grpc.factories:store_factory",
+    ("dispatcher", "grpc"): "trellis.adapters.grpc.factories:dispatcher_factory",
 }
 
 _FACTORIES: dict[tuple[Kind, str], Factory] = {}

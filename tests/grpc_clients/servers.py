@@ -1,0 +1,71 @@
+"""Real trellis servers on 127.0.0.1 (port 0, read back) over in-process ports, for client tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from trellis.adapters.local_locker import LocalLocker
+from trellis.adapters.memory_loader import MemoryLoader
+from trellis.adapters.memory_store import MemoryStore
+from trellis.ports.dispatcher import ActionDispatcher
+from trellis.ports.loader import GraphLoader
+from trellis.ports.store import StateStore
+from trellis.server.app import TrellisServer
+from trellis.server.compose import Ports, make_engine, make_sessions
+from trellis.server.config import DEFAULT_LISTEN, ServerConfig
+from trellis.server.observe import Observer
+
+# The smallest graph a server needs to start (the contract suites do not walk it).
+MINIMAL = [{"id": "start", "content": "hello"}]
+
+
+@dataclass(slots=True)
+class Served:
+    server: TrellisServer
+    ports: Ports
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
+def ports_of(
+    config: ServerConfig,
+    observer: Observer,
+    *,
+    loader: GraphLoader | None = None,
+    store: StateStore | None = None,
+    dispatcher: ActionDispatcher | None = None,
+) -> Ports:
+    loader = loader if loader is not None else MemoryLoader(MINIMAL)
+    store = store if store is not None else MemoryStore()
+    locker = LocalLocker()
+    engine = make_engine(loader, config, observer)
+    sessions = make_sessions(engine, store, locker, dispatcher, config, observer)
+    return Ports(
+        loader=loader, store=store, locker=locker, dispatcher=dispatcher, engine=engine, sessions=sessions
+    )
+
+
+@asynccontextmanager
+async def serving(
+    *,
+    loader: GraphLoader | None = None,
+    store: StateStore | None = None,
+    dispatcher: ActionDispatcher | None = None,
+    config: ServerConfig | None = None,
+) -> AsyncIterator[Served]:
+    """A started server exposing the given in-process ports; stopped on exit."""
+    config = config or ServerConfig()
+    if config.listen == DEFAULT_LISTEN:
+        config.listen = "127.0.0.1:0"
+    observer = Observer()
+    ports = ports_of(config, observer, loader=loader, store=store, dispatcher=dispatcher)
+    server = TrellisServer(config, ports=ports, observer=observer)
+    await server.start()
+    try:
+        yield Served(server, ports)
+    finally:
+        await server.stop(grace=1.0)

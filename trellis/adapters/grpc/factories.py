@@ -1,0 +1,33 @@
+"""``grpc://HOST:PORT[?options]`` factories for the server's scheme registry.
+
+Options (see ``channel.parse_target``): ``tls``, ``ca``, ``cert``, ``key``,
+``token_file``, ``timeout``, ``retries``; the dispatcher also takes
+``tools=a,b`` (the tools it serves; default: every tool).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from trellis.adapters.grpc.channel import RemoteChannel
+from trellis.adapters.grpc.dispatcher import RemoteDispatcher
+from trellis.adapters.grpc.loader import RemoteGraphLoader
+from trellis.adapters.grpc.store import RemoteStateStore
+from trellis.server.registry import BuildContext, Component, PortSpec
+
+
+async def loader_factory(spec: PortSpec, ctx: BuildContext) -> Component:
+    return Component.of(RemoteGraphLoader(RemoteChannel.from_target(spec.target)))
+
+
+async def store_factory(spec: PortSpec, ctx: BuildContext) -> Component:
+    return Component.of(RemoteStateStore(RemoteChannel.from_target(spec.target)))
+
+
+async def dispatcher_factory(spec: PortSpec, ctx: BuildContext) -> Component:
+    query = spec.target.partition("?")[2]
+    tools: list[str] | None = None
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "tools":
+            tools = [name.strip() for name in value.split(",") if name.strip()]
+    return Component.of(RemoteDispatcher(RemoteChannel.from_target(spec.target), tools))

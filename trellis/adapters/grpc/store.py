@@ -1,0 +1,72 @@
+"""RemoteStateStore: the StateStore port as a client of a server's StateStore service."""
+
+from __future__ import annotations
+
+from trellis.adapters.grpc.channel import RemoteChannel
+from trellis.api.v1 import store_pb2 as spb
+from trellis.api.v1 import store_pb2_grpc
+from trellis.domain import State
+from trellis.errors import InvalidInput, LockLost
+from trellis.ports.locker import LockHandle
+from trellis.ports.store import SessionPage
+from trellis.server import convert
+
+
+class RemoteStateStore:
+    """A StateStore whose sessions live in another process.
+
+    Fencing tokens do not cross the wire (see the StateStore service): a fenced save
+    checks the handle here, just before the call, and refuses with LockLost when the
+    lock is no longer held. Loads and lists are retried on UNAVAILABLE; a save is not
+    (it may have been applied before the connection broke).
+    """
+
+    def __init__(self, channel: RemoteChannel, *, owns_channel: bool = True) -> None:
+        self._channel = channel
+        self._stub = store_pb2_grpc.StateStoreStub(channel.channel)
+        self._owns_channel = owns_channel
+
+    async def save(
+        self,
+        session_id: str,
+        state: State,
+        *,
+        expected_revision: int | None = None,
+        fence: LockHandle | None = None,
+    ) -> int:
+        if fence is not None and not fence.held():
+            raise LockLost(f"session {session_id!r}: the lock (token {fence.token}) is no longer held")
+        request = spb.SaveRequest(session_id=session_id, state=convert.state_to_proto(state))
+        request.state.session_id = session_id
+        if expected_revision is not None:
+            request.expected_revision = expected_revision
+        reply = await self._channel.call(self._stub.Save, request, idempotent=False)
+        return int(reply.revision)
+
+    async def load(self, session_id: str) -> State:
+        reply = await self._channel.call(
+            self._stub.Load, spb.LoadRequest(session_id=session_id), idempotent=True
+        )
+        return convert.state_from_proto(reply.state)
+
+    async def delete(self, session_id: str) -> None:
+        await self._channel.call(
+            self._stub.Delete, spb.StateStoreDeleteRequest(session_id=session_id), idempotent=True
+        )
+
+    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
+        if page_size < 0:
+            raise InvalidInput(f"page_size: must not be negative, got {page_size}")
+        reply = await self._channel.call(
+            self._stub.List,
+            spb.StateStoreListRequest(page_size=page_size, page_token=page_token),
+            idempotent=True,
+        )
+        return SessionPage(list(reply.session_ids), reply.next_page_token)
+
+    async def probe(self) -> None:
+        await self._channel.probe()
+
+    async def aclose(self) -> None:
+        if self._owns_channel:
+            await self._channel.close()
