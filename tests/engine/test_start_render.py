@@ -409,3 +409,37 @@ async def test_3_3_7_emitted_args_are_a_private_copy() -> None:
     call.args["ids"].append(2)
     again = (await engine.render(state)).tool_call()
     assert again is not None and again.args == {"opts": {"retries": 1}, "ids": [1]}
+
+
+async def test_5_3_missing_and_null_keys_print_no_value() -> None:
+    engine = make_engine({"id": "start", "content": "[{{ .gone }}|{{ .nil }}|{{ .nil.deeper }}]"})
+    state = State.new("s", "start")
+    state.context["nil"] = None
+    assert (await engine.render(state)).actions[0].payload == "[<no value>|<no value>|<no value>]"
+
+
+async def test_5_5_numbers_print_like_go() -> None:
+    engine = make_engine({"id": "start", "content": "{{ .a }} {{ .b }} {{ .c }} {{ .d }}"})
+    state = State.new("s", "start")
+    state.context.update({"a": 2.0, "b": 2.5, "c": 3, "d": True})
+    assert (await engine.render(state)).actions[0].payload == "2 2.5 3 true"
+
+
+async def test_3_10_error_kinds_carry_machine_readable_reasons() -> None:
+    engine = make_engine({"id": "start", "do": {"name": "t"}, "wait": True})
+    with pytest.raises(ExecutionViolation) as info:
+        await engine.render(State.new("s", "start"))
+    assert info.value.reason == "EXECUTION_VIOLATION" and info.value.node_id == "start"
+    with pytest.raises(NodeNotFound) as missing:
+        await engine.render(State.new("s", "nowhere"))
+    assert missing.value.reason == "NODE_NOT_FOUND"
+
+
+async def test_5_6_invalid_message_condition_fails_compiling_the_node() -> None:
+    from trellis.errors import ConditionError
+
+    engine = make_engine(
+        {"id": "start", "type": "format", "messages": {"en": [{"text": "x", "condition": "(("}]}}
+    )
+    with pytest.raises(ConditionError, match=r"messages\['en'\]\[0\]\.condition"):
+        await engine.render(State.new("s", "start"))

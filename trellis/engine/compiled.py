@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from trellis.conditions import Condition, compile_condition
-from trellis.domain import SYS_NAMESPACE, FormatItem, InputRequest, Node, ToolCall
+from trellis.domain import SYS_NAMESPACE, Action, ActionType, FormatItem, InputRequest, Node, ToolCall
 from trellis.engine.context_checks import TypeCheck, parse_schema_type
 from trellis.errors import NodeDefinitionError, TemplateError
 from trellis.templates import compile_template
@@ -122,6 +122,7 @@ class CompiledNode:
         "has_transitions",
         "html",
         "id",
+        "input_action",
         "input_default",
         "input_request",
         "is_confirm",
@@ -200,6 +201,10 @@ class CompiledNode:
             )
         else:
             self.input_request = None
+        # Actions are immutable, so the REQUEST_INPUT action is built once.
+        self.input_action = (
+            Action(ActionType.REQUEST_INPUT, self.input_request) if self.input_request is not None else None
+        )
         self.is_confirm = node.input_type == "confirm"
         self.input_default = node.input_default
 

@@ -118,8 +118,8 @@ def render_node(node: CompiledNode, state: State, converter: ContentConverter | 
             except Exception as exc:
                 raise TrellisError(f"content conversion failed in node '{node.id}': {exc}") from exc
         actions.append(Action(ActionType.RENDER_CONTENT, text))
-    if node.input_request is not None:
-        actions.append(Action(ActionType.REQUEST_INPUT, node.input_request))
+    if node.input_action is not None:
+        actions.append(node.input_action)
     rolling_back = state.status is Status.ROLLING_BACK
     call = node.undo if rolling_back else node.do
     if call is not None:
