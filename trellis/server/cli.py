@@ -143,11 +143,13 @@ def handle(args: argparse.Namespace) -> int:
         config = load_config(file=args.config, flags=flags_from(args))
     except TrellisError as exc:
         raise CliError(exc.message, 2) from None
+    level = getattr(logging, config.log_level.upper(), logging.INFO)
+    # --log-level applies to trellis' own loggers; libraries (grpc, asyncio) stay at
+    # warnings and above so that debug output is about the flow, not the transport.
     logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
+    logging.getLogger("trellis").setLevel(level)
     try:
         asyncio.run(_serve(config))
     except TrellisError as exc:
