@@ -21,7 +21,9 @@ from trellis.api.v1 import types_pb2 as pb
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def _serve(flow: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Process, int, int]:
+async def _serve(
+    flow: Path, env: dict[str, str], grace: str = "20s"
+) -> tuple[asyncio.subprocess.Process, int, int]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -33,7 +35,7 @@ async def _serve(flow: Path, env: dict[str, str]) -> tuple[asyncio.subprocess.Pr
         "--metrics-listen",
         "127.0.0.1:0",
         "--shutdown-grace",
-        "20s",
+        grace,
         cwd=ROOT,
         env=env,
         stderr=asyncio.subprocess.PIPE,
@@ -109,3 +111,41 @@ async def test_serve_refuses_a_bad_configuration_with_a_clear_message(tmp_path: 
     assert proc.returncode != 0
     text = err.decode()
     assert "Error:" in text and "missing" in text and "Traceback" not in text
+
+
+async def test_a_second_sigterm_stops_without_waiting_for_the_grace_period(
+    flow: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "tool-started"
+    env = dict(os.environ, SHOUT_MARKER=str(marker), SHOUT_SLEEP="3600")
+    proc, port, _ = await _serve(flow, env, grace="1h")
+    assert proc.stderr is not None
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            sessions = sessions_pb2_grpc.SessionsStub(channel)
+            await sessions.Start(spb.SessionsStartRequest(session_id="h"))
+            request = spb.SessionsNavigateRequest(session_id="h", input=pb.Input(text="x"))
+            in_flight = asyncio.ensure_future(sessions.Navigate(request))
+            for _ in range(600):  # until the (hour-long) tool of that step runs (bounded)
+                if marker.exists():
+                    break
+                await asyncio.sleep(0.01)
+            assert marker.exists()
+            proc.send_signal(signal.SIGTERM)  # graceful: would wait up to an hour
+            for _ in range(100):  # until the server has begun shutting down (bounded)
+                line = (await proc.stderr.readline()).decode()
+                if "shutting down" in line:
+                    break
+            proc.send_signal(signal.SIGTERM)  # second: stop now
+            async with asyncio.timeout(60):  # a safety bound, far below the grace period
+                code = await proc.wait()
+                try:
+                    await in_flight
+                    raise AssertionError("the in-flight step should have been cancelled")
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+        assert code == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

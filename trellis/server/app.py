@@ -274,6 +274,12 @@ class TrellisServer:
             self._stopping = asyncio.ensure_future(self._stop(grace))
         await asyncio.shield(self._stopping)
 
+    async def stop_now(self) -> None:
+        """Cancel in-flight calls at once (a second SIGTERM during a graceful stop)."""
+        if self._server is not None:
+            await self._server.stop(0)
+        await self.stop()
+
     async def _stop(self, grace: float | None) -> None:
         grace = self.config.shutdown_grace if grace is None else grace
         LOG.info("shutting down: finishing in-flight calls (grace %.1fs)", grace)

@@ -170,6 +170,12 @@ async def _serve(config: Any) -> None:
     )
     print(f"trellis: serving on {host}:{port}{metrics}", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Future[None]] = []
+
+    def on_signal() -> None:
+        # The first signal drains gracefully; a second one stops without waiting.
+        stopping.append(asyncio.ensure_future(server.stop_now() if stopping else server.stop()))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+        loop.add_signal_handler(sig, on_signal)
     await server.wait()
