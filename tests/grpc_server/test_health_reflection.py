@@ -64,6 +64,28 @@ async def test_services_needing_an_unreachable_backend_are_not_serving(flow: Pat
         await ports.aclose()
 
 
+async def test_the_loader_is_not_serving_while_its_directory_is_gone(flow: Path) -> None:
+    config = ServerConfig(flow_dir=str(flow), health_probe_interval=0.05)
+    async with running(config) as (_, channel):
+        assert await status(channel, "trellis.v1.GraphLoader") == SERVING
+        moved = flow.with_name("moved-away")
+        await asyncio.to_thread(flow.rename, moved)
+        try:
+            for _ in range(200):  # bounded: until the probe loop notices
+                if await status(channel, "trellis.v1.GraphLoader") == NOT_SERVING:
+                    break
+                await asyncio.sleep(0.02)
+            assert await status(channel, "trellis.v1.Engine") == NOT_SERVING
+            assert await status(channel, "trellis.v1.StateStore") == SERVING
+        finally:
+            await asyncio.to_thread(moved.rename, flow)
+        for _ in range(200):
+            if await status(channel, "trellis.v1.GraphLoader") == SERVING:
+                break
+            await asyncio.sleep(0.02)
+        assert await status(channel, "trellis.v1.Engine") == SERVING
+
+
 async def test_reflection_lists_every_service_and_serves_their_descriptors(served) -> None:
     _, channel = served
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trellis.errors import ConfigError
+from trellis.errors import BackendUnavailable, ConfigError
 from trellis.server.config import ServerConfig
 
 Kind = Literal["loader", "store", "locker", "dispatcher"]
@@ -154,7 +154,15 @@ async def _dir_loader(spec: PortSpec, ctx: BuildContext) -> Component:
     path = _path(spec)
     if not path.is_dir():
         raise ConfigError(f"loader: flow directory '{path}' does not exist or is not a directory")
-    return Component.of(DirectoryLoader(path))
+    component = Component.of(DirectoryLoader(path))
+    if component.probe is None:
+
+        async def probe() -> None:  # cheap: the directory is still there
+            if not path.is_dir():
+                raise BackendUnavailable(f"flow directory '{path}' is gone")
+
+        component.probe = probe
+    return component
 
 
 async def _memory_loader(spec: PortSpec, ctx: BuildContext) -> Component:
