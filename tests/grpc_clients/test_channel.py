@@ -12,8 +12,13 @@ import pytest
 
 from tests.grpc_clients.pki import make_pki
 from tests.grpc_clients.servers import serving
-from trellis.adapters.grpc import ChannelOptions, RemoteChannel, RemoteDispatcher, RemoteGraphLoader
-from trellis.adapters.grpc import RemoteStateStore
+from trellis.adapters.grpc import (
+    ChannelOptions,
+    RemoteChannel,
+    RemoteDispatcher,
+    RemoteGraphLoader,
+    RemoteStateStore,
+)
 from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.memory_loader import MemoryLoader
 from trellis.domain import JSONValue, State, ToolCall
@@ -113,7 +118,8 @@ async def test_token_and_mutual_tls_through_grpc_urls(tmp_path: Path) -> None:
         with pytest.raises(Unauthenticated):
             await no_token.value.load("s1")
         # Without a client certificate the TLS handshake fails: the server is unreachable to it.
-        no_cert = await build("store", f"grpc://{served.target}?ca={pki / 'ca.pem'}&retries=0&timeout=5s", ctx)
+        ca_only = f"grpc://{served.target}?ca={pki / 'ca.pem'}&retries=0&timeout=5s"
+        no_cert = await build("store", ca_only, ctx)
         with pytest.raises(BackendUnavailable, match=served.target):
             await no_cert.value.load("s1")
         for close in ctx.closers:

@@ -1,0 +1,192 @@
+"""The asynchronous Python SDK: ``Client(target)`` with ``.sessions`` and ``.engine``.
+
+Results are the library's own domain objects (StepResult, State, RenderResult,
+StateDiff, Node) and failures are the library's own exceptions (SessionNotFound,
+InvalidInput, ConflictError, ...), exactly as if the flow ran in process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from types import TracebackType
+
+import grpc  # type: ignore[import-untyped]
+
+from trellis.adapters.grpc.channel import ChannelOptions, RemoteChannel, parse_target
+from trellis.adapters.grpc.engine import RemoteEngine
+from trellis.api.v1 import sessions_pb2 as spb
+from trellis.api.v1 import sessions_pb2_grpc
+from trellis.domain import JSONValue, Node, RenderResult, State, StateDiff, StepResult, ToolResult
+from trellis.ports.store import SessionPage
+from trellis.server import convert
+
+
+class Sessions:
+    """Durable sessions kept by the server (the Sessions service).
+
+    Each ``navigate``/``signal`` is one durable step: the server locks the session,
+    runs the step (and every tool call a server-side dispatcher serves), saves and
+    answers. A CALL_TOOL the server does not serve comes back in the step's actions;
+    answer it with ``navigate(session_id, ToolResult(id=call.id, result=...))``.
+
+    Example::
+
+        step = await client.sessions.start("order-7", {"customer": "Ada"})
+        while not step.terminal:
+            step = await client.sessions.navigate("order-7", input("> "))
+    """
+
+    def __init__(self, channel: RemoteChannel) -> None:
+        self._channel = channel
+        self._stub = sessions_pb2_grpc.SessionsStub(channel.channel)
+
+    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+        """Start ``session_id`` at the entry node, or resume it untouched when it exists
+        (``context`` is then ignored). Safe to retry."""
+        request = spb.SessionsStartRequest(
+            session_id=session_id, context_json=convert.dump_json(dict(context or {}), "context")
+        )
+        reply = await self._channel.call(self._stub.Start, request, idempotent=True)
+        return convert.step_from_proto(reply.step)
+
+    async def navigate(self, session_id: str, input: JSONValue | ToolResult = "") -> StepResult:
+        """One step with user input (text, or any JSON value) or the answer to the pending
+        tool call. Not retried: on a broken connection the step may have been applied;
+        ``get`` tells."""
+        request = spb.SessionsNavigateRequest(session_id=session_id, input=convert.input_to_proto(input))
+        reply = await self._channel.call(self._stub.Navigate, request, idempotent=False)
+        return convert.step_from_proto(reply.step)
+
+    async def signal(self, session_id: str, name: str) -> StepResult:
+        """One step with a signal such as ``"interrupt"``; UnhandledSignal when no node handles it."""
+        request = spb.SessionsSignalRequest(session_id=session_id, signal=name)
+        reply = await self._channel.call(self._stub.Signal, request, idempotent=False)
+        return convert.step_from_proto(reply.step)
+
+    async def get(self, session_id: str) -> StepResult:
+        """The stored state and its actions; SessionNotFound when there is no such session."""
+        request = spb.SessionsGetRequest(session_id=session_id)
+        reply = await self._channel.call(self._stub.Get, request, idempotent=True)
+        return convert.step_from_proto(reply.step)
+
+    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
+        """One page of session IDs in ascending order (0 = the server's page size); pass
+        ``next_page_token`` back for the next page (empty on the last one)."""
+        request = spb.SessionsListRequest(page_size=page_size, page_token=page_token)
+        reply = await self._channel.call(self._stub.List, request, idempotent=True)
+        return SessionPage(list(reply.session_ids), reply.next_page_token)
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a session; deleting a missing one is not an error."""
+        request = spb.SessionsDeleteRequest(session_id=session_id)
+        await self._channel.call(self._stub.Delete, request, idempotent=True)
+
+    async def watch(self, session_id: str) -> AsyncGenerator[StateDiff, None]:
+        """The session's changes as they are saved, until the caller stops iterating
+        (or cancels). SessionNotFound when the session does not exist.
+
+        Example::
+
+            async for diff in client.sessions.watch("order-7"):
+                print(diff.current_node_id, diff.context)
+        """
+        request = spb.SessionsWatchRequest(session_id=session_id)
+        call = self._stub.Watch(request, metadata=self._channel.metadata)
+        try:
+            async for message in call:
+                yield convert.diff_from_proto(message.diff)
+        except grpc.aio.AioRpcError as err:
+            raise self._channel.error(err) from None
+        finally:
+            call.cancel()
+
+
+class Engine:
+    """The stateless engine (the Engine service): the caller carries the state.
+
+    No tool is run and nothing is stored: a CALL_TOOL comes back as an action and
+    is answered with ``navigate(state, ToolResult(...))``. When the server signs
+    states, the signature of each returned state is remembered and sent back with it.
+
+    Example::
+
+        step = await client.engine.start("s1")
+        step = await client.engine.navigate(step.state, "Ada")
+        print(step.render.actions)
+    """
+
+    def __init__(self, channel: RemoteChannel) -> None:
+        self._remote = RemoteEngine(channel, owns_channel=False)
+
+    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+        """A fresh state at the entry node, rendered."""
+        return await self._remote.start_step(session_id, context)
+
+    async def render(self, state: State) -> RenderResult:
+        """The actions of ``state``'s current node."""
+        return await self._remote.render(state)
+
+    async def navigate(self, state: State, input: JSONValue | ToolResult = "") -> StepResult:
+        """The next state for an input or a tool result, rendered; ``state`` is not changed."""
+        return await self._remote.navigate_step(state, input)
+
+    async def signal(self, state: State, name: str) -> StepResult:
+        """The next state after a signal, rendered; UnhandledSignal when nothing handles it."""
+        return await self._remote.signal_step(state, name)
+
+    async def inspect(self) -> list[Node]:
+        """Every node of the server's graph, sorted by ID."""
+        return await self._remote.inspect()
+
+
+class Client:
+    """An asynchronous client of a trellis server.
+
+    ``target``: ``HOST:PORT`` (``grpc://`` prefix and ``?options`` accepted, see
+    trellis.adapters.grpc.channel.parse_target). ``tls``: use TLS (implied by
+    ``ca_file``/``cert_file``); ``cert_file`` + ``key_file``: mutual TLS; ``token``:
+    bearer token for a server started with --token-file; ``timeout``: default
+    deadline of each call in seconds.
+
+    Example::
+
+        async with Client("127.0.0.1:50051") as client:
+            step = await client.sessions.start("me")
+            step = await client.sessions.navigate("me", "Ada")
+            print(step.state.context)
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: bool = False,
+        token: str = "",
+        ca_file: str = "",
+        cert_file: str = "",
+        key_file: str = "",
+        timeout: float = 30.0,
+        options: ChannelOptions | None = None,
+    ) -> None:
+        base = options or ChannelOptions(
+            tls=tls, token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file, timeout=timeout
+        )
+        address, resolved = parse_target(target.removeprefix("grpc://"), base)
+        self.channel = RemoteChannel(address, resolved)
+        self.sessions = Sessions(self.channel)
+        self.engine = Engine(self.channel)
+
+    async def health(self) -> None:
+        """Return when the server answers SERVING; raise BackendUnavailable otherwise."""
+        await self.channel.probe()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
