@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -61,21 +62,31 @@ class InputSource:
                 pass
 
     def _read_lines(self) -> None:
-        assert self._loop is not None
+        # os.read on the descriptor, not the buffered file object: a daemon thread blocked
+        # inside a BufferedReader holds its lock, and Python aborts at exit on that lock.
+        fd = self._stream.fileno()
+        pending = b""
         while True:
             try:
-                raw = self._stream.readline()
-            except (OSError, ValueError):
-                raw = b""
-            if not raw:
+                chunk = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if pending:
+                    self._put_line(pending)
                 self._put_threadsafe(InputEvent(EventKind.EOF))
                 return
-            text = raw.decode("utf-8", errors="surrogateescape")
-            if text.endswith("\n"):
-                text = text[:-1]
-                if text.endswith("\r"):
-                    text = text[:-1]
-            self._put_threadsafe(InputEvent(EventKind.LINE, text))
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                self._put_line(line)
+
+    def _put_line(self, raw: bytes) -> None:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        self._put_threadsafe(InputEvent(EventKind.LINE, raw.decode("utf-8", errors="surrogateescape")))
 
     def _put_threadsafe(self, event: InputEvent) -> None:
         assert self._loop is not None

@@ -171,8 +171,13 @@ class Runner:
                 continue
             request = step.render.input_request()
             if request is None:
-                # The manager passes through nodes without input; one that stays put has no
-                # transition for an empty answer: let the user type one (or send a signal).
+                # Steps pass through nodes without input, but a freshly loaded or repaired
+                # session may sit on one: move on. A node that stays put has no transition
+                # for an empty answer: let the user type one (or send a signal).
+                moved = await self._manager.navigate(state.session_id, "")
+                if moved.state.status is Status.TERMINATED or not _stayed(state, moved.state):
+                    step = moved  # its actions start after this node: nothing is shown twice
+                    continue
                 self._view.notice(f"node '{state.current_node_id}' has no transition without input")
                 request = ANY_TEXT
             answered = await self._answer(step, request)
