@@ -5,12 +5,14 @@ One ``EtcdClient`` per process backs all three; see docs/etcd.md.
 
 from trellis.adapters.etcd.client import EtcdClient, Health, ProcessLease
 from trellis.adapters.etcd.config import EtcdConfig, parse_etcd_url
+from trellis.adapters.etcd.loader import EtcdGraphLoader
 from trellis.adapters.etcd.locker import EtcdLocker, EtcdLockHandle
 from trellis.adapters.etcd.store import EtcdStateStore
 
 __all__ = [
     "EtcdClient",
     "EtcdConfig",
+    "EtcdGraphLoader",
     "EtcdLockHandle",
     "EtcdLocker",
     "EtcdStateStore",

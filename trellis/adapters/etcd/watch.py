@@ -169,7 +169,11 @@ class WatchMux:
                 sub.next_revision = response.compact_revision
             else:
                 log.warning("etcd watch on %r canceled: %s", sub.key, response.cancel_reason)
+            # etcd keeps a canceled watch's ID taken on this stream: resume under a new one.
             self._created.discard(sub.watch_id)
+            del self._subs[sub.watch_id]
+            sub.watch_id = next(self._ids)
+            self._subs[sub.watch_id] = sub
             sub.on_resync(sub.next_revision)
             asyncio.get_running_loop().call_later(0.05, self._recreate, sub)
             return
