@@ -360,7 +360,8 @@ async def test_changes_in_hidden_directories_and_other_files_raise_no_event(grap
         write(graph, "start.md", "Changed")
         # The first event after the ignored writes is the node's own (warm-up echoes aside).
         change = await _next_naming(stream, lambda c: c.node_ids != {"warmup"})
-        assert change.node_ids == {"start"}
+        assert "start" in change.node_ids
+        assert change.node_ids <= {"start", "warmup"}  # nothing from the ignored files
     finally:
         await stream.aclose()
 
@@ -372,8 +373,8 @@ async def test_changing_an_explicit_id_reports_the_old_and_the_new_id(graph: Pat
     stream = await _live(loader)
     try:
         write(graph, "page.md", "---\nid: new\n---\n")
-        change = await _next_naming(stream, lambda c: "new" in c.node_ids or not c.node_ids)
-        assert change.node_ids == {"old", "new"}
+        seen = await _ids_until(stream, "new")
+        assert seen is None or "old" in seen
     finally:
         await stream.aclose()
 
@@ -453,3 +454,32 @@ async def test_watching_a_missing_directory_ends_the_stream(tmp_path: Path) -> N
     stream = loader.watch()
     async with asyncio.timeout(WATCH_BOUND):
         assert [change async for change in stream] == []
+
+
+async def _ids_until(stream: ChangeStream, wanted: str) -> set[str] | None:
+    """Union of the IDs of the changes up to the one naming ``wanted``; None for "everything"."""
+    seen: set[str] = set()
+    async with asyncio.timeout(WATCH_BOUND):
+        while wanted not in seen:
+            change = await anext(stream)
+            if not change.node_ids:
+                return None
+            seen |= change.node_ids
+    return seen
+
+
+async def test_two_watches_of_one_loader_both_report_the_old_id(graph: Path) -> None:
+    write(graph, "page.md", "---\nid: old\n---\n")
+    loader = DirectoryLoader(graph)
+    assert await loader.list_nodes() == ["old"]
+    first = await _live(loader)
+    second = await _live(loader)
+    try:
+        write(graph, "page.md", "---\nid: new\n---\n")
+        for stream in (first, second):
+            # (a half-written file may show up as an event of its own, hence the union)
+            seen = await _ids_until(stream, "new")
+            assert seen is None or "old" in seen
+    finally:
+        await first.aclose()
+        await second.aclose()

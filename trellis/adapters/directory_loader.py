@@ -77,6 +77,10 @@ class _Entry:
     error: NodeDefinitionError | None = None
 
 
+_Snapshot = dict[str, tuple[str, bytes]]
+"""A graph's files as a watch last saw them: root-relative path → (node ID, content digest)."""
+
+
 def _priority(rel: str) -> tuple[str, int]:
     """Sort key: by path-derived ID, then the extension priority of spec §2.2."""
     extension = node_extension(rel)
@@ -320,27 +324,36 @@ class DirectoryLoader:
         # A directory renamed or removed moves every node file under it.
         return Path(path).is_dir() or any(cached.startswith(rel + "/") for cached in list(self._cache))
 
-    def _changed_ids(self, paths: set[str]) -> frozenset[str]:
-        """IDs affected by changes to ``paths``; the empty set means "cannot tell, reload all"."""
-        rels = {Path(path).relative_to(self._real_root).as_posix() for path in paths}
-        if any(not node_extension(rel) for rel in rels):
-            return frozenset()  # a directory moved: every node under it may have changed
-        before = {rel: self._cache[rel].node_id for rel in rels if rel in self._cache}
-        unknown = [rel for rel in rels if rel not in before]
+    def _changed_ids(self, paths: set[str], known: _Snapshot | None) -> tuple[frozenset[str], _Snapshot]:
+        """IDs affected since the previous event (the empty set means "cannot tell, reload
+        all"), and the new snapshot of the graph's files.
+
+        ``known`` is the snapshot this watch took at its previous event (on a first event
+        the loader's cache stands in for it). Comparing whole snapshots, not only the event's
+        paths, also catches a change whose own event has not been processed yet; and two
+        watches of one loader each report the IDs a file had before.
+        """
+        if known is None:
+            known = {rel: (entry.node_id, entry.digest) for rel, entry in list(self._cache.items())}
+        before = known
         entries = self._scan()
-        after = {entry.rel: entry for entry in entries}
-        changed = set(before.values())
-        for rel in rels:
-            entry = after.get(rel)
-            if entry is not None:
-                changed.add(entry.node_id)
-            elif rel in unknown:
-                return frozenset()  # gone before we ever read it: its ID is unknown
+        after = {entry.rel: (entry.node_id, entry.digest) for entry in entries}
+        changed: set[str] = set()
+        for rel in before.keys() | after.keys():
+            if before.get(rel) != after.get(rel):
+                changed.update(snapshot[rel][0] for snapshot in (before, after) if rel in snapshot)
+        for rel in {Path(path).relative_to(self._real_root).as_posix() for path in paths}:
+            if not node_extension(rel):
+                return frozenset(), after  # a directory moved: every node under it may have changed
+            if rel not in before and rel not in after:
+                return frozenset(), after  # came and went unseen: its ID is unknown
+            changed.update(snapshot[rel][0] for snapshot in (before, after) if rel in snapshot)
         drafts = {entry.node_id: entry.draft for entry in entries if entry.draft is not None}
-        return frozenset(importers_of(drafts, changed))
+        return frozenset(importers_of(drafts, changed)), after
 
     async def _pump(self, stream_ref: Callable[[], ChangeStream | None], stop: asyncio.Event) -> None:
         debounce_ms = max(1, round(self.debounce * 1000))
+        known: _Snapshot | None = None
         try:
             if not self._real_root.is_dir():
                 log.error("graph watch: directory '%s' does not exist or is not a directory", self.root)
@@ -353,11 +366,12 @@ class DirectoryLoader:
                 watch_filter=self._relevant,
             ):
                 try:
-                    node_ids = await asyncio.to_thread(self._changed_ids, {path for _change, path in changes})
+                    paths = {path for _change, path in changes}
+                    node_ids, known = await asyncio.to_thread(self._changed_ids, paths, known)
                 except Exception:
-                    # A broken file is reported by get_node; the watch must survive it.
+                    # A broken file is reported by get_node; the watch must survive anything here.
                     log.warning("graph watch: cannot tell which nodes changed", exc_info=True)
-                    node_ids = frozenset()
+                    node_ids, known = frozenset(), None
                 stream = stream_ref()
                 if stream is None or stream.closed:
                     return
