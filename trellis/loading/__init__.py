@@ -6,7 +6,8 @@ typing of spec §2.5-§2.8, ``resolve_tools`` resolves tool imports across nodes
 the whole per-file pipeline (size, UTF-8, format, sugar) for loaders that store files.
 """
 
-from trellis.loading.build import DraftLookup, NodeDraft, ToolImport, build_draft, build_node
+from trellis.loading.build import build_draft, build_node
+from trellis.loading.drafts import DraftLookup, NodeDraft, ToolImport
 from trellis.loading.files import draft_from_bytes
 from trellis.loading.formats import DEFAULT_MAX_FILE_BYTES, load_yaml, parse_document, split_frontmatter
 from trellis.loading.ids import NODE_EXTENSIONS, strip_node_extension

@@ -16,14 +16,15 @@ Deliberate differences from the original (spec §17 #17 and §2.5):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from trellis.domain import FormatItem, Node, Tool, ToolCall, Transition
 from trellis.errors import NodeDefinitionError
+from trellis.loading.drafts import DraftLookup, NodeDraft, ToolImport
 from trellis.loading.formats import type_name
 from trellis.loading.ids import strip_node_extension
+from trellis.loading.tools import resolve_tools
 from trellis.values import go_str, parse_duration
 
 SCHEMA_BASE_TYPES = ("string", "int", "float", "bool")
@@ -33,33 +34,6 @@ MAX_ELEMENTS = 100_000
 """Limits on one definition's values. YAML aliases can make a small file expand to a huge
 or even recursive value (``a: &x [*x]``); these limits turn that into a clear error
 instead of a hang or a RecursionError."""
-
-
-@dataclass(frozen=True, slots=True)
-class ToolImport:
-    """A ``tools`` entry naming another node whose tools are imported (§2.7)."""
-
-    node_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class NodeDraft:
-    """A node built from one definition, before its tool imports are resolved.
-
-    ``node.tools`` holds the inline tools only; ``tool_items`` keeps the ``tools``
-    list in order (inline tools and imports) for the resolver.
-    """
-
-    node: Node
-    tool_items: tuple[Tool | ToolImport, ...] = ()
-
-    @property
-    def imports(self) -> tuple[str, ...]:
-        return tuple(item.node_id for item in self.tool_items if isinstance(item, ToolImport))
-
-
-DraftLookup = Callable[[str], "NodeDraft | None"]
-"""Finds the draft of another node by ID (None when there is no such node)."""
 
 
 def build_node(
@@ -74,8 +48,6 @@ def build_node(
     ``content`` = Markdown body or None). ``node_id`` is the ID to use when ``data`` has no
     explicit ``id``. Tool imports are resolved through ``lookup``; without one, a definition
     that imports tools is an error."""
-    from trellis.loading.tools import resolve_tools
-
     draft = build_draft(node_id, data, content, source=source)
     if draft.imports and lookup is None:
         _Fields(draft.node.id, source).fail(

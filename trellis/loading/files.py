@@ -4,7 +4,8 @@ that stores node files (directory, etcd, ...)."""
 from __future__ import annotations
 
 from trellis.errors import NodeDefinitionError
-from trellis.loading.build import NodeDraft, build_draft
+from trellis.loading.build import build_draft
+from trellis.loading.drafts import NodeDraft
 from trellis.loading.formats import DEFAULT_MAX_FILE_BYTES, decode_utf8, parse_document
 from trellis.loading.ids import node_extension, strip_node_extension
 

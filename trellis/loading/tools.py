@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from trellis.domain import Node, Tool
 from trellis.errors import NodeDefinitionError, NodeNotFound
-from trellis.loading.build import DraftLookup, NodeDraft, ToolImport
+from trellis.loading.drafts import DraftLookup, NodeDraft, ToolImport
 
 
 def resolve_tools(draft: NodeDraft, lookup: DraftLookup) -> Node:
