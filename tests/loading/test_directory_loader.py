@@ -483,3 +483,11 @@ async def test_two_watches_of_one_loader_both_report_the_old_id(graph: Path) -> 
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_a_file_named_with_extension_whose_id_differs_is_not_that_node(graph: Path) -> None:
+    write(graph, "choice.json", '{"id": "crossroads"}')
+    loader = DirectoryLoader(graph)
+    with pytest.raises(NodeNotFound, match=r"choice\.json declares id 'crossroads'"):
+        await loader.get_node("choice.json")
+    assert (await loader.get_node("crossroads")).id == "crossroads"

@@ -282,14 +282,13 @@ class DirectoryLoader:
             if entry.node_id == wanted:
                 return entry
             declared_elsewhere.append(f"{rel} declares id '{entry.node_id}'")
-        if node_extension(node_id):
-            # An ID with an extension names one file (spec §2.2); no search by explicit ID.
-            raise NodeNotFound(node_id, f"node {node_id!r} not found in {self._label}")
         if not self._real_root.is_dir():
             raise NodeNotFound(node_id, f"node {node_id!r} not found: no graph directory '{self.root}'")
-        for entry in self._scan():
-            if entry.node_id == wanted:
-                return entry
+        # An ID with an extension names one file (spec §2.2): no search by explicit ID.
+        if not node_extension(node_id):
+            for entry in self._scan():
+                if entry.node_id == wanted:
+                    return entry
         hint = f" ({'; '.join(declared_elsewhere)})" if declared_elsewhere else ""
         raise NodeNotFound(node_id, f"node {node_id!r} not found in {self._label}{hint}")
 
