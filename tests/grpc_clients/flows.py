@@ -26,12 +26,17 @@ def write_quiz(directory: Path) -> Path:
 
 
 def chain_flow(directory: Path, length: int) -> Path:
-    """``length`` nodes n0 → n1 → ... each waiting for input; the last one ends the flow."""
+    """``length`` nodes start → n1 → n2 ... each waiting for input and saving it to ``v<i>``
+    (so every applied input is visible in the context); the last one ends the flow."""
     directory.mkdir(parents=True, exist_ok=True)
     for i in range(length):
         name = "start" if i == 0 else f"n{i}"
         nxt = f"n{i + 1}"
-        body = f"---\nwait: true\nto: {nxt}\n---\nstep {i}\n" if i < length - 1 else "---\n---\nend\n"
+        body = (
+            f"---\nwait: true\nsave_to: v{i}\nto: {nxt}\n---\nstep {i}\n"
+            if i < length - 1
+            else "---\n---\nend\n"
+        )
         (directory / f"{name}.md").write_text(body, encoding="utf-8")
     (directory / "tools.yaml").write_text("tools: []\n", encoding="utf-8")
     return directory
