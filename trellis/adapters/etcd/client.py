@@ -335,6 +335,15 @@ class EtcdClient:
                     continue
                 raise _translate(method, exc) from None
 
+    async def probe(self) -> None:
+        """Health check: returns when etcd answers and the process lease (if any) is
+        held; raises BackendUnavailable otherwise."""
+        if self._serving is False:
+            raise BackendUnavailable(
+                f"etcd lease lost; waiting for etcd to grant a new one ({self.describe()})"
+            )
+        await self.call("Range", rpc.RangeRequest(key=self.config.key("health"), count_only=True))
+
     async def _open_watch(self) -> Any:
         await self.connect()
         return self._stubs["Watch"].Watch(metadata=self._metadata, wait_for_ready=True)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import urllib.parse
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from trellis.errors import ConfigError
 from trellis.values import parse_duration
@@ -80,6 +81,39 @@ class EtcdConfig:
     def from_url(cls, url: str, base: EtcdConfig | None = None) -> EtcdConfig:
         return parse_etcd_url(url, base)[0]
 
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], where: str = "etcd") -> EtcdConfig:
+        """From a configuration file's ``etcd:`` section. Keys: ``endpoints`` (list or
+        comma-separated), ``prefix``, ``ca``, ``cert``, ``key``, ``tls``, ``user``,
+        ``password``, ``dial_timeout``, ``request_timeout``, ``lease_ttl``, ``session_ttl``
+        (seconds or Go durations such as ``5s``), ``max_request_bytes``."""
+        changes: dict[str, Any] = {}
+        for name, value in values.items():
+            field_name = _MAPPING_KEYS.get(name)
+            if field_name is None:
+                known = ", ".join(sorted(_MAPPING_KEYS))
+                raise ConfigError(f"{where}: unknown key {name!r} (known: {known})")
+            if field_name == "endpoints":
+                items = value.split(",") if isinstance(value, str) else value
+                if not isinstance(items, list | tuple) or not all(isinstance(e, str) for e in items):
+                    raise ConfigError(f"{where}: 'endpoints' must be a list of host:port strings")
+                changes[field_name] = tuple(e.strip() for e in items if e.strip())
+            elif field_name in _DURATIONS:
+                changes[field_name] = _seconds(value, f"{where}: '{name}'")
+            elif field_name == "tls":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{where}: 'tls' must be true or false")
+                changes[field_name] = value
+            elif field_name == "max_request_bytes":
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ConfigError(f"{where}: 'max_request_bytes' must be a number of bytes")
+                changes[field_name] = value
+            else:
+                if not isinstance(value, str):
+                    raise ConfigError(f"{where}: '{name}' must be a string")
+                changes[field_name] = value.rstrip("/") if field_name == "prefix" else value
+        return cls(**changes)
+
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """``host:port`` / ``[v6]:port`` / ``host`` → (host, port). Raises ConfigError."""
@@ -110,6 +144,29 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
 
 
 _DURATIONS = ("dial_timeout", "request_timeout", "lease_ttl", "session_ttl")
+_MAPPING_KEYS = {
+    "endpoints": "endpoints",
+    "prefix": "prefix",
+    "ca": "ca_file",
+    "cert": "cert_file",
+    "key": "key_file",
+    "tls": "tls",
+    "user": "username",
+    "password": "password",
+    "max_request_bytes": "max_request_bytes",
+    **{name: name for name in _DURATIONS},
+}
+
+
+def _seconds(value: object, what: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value) if value.replace(".", "", 1).isdigit() else parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+    raise ConfigError(f"{what} must be a number of seconds or a duration such as '5s'")
 
 
 def parse_etcd_url(
@@ -148,10 +205,7 @@ def parse_etcd_url(
                 raise ConfigError(f"etcd: URL option tls={value!r} must be true or false")
             changes["tls"] = value.lower() in ("true", "1")
         elif name in _DURATIONS:
-            try:
-                changes[name] = parse_duration(value)
-            except ValueError as exc:
-                raise ConfigError(f"etcd: URL option {name}={value!r}: {exc}") from None
+            changes[name] = _seconds(value, f"etcd: URL option {name}={value!r}")
         elif name == "max_request_bytes":
             if not value.isdigit():
                 raise ConfigError(f"etcd: URL option max_request_bytes={value!r} must be a number")

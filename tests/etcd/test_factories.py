@@ -1,0 +1,70 @@
+"""The composition root's view: etcd ports built from URLs share one client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trellis.adapters.etcd import EtcdConfig, EtcdGraphLoader, EtcdLocker, EtcdStateStore
+from trellis.adapters.etcd.factories import ClientPool, loader_factory, locker_factory, store_factory
+from trellis.adapters.etcd.publish import publish
+from trellis.domain import State
+from trellis.errors import ConfigError
+from trellis.server.config import ServerConfig
+from trellis.server.registry import BuildContext, parse_url
+
+
+async def test_ports_from_urls_share_one_client_and_work(etcd_config: EtcdConfig, tmp_path: Path) -> None:
+    section = {
+        "endpoints": list(etcd_config.endpoints),
+        "prefix": etcd_config.prefix,
+        "request_timeout": "3s",
+    }
+    ctx = BuildContext(ServerConfig(etcd=section))
+    try:
+        store = await store_factory(parse_url("store", "etcd:"), ctx)
+        locker = await locker_factory(parse_url("locker", "etcd:"), ctx)
+        (tmp_path / "start.md").write_text("Hello\n")
+        assert isinstance(store.value, EtcdStateStore)
+        await publish(store.value.client, "tour", tmp_path)
+        loader = await loader_factory(parse_url("loader", "etcd:tour"), ctx)
+        assert isinstance(locker.value, EtcdLocker) and isinstance(loader.value, EtcdGraphLoader)
+        assert store.value.client is locker.value.client is loader.value.client
+        assert store.probe is not None
+        await store.probe()
+
+        handle = await locker.value.acquire("s", ttl=10)
+        await store.value.save("s", State.new("s", "start"), fence=handle)
+        await handle.unlock()
+        assert (await loader.value.get_node("start")).content == "Hello\n"
+    finally:
+        for close in reversed(ctx.closers):
+            await close()
+
+
+async def test_a_url_with_its_own_endpoints_and_a_graph_query(
+    etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    from trellis.adapters.etcd.factories import loader_from_url
+
+    url = f"etcd://{','.join(etcd_config.endpoints)}{etcd_config.prefix}?graph=tour&request_timeout=2s"
+    pool = ClientPool()
+    try:
+        loader = await loader_from_url(url, pool=pool)
+        assert loader.name == "tour"
+        assert loader.client.config.prefix == etcd_config.prefix
+        assert loader.client.config.request_timeout == 2.0
+        with pytest.raises(ConfigError, match="must name one graph"):
+            await loader_from_url(f"etcd://{etcd_config.endpoints[0]}/p", pool=pool)
+    finally:
+        await pool.close()
+
+
+def test_a_bad_etcd_section_is_named() -> None:
+    with pytest.raises(ConfigError, match="'colour'"):
+        EtcdConfig.from_mapping({"colour": "blue"})
+    with pytest.raises(ConfigError, match="request_timeout"):
+        EtcdConfig.from_mapping({"request_timeout": "soon"})
+    config = EtcdConfig.from_mapping({"endpoints": "a:1, b:2", "lease_ttl": 15, "dial_timeout": "2s"})
+    assert config.endpoints == ("a:1", "b:2") and config.lease_ttl == 15.0 and config.dial_timeout == 2.0
