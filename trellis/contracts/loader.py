@@ -149,6 +149,18 @@ class GraphLoaderContract:
         async with asyncio.timeout(_BOUND):
             assert await loader.get_node("start") == await loader.get_node("start")
 
+    async def test_the_loader_satisfies_the_port(self, make: LoaderFactory) -> None:
+        assert isinstance(await make([]), GraphLoader)
+
+    async def test_concurrent_lookups_agree(self, make: LoaderFactory) -> None:
+        loader = await make(TOUR)
+        ids = [d["id"] for d in TOUR] * 8
+        async with asyncio.timeout(_BOUND):
+            nodes = await asyncio.gather(*(loader.get_node(node_id) for node_id in ids))
+            alone = {node_id: await loader.get_node(node_id) for node_id in set(ids)}
+        assert [node.id for node in nodes] == ids
+        assert all(node == alone[node.id] for node in nodes)
+
     async def test_a_missing_node_raises_node_not_found(self, make: LoaderFactory) -> None:
         loader = await make(TOUR)
         async with asyncio.timeout(_BOUND):
