@@ -48,6 +48,13 @@ class RunOptions:
     locale: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """The flow changed while a prompt waited: the session as it now renders."""
+
+    step: StepResult
+
+
 class Runner:
     def __init__(
         self,
@@ -67,7 +74,8 @@ class Runner:
 
     # --- session -------------------------------------------------------------------
 
-    async def _open(self) -> StepResult:
+    async def _open(self) -> tuple[StepResult, bool]:
+        """The session's first step, and whether it was resumed rather than started."""
         options = self._options
         sid = options.session_id
         if options.fresh:
@@ -81,7 +89,7 @@ class Runner:
                 if options.context:
                     self._view.notice(f"--context is ignored: session '{sid}' already exists")
                 self._view.notice(f"resuming session '{sid}' at node '{step.state.current_node_id}'")
-                return step
+                return step, True
         step = await self._manager.start(sid, options.context or {})
         if options.locale and step.state.locale != options.locale:
             # The engine's Start knows no locale; set it on the new session before the
@@ -89,8 +97,8 @@ class Runner:
             state = step.state.clone()
             state.locale = options.locale
             await self._store.save(sid, state, expected_revision=step.state.revision)
-            return StepResult(state=(await self._manager.get(sid)).state, render=step.render)
-        return step
+            return StepResult(state=(await self._manager.get(sid)).state, render=step.render), False
+        return step, False
 
     async def _resume(self, sid: str) -> StepResult:
         """The stored session, after the §14.5 guardrail (fixed per §17 #4): a session
@@ -108,12 +116,8 @@ class Runner:
     # --- loop ----------------------------------------------------------------------
 
     async def run(self) -> int:
-        opened = await self._open()
-        if (
-            opened.state.status is Status.TERMINATED
-            and self._options.persistent
-            and not opened.render.actions
-        ):
+        opened, resumed = await self._open()
+        if resumed and opened.state.status is Status.TERMINATED:
             self._view.finished(opened.state, "this session has already ended (use --fresh to start over)")
             return EXIT_OK
         step: StepResult | None = opened
@@ -183,6 +187,9 @@ class Runner:
             answered = await self._answer(step, request)
             if isinstance(answered, int):
                 return answered
+            if isinstance(answered, Reloaded):
+                step = answered.step  # shown in full: the text may have changed
+                continue
             if answered is None:
                 show_content = False  # the same prompt again, without repeating the text
                 continue
@@ -191,7 +198,7 @@ class Runner:
                 show_content = False
             step = answered
 
-    async def _answer(self, step: StepResult, request: InputRequest) -> StepResult | int | None:
+    async def _answer(self, step: StepResult, request: InputRequest) -> StepResult | Reloaded | int | None:
         """Wait for the user: a new step, an exit code, or None to ask again."""
         sid = step.state.session_id
         self._view.prompt(request)
@@ -204,7 +211,7 @@ class Runner:
         if event.kind is EventKind.TIMEOUT:
             return await self._signal(sid, "timeout")
         if event.kind is EventKind.RELOAD:
-            return await self._reload(sid)
+            return Reloaded(await self._reload(sid))
         self._view.answered(event.text)
         try:
             reply = self._view.parse(event.text, request)

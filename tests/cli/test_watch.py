@@ -1,0 +1,35 @@
+"""`trellis run --watch`: flow files edited while a prompt waits (spec §14.5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli.cli_support import Interactive, write_flow
+
+
+def test_edits_are_picked_up_and_a_broken_file_waits_for_a_fix(tmp_path: Path) -> None:
+    flow = write_flow(
+        tmp_path / "flow",
+        {"start.md": "---\nwait: true\nto: end\n---\nVersion one\n", "end.md": "The end: {{ .sys.ans }}\n"},
+    )
+    run = Interactive("run", str(flow), "--watch")
+    run.expect("Version one")
+    run.expect("> ")
+    (flow / "start.md").write_text("---\nwait: true\nto: end\n---\nVersion two\n")
+    run.expect("Version two")
+    (flow / "start.md").write_text("---\nwait: maybe\n---\nBroken\n")
+    run.expect("waiting for a flow file to change")
+    (flow / "start.md").write_text("---\nwait: true\nto: end\n---\nVersion three\n")
+    run.expect("Version three")
+    run.expect("> ", count=3)
+    run.send("bye")
+    run.expect("The end: bye")
+    result = run.finish()
+    assert result.code == 0, result.err
+    assert "[trellis] flow files changed: reloaded" in result.out
+    assert "[trellis] error: " in result.out and "wait" in result.out
+    # Watch mode keeps the session on disk under a name derived from the flow's path.
+    saved = list((flow / ".trellis" / "sessions").glob("watch-*.json"))
+    assert len(saved) == 1
+    assert json.loads(saved[0].read_text())["status"] == "terminated"
