@@ -63,9 +63,20 @@ async def test_sigterm_finishes_in_flight_steps_and_leaves_a_consistent_file_sto
     flow = write_flow(tmp_path / "flow", markers)
     sessions_dir = tmp_path / "sessions"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "trellis.cli.main", "serve", str(flow),
-        "--listen", "127.0.0.1:0", "--store", f"file:{sessions_dir}", "--shutdown-grace", "20s",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "trellis.cli.main",
+        "serve",
+        str(flow),
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        f"file:{sessions_dir}",
+        "--shutdown-grace",
+        "20s",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:

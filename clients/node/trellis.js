@@ -1,0 +1,122 @@
+'use strict';
+// A small Node.js client of the trellis gRPC service (Sessions and Engine).
+//
+// The .proto files are loaded at run time from protos/ at the root of the
+// repository, so this client never goes stale against the API. Free-form values
+// (contexts, tool arguments and results) travel as JSON text in `*_json` fields.
+//
+//   const { TrellisClient } = require('./trellis');
+//   const client = new TrellisClient('127.0.0.1:50051', { token: process.env.TRELLIS_TOKEN });
+//   let step = await client.sessions.start('me');
+//   step = await client.sessions.navigate('me', { text: 'Ada' });
+
+const path = require('path');
+const fs = require('fs');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'protos');
+
+function loadApi() {
+  const files = ['sessions.proto', 'engine.proto'].map((f) => path.join('trellis', 'v1', f));
+  const definition = protoLoader.loadSync(files, {
+    includeDirs: [PROTO_ROOT],
+    keepCase: true, // field names exactly as in the .proto files (session_id, ...)
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true, // each oneof's set field is named in a property ("kind")
+  });
+  return grpc.loadPackageDefinition(definition).trellis.v1;
+}
+
+// An Error for a failed call: gRPC status code name, and the server's message.
+class TrellisError extends Error {
+  constructor(err) {
+    super(`${grpc.status[err.code] || err.code}: ${err.details || err.message}`);
+    this.code = err.code;
+    this.codeName = grpc.status[err.code];
+    this.details = err.details;
+  }
+}
+
+function credentials(options) {
+  if (!options.tls && !options.caFile && !options.certFile) {
+    return grpc.credentials.createInsecure();
+  }
+  const read = (file) => (file ? fs.readFileSync(file) : null);
+  return grpc.credentials.createSsl(read(options.caFile), read(options.keyFile), read(options.certFile));
+}
+
+// Calls one unary method with the client's deadline and token, as a promise.
+function unary(client, stub, method, request) {
+  const metadata = new grpc.Metadata();
+  if (client.token) metadata.set('authorization', `Bearer ${client.token}`);
+  const deadline = new Date(Date.now() + client.deadlineMs);
+  return new Promise((resolve, reject) => {
+    stub[method](request, metadata, { deadline }, (err, reply) => (err ? reject(new TrellisError(err)) : resolve(reply)));
+  });
+}
+
+// input: a string (text), { text }, { value: anyJson }, or { toolResult: { id, result, isError, error } }.
+function toInput(input) {
+  if (input === undefined || input === null) return { text: '' };
+  if (typeof input === 'string') return { text: input };
+  if (input.toolResult) {
+    const r = input.toolResult;
+    return {
+      tool_result: {
+        id: r.id,
+        result_json: r.result === undefined ? '' : JSON.stringify(r.result),
+        is_error: Boolean(r.isError),
+        is_denied: Boolean(r.isDenied),
+        error: r.error || '',
+      },
+    };
+  }
+  if ('value' in input) return { value_json: JSON.stringify(input.value) };
+  return { text: String(input.text || '') };
+}
+
+class TrellisClient {
+  constructor(target, options = {}) {
+    const api = loadApi();
+    const creds = credentials(options);
+    this.token = options.token || '';
+    this.deadlineMs = options.deadlineMs || 30000;
+    const sessions = new api.Sessions(target, creds);
+    const engine = new api.Engine(target, creds);
+    this._stubs = [sessions, engine];
+    const call = (stub, method, request) => unary(this, stub, method, request).then((r) => r.step || r);
+    this.sessions = {
+      start: (sessionId, context = {}) =>
+        call(sessions, 'Start', { session_id: sessionId, context_json: JSON.stringify(context) }),
+      get: (sessionId) => call(sessions, 'Get', { session_id: sessionId }),
+      navigate: (sessionId, input) => call(sessions, 'Navigate', { session_id: sessionId, input: toInput(input) }),
+      signal: (sessionId, name) => call(sessions, 'Signal', { session_id: sessionId, signal: name }),
+      delete: (sessionId) => unary(this, sessions, 'Delete', { session_id: sessionId }),
+      list: (pageSize = 0, pageToken = '') =>
+        unary(this, sessions, 'List', { page_size: pageSize, page_token: pageToken }),
+    };
+    this.engine = {
+      start: (sessionId, context = {}) =>
+        call(engine, 'Start', { session_id: sessionId, context_json: JSON.stringify(context) }),
+      navigate: (state, input) => call(engine, 'Navigate', { state, input: toInput(input) }),
+      signal: (state, name) => call(engine, 'Signal', { state, signal: name }),
+      render: (state) => unary(this, engine, 'Render', { state }),
+      inspect: () => unary(this, engine, 'Inspect', {}).then((r) => r.nodes),
+    };
+  }
+
+  close() {
+    this._stubs.forEach((stub) => stub.close());
+  }
+}
+
+// Helpers over a Step ({ state, actions, terminal }).
+const texts = (step) => step.actions.filter((a) => a.kind === 'render_content').map((a) => a.render_content);
+const toolCall = (step) => (step.actions.find((a) => a.kind === 'call_tool') || {}).call_tool;
+const inputRequest = (step) => (step.actions.find((a) => a.kind === 'request_input') || {}).request_input;
+const context = (step) => JSON.parse(step.state.context_json || '{}');
+
+module.exports = { TrellisClient, TrellisError, texts, toolCall, inputRequest, context };
