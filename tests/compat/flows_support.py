@@ -1,0 +1,115 @@
+"""Finding the Go original's flows and driving them with stand-in tools."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trellis.adapters.directory_loader import DirectoryLoader, entry_node_id, has_default_error_node
+from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
+from trellis.adapters.memory_store import MemoryStore
+from trellis.domain import JSONValue
+from trellis.engine.engine import Engine
+from trellis.sessions import SessionManager
+
+FLOWS = Path(__file__).resolve().parents[2].parent / "shared" / "compat" / "flows"
+
+
+def require_flows() -> Path:
+    """The flows folder beside the checkout: missing fails under CI, else skips."""
+    if not FLOWS.is_dir():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"the compatibility flows are missing: expected them at {FLOWS}")
+        pytest.skip(f"the compatibility flows are not present at {FLOWS}")
+    return FLOWS
+
+
+def flow_names() -> list[str]:
+    """Every flow: each example folder, and each fixture folder under _tests/<kind>/."""
+    if not FLOWS.is_dir():
+        return ["<flows missing>"]
+    names = [p.name for p in sorted(FLOWS.iterdir()) if p.is_dir() and p.name != "_tests"]
+    for kind in sorted((FLOWS / "_tests").iterdir()):
+        if kind.is_dir():
+            names += [f"_tests/{kind.name}/{p.name}" for p in sorted(kind.iterdir()) if p.is_dir()]
+    return names
+
+
+# Initial context for flows whose entry node demands some (required_context, context_schema).
+CONTEXTS: dict[str, dict[str, JSONValue]] = {
+    "fail_fast": {"api_key": "key-1", "user_id": "u-1"},
+    "typed-flow": {"api_key": "key-1", "retries": 3, "tags": ["a", "b"]},
+    "context-demo": {"user": "Ada"},
+    "manual-security": {"api_key": "key-1", "password": "hunter2"},
+}
+
+
+class StandInTools:
+    """Test tools with the names the flows call (their scripts are not part of the data)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _record(self, name: str, args: dict[str, Any]) -> None:
+        self.calls.append((name, args))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    def dispatcher(self) -> InProcessDispatcher:
+        def tool(name: str, body: Any) -> Any:
+            def call(args: dict[str, Any]) -> Any:
+                self._record(name, args)
+                return body(args)
+
+            return call
+
+        def fail(message: str) -> Any:
+            def raise_(_args: dict[str, Any]) -> Any:
+                raise RuntimeError(message)
+
+            return raise_
+
+        def greet(args: dict[str, Any]) -> Any:
+            return {"message": f"{args.get('greeting')}, {args.get('name')}!"}
+
+        table: dict[str, Any] = {
+            "reserve_hotel": lambda a: {"id": f"H-{a.get('city')}"},
+            "book_flight": lambda a: {"id": f"F-{a.get('destination', 'any')}"},
+            "book_hotel": lambda a: "hotel-1",
+            "cancel_hotel": lambda a: {"cancelled": a.get("id")},
+            "cancel_flight": lambda a: {"cancelled": a.get("id")},
+            "cancel_car": lambda a: "car cancelled",
+            "rent_car": fail("no cars available"),
+            "book_car": fail("no cars available"),
+            "reject_request": lambda a: "rejected",
+            "get_os": lambda a: "linux",
+            "greet_py": greet,
+            "greet_js": greet,
+            "greet_ps": greet,
+            "hello_script": lambda a: {"hello": a.get("name")},
+            "get_weather": lambda a: {"temp": 22, "condition": "Sunny", "city": a.get("city")},
+            "increment": lambda a: int(a.get("count", 0)) + 1,
+            "echo": lambda a: "echoed",
+            "mock_tool": lambda a: {"success": True, "received": a.get("input")},
+        }
+        return InProcessDispatcher({name: tool(name, body) for name, body in table.items()})
+
+
+def open_engine(name: str) -> Engine:
+    """An engine over the flow's directory, with entry and default error node chosen as
+    the CLI chooses them (spec §2.9)."""
+    root = FLOWS / name
+    return Engine(
+        DirectoryLoader(root),
+        entry_node=entry_node_id(root),
+        default_error_node="error" if has_default_error_node(root) else "",
+    )
+
+
+def open_manager(name: str, tools: StandInTools | None = None) -> SessionManager:
+    """A SessionManager over the flow, a MemoryStore and (optionally) the stand-in tools."""
+    return SessionManager(open_engine(name), MemoryStore(), dispatcher=tools.dispatcher() if tools else None)
