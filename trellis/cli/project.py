@@ -31,6 +31,10 @@ class Flow:
 
     @property
     def tools_file(self) -> Path:
+        """``tools.yaml``, else ``tools.json``, at the flow's root (which may not exist)."""
+        for name in TOOL_REGISTRY_FILES:
+            if (self.directory / name).is_file():
+                return self.directory / name
         return self.directory / TOOLS_FILE
 
 

@@ -64,7 +64,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--yes", "-y", action="store_true", help="run tools without asking for confirmation")
     parser.add_argument(
-        "--tools", metavar="FILE", help="the tool registry (default: DIR/tools.yaml; missing means no tools)"
+        "--tools",
+        metavar="FILE",
+        help="the tool registry (default: DIR/tools.yaml or DIR/tools.json; missing means no tools)",
     )
     parser.add_argument(
         "--unsafe-inline",
@@ -99,13 +101,13 @@ def handle(args: argparse.Namespace) -> int:
     persistent = bool(args.session) or args.watch
     session_id = args.session or (watch_session_id(directory) if args.watch else EPHEMERAL_SESSION)
     store: StateStore = FileStore(store_dir(directory, args.store_dir)) if persistent else MemoryStore()
-    tools_file = args.tools or str(directory / "tools.yaml")
     view: View = (
         JsonLinesView() if args.json else TerminalView(auto_approve=args.yes, echo=not sys.stdin.isatty())
     )
 
     async def main() -> int:
         flow = open_flow(directory)
+        tools_file = args.tools or flow.tools_file
         dispatcher = ProcessDispatcher.from_file(tools_file, allow_inline=args.unsafe_inline)
         # One process drives the session, step after step: no locker needed.
         manager = SessionManager(flow.engine, store)
