@@ -80,10 +80,20 @@ def register(subparsers: Any) -> None:
         help="reload the flow when its files change (implies a saved session)",
     )
     parser.add_argument("--json", action="store_true", help="JSON lines in and out, for programs")
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help="drive a session kept by a trellis server (trellis serve) instead of running the flow "
+        "here; DIR's tools.yaml runs the tool calls the server leaves to the client",
+    )
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.server:
+        from trellis.cli.remote_run import handle_remote
+
+        return handle_remote(args)
     # Imported here so that `trellis --help` does not pay for the engine's imports.
     from trellis.adapters.file_store import FileStore
     from trellis.adapters.memory_store import MemoryStore

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from trellis.adapters.process_dispatcher import ProcessDispatcher
 from trellis.cli.common import CliError
@@ -26,7 +27,6 @@ from trellis.domain import (
 )
 from trellis.errors import InvalidConfirmation, InvalidInput, SessionNotFound, TrellisError, UnhandledSignal
 from trellis.ports.store import StateStore
-from trellis.sessions import SessionManager
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
@@ -48,6 +48,18 @@ class RunOptions:
     locale: str = ""
 
 
+class SessionDriver(Protocol):
+    """What the runner steps a session through: a local SessionManager, or a client of a
+    server's Sessions service (``trellis run --server``, trellis.cli.remote_run)."""
+
+    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult: ...
+    async def get(self, session_id: str) -> StepResult: ...
+    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult: ...
+    async def signal(self, session_id: str, name: str) -> StepResult: ...
+    async def delete(self, session_id: str) -> None: ...
+    async def repair_after_reload(self, state: State) -> State: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Reloaded:
     """The flow changed while a prompt waited: the session as it now renders."""
@@ -58,7 +70,7 @@ class Reloaded:
 class Runner:
     def __init__(
         self,
-        manager: SessionManager,
+        manager: SessionDriver,
         store: StateStore,
         view: View,
         inputs: InputSource,

@@ -1,0 +1,126 @@
+"""``trellis run --server HOST:PORT DIR``: the terminal loop of ``trellis run`` over a
+session kept by a trellis server.
+
+The runner (trellis.cli.runner) is the same as for a local run; only its session
+driver differs: every start/navigate/signal is a call to the server's Sessions
+service, and the server runs the tools its dispatchers serve. Tool calls it leaves
+to the client come back here and are run from DIR's tools.yaml (with the same
+confirmation as a local run), or answered by the program in --json mode.
+
+Without --session the run uses a fresh session ID and deletes the session when it
+ends, as a local run keeps nothing; with --session it is resumed and kept. The
+bearer token of a protected server comes from TRELLIS_TOKEN (or ``?token_file=``
+in the target, with ``ca=``/``cert=``/``key=`` for TLS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+
+from trellis.cli.common import CliError, flow_dir, parse_context, run_async
+from trellis.clients.client import Client
+from trellis.domain import JSONValue, State, StepResult, ToolResult
+
+TOKEN_ENV = "TRELLIS_TOKEN"
+
+
+class RemoteSessionDriver:
+    """The runner's SessionDriver over the SDK's Sessions client."""
+
+    def __init__(self, client: Client) -> None:
+        self._sessions = client.sessions
+
+    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+        return await self._sessions.start(session_id, context)
+
+    async def get(self, session_id: str) -> StepResult:
+        return await self._sessions.get(session_id)
+
+    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult:
+        return await self._sessions.navigate(session_id, input)
+
+    async def signal(self, session_id: str, name: str) -> StepResult:
+        return await self._sessions.signal(session_id, name)
+
+    async def delete(self, session_id: str) -> None:
+        await self._sessions.delete(session_id)
+
+    async def repair_after_reload(self, state: State) -> State:
+        # The server follows its own flow's changes and repairs its sessions itself.
+        return state
+
+
+def handle_remote(args: argparse.Namespace) -> int:
+    from trellis.adapters.grpc.store import RemoteStateStore
+    from trellis.adapters.process_dispatcher import ProcessDispatcher
+    from trellis.cli.inputs import InputSource
+    from trellis.cli.runner import Runner, RunOptions
+    from trellis.cli.views import JsonLinesView, TerminalView, View
+    from trellis.errors import BackendUnavailable, TrellisError
+
+    for flag, given in (("--watch", args.watch), ("--store-dir", args.store_dir)):
+        if given:
+            raise CliError(f"{flag} is not available with --server: the server keeps and reloads the flow", 2)
+    directory = flow_dir(args.dir)
+    context = parse_context(args.context)
+    persistent = bool(args.session)
+    session_id = args.session or f"run-{secrets.token_hex(6)}"
+    tools_file = args.tools or str(directory / "tools.yaml")
+    view: View = (
+        JsonLinesView() if args.json else TerminalView(auto_approve=args.yes, echo=not sys.stdin.isatty())
+    )
+
+    async def main() -> int:
+        client = Client(args.server, token=os.environ.get(TOKEN_ENV, ""))
+        try:
+            try:
+                await client.health()
+            except BackendUnavailable as exc:
+                raise CliError(f"cannot reach the trellis server at {args.server}: {exc.message}") from None
+            dispatcher = ProcessDispatcher.from_file(tools_file, allow_inline=args.unsafe_inline)
+            store = RemoteStateStore(client.channel, owns_channel=False)
+            async with InputSource(sys.stdin.buffer) as inputs:
+                runner = Runner(
+                    RemoteSessionDriver(client),
+                    store,
+                    view,
+                    inputs,
+                    dispatcher,
+                    RunOptions(
+                        session_id, persistent, fresh=args.fresh, context=context, locale=args.locale or ""
+                    ),
+                )
+                try:
+                    return await runner.run()
+                except TrellisError as exc:
+                    view.error(exc.reason, exc.message)
+                    raise
+                except CliError as exc:
+                    view.error("CLI_ERROR", exc.message)
+                    raise
+                finally:
+                    if not persistent:
+                        await _forget(client, session_id)
+        finally:
+            await client.close()
+
+    try:
+        return run_async(main)
+    except asyncio.CancelledError:  # Ctrl+C twice while a tool was running
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+async def _forget(client: Client, session_id: str) -> None:
+    """Delete the throw-away session of a run without --session (best effort: a server
+    that went away keeps it, which only costs it memory)."""
+    try:
+        async with asyncio.timeout(5):
+            await client.sessions.delete(session_id)
+    except Exception:
+        pass  # nothing useful to tell the user at the end of the run
