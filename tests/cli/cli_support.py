@@ -99,15 +99,23 @@ class Interactive:
         with self._changed:
             return self._out
 
-    def expect(self, text: str, count: int = 1) -> str:
+    def expect(self, text: str, count: int = 1, guard: float = GUARD) -> str:
         """Wait until ``text`` has appeared ``count`` times in the output."""
         with self._changed:
             ok = self._changed.wait_for(
-                lambda: self._out.count(text) >= count or self.proc.poll() is not None, timeout=GUARD
+                lambda: self._out.count(text) >= count or self.proc.poll() is not None, timeout=guard
             )
             if not ok or self._out.count(text) < count:
                 raise AssertionError(f"{text!r} (x{count}) never appeared; output so far:\n{self._out}")
             return self._out
+
+    def saw(self, text: str, guard: float) -> bool:
+        """Whether ``text`` appears within ``guard`` seconds (for retrying an action)."""
+        try:
+            self.expect(text, guard=guard)
+        except AssertionError:
+            return False
+        return True
 
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None

@@ -8,6 +8,16 @@ from pathlib import Path
 from tests.cli.cli_support import Interactive, write_flow
 
 
+def _edit_until_seen(run: Interactive, file: Path, text: str, expected: str) -> None:
+    """Write ``text`` until ``expected`` shows: the file watcher may start a little after
+    the first prompt, and an edit made before it watches is never reported."""
+    for attempt in range(10):
+        file.write_text(text + f"<!-- edit {attempt} -->\n")
+        if run.saw(expected, guard=3.0):
+            return
+    raise AssertionError(f"{expected!r} never appeared:\n{run.output}")
+
+
 def test_edits_are_picked_up_and_a_broken_file_waits_for_a_fix(tmp_path: Path) -> None:
     flow = write_flow(
         tmp_path / "flow",
@@ -16,12 +26,11 @@ def test_edits_are_picked_up_and_a_broken_file_waits_for_a_fix(tmp_path: Path) -
     run = Interactive("run", str(flow), "--watch")
     run.expect("Version one")
     run.expect("> ")
-    (flow / "start.md").write_text("---\nwait: true\nto: end\n---\nVersion two\n")
-    run.expect("Version two")
-    (flow / "start.md").write_text("---\nwait: maybe\n---\nBroken\n")
-    run.expect("waiting for a flow file to change")
-    (flow / "start.md").write_text("---\nwait: true\nto: end\n---\nVersion three\n")
-    run.expect("Version three")
+    _edit_until_seen(run, flow / "start.md", "---\nwait: true\nto: end\n---\nVersion two\n", "Version two")
+    _edit_until_seen(run, flow / "start.md", "---\nwait: maybe\n---\nBroken\n", "waiting for a flow file")
+    _edit_until_seen(
+        run, flow / "start.md", "---\nwait: true\nto: end\n---\nVersion three\n", "Version three"
+    )
     run.expect("> ", count=3)
     run.send("bye")
     run.expect("The end: bye")

@@ -42,7 +42,12 @@ def register(subparsers: Any) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", title="verbs")
 
     ls = verbs.add_parser(
-        "ls", aliases=["list"], help="list saved sessions", description="List saved sessions."
+        "ls",
+        aliases=["list"],
+        help="list saved sessions",
+        description="List saved sessions: ID, status and current node.",
+        epilog="example:\n  trellis session ls --dir examples/tour",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _store_options(ls)
     ls.add_argument("--json", action="store_true", help="print a JSON array of {id, node, status}")
@@ -53,12 +58,20 @@ def register(subparsers: Any) -> None:
         aliases=["inspect"],
         help="print one session's state",
         description="Print a session's state as JSON.",
+        epilog="example:\n  trellis session show demo --dir examples/tour",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("id", metavar="ID", help="the session ID")
     _store_options(show)
     show.set_defaults(handler=handle_show)
 
-    rm = verbs.add_parser("rm", help="remove sessions", description="Remove one or more saved sessions.")
+    rm = verbs.add_parser(
+        "rm",
+        help="remove sessions",
+        description="Remove one or more saved sessions (exit code 1 if any did not exist).",
+        epilog="example:\n  trellis session rm demo other --dir examples/tour",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     rm.add_argument("ids", metavar="ID", nargs="+", help="the session IDs")
     _store_options(rm)
     rm.set_defaults(handler=handle_rm)
