@@ -83,3 +83,16 @@ def test_bad_context_options_name_the_option(bad: str) -> None:
     with pytest.raises(CliError) as info:
         parse_context([bad])
     assert "--context" in info.value.message
+
+
+def test_a_directory_alone_runs_it() -> None:
+    result = run_cli("examples/tour", stdin="q\n")
+    assert result.code == 0, result.err
+    assert "# Welcome to the trellis tour" in result.out
+
+
+def test_flow_without_entry_node_is_a_clean_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "other.md").write_text("x\n")
+    result = run_cli("run", str(tmp_path))
+    assert result.code == 1
+    assert result.err.startswith("Error: failed to load node start: node 'start' not found")

@@ -13,6 +13,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import cast
 
 from trellis import __version__
@@ -28,7 +29,7 @@ SUBCOMMAND_MODULES: list[str] = [
 
 EPILOG = """\
 examples:
-  trellis run examples/tour                 walk a flow in the terminal
+  trellis run examples/tour                 walk a flow in the terminal (also: trellis examples/tour)
   trellis run examples/tour --session demo  keep the session on disk and resume it later
   trellis validate examples/tour            check every node, edge, template and condition
   trellis graph examples/tour               print the flow as a Mermaid diagram
@@ -70,6 +71,13 @@ def build_parser(modules: Sequence[object] | None = None) -> argparse.ArgumentPa
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    for action in parser._actions:  # argparse offers no public way to list subcommands
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     modules = _load_modules()
@@ -83,6 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if code is not None:
                         return cast(int, code)
         parser = build_parser(modules)
+        if (
+            args
+            and not args[0].startswith("-")
+            and args[0] not in _commands(parser)
+            and Path(args[0]).is_dir()
+        ):
+            args.insert(0, "run")  # `trellis DIR` runs the flow, as the original did
         namespace = parser.parse_args(args)
         handler = getattr(namespace, "handler", None)
         if handler is None:
