@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Steps through the gRPC server, as ratios of the same server's health-check rate.
+
+One server process (this one) serves the 20-node chain of bench/engine_steps.py
+(MemoryLoader, memory store, local locks). A SEPARATE client process (a subprocess
+per measurement, raw generated stubs, ``concurrency`` tasks on one channel) calls,
+for a fixed time after a warm-up:
+
+  health    grpc.health.v1.Health/Check: the ceiling of this Python gRPC stack
+  engine    Engine.Navigate: each task carries its state along the chain ("go"
+            at every node; Engine.Start again after the last node, not counted)
+  sessions  Sessions.Navigate: each task walks its own session along the chain
+            (lock, load, navigate, render, conditional save on the memory store);
+            a new session (Sessions.Start, not counted) after the last node
+
+at concurrency 1, 16 and 64, interleaved, best of --repeats. Prints RPC/s, p50 and
+p99 latency and each rate's ratio to the health-check rate at the same concurrency.
+Target: sessions >= 0.7 of the ceiling at concurrency 16.
+
+Run:  .venv/bin/python bench/grpc_steps.py [--duration S] [--repeats N] [--profile]
+      (--profile: cProfile of the server while the sessions client runs at 16)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(ROOT))
+
+from bench.engine_steps import ANSWER, CHAIN, CONTEXT, chain_nodes  # noqa: E402
+
+KINDS = ("health", "engine", "sessions")
+CONCURRENCY = (1, 16, 64)
+TARGET = ("sessions", 16, 0.7)
+
+
+# --- the client process ---------------------------------------------------------------------
+
+
+async def client(target: str, kind: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+    import grpc  # type: ignore[import-untyped]
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from trellis.api.v1 import engine_pb2 as epb
+    from trellis.api.v1 import engine_pb2_grpc, sessions_pb2_grpc
+    from trellis.api.v1 import sessions_pb2 as spb
+    from trellis.api.v1 import types_pb2 as pb
+
+    latencies: list[float] = []
+    measuring = False
+    running = True
+    context_json = json.dumps(CONTEXT)
+    go = pb.Input(text=ANSWER)
+
+    def record(started: float) -> None:
+        if measuring:
+            latencies.append(time.perf_counter() - started)
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        engine = engine_pb2_grpc.EngineStub(channel)
+        sessions = sessions_pb2_grpc.SessionsStub(channel)
+
+        async def health_worker(worker: int) -> None:
+            request = health_pb2.HealthCheckRequest()
+            while running:
+                started = time.perf_counter()
+                await health.Check(request)
+                record(started)
+
+        async def engine_worker(worker: int) -> None:
+            start = epb.EngineStartRequest(session_id=f"w{worker}", context_json=context_json)
+            state = (await engine.Start(start)).step.state
+            while running:
+                started = time.perf_counter()
+                step = (await engine.Navigate(epb.EngineNavigateRequest(state=state, input=go))).step
+                record(started)
+                state = (await engine.Start(start)).step.state if step.terminal else step.state
+
+        async def sessions_worker(worker: int) -> None:
+            walk = 0
+
+            async def new_session() -> str:
+                nonlocal walk
+                walk += 1
+                sid = f"p{os.getpid()}-w{worker}-{walk}"
+                await sessions.Start(spb.SessionsStartRequest(session_id=sid, context_json=context_json))
+                return sid
+
+            sid = await new_session()
+            while running:
+                started = time.perf_counter()
+                step = (await sessions.Navigate(spb.SessionsNavigateRequest(session_id=sid, input=go))).step
+                record(started)
+                if step.terminal:
+                    sid = await new_session()
+
+        worker_of = {"health": health_worker, "engine": engine_worker, "sessions": sessions_worker}[kind]
+        tasks = [asyncio.create_task(worker_of(w)) for w in range(concurrency)]
+        await asyncio.sleep(warmup)
+        measuring = True
+        began = time.perf_counter()
+        await asyncio.sleep(duration)
+        measuring = False
+        elapsed = time.perf_counter() - began
+        running = False
+        await asyncio.gather(*tasks)
+    latencies.sort()
+    count = len(latencies)
+    return {
+        "rate": count / elapsed,
+        "p50": latencies[count // 2] if count else 0.0,
+        "p99": latencies[min(count - 1, int(count * 0.99))] if count else 0.0,
+        "calls": count,
+    }
+
+
+# --- the server process -----------------------------------------------------------------------
+
+
+async def start_server() -> Any:
+    from trellis.adapters.local_locker import LocalLocker
+    from trellis.adapters.memory_loader import MemoryLoader
+    from trellis.adapters.memory_store import MemoryStore
+    from trellis.server.app import TrellisServer
+    from trellis.server.compose import Ports, make_engine, make_sessions
+    from trellis.server.config import ServerConfig
+    from trellis.server.observe import Observer
+
+    config = ServerConfig(listen="127.0.0.1:0", entry_node="n0")
+    observer = Observer()
+    loader = MemoryLoader(chain_nodes())
+    store = MemoryStore()
+    locker = LocalLocker()
+    engine = make_engine(loader, config, observer)
+    sessions = make_sessions(engine, store, locker, None, config, observer)
+    ports = Ports(
+        loader=loader, store=store, locker=locker, dispatcher=None, engine=engine, sessions=sessions
+    )
+    server = TrellisServer(config, ports=ports, observer=observer)
+    await server.start()
+    return server
+
+
+async def measure(target: str, kind: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--client",
+        target,
+        kind,
+        str(concurrency),
+        str(duration),
+        str(warmup),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"the {kind} client failed (exit {process.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def main(args: argparse.Namespace) -> int:
+    server = await start_server()
+    target = f"127.0.0.1:{server.port}"
+    best: dict[tuple[str, int], dict[str, Any]] = {}
+    try:
+        for concurrency in CONCURRENCY:
+            for _ in range(args.repeats):
+                for kind in KINDS:  # interleaved: drift in machine load hits every kind alike
+                    result = await measure(target, kind, concurrency, args.duration, args.warmup)
+                    key = (kind, concurrency)
+                    if key not in best or result["rate"] > best[key]["rate"]:
+                        best[key] = result
+        profile_text = ""
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            await measure(target, "sessions", 16, args.duration, args.warmup)
+            profiler.disable()
+            buffer = io.StringIO()
+            stats = pstats.Stats(profiler, stream=buffer)
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats(30)
+            profile_text = buffer.getvalue()
+    finally:
+        await server.stop(grace=1.0)
+
+    print(
+        f"gRPC steps on the {CHAIN}-node chain; separate client process; best of {args.repeats} "
+        f"x {args.duration:.1f}s per cell"
+    )
+    print(f"{'kind':<10}{'conc':>5}{'RPC/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'/ health':>10}")
+    verdict = ""
+    for concurrency in CONCURRENCY:
+        ceiling = best[("health", concurrency)]["rate"]
+        for kind in KINDS:
+            r = best[(kind, concurrency)]
+            ratio = r["rate"] / ceiling if ceiling else 0.0
+            print(
+                f"{kind:<10}{concurrency:>5}{r['rate']:>10.0f}{r['p50'] * 1e3:>9.2f}{r['p99'] * 1e3:>9.2f}"
+                f"{ratio:>10.2f}"
+            )
+            if (kind, concurrency) == TARGET[:2]:
+                met = "met" if ratio >= TARGET[2] else "NOT met"
+                verdict = (
+                    f"target sessions/health >= {TARGET[2]} at concurrency {concurrency}: {ratio:.2f} ({met})"
+                )
+    print(verdict)
+    if profile_text:
+        print("\nserver profile (sessions, concurrency 16):")
+        print(profile_text)
+    return 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per cell (default 3)")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
+    parser.add_argument("--repeats", type=int, default=2, help="best of N per cell (default 2)")
+    parser.add_argument("--profile", action="store_true", help="profile the server during sessions at 16")
+    parser.add_argument(
+        "--client", nargs=5, metavar=("TARGET", "KIND", "CONC", "DURATION", "WARMUP"), help=argparse.SUPPRESS
+    )
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    if arguments.client:
+        target_, kind_, conc_, duration_, warmup_ = arguments.client
+        outcome = asyncio.run(client(target_, kind_, int(conc_), float(duration_), float(warmup_)))
+        print(json.dumps(outcome))
+        sys.exit(0)
+    sys.exit(asyncio.run(main(arguments)))
