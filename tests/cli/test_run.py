@@ -176,11 +176,15 @@ def test_json_mode_walks_the_tour() -> None:
 
 
 def test_json_mode_reports_bad_commands_and_asks_again() -> None:
-    result = run_cli("run", TOUR, "--json", stdin='{"bogus": 1}\n{"input": \nAda\n{"quit": true}\n')
+    lines = ['{"bogus": 1}', '{"input": ', '{"signal": "nobody_listens"}', "Ada", '{"quit": true}']
+    result = run_cli("run", TOUR, "--json", stdin="\n".join(lines) + "\n")
     assert result.code == 0, result.err
     errors = [o for o in result.json_lines() if o["type"] == "error"]
-    assert [e["retry"] for e in errors] == [True, True]
+    assert [e["retry"] for e in errors] == [True, True, True]
     assert "unknown command" in errors[0]["message"]
+    assert errors[2]["message"] == (
+        "signal 'nobody_listens' is not handled by node 'ask_name' or the entry node"
+    )
     assert result.json_lines()[-1]["reason"] == "quit"
 
 

@@ -245,16 +245,17 @@ class Runner:
             self._view.retry(exc.message)
             return None
 
-    async def _signal(self, sid: str, name: str) -> StepResult | int:
+    async def _signal(self, sid: str, name: str) -> StepResult | int | None:
         try:
             return await self._manager.signal(sid, name)
-        except UnhandledSignal:
+        except UnhandledSignal as exc:
             if name == "interrupt":
                 self._view.notice("interrupted")
                 return EXIT_INTERRUPTED
             if name == "timeout":
                 raise CliError(TIMEOUT_UNHANDLED) from None
-            raise
+            self._view.retry(exc.message)  # a signal sent by the program: its mistake, not fatal
+            return None
 
     async def _reload(self, sid: str) -> StepResult:
         self._inputs.drop_reloads()
