@@ -35,7 +35,6 @@ class Reply:
     signal: str = ""
     tool_result: ToolResult | None = None
     quit: bool = False
-    raw_text: bool = True  # free text typed by a person: sanitised before use
 
 
 class View(Protocol):
@@ -272,7 +271,7 @@ class JsonLinesView:
                 return Reply(tool_result=parse_tool_result(command["tool_result"]))
             if "input" in command:
                 value = command["input"]
-                return Reply(input=value, raw_text=isinstance(value, str))
+                return Reply(input=value)
             raise ValueError("unknown command: expected one of input, signal, tool_result, quit")
         if stripped.startswith('"'):
             try:
