@@ -286,3 +286,36 @@ def test_original_tour_in_a_read_only_place_runs_without_saving(tmp_path: Path) 
     assert result.code == 0, result.err
     assert "Hi you" in result.out
     assert not (flow / ".trellis").exists()
+
+
+TOOL_FLOW = {
+    "start.md": "---\ndo:\n  name: hello\nsave_to: said\nto: done\n---\n",
+    "done.md": "Said {{ .said }}\n",
+}
+
+
+def test_tools_json_is_the_registry_when_there_is_no_tools_yaml(tmp_path: Path) -> None:
+    flow = write_flow(
+        tmp_path / "flow",
+        {
+            **TOOL_FLOW,
+            "tools.json": '{"tools": [{"name": "hello", "command": "echo", "args": ["from json"]}]}',
+        },
+    )
+    result = run_cli("run", str(flow), "--yes")
+    assert result.code == 0, result.err
+    assert "Said from json" in result.out
+
+
+def test_tools_option_points_at_another_registry(tmp_path: Path) -> None:
+    flow = write_flow(tmp_path / "flow", TOOL_FLOW)
+    registry = tmp_path / "elsewhere.yaml"
+    registry.write_text("tools:\n  - name: hello\n    command: echo\n    args: [from elsewhere]\n")
+    result = run_cli("run", str(flow), "--yes", "--tools", str(registry))
+    assert result.code == 0, result.err
+    assert "Said from elsewhere" in result.out
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tools: {not: a list}\n")
+    bad = run_cli("run", str(flow), "--tools", str(broken))
+    assert bad.code == 1
+    assert bad.err.startswith("Error: ") and "broken.yaml" in bad.err and "tools" in bad.err
