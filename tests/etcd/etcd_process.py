@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -47,6 +48,83 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A test CA and certificates for 127.0.0.1 (server) and a client, made with openssl."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> TlsFiles:
+        openssl = shutil.which("openssl")
+        if not openssl:
+            raise EtcdUnavailable("openssl not found (needed to make test certificates)")
+        directory.mkdir(parents=True, exist_ok=True)
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True, timeout=60)
+
+        run(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=trellis-test-ca",
+        )
+        for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
+            run(
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                f"{name}.key",
+                "-out",
+                f"{name}.csr",
+                "-subj",
+                f"/CN=trellis-test-{name}",
+            )
+            (directory / f"{name}.ext").write_text(
+                f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"
+            )
+            run(
+                "x509",
+                "-req",
+                "-in",
+                f"{name}.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                f"{name}.pem",
+                "-days",
+                "2",
+                "-extfile",
+                f"{name}.ext",
+            )
+        return cls(
+            directory / "ca.pem",
+            directory / "server.pem",
+            directory / "server.key",
+            directory / "client.pem",
+            directory / "client.key",
+        )
+
+
 @dataclass
 class EtcdMember:
     """One etcd member process. ``start`` / ``stop`` / ``kill`` may be repeated:
@@ -59,6 +137,7 @@ class EtcdMember:
     initial_cluster: str
     cluster_token: str
     extra_args: Sequence[str] = ()
+    tls: TlsFiles | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -70,8 +149,17 @@ class EtcdMember:
         return self.data_dir.parent / f"{self.name}.log"
 
     def command(self) -> list[str]:
-        client_url = f"http://127.0.0.1:{self.client_port}"
+        scheme = "https" if self.tls else "http"
+        client_url = f"{scheme}://127.0.0.1:{self.client_port}"
         peer_url = f"http://127.0.0.1:{self.peer_port}"
+        tls_args = []
+        if self.tls is not None:
+            tls_args = [
+                f"--cert-file={self.tls.server_cert}",
+                f"--key-file={self.tls.server_key}",
+                f"--trusted-ca-file={self.tls.ca}",
+                "--client-cert-auth",
+            ]
         return [
             etcd_binary(),
             f"--name={self.name}",
@@ -88,6 +176,7 @@ class EtcdMember:
             "--election-timeout=500",
             "--logger=zap",
             "--log-level=warn",
+            *tls_args,
             *self.extra_args,
         ]
 
@@ -106,8 +195,15 @@ class EtcdMember:
         return self.process is not None and self.process.poll() is None
 
     def healthy(self) -> bool:
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+        scheme = "https" if self.tls else "http"
         try:
-            with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=1.0) as response:
+            with urllib.request.urlopen(
+                f"{scheme}://{self.endpoint}/health", timeout=1.0, context=context
+            ) as response:
                 return b'"true"' in response.read()
         except (OSError, urllib.error.URLError):
             return False
@@ -140,9 +236,14 @@ class EtcdMember:
 class EtcdCluster:
     """``size`` etcd members on loopback sharing a temporary directory."""
 
-    def __init__(self, size: int = 1, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, size: int = 1, extra_args: Sequence[str] = (), *, tls: bool = False) -> None:
         etcd_binary()  # fail early with a clear reason
         self.root = Path(tempfile.mkdtemp(prefix="trellis-etcd-"))
+        try:
+            self.tls = TlsFiles.create(self.root / "tls") if tls else None
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
         token = f"trellis-{uuid.uuid4().hex[:8]}"
         ports = [(free_port(), free_port()) for _ in range(size)]
         initial = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
@@ -155,6 +256,7 @@ class EtcdCluster:
                 initial_cluster=initial,
                 cluster_token=token,
                 extra_args=tuple(extra_args),
+                tls=self.tls,
             )
             for i, (client, peer) in enumerate(ports)
         ]

@@ -261,8 +261,12 @@ class EtcdClient:
                     f"etcd: no member answered within {self.config.dial_timeout:g} s ({self.describe()})"
                 ) from None
             self._stubs = {name: stub(channel) for name, stub in _STUBS.items()}
+            try:
+                await self._authenticate()
+            except BaseException:
+                await channel.close()
+                raise
             self._channel = channel
-            await self._authenticate()
 
     def _make_channel(self, target: str, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
         interceptors = self._interceptors or None
@@ -346,6 +350,7 @@ class EtcdClient:
 
     async def _open_watch(self) -> Any:
         await self.connect()
+        await self._authenticate()  # a stream keeps the token it was opened with: use a fresh one
         return self._stubs["Watch"].Watch(metadata=self._metadata, wait_for_ready=True)
 
     # --- process lease -------------------------------------------------------------
@@ -451,7 +456,9 @@ def _translate(method: str, exc: grpc.RpcError) -> Exception:
     details = details_method() if callable(details_method) else str(exc)
     if code == grpc.StatusCode.INVALID_ARGUMENT and "too large" in (details or ""):
         return StateTooLarge(f"etcd refused the request as too large: {details}")
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or (
+        "authentication failed" in (details or "")
+    ):
         return ConfigError(f"etcd {method}: {details} (check the etcd user and password)")
     return BackendUnavailable(f"etcd {method} failed ({code.name if code else 'error'}): {details}")
 

@@ -141,9 +141,8 @@ class WatchMux:
                 call = await self._open()
                 while True:
                     response = await call.read()
-                    if response is grpc.aio.EOF:
+                    if response is grpc.aio.EOF or not self._dispatch(response):
                         break
-                    self._dispatch(response)
                     backoff = 0.05
             except asyncio.CancelledError:
                 raise
@@ -157,18 +156,22 @@ class WatchMux:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
-    def _dispatch(self, response: Any) -> None:
+    def _dispatch(self, response: Any) -> bool:
+        """Deliver one response; False when the stream must be reopened."""
+        if response.canceled and not response.compact_revision:
+            # A create refused (etcd answers with watch ID -1, e.g. when the token the
+            # stream was opened with expired): a new stream, opened with a fresh token,
+            # creates every watch again from where it stopped.
+            log.warning("etcd refused a watch (%s); reopening the watch stream", response.cancel_reason)
+            return False
         sub = self._subs.get(response.watch_id)
         if sub is None:
-            return
+            return True
         if response.canceled:
-            # Compacted (or refused): resume at the oldest revision still kept and let
-            # the owner re-read; events it already covered by re-reading may come again.
-            if response.compact_revision:
-                log.info("etcd watch on %r fell behind compaction (%d)", sub.key, response.compact_revision)
-                sub.next_revision = response.compact_revision
-            else:
-                log.warning("etcd watch on %r canceled: %s", sub.key, response.cancel_reason)
+            # Compacted: resume at the oldest revision still kept and let the owner
+            # re-read; events it already covered by re-reading may come again.
+            log.info("etcd watch on %r fell behind compaction (%d)", sub.key, response.compact_revision)
+            sub.next_revision = response.compact_revision
             # etcd keeps a canceled watch's ID taken on this stream: resume under a new one.
             self._created.discard(sub.watch_id)
             del self._subs[sub.watch_id]
@@ -176,10 +179,11 @@ class WatchMux:
             self._subs[sub.watch_id] = sub
             sub.on_resync(sub.next_revision)
             asyncio.get_running_loop().call_later(0.05, self._recreate, sub)
-            return
+            return True
         if response.events:
             sub.next_revision = max(event.kv.mod_revision for event in response.events) + 1
             sub.on_events(response.events, response.header.revision)
+        return True
 
     def _recreate(self, sub: Subscription) -> None:
         if sub.watch_id in self._subs and not self._closed:
