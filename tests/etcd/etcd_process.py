@@ -300,8 +300,10 @@ class EtcdCluster:
         self.wait_healthy([member])
 
     def close(self) -> None:
+        # The data goes away with the directory, so a graceful shutdown buys nothing
+        # (and a member of a cluster takes seconds for it).
         for member in self.members:
-            member.stop()
+            member.kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> EtcdCluster:

@@ -11,6 +11,7 @@ from trellis.adapters.etcd.factories import ClientPool, loader_factory, locker_f
 from trellis.adapters.etcd.publish import publish
 from trellis.domain import State
 from trellis.errors import ConfigError
+from trellis.ports import DistributedLocker, GraphLoader, StateStore, StepStore, Watchable
 from trellis.server.config import ServerConfig
 from trellis.server.registry import BuildContext, parse_url
 
@@ -31,6 +32,10 @@ async def test_ports_from_urls_share_one_client_and_work(etcd_config: EtcdConfig
         loader = await loader_factory(parse_url("loader", "etcd:tour"), ctx)
         assert isinstance(locker.value, EtcdLocker) and isinstance(loader.value, EtcdGraphLoader)
         assert store.value.client is locker.value.client is loader.value.client
+        # The composition root picks the two-round-trip path by these protocols.
+        assert isinstance(store.value, StateStore) and isinstance(store.value, StepStore)
+        assert isinstance(locker.value, DistributedLocker)
+        assert isinstance(loader.value, GraphLoader) and isinstance(loader.value, Watchable)
         assert store.probe is not None
         await store.probe()
 

@@ -103,8 +103,8 @@ class _LeaseKeeper:
         while True:
             try:
                 lease = await self._grant()
-            except BackendUnavailable as exc:
-                log.debug("etcd lease grant failed: %s", exc)
+            except TrellisError as exc:  # unreachable, or refused (credentials): keep trying
+                log.warning("etcd lease grant failed: %s", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
