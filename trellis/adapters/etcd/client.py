@@ -133,10 +133,10 @@ class _LeaseKeeper:
         while self._lost_ids:
             try:
                 await self._client.call("LeaseRevoke", rpc.LeaseRevokeRequest(ID=self._lost_ids[0]))
-            except BackendUnavailable:
-                return
-            except grpc.RpcError:
-                pass  # already expired: nothing to release
+            except BackendUnavailable as exc:
+                if "not found" not in exc.message:
+                    return  # try again after the next grant
+                # already expired: nothing left to release
             self._lost_ids.pop(0)
 
     async def _keep_alive(self, lease: ProcessLease) -> None:
@@ -183,7 +183,7 @@ class _LeaseKeeper:
             try:
                 async with asyncio.timeout(1.0):
                     await self._client.call("LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease.id))
-            except (TimeoutError, BackendUnavailable, grpc.RpcError):
+            except (TimeoutError, TrellisError):
                 pass  # it expires on its own after its TTL
 
 
