@@ -200,7 +200,10 @@ def _config(args: argparse.Namespace) -> EtcdConfig:
 
 
 async def _run(args: argparse.Namespace) -> str:
-    async with EtcdClient(_config(args)) as client:
+    config = _config(args)
+    if args.verb == "push":
+        read_flow(args.dir)  # a broken flow is reported without waiting for etcd
+    async with EtcdClient(config) as client:
         if args.verb == "push":
             result = await publish(client, args.graph, args.dir)
             if not result.changed and not result.removed:
