@@ -114,14 +114,14 @@ def _queue_range(prefix: bytes, *, below: int = 0, limit: int) -> Any:
 
 async def acquire_lock(
     client: EtcdClient, name: str, ttl: float, also: Sequence[Any] = ()
-) -> tuple[EtcdLockHandle, Sequence[Any] | None]:
+) -> tuple[EtcdLockHandle, Sequence[Any]]:
     """Queue for lock ``name`` and wait for our turn.
 
     One transaction puts our key and reads the two newest keys of the queue: ours
-    and, if any, our predecessor. ``also`` (RequestOps) run in that same
-    transaction; their responses are returned only when the lock was free right
-    away (otherwise they are stale and None is returned). Cancelling the wait
-    deletes our key.
+    and, if any, our predecessor. ``also`` (RequestOps, reads) run in that same
+    transaction and their responses are returned with the handle; after a wait
+    they come from the transaction that found the lock ours, so they are never
+    older than the lock. Cancelling the wait deletes our key.
     """
     lease = await client.lease(ttl)
     prefix = lock_prefix(client, name)
@@ -148,34 +148,41 @@ async def acquire_lock(
         token = response.header.revision
         queue = response.responses[1].response_range.kvs
         predecessor = queue[1].key if len(queue) > 1 else None
-        extra: Sequence[Any] | None = response.responses[2:]
+        extra: Sequence[Any] = response.responses[2:]
     else:
         token = response.responses[0].response_range.kvs[0].create_revision
         predecessor = b""  # unknown: look it up
-        extra = None
     handle = EtcdLockHandle(client, name, my_key, token, lease)
     if predecessor is None:
         return handle, extra
     try:
-        await _wait_for_turn(client, handle, prefix, predecessor, response.header.revision)
+        extra = await _wait_for_turn(client, handle, prefix, predecessor, response.header.revision, also)
     except BaseException:
         handle.mark_released()
         await asyncio.shield(_delete_key(client, my_key))
         raise
-    return handle, None
+    return handle, extra
 
 
 async def _wait_for_turn(
-    client: EtcdClient, handle: EtcdLockHandle, prefix: bytes, predecessor: bytes, seen: int
-) -> None:
+    client: EtcdClient,
+    handle: EtcdLockHandle,
+    prefix: bytes,
+    predecessor: bytes,
+    seen: int,
+    also: Sequence[Any],
+) -> Sequence[Any]:
+    """Wait until no key older than ours is left; returns the ``also`` responses of
+    the transaction that saw it."""
     recheck = rpc.TxnRequest(
         success=[
             rpc.RequestOp(request_range=_queue_range(prefix, below=handle.token, limit=1)),
             rpc.RequestOp(request_range=rpc.RangeRequest(key=handle.etcd_key, keys_only=True)),
+            *also,
         ]
     )
-    current: bytes | None = predecessor
-    while current is not None:
+    current = predecessor
+    while True:
         if current:
             await client.lock_deletions.wait(current, seen)
         if not handle.lease.alive:
@@ -184,7 +191,9 @@ async def _wait_for_turn(
         if not response.responses[1].response_range.kvs:
             raise LockLost(f"etcd lock {handle.key!r}: our queue entry vanished while waiting (lease lost)")
         queue = response.responses[0].response_range.kvs
-        current = queue[0].key if queue else None
+        if not queue:
+            return response.responses[2:]  # type: ignore[no-any-return]
+        current = queue[0].key
         seen = response.header.revision
 
 

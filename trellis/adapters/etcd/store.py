@@ -178,10 +178,7 @@ class EtcdStateStore:
         read = rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
         handle, extra = await acquire_lock(self.client, session_id, ttl, also=[read])
         try:
-            if extra is not None:
-                kvs = extra[0].response_range.kvs
-            else:  # we waited: what the first transaction read is stale
-                kvs = (await self.client.call("Range", rpc.RangeRequest(key=key))).kvs
+            kvs = extra[0].response_range.kvs
             state = self._decode(session_id, kvs[0]) if kvs else None
         except BaseException:
             await handle.unlock()
