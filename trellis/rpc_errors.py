@@ -110,9 +110,26 @@ def reason_for(exc: BaseException) -> str:
     return INTERNAL_REASON
 
 
+# Error text travels in gRPC trailing metadata (twice: grpc-message, percent-encoded,
+# so a non-ASCII byte costs three; and inside the status details), which clients
+# cap at 8-16 KiB. A message echoing a huge client value would overflow it and
+# reach the client as RESOURCE_EXHAUSTED without its reason, so messages and detail
+# values are cut to these many UTF-8 bytes.
+MAX_MESSAGE_BYTES = 1024
+MAX_DETAIL_BYTES = 256
+
+
+def _bounded(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return text
+    kept = encoded[:limit].decode("utf-8", "ignore")
+    return f"{kept}… ({len(encoded) - limit} more bytes)"
+
+
 def message_for(exc: BaseException) -> str:
     if isinstance(exc, e.TrellisError):
-        return exc.message
+        return _bounded(exc.message, MAX_MESSAGE_BYTES)
     if isinstance(exc, builtins.TimeoutError):
         return "the step did not finish before the caller's deadline"
     return "internal error"
@@ -125,9 +142,13 @@ def error_metadata(exc: BaseException) -> dict[str, str]:
         if value is None:
             continue
         if name in _LIST_FIELDS:
-            out[name] = orjson.dumps(list(value)).decode()
+            items = [_bounded(str(item), MAX_DETAIL_BYTES) for item in value]
+            # Keep whole items (the client parses this as a JSON list) within the budget.
+            while len(items) > 1 and len(orjson.dumps(items)) > 4 * MAX_DETAIL_BYTES:
+                items.pop()
+            out[name] = orjson.dumps(items).decode()
         else:
-            out[name] = str(value)
+            out[name] = _bounded(str(value), MAX_DETAIL_BYTES)
     return out
 
 

@@ -386,21 +386,10 @@ async def test_a_message_over_the_size_limit_is_refused_and_the_server_keeps_ser
 # --- known server defects, kept visible (strict: these start failing once fixed) --------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server: an error message echoing a 10 KB signal name overflows gRPC's 16 KiB metadata "
-    "limit, so the client sees RESOURCE_EXHAUSTED without ErrorInfo (fix: bound message and "
-    "ErrorInfo values in rpc_errors.status_for, or refuse over-long signal names)",
-)
 async def test_a_huge_signal_name_gets_invalid_argument(rig: Rig) -> None:
     request = spb.SessionsSignalRequest(session_id="fresh", signal="ü" * 5000)
     await check(rig, rig.sessions.Signal(request), {C.INVALID_ARGUMENT, C.FAILED_PRECONDITION})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DirectoryLoader: a node ID longer than the file system's name limit raises OSError "
-    "(ENAMETOOLONG), which the server reports as INTERNAL instead of NOT_FOUND",
-)
 async def test_a_huge_node_id_is_not_found(rig: Rig) -> None:
     await check(rig, rig.loader.GetNode(gpb.GetNodeRequest(node_id="ü" * 5000)), {C.NOT_FOUND})

@@ -171,9 +171,11 @@ class DirectoryLoader:
         path = self._real_root / rel
         try:
             real = path.resolve()
+            # is_file() raises for some errors (e.g. ENAMETOOLONG for an over-long ID):
+            # any path the OS cannot stat is simply not a node.
+            if not real.is_relative_to(self._real_root) or not real.is_file():
+                return None
         except OSError:
-            return None
-        if not real.is_relative_to(self._real_root) or not real.is_file():
             return None
         return real
 
