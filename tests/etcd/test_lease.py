@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from tests.etcd.conftest import config_for
 from tests.etcd.etcd_process import EtcdCluster
-from trellis.adapters.etcd import EtcdClient, EtcdLocker, Health
+from trellis.adapters.etcd import EtcdClient, EtcdLocker, EtcdStateStore, Health
+from trellis.domain import State
+from trellis.errors import LockLost
 
 
 async def eventually(condition: Callable[[], bool], bound: float = 20.0) -> bool:
@@ -24,10 +28,13 @@ async def test_lost_lease_releases_every_lock_and_a_new_lease_follows(private_et
     health: list[Health] = []
     client = EtcdClient(config_for(private_etcd, request_timeout=1.0), on_health=health.append)
     locker = EtcdLocker(client)
+    store = EtcdStateStore(client)
     try:
+        await store.save("s", State.new("s", "start"))
         first = await locker.acquire("k1", ttl=2)
         second = await locker.acquire("k2", ttl=2)
-        assert first.held() and second.held()
+        step, state = await store.lock_and_load("s", ttl=2)  # a step in flight
+        assert first.held() and second.held() and step.held()
         assert health == [Health.SERVING]
 
         member = private_etcd.members[0]
@@ -38,6 +45,13 @@ async def test_lost_lease_releases_every_lock_and_a_new_lease_follows(private_et
 
         private_etcd.restart(member)
         assert await eventually(lambda: health[-1] is Health.SERVING)
+        # The step's lock went with the lease: its write is refused and nothing changes.
+        assert state is not None and not step.held()
+        state.context["late"] = True
+        with pytest.raises(LockLost):
+            await store.save_and_unlock(step, "s", state)
+        stored = await store.load("s")
+        assert stored.revision == state.revision and "late" not in stored.context
         async with asyncio.timeout(10):
             again = await locker.acquire("k1", ttl=2)
             other = await EtcdLocker(EtcdClient(client.config)).acquire("k2", ttl=2)

@@ -109,10 +109,10 @@ class _LeaseKeeper:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.1
+            await self._revoke_lost()  # first, so that SERVING means the old locks are gone
             self.current = lease
             self._granted.set()
             self._client._lease_changed()
-            await self._revoke_lost()
             await self._keep_alive(lease)
             log.warning("etcd lease %x lost: every lock of this process is released", lease.id)
             self._lost_ids.append(lease.id)
