@@ -4,6 +4,7 @@ grpc:// URLs pointing at another server (a sidecar), walked through the SDK."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 from tests.grpc_clients.conftest import flow_server
@@ -51,3 +52,21 @@ async def test_a_server_with_remote_loader_and_store(quiz: Path) -> None:
                 assert step.terminal and "Farewell Fay." in texts(step)
         finally:
             await front.stop(grace=1.0)
+
+
+async def test_a_tool_routed_to_a_dispatcher_sidecar(quiz: Path, tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "start.md").write_text("---\n---\nthe sidecar's own flow\n", encoding="utf-8")
+    script = "import json, os\nprint('looked up ' + json.loads(os.environ['TRELLIS_ARGS'])['who'])\n"
+    (tools / "lookup.py").write_text(script, encoding="utf-8")
+    registry = f"tools:\n  - name: lookup\n    command: {sys.executable!r}\n    args: ['lookup.py']\n"
+    (tools / "tools.yaml").write_text(registry, encoding="utf-8")
+    async with flow_server(tools) as sidecar:
+        route = f"grpc://127.0.0.1:{sidecar.port}?tools=lookup&timeout=20s"
+        async with flow_server(quiz, tool_routes={"lookup": route}) as front:
+            async with Client(f"127.0.0.1:{front.port}") as client:
+                await client.sessions.start("routed")
+                step = await client.sessions.navigate("routed", "Gus")
+        # The front server dispatched the call to the sidecar and went on to the end.
+        assert step.terminal and "Bye Gus, you are looked up Gus." in texts(step)
