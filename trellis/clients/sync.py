@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Coroutine, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+from trellis.adapters.grpc.channel import ChannelOptions
 from trellis.clients.client import Client
 from trellis.domain import JSONValue, Node, RenderResult, State, StateDiff, StepResult, ToolResult
 from trellis.ports.store import SessionPage
@@ -122,10 +123,25 @@ class SyncClient:
                 step = client.sessions.navigate("me", input("> "))
     """
 
-    def __init__(self, target: str, **options: Any) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        tls: bool = False,
+        token: str = "",
+        ca_file: str = "",
+        cert_file: str = "",
+        key_file: str = "",
+        timeout: float = 30.0,
+        options: ChannelOptions | None = None,
+    ) -> None:
+        settings: dict[str, Any] = {
+            "tls": tls, "token": token, "ca_file": ca_file, "cert_file": cert_file, "key_file": key_file,
+            "timeout": timeout, "options": options,
+        }
         self._loop = _Loop()
         try:
-            self._client = self._loop.run(_make(target, options))
+            self._client = self._loop.run(_make(target, settings))
         except BaseException:
             self._loop.stop()
             raise
