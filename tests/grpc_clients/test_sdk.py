@@ -74,6 +74,9 @@ async def test_session_errors_come_back_as_library_exceptions(quiz_target: str) 
         assert step.terminal and "Stopped." in texts(step)
         with pytest.raises(UnhandledSignal):
             await client.sessions.signal("bob", "nobody-handles-this")
+        # An error whose message echoes a long input still arrives as the server's error.
+        with pytest.raises(UnhandledSignal):
+            await client.sessions.signal("bob", "ü" * 5000)
 
 
 async def test_sessions_watch_sees_each_saved_step(quiz_target: str) -> None:

@@ -37,6 +37,7 @@ T = TypeVar("T")
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_METADATA_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,9 @@ class RemoteChannel:
             ("grpc.keepalive_timeout_ms", int(options.keepalive_timeout * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
+            # Error statuses carry their ErrorInfo in trailing metadata; one that echoes a long
+            # input must still arrive as the server's error, not as RESOURCE_EXHAUSTED.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             # grpc's own retry layer is off: retries happen in ``call`` where we know
             # which methods are idempotent.
             ("grpc.enable_retries", 0),
