@@ -12,7 +12,7 @@ from tests.etcd.conftest import config_for
 from tests.etcd.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdLocker, EtcdStateStore, Health
 from trellis.domain import State
-from trellis.errors import LockLost
+from trellis.errors import BackendUnavailable, LockLost
 
 
 async def eventually(condition: Callable[[], bool], bound: float = 20.0) -> bool:
@@ -75,7 +75,7 @@ async def test_a_waiter_gives_up_when_the_lease_is_lost(private_etcd: EtcdCluste
         private_etcd.members[0].stop()
         async with asyncio.timeout(20):
             error = await asyncio.gather(waiter, return_exceptions=True)
-        assert isinstance(error[0], Exception)
+        assert isinstance(error[0], BackendUnavailable | LockLost), error
         assert holder.held()  # that lease (60 s) outlives the outage
     finally:
         await client.close()
