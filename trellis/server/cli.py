@@ -23,9 +23,11 @@ With no other option it runs embedded, nothing else to start: the directory
 loader with hot reload, sessions in memory, local locks and the process tools
 of DIR/tools.yaml. Each port can be switched with a URL:
 
-  --loader      dir:PATH | memory: | grpc://HOST:PORT | etcd://PREFIX
-  --store       memory: | file:PATH | grpc://HOST:PORT | etcd://PREFIX
-  --locker      local: | etcd:
+  --loader      dir:PATH | memory: | grpc://HOST:PORT
+                | etcd:GRAPH | etcd://HOST:PORT[,HOST:PORT...]/PREFIX?graph=GRAPH
+  --store       memory: | file:PATH | grpc://HOST:PORT
+                | etcd: | etcd://HOST:PORT[,HOST:PORT...]/PREFIX
+  --locker      local: | etcd: | etcd://HOST:PORT[,...]/PREFIX
   --dispatcher  process:PATH/tools.yaml | grpc://HOST:PORT   (--route TOOL=URL per tool)
 
 Settings come from a YAML file (--config or TRELLIS_CONFIG), then TRELLIS_*
@@ -38,6 +40,8 @@ EPILOG = """\
 examples:
   trellis serve examples/tour
   trellis serve examples/tour --store file:.trellis/sessions --listen 127.0.0.1:6000
+  trellis serve --loader 'etcd://127.0.0.1:2379/trellis?graph=tour' \
+      --store etcd://127.0.0.1:2379/trellis --locker etcd://127.0.0.1:2379/trellis
   trellis serve examples/tour --metrics-listen 127.0.0.1:9464 --token-file secrets/token
   grpcurl -plaintext 127.0.0.1:50051 list
 """

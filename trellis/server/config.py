@@ -3,8 +3,8 @@ command-line flags; each later source wins over the earlier ones, key by key.
 
 Every port is one URL-like setting (see trellis.server.registry for the schemes):
 
-    loader:     dir:./flows/tour | memory: | grpc://HOST:PORT | etcd://...
-    store:      memory: | file:./.trellis/sessions | grpc://... | etcd://...
+    loader:     dir:./flows/tour | memory: | grpc://HOST:PORT | etcd:GRAPH | etcd://H:P/PREFIX?graph=G
+    store:      memory: | file:./.trellis/sessions | grpc://... | etcd: | etcd://H:P/PREFIX
     locker:     local: | etcd:
     dispatcher: process:./tools.yaml | grpc://HOST:PORT
     tool_routes: {charge: grpc://localhost:50053}   (per tool; others go to dispatcher)

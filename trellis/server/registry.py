@@ -76,6 +76,9 @@ PLUGINS: dict[tuple[Kind, str], str] = {
     ("loader", "grpc"): "trellis.adapters.grpc.factories:loader_factory",
     ("store", "grpc"): "trellis.adapters.grpc.factories:store_factory",
     ("dispatcher", "grpc"): "trellis.adapters.grpc.factories:dispatcher_factory",
+    ("loader", "etcd"): "trellis.adapters.etcd.factories:loader_factory",
+    ("store", "etcd"): "trellis.adapters.etcd.factories:store_factory",
+    ("locker", "etcd"): "trellis.adapters.etcd.factories:locker_factory",
 }
 
 _FACTORIES: dict[tuple[Kind, str], Factory] = {}
