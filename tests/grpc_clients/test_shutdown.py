@@ -47,6 +47,12 @@ def started(markers: Path) -> set[str]:
     return {p.name for p in markers.iterdir()}
 
 
+async def drain(stream: asyncio.StreamReader, lines: list[str]) -> None:
+    while line := await stream.readline():
+        lines.append(line.decode(errors="replace"))
+        del lines[:-200]
+
+
 async def read_port(stderr: asyncio.StreamReader) -> int:
     async with asyncio.timeout(60):
         while True:
@@ -82,6 +88,9 @@ async def test_sigterm_finishes_in_flight_steps_and_leaves_a_consistent_file_sto
     try:
         assert process.stderr is not None
         port = await read_port(process.stderr)
+        # Keep reading the server's log (a line per step): a full pipe would stall the server.
+        log: list[str] = []
+        draining = asyncio.create_task(drain(process.stderr, log))
         acked: dict[str, list[str]] = {f"s{k}": [] for k in range(SESSIONS)}
         errors: list[BaseException] = []
         warmed_up = asyncio.Event()
@@ -114,12 +123,15 @@ async def test_sigterm_finishes_in_flight_steps_and_leaves_a_consistent_file_sto
             async with asyncio.timeout(60):
                 await asyncio.gather(*loads)
                 code = await process.wait()
-        assert code == 0
+        await draining
+        assert code == 0, "".join(log[-20:])
         acked_tags = {t for ts in acked.values() for t in ts}
         # Every step that was running when SIGTERM arrived was finished and acknowledged.
         assert running <= acked_tags, f"in-flight steps lost: {running - acked_tags}"
         # Calls after the signal were refused as "server unavailable", not failed half-way.
-        assert len(errors) == SESSIONS and all(isinstance(e, BackendUnavailable) for e in errors), errors
+        assert len(errors) == SESSIONS and all(isinstance(e, BackendUnavailable) for e in errors), [
+            (type(e).__name__, str(e)) for e in errors
+        ]
     finally:
         if process.returncode is None:
             process.kill()
@@ -134,6 +146,6 @@ async def test_sigterm_finishes_in_flight_steps_and_leaves_a_consistent_file_sto
     store = FileStore(sessions_dir)
     for sid, tags in acked.items():
         state = await store.load(sid)
-        assert state.history == ["start"] + ["work", "start"] * len(tags)
+        assert state.history == ["start"] + ["work", "start"] * len(tags), (sid, tags, state.history)
         assert state.context.get("v") == (tags[-1] if tags else None)
         assert state.context.get("r") == (f"done {tags[-1]}" if tags else None)
