@@ -161,3 +161,16 @@ async def test_an_unreachable_server_is_backend_unavailable_naming_it() -> None:
             await store.save("anyone", State.new("anyone", "start"))
     finally:
         await store.aclose()
+
+
+async def test_a_dispatcher_url_names_the_tools_it_serves() -> None:
+    ctx = BuildContext(ServerConfig())
+    some = (await build("dispatcher", "grpc://127.0.0.1:1?tools=charge,refund", ctx)).value
+    every = (await build("dispatcher", "grpc://127.0.0.1:1?tools=all", ctx)).value
+    default = (await build("dispatcher", "grpc://127.0.0.1:1", ctx)).value
+    assert some.serves("charge") and some.serves("refund") and not some.serves("ship")
+    assert every.serves("ship") and default.serves("anything")
+    with pytest.raises(ConfigError, match="tools="):
+        await build("dispatcher", "grpc://127.0.0.1:1?tools=", ctx)
+    for close in ctx.closers:
+        await close()

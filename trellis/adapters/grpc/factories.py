@@ -2,7 +2,7 @@
 
 Options (see ``channel.parse_target``): ``tls``, ``ca``, ``cert``, ``key``,
 ``token_file``, ``timeout``, ``retries``; the dispatcher also takes
-``tools=a,b`` (the tools it serves; default: every tool).
+``tools=a,b`` (the tools it serves; ``all`` or no ``tools=``: every tool).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from trellis.adapters.grpc.channel import RemoteChannel
 from trellis.adapters.grpc.dispatcher import RemoteDispatcher
 from trellis.adapters.grpc.loader import RemoteGraphLoader
 from trellis.adapters.grpc.store import RemoteStateStore
+from trellis.errors import ConfigError
 from trellis.server.registry import BuildContext, Component, PortSpec
 
 
@@ -29,5 +30,8 @@ async def dispatcher_factory(spec: PortSpec, ctx: BuildContext) -> Component:
     tools: list[str] | None = None
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == "tools":
-            tools = [name.strip() for name in value.split(",") if name.strip()]
+            names = [name.strip() for name in value.split(",") if name.strip()]
+            if not names:
+                raise ConfigError(f"dispatcher: {spec.url!r}: tools= needs tool names or 'all'")
+            tools = None if names == ["all"] else names
     return Component.of(RemoteDispatcher(RemoteChannel.from_target(spec.target), tools))
