@@ -16,7 +16,9 @@ for a fixed time after a warm-up:
 at concurrency 1, 16 and 64, interleaved, --repeats rounds. Prints the best RPC/s
 with its p50 and p99 latency, and each kind's ratio to the health-check rate: the
 median over rounds of the ratio within a round (health and the kind measured back
-to back), which drifting machine load disturbs less than a ratio of two bests.
+to back), which drifting machine load disturbs less than a ratio of two bests. Also
+the server's CPU time per RPC (median over rounds) and its multiple of the
+health check's: the steadiest figure on a shared machine.
 Target: sessions >= 0.7 of the ceiling at concurrency 16.
 
 Run:  .venv/bin/python bench/grpc_steps.py [--duration S] [--repeats N] [--profile]
@@ -67,9 +69,18 @@ async def client(target: str, kind: str, concurrency: int, duration: float, warm
     context_json = json.dumps(CONTEXT)
     go = pb.Input(text=ANSWER)
 
+    total = 0  # every RPC made, warm-up and Starts included: the server's CPU time is per all of them
+
     def record(started: float) -> None:
+        nonlocal total
+        total += 1
         if measuring:
             latencies.append(time.perf_counter() - started)
+
+    def uncounted() -> None:
+        """An RPC outside the measured kind (a Start): not in the rate, but in the server's CPU."""
+        nonlocal total
+        total += 1
 
     async with grpc.aio.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -90,7 +101,11 @@ async def client(target: str, kind: str, concurrency: int, duration: float, warm
                 started = time.perf_counter()
                 step = (await engine.Navigate(epb.EngineNavigateRequest(state=state, input=go))).step
                 record(started)
-                state = (await engine.Start(start)).step.state if step.terminal else step.state
+                if step.terminal:
+                    state = (await engine.Start(start)).step.state
+                    uncounted()
+                else:
+                    state = step.state
 
         async def sessions_worker(worker: int) -> None:
             walk = 0
@@ -100,6 +115,7 @@ async def client(target: str, kind: str, concurrency: int, duration: float, warm
                 walk += 1
                 sid = f"p{os.getpid()}-w{worker}-{walk}"
                 await sessions.Start(spb.SessionsStartRequest(session_id=sid, context_json=context_json))
+                uncounted()
                 return sid
 
             sid = await new_session()
@@ -127,6 +143,7 @@ async def client(target: str, kind: str, concurrency: int, duration: float, warm
         "p50": latencies[count // 2] if count else 0.0,
         "p99": latencies[min(count - 1, int(count * 0.99))] if count else 0.0,
         "calls": count,
+        "total": total,
     }
 
 
@@ -158,6 +175,9 @@ async def start_server() -> Any:
 
 
 async def measure(target: str, kind: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+    """One client run; adds ``cpu_us``: this (server) process's CPU time per RPC the client made,
+    a figure that other load on the machine disturbs far less than a rate."""
+    cpu_before = time.process_time()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
@@ -174,6 +194,7 @@ async def measure(target: str, kind: str, concurrency: int, duration: float, war
     if process.returncode != 0:
         raise SystemExit(f"the {kind} client failed (exit {process.returncode})")
     result: dict[str, Any] = json.loads(out)
+    result["cpu_us"] = (time.process_time() - cpu_before) / max(1, result["total"]) * 1e6
     return result
 
 
@@ -182,6 +203,7 @@ async def main(args: argparse.Namespace) -> int:
     target = f"127.0.0.1:{server.port}"
     best: dict[tuple[str, int], dict[str, Any]] = {}
     ratios: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     try:
         for concurrency in CONCURRENCY:
             for _ in range(args.repeats):
@@ -193,6 +215,7 @@ async def main(args: argparse.Namespace) -> int:
                         best[key] = result
                     ceiling = ceiling or result["rate"]  # health comes first in KINDS
                     ratios.setdefault(key, []).append(result["rate"] / ceiling if ceiling else 0.0)
+                    cpu.setdefault(key, []).append(result["cpu_us"])
         profile_text = ""
         if args.profile:
             profiler = cProfile.Profile()
@@ -211,15 +234,20 @@ async def main(args: argparse.Namespace) -> int:
         f"gRPC steps on the {CHAIN}-node chain; separate client process; {args.repeats} rounds "
         f"x {args.duration:.1f}s per cell (RPC/s: best; ratio: median of per-round ratios)"
     )
-    print(f"{'kind':<10}{'conc':>5}{'RPC/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'/ health':>10}")
+    print(
+        f"{'kind':<10}{'conc':>5}{'RPC/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'/ health':>10}"
+        f"{'srv CPU us/RPC':>16}{'CPU x health':>14}"
+    )
     verdict = ""
     for concurrency in CONCURRENCY:
         for kind in KINDS:
             r = best[(kind, concurrency)]
             ratio = statistics.median(ratios[(kind, concurrency)])
+            cpu_us = statistics.median(cpu[(kind, concurrency)])
+            cpu_ratio = cpu_us / statistics.median(cpu[("health", concurrency)])
             print(
                 f"{kind:<10}{concurrency:>5}{r['rate']:>10.0f}{r['p50'] * 1e3:>9.2f}{r['p99'] * 1e3:>9.2f}"
-                f"{ratio:>10.2f}"
+                f"{ratio:>10.2f}{cpu_us:>16.0f}{cpu_ratio:>14.2f}"
             )
             if (kind, concurrency) == TARGET[:2]:
                 met = "met" if ratio >= TARGET[2] else "NOT met"
