@@ -75,6 +75,7 @@ class Replica:
     args: Sequence[str]
     log_dir: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    python_args: Sequence[str] = ()  # before ``-m trellis.cli.main`` (e.g. a profiler)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     port: int = 0
     _log_offset: int = field(default=0, repr=False)
@@ -94,7 +95,16 @@ class Replica:
         # Health follows etcd within a fraction of a second instead of the default 5 s.
         env.setdefault("TRELLIS_HEALTH_PROBE_INTERVAL", "0.3")
         env.update(self.env)
-        command = [sys.executable, "-m", "trellis.cli.main", "serve", "--listen", "127.0.0.1:0", *self.args]
+        command = [
+            sys.executable,
+            *self.python_args,
+            "-m",
+            "trellis.cli.main",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            *self.args,
+        ]
         self._log_offset = len(self.log())  # a restarted replica appends to its log
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
