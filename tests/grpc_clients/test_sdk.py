@@ -13,6 +13,7 @@ from trellis.clients import Client, SyncClient
 from trellis.domain import ActionType, State, StateDiff, Status, StepResult, ToolResult
 from trellis.errors import (
     InvalidInput,
+    NodeNotFound,
     SessionNotFound,
     StateSignatureInvalid,
     ToolResultMismatch,
@@ -198,3 +199,32 @@ def test_the_blocking_client_walks_a_session(quiz: Path) -> None:
     finally:
         loop.call_soon_threadsafe(done.set)
         thread.join(BOUND)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=NodeNotFound,
+    reason="Engine service: after the last compensation of a rollback the state has no current node; "
+    "EngineService renders it anyway and answers NOT_FOUND (node ''), where SessionManager._render "
+    "answers 'terminal, no actions'",
+)
+async def test_the_engine_rolls_the_saga_back_when_the_client_reports_a_failure() -> None:
+    async with flow_server(EXAMPLES / "saga") as server, Client(f"127.0.0.1:{server.port}") as client:
+        step = await client.engine.start("trip")
+        answered: list[str] = []
+        for _ in range(20):  # bounded: five bookings and compensations at most
+            if step.terminal:
+                break
+            call = step.render.tool_call()
+            if call is None:
+                step = await client.engine.navigate(step.state, "")
+                continue
+            answered.append(call.name)
+            failed = call.name == "rent_car"
+            result = ToolResult(
+                call.id, None if failed else {"booking": call.name}, is_error=failed, error="no car"
+            )
+            step = await client.engine.navigate(step.state, result)
+        assert answered == ["book_hotel", "book_flight", "rent_car", "cancel_flight", "cancel_hotel"]
+        assert step.terminal and step.state.status is Status.TERMINATED and step.state.current_node_id == ""
+        assert step.render.actions == ()
