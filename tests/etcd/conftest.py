@@ -8,7 +8,6 @@ the tests are skipped, except under CI=true where that is a failure.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -16,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from tests.etcd.etcd_process import EtcdCluster, EtcdUnavailable
+from tests.requirements import missing
 from trellis.adapters.etcd import EtcdClient, EtcdConfig
 
 
@@ -24,9 +24,7 @@ def _start(size: int) -> EtcdCluster:
         cluster = EtcdCluster(size)
         cluster.__enter__()
     except EtcdUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"etcd is required under CI: {exc}")
-        pytest.skip(f"etcd not available: {exc}")
+        missing(f"etcd is not available: {exc}")
     return cluster
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.grpc_clients.pki import make_pki
 from tests.grpc_clients.servers import serving
+from tests.requirements import missing
 from trellis.adapters.grpc import (
     ChannelOptions,
     RemoteChannel,
@@ -95,7 +96,7 @@ async def test_a_closed_loader_ends_its_watch() -> None:
 
 async def test_token_and_mutual_tls_through_grpc_urls(tmp_path: Path) -> None:
     if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make certificates")
+        missing("the openssl command (to make certificates) is not installed")
     pki = make_pki(tmp_path / "pki")
     (tmp_path / "token").write_text("# client token\nsesame\n", encoding="utf-8")
     config = ServerConfig(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.grpc_clients.conftest import ROOT, flow_server
+from tests.requirements import missing
 from trellis.clients import Client
 
 NODE_DIR = ROOT / "clients" / "node"
@@ -20,11 +20,7 @@ NODE_DIR = ROOT / "clients" / "node"
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
-        # On a developer's machine without Node this is a skip; in CI the Node
-        # client is part of what must work, so a missing Node fails the run.
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but node/npm are not installed: the Node client test cannot run")
-        pytest.skip("needs node and npm")
+        missing("node and npm are not installed (the Node client test needs them)")
     modules = NODE_DIR / "node_modules"
     if not (modules / "@grpc" / "grpc-js").is_dir():
         done = subprocess.run(

@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.grpc_server.conftest import failure, running
+from tests.requirements import missing
 from trellis.api.v1 import graph_pb2 as gpb
 from trellis.api.v1 import graph_pb2_grpc, sessions_pb2_grpc
 from trellis.api.v1 import sessions_pb2 as spb
@@ -104,8 +105,9 @@ def _make_pki(d: Path) -> None:
         )
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make certificates")
 async def test_mutual_tls(flow: Path, tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        missing("the openssl command (to make certificates) is not installed")
     pki = tmp_path / "pki"
     pki.mkdir()
     _make_pki(pki)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.compat.flows_support import FLOWS, require_flows
 from trellis.adapters.directory_loader import DirectoryLoader, entry_node_id
 from trellis.domain import Node, Tool, ToolCall, Transition
 from trellis.loading import NODE_EXTENSIONS
-
-FLOWS = Path(__file__).resolve().parents[2].parent / "shared" / "compat" / "flows"
 
 
 def _flow_roots() -> list[Path]:
@@ -28,18 +27,11 @@ def _flow_roots() -> list[Path]:
     return roots
 
 
-def _require_flows() -> None:
-    if not FLOWS.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"compat flows missing at {FLOWS}")
-        pytest.skip("the shared compat flows are not present next to this checkout")
-
-
 @pytest.mark.parametrize(
     "root", _flow_roots() or [None], ids=lambda p: p.relative_to(FLOWS).as_posix() if p else "none"
 )
 async def test_every_node_of_every_flow_loads(root: Path | None) -> None:
-    _require_flows()
+    require_flows()
     assert root is not None
     loader = DirectoryLoader(root)
     ids = await loader.list_nodes()
@@ -51,7 +43,7 @@ async def test_every_node_of_every_flow_loads(root: Path | None) -> None:
 
 
 async def load(flow: str) -> dict[str, Node]:
-    _require_flows()
+    require_flows()
     loader = DirectoryLoader(FLOWS / flow)
     return {node_id: await loader.get_node(node_id) for node_id in await loader.list_nodes()}
 
