@@ -288,9 +288,7 @@ class SessionManager:
     # --- the runner loop ------------------------------------------------------------------
 
     async def _render(self, state: State) -> RenderResult:
-        if state.status is Status.TERMINATED and not state.current_node_id:
-            return RenderResult(actions=(), terminal=True)  # fully rolled back: no node to show
-        return await self._engine.render(state)
+        return await render_state(self._engine, state)
 
     async def _advance(self, state: State) -> tuple[State, RenderResult]:
         """Run served tools and pass-through nodes until the session needs the caller."""
@@ -354,6 +352,19 @@ class SessionManager:
         watches.discard(watch)
         if not watches:
             del self._watchers[watch.session_id]
+
+
+async def render_state(engine: EnginePort, state: State) -> RenderResult:
+    """What to show for ``state``: the engine's render, except for a session whose rollback
+    fully unwound (spec §7.3: terminated with no current node), which has no node to render
+    and shows nothing, terminally. Every service that renders a stored or returned state
+    goes through here, so both answer alike."""
+    if state.status is Status.TERMINATED and not state.current_node_id:
+        return _UNWOUND
+    return await engine.render(state)
+
+
+_UNWOUND: Final = RenderResult(actions=(), terminal=True)
 
 
 def _passed(render: RenderResult) -> builtins.list[Action]:

@@ -13,7 +13,6 @@ from trellis.clients import Client, SyncClient
 from trellis.domain import ActionType, State, StateDiff, Status, StepResult, ToolResult
 from trellis.errors import (
     InvalidInput,
-    NodeNotFound,
     SessionNotFound,
     StateSignatureInvalid,
     ToolResultMismatch,
@@ -201,13 +200,6 @@ def test_the_blocking_client_walks_a_session(quiz: Path) -> None:
         thread.join(BOUND)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NodeNotFound,
-    reason="Engine service: after the last compensation of a rollback the state has no current node; "
-    "EngineService renders it anyway and answers NOT_FOUND (node ''), where SessionManager._render "
-    "answers 'terminal, no actions'",
-)
 async def test_the_engine_rolls_the_saga_back_when_the_client_reports_a_failure() -> None:
     async with flow_server(EXAMPLES / "saga") as server, Client(f"127.0.0.1:{server.port}") as client:
         step = await client.engine.start("trip")

@@ -100,3 +100,19 @@ async def test_signed_states_cannot_be_altered_or_forged(flow: Path, tmp_path: P
         spaced.CopyFrom(step.state)
         spaced.context_json = " { } "
         await engine.Render(epb.EngineRenderRequest(state=spaced))
+
+
+async def test_a_fully_rolled_back_state_renders_as_terminal_with_nothing_to_show(served) -> None:
+    # Spec §7.3: once the last compensation ran, the state is terminated with no current node.
+    # The Engine service answers like the Sessions service does, not NOT_FOUND for node ''.
+    _, channel = served
+    engine = engine_pb2_grpc.EngineStub(channel)
+    unwound = pb.State(
+        session_id="rb", current_node_id="", status=pb.STATUS_TERMINATED, terminated=True, history=["start"]
+    )
+    rendered = await engine.Render(epb.EngineRenderRequest(state=unwound))
+    assert rendered.terminal and list(rendered.actions) == []
+    # Only a terminated state is treated so: an active one with no node is still unknown.
+    lost = pb.State(session_id="rb", current_node_id="", history=["start"])
+    code, reason, _ = await failure(engine.Render(epb.EngineRenderRequest(state=lost)))
+    assert code == grpc.StatusCode.NOT_FOUND and reason == "NODE_NOT_FOUND"

@@ -14,6 +14,7 @@ from trellis.server.errors import Servicer, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
 from trellis.server.signing import StateSigner
+from trellis.sessions import render_state
 
 
 class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
@@ -48,14 +49,14 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         self._limits.check_context_text(request.context_json, "context_json")
         ctx = convert.load_json_object(request.context_json, "context_json")
         state = await self._engine.start(request.session_id, ctx)
-        render = await self._engine.render(state)
+        render = await render_state(self._engine, state)
         return epb.EngineStartResponse(step=self._step_out(state, render))
 
     @guarded_unary
     async def Render(
         self, request: epb.EngineRenderRequest, context: grpc.aio.ServicerContext
     ) -> epb.EngineRenderResponse:
-        render = await self._engine.render(self._state_in(request.state))
+        render = await render_state(self._engine, self._state_in(request.state))
         return epb.EngineRenderResponse(
             actions=[convert.action_to_proto(a) for a in render.actions], terminal=render.terminal
         )
@@ -67,7 +68,7 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         state = self._state_in(request.state)
         value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
         new_state = await self._engine.navigate(state, value)
-        render = await self._engine.render(new_state)
+        render = await render_state(self._engine, new_state)
         return epb.EngineNavigateResponse(step=self._step_out(new_state, render))
 
     @guarded_unary
@@ -76,7 +77,7 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
     ) -> epb.EngineSignalResponse:
         state = self._state_in(request.state)
         new_state = await self._engine.signal(state, request.signal)
-        render = await self._engine.render(new_state)
+        render = await render_state(self._engine, new_state)
         return epb.EngineSignalResponse(step=self._step_out(new_state, render))
 
     @guarded_unary
