@@ -50,11 +50,14 @@ class Deployment:
         env: dict[str, str] | None = None,
         options: dict[str, object] | None = None,
     ) -> list[Replica]:
-        """``count`` replicas serving ``graph`` (started, serving); ``options`` go to serve_args."""
+        """``count`` replicas serving ``graph`` (started, serving); ``options`` go to serve_args
+        (``endpoints`` replaces the cluster's, e.g. to go through a proxy)."""
+        options = dict(options or {})
+        endpoints = options.pop("endpoints", self.cluster.endpoints)
         made = [
             Replica(
                 f"{name}{i}",
-                serve_args(self.cluster.endpoints, self.prefix, graph, **(options or {})),  # type: ignore[arg-type]
+                serve_args(endpoints, self.prefix, graph, **options),  # type: ignore[arg-type]
                 self.log_dir,
                 env=dict(env or {}),
             )

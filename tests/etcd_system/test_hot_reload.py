@@ -8,11 +8,16 @@ import random
 import sys
 from pathlib import Path
 
+from aetcd import rpc
+
+from tests.etcd.tcp_proxy import TcpProxy
 from tests.etcd_system.conftest import Deployment, channels
 from tests.etcd_system.flows import counter_node, write_counter_flow
 from tests.etcd_system.replicas import ROOT
 from tests.etcd_system.stepping import Ledger, check_counter, step_until_acked
 from tests.etcd_system.waiting import eventually
+from trellis.adapters.etcd import EtcdClient
+from trellis.adapters.etcd.publish import publish
 from trellis.api.v1 import graph_pb2, graph_pb2_grpc, sessions_pb2_grpc
 from trellis.api.v1 import sessions_pb2 as spb
 
@@ -92,3 +97,49 @@ async def test_a_pushed_flow_is_served_by_every_replica_while_clients_run(
         for sid in ids:
             state = (await stubs[1].Get(spb.SessionsGetRequest(session_id=sid), timeout=20)).step.state
             check_counter(state, ledgers[sid])
+
+
+async def test_a_replica_cut_off_while_history_was_compacted_reloads_the_whole_flow(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """The replica reaches etcd through a proxy the test cuts; meanwhile two versions are
+    published and etcd's history compacted past what the replica saw. Reconnected, its
+    watch cannot resume there: it reloads everything and serves the latest version."""
+    await deployment.publish("counter", write_counter_flow(tmp_path / "v1", 5, banner="one"))
+    (host, port) = deployment.cluster.endpoints[0].split(":")
+    proxy = TcpProxy(host, int(port))
+    await proxy.start()
+    try:
+        # In a thread: the proxy runs on this event loop while the replica starts.
+        (replica,) = await asyncio.to_thread(
+            deployment.replicas_for,
+            1,
+            "counter",
+            options={"entry": counter_node(0), "endpoints": [proxy.endpoint]},
+        )
+        async with channels([replica]) as (channel,):
+            loader = graph_pb2_grpc.GraphLoaderStub(channel)
+
+            async def content() -> str:
+                request = graph_pb2.GetNodeRequest(node_id=counter_node(0))
+                return str((await loader.GetNode(request, timeout=10)).node.content).strip()
+
+            assert await content() == "one 0"
+            await proxy.cut()
+            await deployment.publish("counter", write_counter_flow(tmp_path / "v2", 5, banner="two"))
+            async with EtcdClient(deployment.config()) as client:
+                v3 = write_counter_flow(tmp_path / "v3", 6, banner="three")
+                latest = await publish(client, "counter", v3)
+                await client.call("Compact", rpc.CompactionRequest(revision=latest.revision, physical=True))
+            assert await content() == "one 0"  # cut off: still the version it had
+            await proxy.start()
+
+            async def reloaded() -> bool:
+                return await content() == "three 0"
+
+            await eventually(reloaded, "the replica serves the latest version", within=60)
+            nodes = await loader.ListNodes(graph_pb2.ListNodesRequest(), timeout=10)
+            assert sorted(nodes.node_ids) == sorted(counter_node(i) for i in range(7))
+            assert "graph changed: everything (full reload)" in replica.log()
+    finally:
+        await proxy.cut()

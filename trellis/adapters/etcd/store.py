@@ -220,6 +220,14 @@ class EtcdStateStore:
         if attempts > 1 and not response.responses[0].response_range.kvs:
             if landed := _our_write(response.responses[1], data):
                 return landed  # our first attempt wrote and released; only its answer was lost
+            # Our lock key is gone and the value is not ours: either the first attempt
+            # wrote and released (and another step has saved since) or the lock was lost
+            # before it. Only the first is a step the caller must not repeat, and the two
+            # cannot be told apart: report the outcome as unknown, never as "not saved".
+            raise BackendUnavailable(
+                f"etcd: the outcome of saving session {session_id!r} is unknown: the answer was lost "
+                "and the session's lock was released meanwhile"
+            )
         _raise_if_lock_lost(handle, response.responses[0], session_id)
         check_expected_revision(session_id, _revision_of(response.responses[1]), state.revision)
         raise ConflictError(f"session {session_id!r} changed while it was being saved")
