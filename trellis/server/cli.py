@@ -54,6 +54,7 @@ _PLAIN = (
     "locker",
     "dispatcher",
     "entry_node",
+    "default_error_node",
     "lock_ttl",
     "metrics_listen",
     "log_level",
@@ -100,6 +101,12 @@ def register(subparsers: Any) -> None:
     )
     engine = parser.add_argument_group("engine")
     engine.add_argument("--entry", dest="entry_node", metavar="NODE", help="entry node ID (default start)")
+    engine.add_argument(
+        "--error-node",
+        dest="default_error_node",
+        metavar="NODE",
+        help="where failed or denied tools go when their node names no target (default none)",
+    )
     engine.add_argument("--lock-ttl", type=str, metavar="DURATION", help="session lock TTL (default 30s)")
     ops = parser.add_argument_group("operations")
     ops.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics over HTTP here")

@@ -46,7 +46,12 @@ class Ports:
 def make_engine(loader: GraphLoader, config: ServerConfig, observer: Observer) -> Any:
     from trellis.engine import Engine
 
-    return Engine(loader, entry_node=config.entry_node, hooks=[observer.hook])
+    return Engine(
+        loader,
+        entry_node=config.entry_node,
+        default_error_node=config.default_error_node,
+        hooks=[observer.hook],
+    )
 
 
 def make_sessions(

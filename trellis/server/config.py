@@ -47,6 +47,8 @@ class ServerConfig:
     tool_routes: dict[str, str] = field(default_factory=dict)
     # engine
     entry_node: str = "start"
+    # where a failed or denied tool goes when its node names no target (spec §3.4.3); "" = none
+    default_error_node: str = ""
     lock_ttl: float = 30.0
     # etcd connection for etcd:// schemes (endpoints, tls, auth, prefix), read by their factories
     etcd: dict[str, Any] = field(default_factory=dict)

@@ -10,6 +10,7 @@ from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
 from trellis.domain import JSONValue, Node, RenderResult, State, StepResult, ToolResult
+from trellis.errors import InvalidInput
 from trellis.server import convert
 
 SIGNATURES_KEPT = 4096
@@ -63,7 +64,10 @@ class RemoteEngine:
         self._owns_channel = owns_channel
         self._signatures = _Signatures()
 
-    def _state_out(self, state: State) -> pb.State:
+    def _state_out(self, state: State, operation: str) -> pb.State:
+        # The same error as the in-process engine's, rather than a crash in the encoder.
+        if state is None:
+            raise InvalidInput(f"{operation} needs a state")
         return self._signatures.attach(convert.state_to_proto(state))
 
     def _step_in(self, msg: pb.Step) -> StepResult:
@@ -80,12 +84,14 @@ class RemoteEngine:
         return self._step_in(reply.step)
 
     async def navigate_step(self, state: State, input: JSONValue | ToolResult) -> StepResult:
-        request = epb.EngineNavigateRequest(state=self._state_out(state), input=convert.input_to_proto(input))
+        request = epb.EngineNavigateRequest(
+            state=self._state_out(state, "navigate"), input=convert.input_to_proto(input)
+        )
         reply = await self._channel.call(self._stub.Navigate, request, idempotent=True)
         return self._step_in(reply.step)
 
     async def signal_step(self, state: State, name: str) -> StepResult:
-        request = epb.EngineSignalRequest(state=self._state_out(state), signal=name)
+        request = epb.EngineSignalRequest(state=self._state_out(state, "signal"), signal=name)
         reply = await self._channel.call(self._stub.Signal, request, idempotent=True)
         return self._step_in(reply.step)
 
@@ -95,7 +101,7 @@ class RemoteEngine:
         return (await self.start_step(session_id, context)).state
 
     async def render(self, state: State) -> RenderResult:
-        request = epb.EngineRenderRequest(state=self._state_out(state))
+        request = epb.EngineRenderRequest(state=self._state_out(state, "render"))
         reply = await self._channel.call(self._stub.Render, request, idempotent=True)
         return RenderResult(
             actions=tuple(convert.action_from_proto(a) for a in reply.actions), terminal=reply.terminal
