@@ -20,6 +20,7 @@ from .helpers import make_engine
 # --- §4 the original's form ---------------------------------------------------------------------
 
 
+@pytest.mark.in_process_only(reason="builds no engine: compiles a condition")
 @pytest.mark.parametrize(
     ("expr", "value", "expected"),
     [
@@ -44,6 +45,7 @@ def test_4_input_equals_form(expr: str, value: Any, expected: bool) -> None:
     assert condition.evaluate(value, {}, {}) is expected
 
 
+@pytest.mark.in_process_only(reason="builds no engine: compiles a condition")
 @pytest.mark.parametrize(
     ("expr", "value", "context", "expected"),
     [
@@ -67,6 +69,7 @@ def test_4_cel_conditions(expr: str, value: Any, context: dict[str, Any], expect
     assert condition.evaluate(value, context, {"ans": "hi"}) is expected
 
 
+@pytest.mark.in_process_only(reason="builds no engine: compiles a condition")
 def test_4_invalid_cel_raises_naming_where() -> None:
     with pytest.raises(ConditionError, match=r"flows/a\.md: transitions\[2\]\.condition: invalid condition"):
         compile_condition("input ===", where="flows/a.md: transitions[2].condition")

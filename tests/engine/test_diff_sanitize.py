@@ -9,6 +9,8 @@ from trellis.domain import State, Status
 from trellis.errors import InvalidInput
 from trellis.sanitize import input_limit_from_env, sanitize_input
 
+pytestmark = pytest.mark.in_process_only(reason="builds no engine: the diff and the sanitiser are functions")
+
 
 def _state(**fields: object) -> State:
     state = State.new("s", "a")

@@ -13,6 +13,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,10 @@ from trellis.engine import Engine
 from trellis.errors import TrellisError
 
 from .helpers import Recorder, make_engine
+
+# Each example compares hook events and builds fresh engines per step (hundreds of
+# servers over gRPC); the scenario tests cover the served engine.
+pytestmark = pytest.mark.in_process_only(reason="asserts hook events; runs its own event loop per example")
 
 GRAPH: list[dict[str, Any]] = [
     {

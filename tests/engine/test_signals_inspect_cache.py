@@ -11,11 +11,12 @@ from trellis.domain import HookKind, State, Status
 from trellis.engine import Engine, watch_and_invalidate
 from trellis.errors import ConditionError, NodeLoadError, NodeNotFound, UnhandledSignal
 
-from .helpers import Recorder, make_engine, ok
+from .helpers import HOOK_EVENTS, Recorder, make_engine, ok
 
 # --- §3.8 signals ------------------------------------------------------------------------------
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_8_on_signal_moves_with_hooks() -> None:
     hooks = Recorder()
     engine = make_engine(
@@ -116,6 +117,7 @@ async def test_3_9_inspect_fails_when_a_node_does_not_compile() -> None:
 # --- §12 hook payloads ---------------------------------------------------------------------------
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_12_hook_payloads_carry_node_type_and_tool_data() -> None:
     hooks = Recorder()
     engine = make_engine(
@@ -136,6 +138,7 @@ async def test_12_hook_payloads_carry_node_type_and_tool_data() -> None:
     assert (ret.kind, ret.node_id, ret.tool_name, ret.is_error) == (HookKind.TOOL_RETURN, "act", "t", False)
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_12_failing_hook_does_not_change_the_result() -> None:
     def broken(event: object) -> None:
         raise RuntimeError("hook bug")
@@ -148,6 +151,7 @@ async def test_12_failing_hook_does_not_change_the_result() -> None:
 # --- compiled-node cache ---------------------------------------------------------------------------
 
 
+@pytest.mark.in_process_only(reason="changes the loader under the engine and calls engine.invalidate")
 async def test_cache_keeps_compiled_node_until_invalidated() -> None:
     loader = MemoryLoader([{"id": "start", "content": "v1"}])
     engine = Engine(loader)
@@ -162,6 +166,7 @@ async def test_cache_keeps_compiled_node_until_invalidated() -> None:
     assert (await engine.render(state)).actions[0].payload == "v3"
 
 
+@pytest.mark.in_process_only(reason="changes the loader under the engine, watched by watch_and_invalidate")
 async def test_cache_follows_loader_watch() -> None:
     loader = MemoryLoader([{"id": "start", "content": "v1"}])
     engine = Engine(loader)

@@ -14,7 +14,7 @@ from trellis.errors import (
     TemplateError,
 )
 
-from .helpers import Recorder, make_engine
+from .helpers import HOOK_EVENTS, RENDERED_STEP, Recorder, make_engine
 
 # --- §3.2 Start --------------------------------------------------------------------------
 
@@ -38,6 +38,7 @@ async def test_3_2_1_entry_node_option_is_used() -> None:
     assert state.history == ["main"]
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_2_2_start_succeeds_when_entry_cannot_be_loaded() -> None:
     hooks = Recorder()
     engine = make_engine({"id": "other"}, hooks=[hooks])
@@ -62,6 +63,7 @@ async def test_3_2_5_entry_with_do_waits_for_its_tool() -> None:
     assert state.pending_tool_call == "init_db"
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_2_6_start_emits_node_enter_and_one_tool_call() -> None:
     hooks = Recorder()
     engine = make_engine(
@@ -77,6 +79,7 @@ async def test_3_2_6_start_emits_node_enter_and_one_tool_call() -> None:
     assert len(hooks.events) == 2  # §17 #9: render does not repeat tool_call
 
 
+@pytest.mark.in_process_only(reason=RENDERED_STEP)
 async def test_3_2_start_performs_no_validation() -> None:
     engine = make_engine({"id": "start", "required_context": ["token"], "do": {"name": "x"}, "wait": True})
     state = await engine.start("s1")
@@ -135,6 +138,7 @@ async def test_3_3_5_unknown_type_with_body_renders_it() -> None:
     assert result.actions[0].payload == "bye"
 
 
+@pytest.mark.in_process_only(reason="a content converter is an in-process object; a server takes none")
 async def test_3_3_5_content_converter_post_processes_content() -> None:
     class Upper:
         def convert(self, content: str) -> str:
@@ -264,6 +268,7 @@ async def test_5_1_templates_see_context_and_sys() -> None:
     assert (await engine.render(state)).actions[0].payload == "Ann said yes; <no value>"
 
 
+@pytest.mark.in_process_only(reason="the server has no setting for the HTML-escaping template variant")
 async def test_5_1_html_option_escapes() -> None:
     engine = make_engine({"id": "start", "content": "{{ .x }}"}, html=True)
     state = State.new("s", "start")
@@ -271,6 +276,7 @@ async def test_5_1_html_option_escapes() -> None:
     assert (await engine.render(state)).actions[0].payload == "&lt;b&gt;&amp;"
 
 
+@pytest.mark.in_process_only(reason=RENDERED_STEP)
 async def test_5_1_template_parse_error_surfaces_at_render_not_navigate() -> None:
     engine = make_engine({"id": "start", "to": "bad"}, {"id": "bad", "content": "{{ if }"})
     state = await engine.start("s")
@@ -354,6 +360,7 @@ async def test_5_6_empty_format_node_without_messages_renders_nothing() -> None:
 # --- §6 idempotency -----------------------------------------------------------------------
 
 
+@pytest.mark.in_process_only(reason="builds no engine: a plain key function")
 def test_6_idempotency_key_matches_spec_example() -> None:
     assert (
         idempotency_key("sess-idem", "start", 1, "charge_card")

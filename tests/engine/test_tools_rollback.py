@@ -9,7 +9,7 @@ import pytest
 from trellis.domain import Node, State, Status, ToolCall, ToolResult, Transition
 from trellis.errors import NodeLoadError, UnhandledToolError
 
-from .helpers import Recorder, denied, failed, make_engine, ok
+from .helpers import HOOK_EVENTS, Recorder, denied, failed, make_engine, ok
 
 
 def _tool(node_id: str = "act", **extra: Any) -> dict[str, Any]:
@@ -29,6 +29,7 @@ _START = {"id": "start", "to": "act"}
 # --- §3.4.2 denied ---------------------------------------------------------------------------
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 @pytest.mark.parametrize(
     ("extra", "target"),
     [({"on_denied": "no", "on_error": "err"}, "no"), ({"on_error": "err"}, "err"), ({}, "dflt")],
@@ -87,6 +88,7 @@ async def test_3_4_2_denial_does_not_touch_save_to_or_sys_ans() -> None:
 # --- §3.4.3 error ------------------------------------------------------------------------------
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_4_3_error_goes_to_on_error_with_hooks_fix_17_9() -> None:
     hooks = Recorder()
     engine = make_engine(
@@ -109,6 +111,7 @@ async def test_3_4_3_error_goes_to_default_error_node() -> None:
     assert moved.current_node_id == "error"
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_4_3_error_with_on_error_rollback_starts_rollback() -> None:
     hooks = Recorder()
     engine = make_engine(_START, _tool(on_error="rollback", to="end"), {"id": "end"}, hooks=[hooks])
@@ -120,6 +123,7 @@ async def test_3_4_3_error_with_on_error_rollback_starts_rollback() -> None:
     assert hooks.seen() == [("tool_return", "charge"), ("node_leave", "act")]
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 @pytest.mark.parametrize(
     ("result", "cause"),
     [
@@ -192,6 +196,7 @@ async def test_3_4_4_transitions_evaluate_raw_result_and_refusal_goes_to_on_deni
     assert (await engine.navigate(await _at_tool(engine), ok("charge", "No"))).current_node_id == "refused"
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_4_4_hooks_on_success() -> None:
     hooks = Recorder()
     engine = make_engine(_START, _tool(to="end"), {"id": "end"}, hooks=[hooks])
@@ -242,6 +247,7 @@ async def _saga_at_pay(engine: Any) -> State:
     return state
 
 
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_7_1_tool_error_with_on_error_rollback_unwinds_to_compensations() -> None:
     hooks = Recorder()
     engine = make_engine(*_SAGA, hooks=[hooks])
