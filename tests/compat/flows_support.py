@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tests.requirements import missing
 from trellis.adapters.directory_loader import DirectoryLoader, entry_node_id, has_default_error_node
 from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.memory_store import MemoryStore
-from trellis.domain import JSONValue
+from trellis.domain import JSONValue, Status, StepResult, ToolResult
 from trellis.engine.engine import Engine
 from trellis.sessions import SessionManager
 
@@ -95,17 +96,49 @@ class StandInTools:
         return InProcessDispatcher({name: tool(name, body) for name, body in table.items()})
 
 
-def open_engine(name: str) -> Engine:
-    """An engine over the flow's directory, with entry and default error node chosen as
-    the CLI chooses them (spec §2.9)."""
+def engine_options(name: str) -> dict[str, str]:
+    """The flow's entry and default error node, chosen as the CLI chooses them (spec §2.9);
+    the keys are both Engine options and server settings."""
     root = FLOWS / name
-    return Engine(
-        DirectoryLoader(root),
-        entry_node=entry_node_id(root),
-        default_error_node="error" if has_default_error_node(root) else "",
-    )
+    return {
+        "entry_node": entry_node_id(root),
+        "default_error_node": "error" if has_default_error_node(root) else "",
+    }
+
+
+def open_engine(name: str) -> Engine:
+    """An engine over the flow's directory (options from ``engine_options``)."""
+    return Engine(DirectoryLoader(FLOWS / name), **engine_options(name))
 
 
 def open_manager(name: str, tools: StandInTools | None = None) -> SessionManager:
     """A SessionManager over the flow, a MemoryStore and (optionally) the stand-in tools."""
     return SessionManager(open_engine(name), MemoryStore(), dispatcher=tools.dispatcher() if tools else None)
+
+
+class SessionsLike(Protocol):
+    """What a walk needs of sessions: a SessionManager, or the SDK's Client.sessions."""
+
+    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult: ...
+
+    async def navigate(self, session_id: str, input: JSONValue | ToolResult = "") -> StepResult: ...
+
+
+async def walk(sessions: SessionsLike, context: Mapping[str, JSONValue], limit: int = 30) -> StepResult:
+    """Start session "walk" and answer every prompt the obvious way (first option, yes,
+    some text) until the end."""
+    step = await sessions.start("walk", context)
+    for _ in range(limit):
+        if step.state.status is Status.TERMINATED:
+            break
+        request = step.render.input_request()
+        if request is None:
+            break
+        if request.options:
+            answer = request.options[0]
+        elif request.type == "confirm":
+            answer = "yes"
+        else:
+            answer = "hello"
+        step = await sessions.navigate("walk", answer)
+    return step

@@ -19,12 +19,12 @@ from tests.compat.flows_support import (
     open_engine,
     open_manager,
     require_flows,
+    walk,
 )
 from trellis.adapters.directory_loader import entry_node_id, has_default_error_node
 from trellis.cli.validation import validate_flow
 from trellis.domain import ActionType, Status, StepResult, ToolResult
 from trellis.errors import ContextTypeValidationError, ContextValidationError, NodeLoadError
-from trellis.sessions import SessionManager
 
 # The one flow of the original that is broken as shipped: its start.md holds three
 # "documents" separated by ---, but a node file is one document, so step2 and end
@@ -53,25 +53,6 @@ async def test_every_flow_validates(name: str) -> None:
     assert found == KNOWN_BROKEN.get(name, set()), [str(p) for p in report.errors]
 
 
-async def _walk(manager: SessionManager, context: dict[str, object], limit: int = 30) -> StepResult:
-    """Answer every prompt the obvious way (first option, yes, some text) until the end."""
-    step = await manager.start("walk", context)
-    for _ in range(limit):
-        if step.state.status is Status.TERMINATED:
-            break
-        request = step.render.input_request()
-        if request is None:
-            break
-        if request.options:
-            answer = request.options[0]
-        elif request.type == "confirm":
-            answer = "yes"
-        else:
-            answer = "hello"
-        step = await manager.navigate("walk", answer)
-    return step
-
-
 @pytest.mark.parametrize("name", flow_names())
 async def test_every_flow_renders_and_walks(name: str) -> None:
     tools = StandInTools()
@@ -83,7 +64,7 @@ async def test_every_flow_renders_and_walks(name: str) -> None:
         return
     first = await manager.start("first", CONTEXTS.get(name, {}))
     assert first.render.actions, f"{name}: the entry renders nothing"
-    last = await _walk(manager, CONTEXTS.get(name, {}))
+    last = await walk(manager, CONTEXTS.get(name, {}))
     assert last.state.history or last.state.status is Status.TERMINATED
 
 
