@@ -68,8 +68,11 @@ class Ledger:
     ambiguous: set[str] = field(default_factory=set)
     refused: set[str] = field(default_factory=set)
     unexpected: list[Outcome] = field(default_factory=list)
+    answers: dict[str, str] = field(default_factory=dict)  # token -> what the client was told
 
     def record(self, outcome: Outcome) -> None:
+        code = outcome.code.name if outcome.code is not None else "OK"
+        self.answers[outcome.token] = f"{code} {outcome.reason} {outcome.message}".strip()
         if outcome.code is None:
             assert outcome.state is not None
             self.acked[outcome.token] = len(outcome.state.history) - 2
@@ -95,7 +98,8 @@ def check_counter(state: pb.State, ledger: Ledger) -> int:
     for token, position in ledger.acked.items():
         assert position < count and stored[position] == token, f"acknowledged step {token} lost"
     for token in set(stored) - set(ledger.acked):
-        assert token in ledger.ambiguous, f"{token} stored although its request was refused or never sent"
+        told = ledger.answers.get(token, "never sent")
+        assert token in ledger.ambiguous, f"{token} stored although its request got: {told}"
     assert not ledger.unexpected, f"calls failed with a code that is not retryable: {ledger.unexpected[:3]}"
     return count
 

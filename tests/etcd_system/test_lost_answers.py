@@ -1,11 +1,12 @@
 """A step whose save reached etcd but whose answer was lost (the member answering it
-died) must not be reported as a clean refusal when another replica has stepped the
-session since: the client would retry a step that was applied (found by the
-member-kill system test as a token stored although its request got ABORTED).
+died), retried after other replicas stepped the same session: it must be known as
+applied, not reported as a clean refusal (ABORTED tells the client to apply the
+step again). Found by the member-kill system test: a token stored although its
+request was answered LOCK_LOST.
 
 The lost answer is made with an interceptor on the real etcd connection: the
-transaction runs in etcd, then the caller sees UNAVAILABLE, as when the member
-that committed it dies before answering."""
+transaction runs in etcd (or, for the opposite case, is never sent), then the
+caller sees UNAVAILABLE, as when the member handling it dies before answering."""
 
 from __future__ import annotations
 
@@ -13,32 +14,35 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
+import orjson
 import pytest
+from aetcd import rpc
 
 from tests.etcd.conftest import config_for
 from tests.etcd.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdStateStore
+from trellis.adapters.etcd.locker import EtcdLockHandle
 from trellis.domain import State
-from trellis.errors import BackendUnavailable
+from trellis.errors import BackendUnavailable, LockLost
 
 
 class LoseOneAnswer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Lets the next transaction run in etcd, then runs ``meanwhile`` and reports the
-    call as UNAVAILABLE, once."""
+    """The next transaction runs in etcd (``send``) or not, then ``meanwhile`` runs and
+    the caller is told UNAVAILABLE; once."""
 
     def __init__(self) -> None:
         self.meanwhile: Callable[[], Awaitable[None]] | None = None
+        self.send = True
 
     async def intercept_unary_unary(
         self, continuation: Callable[[Any, Any], Awaitable[Any]], call_details: Any, request: Any
     ) -> Any:
-        call = await continuation(call_details, request)
         method = call_details.method
-        if self.meanwhile is None or not (method.decode() if isinstance(method, bytes) else method).endswith(
-            "/Txn"
-        ):
-            return call
-        await call  # applied in etcd
+        is_txn = (method.decode() if isinstance(method, bytes) else method).endswith("/Txn")
+        if self.meanwhile is None or not is_txn:
+            return await continuation(call_details, request)
+        if self.send:
+            await (await continuation(call_details, request))  # applied in etcd
         meanwhile, self.meanwhile = self.meanwhile, None
         await meanwhile()
         raise grpc.aio.AioRpcError(
@@ -46,51 +50,54 @@ class LoseOneAnswer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         )
 
 
-def _state(session_id: str, node: str) -> State:
-    return State.new(session_id, node)
+def _at(state: State, node: str) -> State:
+    moved = state.clone()
+    moved.current_node_id = node
+    return moved
 
 
-async def test_a_lost_answer_after_which_another_replica_stepped_is_not_a_clean_refusal(
+async def _step(store: EtcdStateStore, node: str) -> int:
+    """Another replica's whole step: lock, load, move to ``node``, save and unlock."""
+    handle, loaded = await store.lock_and_load("s", 30)
+    assert loaded is not None
+    return await store.save_and_unlock(handle, "s", _at(loaded, node))
+
+
+async def _pending_step(store: EtcdStateStore) -> tuple[EtcdLockHandle, State]:
+    await store.save("s", State.new("s", "n0"), expected_revision=0)
+    handle, loaded = await store.lock_and_load("s", 30)
+    assert loaded is not None
+    return handle, _at(loaded, "ours")
+
+
+async def test_a_lost_answer_is_known_as_applied_although_other_steps_followed(
     etcd_server: EtcdCluster,
 ) -> None:
     config = config_for(etcd_server)
     lose = LoseOneAnswer()
     async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
         mine, other = EtcdStateStore(ours), EtcdStateStore(theirs)
-        await mine.save("s", _state("s", "n0"), expected_revision=0)
+        handle, stepped = await _pending_step(mine)
+        later: list[int] = []
 
-        handle, loaded = await mine.lock_and_load("s", 30)
-        assert loaded is not None
-        stepped = loaded.clone()
-        stepped.current_node_id = "ours"
+        async def two_more_steps() -> None:
+            later.append(await _step(other, "theirs-1"))
+            later.append(await _step(other, "theirs-2"))
 
-        async def other_replica_steps() -> None:
-            their_handle, theirs_loaded = await other.lock_and_load("s", 30)
-            assert theirs_loaded is not None and theirs_loaded.current_node_id == "ours"
-            after = theirs_loaded.clone()
-            after.current_node_id = "theirs"
-            await other.save_and_unlock(their_handle, "s", after)
-
-        lose.meanwhile = other_replica_steps
-        # Our write was applied (the other replica saw it): whatever we report, it must not
-        # be ABORTED-class (LockLost / ConflictError), which tells the client "not applied".
-        with pytest.raises(BackendUnavailable, match="unknown"):
-            await mine.save_and_unlock(handle, "s", stepped)
-        assert (await mine.load("s")).current_node_id == "theirs"
+        lose.meanwhile = two_more_steps
+        revision = await mine.save_and_unlock(handle, "s", stepped)
+        assert revision < later[0] < later[1]
+        at_ours = await ours.call("Range", rpc.RangeRequest(key=config.key("sessions/s"), revision=revision))
+        assert orjson.loads(at_ours.kvs[0].value)["current_node_id"] == "ours"
+        assert (await mine.load("s")).current_node_id == "theirs-2"
 
 
-async def test_a_lost_answer_with_nobody_in_between_is_recognised_as_applied(
-    etcd_server: EtcdCluster,
-) -> None:
+async def test_a_lost_answer_with_nobody_in_between_is_known_as_applied(etcd_server: EtcdCluster) -> None:
     config = config_for(etcd_server)
     lose = LoseOneAnswer()
     async with EtcdClient(config, interceptors=[lose]) as ours:
         store = EtcdStateStore(ours)
-        await store.save("s", _state("s", "n0"), expected_revision=0)
-        handle, loaded = await store.lock_and_load("s", 30)
-        assert loaded is not None
-        stepped = loaded.clone()
-        stepped.current_node_id = "ours"
+        handle, stepped = await _pending_step(store)
 
         async def nothing() -> None:
             return None
@@ -99,3 +106,40 @@ async def test_a_lost_answer_with_nobody_in_between_is_recognised_as_applied(
         revision = await store.save_and_unlock(handle, "s", stepped)
         stored = await store.load("s")
         assert (stored.current_node_id, stored.revision) == ("ours", revision)
+
+
+async def test_a_save_that_never_reached_etcd_after_its_lock_was_lost_is_refused(
+    etcd_server: EtcdCluster,
+) -> None:
+    config = config_for(etcd_server)
+    lose = LoseOneAnswer()
+    async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
+        mine, other = EtcdStateStore(ours), EtcdStateStore(theirs)
+        handle, stepped = await _pending_step(mine)
+
+        async def lock_lost_then_another_step() -> None:
+            await theirs.call("LeaseRevoke", rpc.LeaseRevokeRequest(ID=handle.lease.id))
+            await _step(other, "theirs")
+
+        lose.send, lose.meanwhile = False, lock_lost_then_another_step
+        with pytest.raises(LockLost):
+            await mine.save_and_unlock(handle, "s", stepped)
+        assert (await mine.load("s")).current_node_id == "theirs"
+
+
+async def test_a_lost_answer_whose_history_was_compacted_is_an_unknown_outcome(
+    etcd_server: EtcdCluster,
+) -> None:
+    config = config_for(etcd_server)
+    lose = LoseOneAnswer()
+    async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
+        mine, other = EtcdStateStore(ours), EtcdStateStore(theirs)
+        handle, stepped = await _pending_step(mine)
+
+        async def step_then_compact() -> None:
+            revision = await _step(other, "theirs")
+            await theirs.call("Compact", rpc.CompactionRequest(revision=revision, physical=True))
+
+        lose.meanwhile = step_then_compact
+        with pytest.raises(BackendUnavailable, match="unknown"):
+            await mine.save_and_unlock(handle, "s", stepped)

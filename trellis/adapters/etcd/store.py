@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from typing import Any, Final
 
 from aetcd import rpc
 
@@ -39,6 +39,10 @@ from trellis.ports.store import SessionPage
 
 _LIST_CHUNK = 10_000
 """Keys per range request when listing everything (keeps each answer well under 4 MiB)."""
+_NOTHING: Final = object()
+"""What ``_first_write_after`` finds when nobody wrote."""
+_HISTORY_STEPS = 32
+"""Versions a retried save walks back to learn whether its lost first attempt landed."""
 _ENVELOPE = 1024
 """Bytes etcd adds around a request before checking it against --max-request-bytes."""
 
@@ -218,19 +222,42 @@ class EtcdStateStore:
         if response.succeeded:
             return int(response.header.revision)
         if attempts > 1 and not response.responses[0].response_range.kvs:
-            if landed := _our_write(response.responses[1], data):
-                return landed  # our first attempt wrote and released; only its answer was lost
-            # Our lock key is gone and the value is not ours: either the first attempt
-            # wrote and released (and another step has saved since) or the lock was lost
-            # before it. Only the first is a step the caller must not repeat, and the two
-            # cannot be told apart: report the outcome as unknown, never as "not saved".
-            raise BackendUnavailable(
-                f"etcd: the outcome of saving session {session_id!r} is unknown: the answer was lost "
-                "and the session's lock was released meanwhile"
-            )
+            # Our lock key is gone: an earlier attempt may have written and released, its
+            # answer lost, and other steps may have saved since. Then ours is the first
+            # write after we took the lock (any other would have failed our compare).
+            first = await self._first_write_after(key, handle.token, response.responses[1])
+            if first is None:
+                raise BackendUnavailable(
+                    f"etcd: the outcome of saving session {session_id!r} is unknown: the answer was "
+                    "lost and the session's history since is no longer readable"
+                )
+            if first is not _NOTHING and first.value == data:
+                return int(first.mod_revision)
         _raise_if_lock_lost(handle, response.responses[0], session_id)
         check_expected_revision(session_id, _revision_of(response.responses[1]), state.revision)
         raise ConflictError(f"session {session_id!r} changed while it was being saved")
+
+    async def _first_write_after(self, key: bytes, revision: int, current_op: Any) -> Any:
+        """The session's first version written after ``revision`` (found by walking back
+        from its current one, ``current_op``, a range response), _NOTHING if there was
+        none, or None when that cannot be told (the key is gone, the history was
+        compacted or is too long to walk)."""
+        kvs = current_op.response_range.kvs
+        if not kvs:
+            return None
+        kv, first = kvs[0], _NOTHING
+        for _ in range(_HISTORY_STEPS):
+            if kv is None or kv.mod_revision <= revision:
+                return first
+            first = kv
+            try:
+                older = await self.client.call(
+                    "Range", rpc.RangeRequest(key=key, revision=kv.mod_revision - 1)
+                )
+            except BackendUnavailable:
+                return None  # compacted (or etcd gone): unknown
+            kv = older.kvs[0] if older.kvs else None
+        return None
 
 
 def _put(key: bytes, value: bytes, lease: int) -> Any:
