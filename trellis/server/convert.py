@@ -251,18 +251,25 @@ def node_from_proto(msg: pb.Node) -> Node:
 
 
 def state_to_proto(state: State) -> pb.State:
-    return pb.State(
-        session_id=state.session_id,
-        current_node_id=state.current_node_id,
-        status=status_to_proto(state.status),
-        pending_tool_call=state.pending_tool_call,
-        context_json=dump_json(state.context, "state.context"),
-        system_context_json=dump_json(state.system_context, "state.system_context"),
-        locale=state.locale,
-        history=list(state.history),
-        terminated=state.terminated,
-        revision=state.revision,
-    )
+    msg = pb.State()
+    fill_state(msg, state)
+    return msg
+
+
+def fill_state(msg: pb.State, state: State) -> None:
+    """Write ``state`` into ``msg`` (fresh, or a field of a message being built): filling in
+    place spares the copy a message passed to a constructor costs (once per step)."""
+    msg.SetInParent()
+    msg.session_id = state.session_id
+    msg.current_node_id = state.current_node_id
+    msg.status = _STATUS_TO_PROTO[state.status]
+    msg.pending_tool_call = state.pending_tool_call
+    msg.context_json = dump_json(state.context, "state.context")
+    msg.system_context_json = dump_json(state.system_context, "state.system_context")
+    msg.locale = state.locale
+    msg.history.extend(state.history)
+    msg.terminated = state.terminated
+    msg.revision = state.revision
 
 
 def state_from_proto(msg: pb.State, field: str = "state") -> State:
@@ -284,21 +291,32 @@ def state_from_proto(msg: pb.State, field: str = "state") -> State:
 
 
 def action_to_proto(action: Action) -> pb.Action:
+    msg = pb.Action()
+    fill_action(msg, action)
+    return msg
+
+
+def fill_action(msg: pb.Action, action: Action) -> None:
+    """Write ``action`` into ``msg`` in place (see fill_state)."""
     payload = action.payload
-    if action.type is ActionType.RENDER_CONTENT:
-        return pb.Action(render_content=str(payload))
-    if action.type is ActionType.SYSTEM_MESSAGE:
-        return pb.Action(system_message=str(payload))
-    if action.type is ActionType.REQUEST_INPUT:
+    kind = action.type
+    if kind is ActionType.RENDER_CONTENT:
+        msg.render_content = str(payload)
+    elif kind is ActionType.SYSTEM_MESSAGE:
+        msg.system_message = str(payload)
+    elif kind is ActionType.REQUEST_INPUT:
         assert isinstance(payload, InputRequest)
-        request = pb.InputRequest(
-            type=payload.type, options=list(payload.options), default_value=payload.default
-        )
+        request = msg.request_input
+        request.SetInParent()
+        request.type = payload.type
+        if payload.options:
+            request.options.extend(payload.options)
+        request.default_value = payload.default
         if payload.timeout:
             request.timeout.CopyFrom(duration_to_proto(payload.timeout))
-        return pb.Action(request_input=request)
-    assert isinstance(payload, ToolCall)
-    return pb.Action(call_tool=tool_call_to_proto(payload))
+    else:
+        assert isinstance(payload, ToolCall)
+        msg.call_tool.CopyFrom(tool_call_to_proto(payload))
 
 
 def action_from_proto(msg: pb.Action) -> Action:
@@ -320,11 +338,18 @@ def action_from_proto(msg: pb.Action) -> Action:
 
 
 def step_to_proto(step: StepResult) -> pb.Step:
-    return pb.Step(
-        state=state_to_proto(step.state),
-        actions=[action_to_proto(a) for a in step.render.actions],
-        terminal=step.terminal,
-    )
+    msg = pb.Step()
+    fill_step(msg, step)
+    return msg
+
+
+def fill_step(msg: pb.Step, step: StepResult) -> None:
+    """Write ``step`` into ``msg`` in place, e.g. ``fill_step(response.step, result)``."""
+    fill_state(msg.state, step.state)
+    actions = msg.actions
+    for action in step.render.actions:
+        fill_action(actions.add(), action)
+    msg.terminal = step.terminal
 
 
 def step_from_proto(msg: pb.Step) -> StepResult:

@@ -36,11 +36,11 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         state.revision = 0  # the stateless service has no store: a client revision means nothing
         return state
 
-    def _step_out(self, state: State, render: RenderResult) -> pb.Step:
-        step = convert.step_to_proto(StepResult(state, render))
+    def _step_out(self, step: pb.Step, state: State, render: RenderResult) -> None:
+        """Fill ``step`` (a field of the response) with the new state, signed, and its actions."""
+        convert.fill_step(step, StepResult(state, render))
         if self._signer is not None:
             step.state.signature = self._signer.sign(state)
-        return step
 
     @guarded_unary
     async def Start(
@@ -50,16 +50,19 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         ctx = convert.load_json_object(request.context_json, "context_json")
         state = await self._engine.start(request.session_id, ctx)
         render = await render_state(self._engine, state)
-        return epb.EngineStartResponse(step=self._step_out(state, render))
+        response = epb.EngineStartResponse()
+        self._step_out(response.step, state, render)
+        return response
 
     @guarded_unary
     async def Render(
         self, request: epb.EngineRenderRequest, context: grpc.aio.ServicerContext
     ) -> epb.EngineRenderResponse:
         render = await render_state(self._engine, self._state_in(request.state))
-        return epb.EngineRenderResponse(
-            actions=[convert.action_to_proto(a) for a in render.actions], terminal=render.terminal
-        )
+        response = epb.EngineRenderResponse(terminal=render.terminal)
+        for action in render.actions:
+            convert.fill_action(response.actions.add(), action)
+        return response
 
     @guarded_unary
     async def Navigate(
@@ -69,7 +72,9 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
         new_state = await self._engine.navigate(state, value)
         render = await render_state(self._engine, new_state)
-        return epb.EngineNavigateResponse(step=self._step_out(new_state, render))
+        response = epb.EngineNavigateResponse()
+        self._step_out(response.step, new_state, render)
+        return response
 
     @guarded_unary
     async def Signal(
@@ -78,7 +83,9 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         state = self._state_in(request.state)
         new_state = await self._engine.signal(state, request.signal)
         render = await render_state(self._engine, new_state)
-        return epb.EngineSignalResponse(step=self._step_out(new_state, render))
+        response = epb.EngineSignalResponse()
+        self._step_out(response.step, new_state, render)
+        return response
 
     @guarded_unary
     async def Inspect(

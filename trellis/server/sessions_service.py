@@ -54,26 +54,36 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
             existing = await self._sessions.get(request.session_id)
         except SessionNotFound:
             result = await self._sessions.start(request.session_id, initial)
-            return spb.SessionsStartResponse(step=convert.step_to_proto(result), created=True)
-        return spb.SessionsStartResponse(step=convert.step_to_proto(existing), created=False)
+            response = spb.SessionsStartResponse(created=True)
+            convert.fill_step(response.step, result)
+            return response
+        response = spb.SessionsStartResponse(created=False)
+        convert.fill_step(response.step, existing)
+        return response
 
     @guarded_unary
     async def Get(self, request: spb.SessionsGetRequest, context: grpc.aio.ServicerContext) -> Any:
         result = await self._sessions.get(request.session_id)
-        return spb.SessionsGetResponse(step=convert.step_to_proto(result))
+        response = spb.SessionsGetResponse()
+        convert.fill_step(response.step, result)
+        return response
 
     @guarded_unary
     async def Navigate(self, request: spb.SessionsNavigateRequest, context: grpc.aio.ServicerContext) -> Any:
         value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
         result = await self._sessions.navigate(request.session_id, value)
-        return spb.SessionsNavigateResponse(step=convert.step_to_proto(result))
+        response = spb.SessionsNavigateResponse()
+        convert.fill_step(response.step, result)
+        return response
 
     @guarded_unary
     async def Signal(self, request: spb.SessionsSignalRequest, context: grpc.aio.ServicerContext) -> Any:
         if not request.signal:
             raise InvalidInput("signal: must not be empty")
         result = await self._sessions.signal(request.session_id, request.signal)
-        return spb.SessionsSignalResponse(step=convert.step_to_proto(result))
+        response = spb.SessionsSignalResponse()
+        convert.fill_step(response.step, result)
+        return response
 
     @guarded_unary
     async def Delete(self, request: spb.SessionsDeleteRequest, context: grpc.aio.ServicerContext) -> Any:
