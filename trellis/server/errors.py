@@ -59,9 +59,13 @@ Stream = Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 
 
 def guarded_unary(fn: Unary) -> Unary:
+    name = fn.__name__
+
     @functools.wraps(fn)
     async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with self.observer.step(self.service_name, fn.__name__) as record:
+        observer = self.observer
+        record = observer.begin(self.service_name, name)
+        try:
             record.session = getattr(request, "session_id", "") or ""
             try:
                 remaining = context.time_remaining()
@@ -80,6 +84,8 @@ def guarded_unary(fn: Unary) -> Unary:
                 await abort_for(context, exc)
             _note_step(record, response)
             return response
+        finally:
+            observer.end(record)
 
     return wrapper
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -36,6 +34,7 @@ class StepRecord:
     session: str = ""
     node: str = ""
     outcome: str = "ok"
+    started: float = 0.0  # time.perf_counter() when the step began
 
 
 class Observer:
@@ -61,17 +60,29 @@ class Observer:
             "trellis_loader_reloads", "Graph change events applied (compiled nodes dropped)",
             registry=self.registry,
         )
+        # labels() costs a lock and a tuple build per call; a step's children are few and fixed.
+        self._step_counters: dict[tuple[str, str, str], Counter] = {}
+        self._step_timers: dict[tuple[str, str], Histogram] = {}
 
-    @asynccontextmanager
-    async def step(self, service: str, method: str) -> AsyncIterator[StepRecord]:
-        record = StepRecord(service, method)
-        started = time.perf_counter()
-        try:
-            yield record
-        finally:
-            elapsed = time.perf_counter() - started
-            self.steps.labels(service, method, record.outcome).inc()
-            self.step_seconds.labels(service, method).observe(elapsed)
+    def begin(self, service: str, method: str) -> StepRecord:
+        """Start timing one step; pass the record to ``end`` exactly once, however it ends."""
+        return StepRecord(service, method, started=time.perf_counter())
+
+    def end(self, record: StepRecord) -> None:
+        """Count the step, observe its duration and write its one log line (info level)."""
+        elapsed = time.perf_counter() - record.started
+        service, method, outcome = record.service, record.method, record.outcome
+        key = (service, method, outcome)
+        counter = self._step_counters.get(key)
+        if counter is None:
+            counter = self._step_counters[key] = self.steps.labels(*key)
+        counter.inc()
+        timer = self._step_timers.get((service, method))
+        if timer is None:
+            timer = self._step_timers[service, method] = self.step_seconds.labels(service, method)
+        timer.observe(elapsed)
+        # The line is built only when it can be emitted (isEnabledFor is cached by logging).
+        if STEP_LOG.isEnabledFor(logging.INFO):
             STEP_LOG.info(
                 "%s",
                 orjson.dumps(
@@ -80,7 +91,7 @@ class Observer:
                         "rpc": f"{service}.{method}",
                         "session": record.session,
                         "node": record.node,
-                        "outcome": record.outcome,
+                        "outcome": outcome,
                         "duration_ms": round(elapsed * 1000, 3),
                     }
                 ).decode(),
