@@ -9,10 +9,10 @@ might still hold.
 
 from __future__ import annotations
 
-from trellis.adapters.state_json import decode_document, encode_document, state_document
+from trellis.adapters.state_json import decode_own_state, encode_document, state_document
 from trellis.adapters.store_rules import check_expected_revision, check_session_id, paginate
 from trellis.domain import State
-from trellis.errors import LockLost, SessionNotFound, TrellisError
+from trellis.errors import LockLost, SessionNotFound
 from trellis.ports.locker import LockHandle
 from trellis.ports.store import SessionPage
 
@@ -33,27 +33,31 @@ class MemoryStore:
         expected_revision: int | None = None,
         fence: LockHandle | None = None,
     ) -> int:
-        check_session_id(session_id)
+        # No await in here: the checks and the write are one atomic step.
+        current = self._stored(session_id)
         data = encode_document(state_document(state), limit=self._max_state_bytes)
-        # No await from here on: the checks and the write are one atomic step.
         if fence is not None and not fence.held():
             raise LockLost(f"lock {fence.key!r} is no longer held; session {session_id!r} not saved")
-        current = self._sessions.get(session_id)
         check_expected_revision(session_id, current[0] if current else 0, expected_revision)
         self._last_revision += 1
         self._sessions[session_id] = (self._last_revision, data)
         return self._last_revision
 
     async def load(self, session_id: str) -> State:
-        check_session_id(session_id)
-        stored = self._sessions.get(session_id)
+        stored = self._stored(session_id)
         if stored is None:
             raise SessionNotFound(session_id)
         revision, data = stored
-        try:
-            return State.from_json(decode_document(data, f"session {session_id!r}"), revision=revision)
-        except ValueError as exc:  # cannot happen for data this store encoded itself
-            raise TrellisError(str(exc)) from None
+        # A fresh parse per load: the caller may change the state freely (spec §17 #19).
+        return decode_own_state(data, revision)
+
+    def _stored(self, session_id: str) -> tuple[int, bytes] | None:
+        """The stored revision and bytes of a valid ``session_id`` (None: absent); raises
+        InvalidSessionId. An ID already stored passed the check when it was first saved."""
+        stored = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        if stored is None:
+            check_session_id(session_id)
+        return stored
 
     async def delete(self, session_id: str) -> None:
         check_session_id(session_id)

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from trellis.domain import JSONValue, State
+from trellis.domain import JSONValue, State, Status
 from trellis.errors import InvalidInput, StateTooLarge
 
 
@@ -67,3 +67,26 @@ def decode_document(data: bytes, where: str) -> dict[str, JSONValue]:
     if not isinstance(document, dict):
         raise ValueError(f"{where}: a state must be a JSON object")
     return document
+
+
+_STATUS_BY_VALUE = {status.value: status for status in Status}
+
+
+def decode_own_state(data: bytes, revision: int) -> State:
+    """The state in ``data`` that ``encode_document(state_document(state))`` wrote in this very
+    process (e.g. the memory store's own bytes). Trusted, so it skips the field checks
+    State.from_json applies to documents from outside; every call parses afresh, so the
+    state it returns shares nothing with ``data``'s other readers."""
+    document = orjson.loads(data)
+    return State(
+        session_id=document["session_id"],
+        current_node_id=document["current_node_id"],
+        status=_STATUS_BY_VALUE[document["status"]],
+        pending_tool_call=document.get("pending_tool_call", ""),
+        context=document["context"],
+        system_context=document["system_context"],
+        locale=document.get("locale", ""),
+        history=document.get("history", []),
+        terminated=document.get("terminated", False),
+        revision=revision,
+    )
