@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
+from tests.grpc_clients.servers import serving
 from tests.requirements import missing
 from trellis.adapters.directory_loader import DirectoryLoader, entry_node_id, has_default_error_node
 from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.memory_store import MemoryStore
+from trellis.clients import Client
+from trellis.clients.client import Sessions
 from trellis.domain import JSONValue, Status, StepResult, ToolResult
 from trellis.engine.engine import Engine
+from trellis.server.config import ServerConfig
 from trellis.sessions import SessionManager
 
 FLOWS = Path(__file__).resolve().parents[2].parent / "shared" / "compat" / "flows"
@@ -112,8 +117,70 @@ def open_engine(name: str) -> Engine:
 
 
 def open_manager(name: str, tools: StandInTools | None = None) -> SessionManager:
-    """A SessionManager over the flow, a MemoryStore and (optionally) the stand-in tools."""
+    """A SessionManager over the flow, a MemoryStore and (optionally) the stand-in tools;
+    in the sessions transport (conftest.py), the same answered by a server's Sessions service."""
+    if served_flows is not None:
+        return served_flows.sessions(name, tools)  # type: ignore[return-value]
     return SessionManager(open_engine(name), MemoryStore(), dispatcher=tools.dispatcher() if tools else None)
+
+
+class ServedFlows:
+    """Servers of flows, each over the flow's directory with the CLI's entry and error node
+    and the stand-in tools as its dispatcher (run inside its durable steps); all stopped
+    by ``aclose``."""
+
+    def __init__(self) -> None:
+        self._stack = AsyncExitStack()
+        self.started = 0
+
+    async def client(self, name: str, tools: StandInTools | None) -> Client:
+        served = await self._stack.enter_async_context(
+            serving(
+                loader=DirectoryLoader(FLOWS / name),
+                dispatcher=tools.dispatcher() if tools else None,
+                config=ServerConfig(**engine_options(name)),
+            )
+        )
+        self.started += 1
+        return await self._stack.enter_async_context(Client(served.target))
+
+    def sessions(self, name: str, tools: StandInTools | None) -> ServedSessions:
+        return ServedSessions(self, name, tools)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+class ServedSessions:
+    """The SessionManager methods the compat tests use, answered by the Sessions service of
+    a server started on first use (inside the test's event loop)."""
+
+    def __init__(self, flows: ServedFlows, name: str, tools: StandInTools | None) -> None:
+        self._flows = flows
+        self._name = name
+        self._tools = tools
+        self._client: Client | None = None
+
+    async def _sessions(self) -> Sessions:
+        if self._client is None:
+            self._client = await self._flows.client(self._name, self._tools)
+        return self._client.sessions
+
+    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+        return await (await self._sessions()).start(session_id, context)
+
+    async def navigate(self, session_id: str, input: JSONValue | ToolResult = "") -> StepResult:
+        return await (await self._sessions()).navigate(session_id, input)
+
+    async def signal(self, session_id: str, name: str) -> StepResult:
+        return await (await self._sessions()).signal(session_id, name)
+
+    async def get(self, session_id: str) -> StepResult:
+        return await (await self._sessions()).get(session_id)
+
+
+# Set by the ``transport`` fixture (conftest.py) while a test runs through the Sessions service.
+served_flows: ServedFlows | None = None
 
 
 class SessionsLike(Protocol):

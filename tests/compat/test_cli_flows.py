@@ -9,6 +9,8 @@ import pytest
 from tests.cli.cli_support import run_cli
 from tests.compat.flows_support import FLOWS, require_flows
 
+pytestmark = pytest.mark.in_process_only(reason="runs the command line, which opens the flow itself")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def flows() -> Path:

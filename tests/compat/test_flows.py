@@ -43,6 +43,7 @@ def _contents(step: StepResult) -> str:
     return "".join(str(a.payload) for a in step.render.actions if a.type is ActionType.RENDER_CONTENT)
 
 
+@pytest.mark.in_process_only(reason="validates the flow's files: no sessions")
 @pytest.mark.parametrize("name", flow_names())
 async def test_every_flow_validates(name: str) -> None:
     root = FLOWS / name
@@ -264,6 +265,7 @@ async def test_ui_exhaustive_fixture_renders_tool_results() -> None:
     assert step.state.status is Status.TERMINATED
 
 
+@pytest.mark.in_process_only(reason="drives the Engine API (the host sets the locale), not sessions")
 @pytest.mark.parametrize(
     ("locale", "heading"), [("", "# Welcome to Trellis"), ("pt", "# Bem-vindo ao Trellis")]
 )

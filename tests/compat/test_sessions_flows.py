@@ -3,7 +3,9 @@ service with the SDK, next to the same walk through an in-process SessionManager
 reach the same end (node, status, history, context, actions) with the same tool calls.
 
 The server serves the flow's directory with the CLI's entry and error node; the
-stand-in tools are its dispatcher, so it runs them inside its durable steps.
+stand-in tools are its dispatcher, so it runs them inside its durable steps. (The other
+compat tests also run through the Sessions service, see conftest.py; this one compares
+the two ends itself.)
 """
 
 from __future__ import annotations
@@ -14,20 +16,17 @@ import pytest
 
 from tests.compat.flows_support import (
     CONTEXTS,
-    FLOWS,
+    ServedFlows,
     StandInTools,
-    engine_options,
     flow_names,
     open_manager,
     require_flows,
     walk,
 )
-from tests.grpc_clients.servers import serving
-from trellis.adapters.directory_loader import DirectoryLoader
-from trellis.clients import Client
 from trellis.domain import StepResult
 from trellis.errors import TrellisError
-from trellis.server.config import ServerConfig
+
+pytestmark = pytest.mark.in_process_only(reason="walks in process and through the Sessions service itself")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,14 +62,9 @@ async def test_every_flow_walks_alike_through_the_sessions_service(name: str) ->
         local = exc
 
     served_tools = StandInTools()
-    async with (
-        serving(
-            loader=DirectoryLoader(FLOWS / name),
-            dispatcher=served_tools.dispatcher(),
-            config=ServerConfig(**engine_options(name)),
-        ) as served,
-        Client(served.target) as client,
-    ):
+    servers = ServedFlows()
+    try:
+        client = await servers.client(name, served_tools)
         remote: StepResult | TrellisError
         try:
             remote = await walk(client.sessions, context)
@@ -79,6 +73,8 @@ async def test_every_flow_walks_alike_through_the_sessions_service(name: str) ->
         if isinstance(remote, StepResult):
             stored = await client.sessions.get("walk")
             assert _state(stored) == _state(remote), "the stored session differs from the last step"
+    finally:
+        await servers.aclose()
 
     if isinstance(local, TrellisError):
         assert type(remote) is type(local) and str(remote) == str(local)

@@ -1,0 +1,40 @@
+"""The compat tests run twice: over an in-process SessionManager, and through a real
+server's Sessions service with the SDK (``open_manager`` in flows_support.py serves the
+flow). Tests that drive no sessions carry ``@pytest.mark.in_process_only(reason=...)``
+(see tests/transports.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests import transports
+from tests.compat import flows_support
+
+SESSIONS = "sessions"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    transports.register(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    transports.parametrize(metafunc, SESSIONS)
+
+
+@pytest.fixture(autouse=True)
+async def transport(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The transport of this run; through Sessions, the servers it started stop at teardown."""
+    name: str = request.param
+    if name == transports.IN_PROCESS:
+        yield name
+        return
+    flows = flows_support.ServedFlows()
+    flows_support.served_flows = flows
+    try:
+        yield name
+    finally:
+        flows_support.served_flows = None
+        await flows.aclose()
+    transports.fail_if_unused(SESSIONS, flows.started)
