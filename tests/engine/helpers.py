@@ -3,7 +3,8 @@ sugar as Markdown/YAML files) and loaded through the real MemoryLoader.
 
 Every engine test runs twice (see conftest.py): in process, and through a real
 server's gRPC Engine service. ``make_engine`` hides which: in the grpc transport it
-returns a RemoteEngine over a server that serves the same nodes with the same options.
+returns an EnginePort answered, through the RemoteEngine adapter, by a real server on
+127.0.0.1 that serves the same nodes with the same options.
 """
 
 from __future__ import annotations
