@@ -10,6 +10,7 @@ caller sees UNAVAILABLE, as when the member handling it dies before answering.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +21,9 @@ from aetcd import rpc
 
 from tests.etcd.conftest import config_for
 from tests.etcd.etcd_process import EtcdCluster
+from tests.etcd_system.waiting import eventually
 from trellis.adapters.etcd import EtcdClient, EtcdStateStore
+from trellis.adapters.etcd.client import prefix_end
 from trellis.adapters.etcd.locker import EtcdLockHandle
 from trellis.domain import State
 from trellis.errors import BackendUnavailable, LockLost
@@ -143,3 +146,38 @@ async def test_a_lost_answer_whose_history_was_compacted_is_an_unknown_outcome(
         lose.meanwhile = step_then_compact
         with pytest.raises(BackendUnavailable, match="unknown"):
             await mine.save_and_unlock(handle, "s", stepped)
+
+
+async def test_a_lost_answer_of_a_step_that_queued_behind_another_holder_is_known_as_applied(
+    etcd_server: EtcdCluster,
+) -> None:
+    """The case the member-kill test hit: the holder ahead of us in the queue saved after
+    our lock key was created, so "the first write after our lock key" is theirs; ours is
+    the first write after the version we loaded."""
+    config = config_for(etcd_server)
+    lose = LoseOneAnswer()
+    async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
+        mine, other = EtcdStateStore(ours), EtcdStateStore(theirs)
+        await mine.save("s", State.new("s", "n0"), expected_revision=0)
+        their_handle, their_loaded = await other.lock_and_load("s", 30)
+        assert their_loaded is not None
+        waiting = asyncio.ensure_future(mine.lock_and_load("s", 30))
+        locks = config.key("locks/s/")
+
+        async def queued() -> bool:
+            found = await theirs.call("Range", rpc.RangeRequest(key=locks, range_end=prefix_end(locks)))
+            return len(found.kvs) == 2
+
+        await eventually(queued, "our lock key queued behind theirs")
+        await other.save_and_unlock(their_handle, "s", _at(their_loaded, "before"))
+        handle, loaded = await waiting
+        assert loaded is not None and loaded.current_node_id == "before"
+
+        async def one_more_step() -> None:
+            await _step(other, "after")
+
+        lose.meanwhile = one_more_step
+        revision = await mine.save_and_unlock(handle, "s", _at(loaded, "ours"))
+        at_ours = await ours.call("Range", rpc.RangeRequest(key=config.key("sessions/s"), revision=revision))
+        assert orjson.loads(at_ours.kvs[0].value)["current_node_id"] == "ours"
+        assert (await mine.load("s")).current_node_id == "after"

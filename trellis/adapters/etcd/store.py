@@ -224,8 +224,9 @@ class EtcdStateStore:
         if attempts > 1 and not response.responses[0].response_range.kvs:
             # Our lock key is gone: an earlier attempt may have written and released, its
             # answer lost, and other steps may have saved since. Then ours is the first
-            # write after we took the lock (any other would have failed our compare).
-            first = await self._first_write_after(key, handle.token, response.responses[1])
+            # write after the version we loaded (any other would have failed our compare;
+            # not "after our lock key": a holder ahead of us in the queue wrote after it).
+            first = await self._first_write_after(key, state.revision, response.responses[1])
             if first is None:
                 raise BackendUnavailable(
                     f"etcd: the outcome of saving session {session_id!r} is unknown: the answer was "
