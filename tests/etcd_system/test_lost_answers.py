@@ -181,3 +181,27 @@ async def test_a_lost_answer_of_a_step_that_queued_behind_another_holder_is_know
         at_ours = await ours.call("Range", rpc.RangeRequest(key=config.key("sessions/s"), revision=revision))
         assert orjson.loads(at_ours.kvs[0].value)["current_node_id"] == "ours"
         assert (await mine.load("s")).current_node_id == "after"
+
+
+async def test_a_conditional_save_whose_lost_answer_was_followed_by_another_save_is_known_as_applied(
+    etcd_server: EtcdCluster,
+) -> None:
+    """The same for StateStore.save with an expected revision (the StateStore service's
+    conditional save, no lock): another writer saving after our landed attempt does
+    not turn it into a conflict."""
+    config = config_for(etcd_server)
+    lose = LoseOneAnswer()
+    async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
+        mine, other = EtcdStateStore(ours), EtcdStateStore(theirs)
+        created = await mine.save("s", State.new("s", "n0"), expected_revision=0)
+        later: list[int] = []
+
+        async def another_save() -> None:
+            stored = await other.load("s")
+            later.append(await other.save("s", _at(stored, "theirs"), expected_revision=stored.revision))
+
+        lose.meanwhile = another_save
+        loaded = await mine.load("s")
+        revision = await mine.save("s", _at(loaded, "ours"), expected_revision=created)
+        assert created < revision < later[0]
+        assert (await mine.load("s")).current_node_id == "theirs"

@@ -138,6 +138,17 @@ class EtcdStateStore:
             return int(response.header.revision)
         if attempts > 1 and (landed := _our_write(response.responses[0], data)):
             return landed
+        if attempts > 1 and expected_revision is not None:
+            # An earlier attempt may have landed and someone else saved since: then ours
+            # is the first write after the expected revision.
+            first = await self._first_write_after(key, expected_revision, response.responses[0])
+            if first is None:
+                raise BackendUnavailable(
+                    f"etcd: the outcome of saving session {session_id!r} is unknown: the answer was "
+                    "lost and the session's history since is no longer readable"
+                )
+            if first is not _NOTHING and first.value == data:
+                return int(first.mod_revision)
         if isinstance(fence, EtcdLockHandle):
             _raise_if_lock_lost(fence, response.responses[1], session_id)
         stored = _revision_of(response.responses[0])
