@@ -59,3 +59,20 @@ async def test_a_waiter_granted_as_it_is_cancelled_passes_the_lock_on() -> None:
         again = await locker.acquire("k", ttl=30)
     await again.unlock()
     assert locker.key_count() == 0
+
+
+async def test_every_holder_expires_by_its_own_ttl_whatever_was_granted_meanwhile() -> None:
+    # One sweep timer serves every lock: a long lock handed to a waiter when a short one
+    # expires must not push back the expiry of another, shorter lock still held.
+    locker = LocalLocker()
+    medium = await locker.acquire("medium", ttl=0.3)
+    short = await locker.acquire("short", ttl=0.05)
+    long_waiter = asyncio.create_task(locker.acquire("short", ttl=60))
+    async with asyncio.timeout(20):
+        follower = await long_waiter  # granted when `short` expired
+        assert not short.held() and follower.held()
+        taker = await locker.acquire("medium", ttl=60)  # waits only for medium's 0.3 s
+    assert not medium.held() and taker.held()
+    await follower.unlock()
+    await taker.unlock()
+    assert locker.key_count() == 0

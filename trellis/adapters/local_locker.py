@@ -6,6 +6,13 @@ then gets it and the old handle reports ``held() == False``, so a store
 refuses its late write (fencing). Tokens come from one counter for the whole
 locker, so they increase per key even after a key's bookkeeping was dropped.
 A key's bookkeeping lives only while the key has a holder or waiters.
+
+Expiry runs on ONE timer for the whole locker, armed for the earliest deadline
+of any holder, rather than a timer armed and cancelled per lock: with one TTL
+for every lock, a new holder's deadline is never the earliest, so the common
+acquire-then-unlock costs no timer work at all. When the timer fires it expires
+every holder whose deadline passed (handing each key to its next waiter) and
+re-arms for the earliest deadline left.
 """
 
 from __future__ import annotations
@@ -16,14 +23,14 @@ from collections import deque
 
 
 class _LocalHandle:
-    __slots__ = ("_key", "_locker", "_released", "_timer", "_token")
+    __slots__ = ("_deadline", "_key", "_locker", "_released", "_token")
 
-    def __init__(self, locker: LocalLocker, key: str, token: int) -> None:
+    def __init__(self, locker: LocalLocker, key: str, token: int, deadline: float) -> None:
         self._locker = locker
         self._key = key
         self._token = token
         self._released = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = deadline  # loop time at which the lock expires
 
     @property
     def key(self) -> str:
@@ -58,6 +65,9 @@ class LocalLocker:
     def __init__(self) -> None:
         self._keys: dict[str, _KeyState] = {}
         self._tokens = itertools.count(1)
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0
+        self._sweep_loop: asyncio.AbstractEventLoop | None = None
 
     async def acquire(self, key: str, ttl: float) -> _LocalHandle:
         if not ttl > 0:
@@ -82,22 +92,41 @@ class LocalLocker:
             raise
 
     def _grant(self, key: str, state: _KeyState, ttl: float) -> _LocalHandle:
-        handle = _LocalHandle(self, key, next(self._tokens))
-        handle._timer = asyncio.get_running_loop().call_later(ttl, self._expire, handle)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ttl
+        handle = _LocalHandle(self, key, next(self._tokens), deadline)
         state.holder = handle
+        if self._sweep is None or deadline < self._sweep_at or loop is not self._sweep_loop:
+            self._arm(loop, deadline)
         return handle
 
-    def _expire(self, handle: _LocalHandle) -> None:
-        handle._timer = None
-        self._release(handle)
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep = loop.call_at(when, self._expire_due)
+        self._sweep_at = when
+        self._sweep_loop = loop
+
+    def _expire_due(self) -> None:
+        """The sweep timer: expire every holder whose deadline passed, re-arm for the next."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = [s.holder for s in self._keys.values() if s.holder is not None and s.holder._deadline <= now]
+        for handle in due:
+            self._release(handle)  # may grant the key to a waiter, whose deadline counts below
+        # Re-armed for the earliest holder, whatever a grant above armed for its own deadline.
+        deadlines = [s.holder._deadline for s in self._keys.values() if s.holder is not None]
+        if deadlines:
+            self._arm(loop, min(deadlines))
+        elif self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
 
     def _release(self, handle: _LocalHandle) -> None:
         if handle._released:
             return  # second unlock, or unlock after expiry: harmless
         handle._released = True
-        if handle._timer is not None:
-            handle._timer.cancel()
-            handle._timer = None
         state = self._keys.get(handle.key)
         if state is None or state.holder is not handle:
             return
