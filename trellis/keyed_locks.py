@@ -8,8 +8,6 @@ removed when the count drops to zero (spec §13.5).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 
 class _Entry:
@@ -20,26 +18,49 @@ class _Entry:
         self.users = 0
 
 
+class _Hold:
+    """One use of a key's lock. A plain async context manager rather than an
+    ``@asynccontextmanager`` generator: it is on every durable step's path, and the
+    generator machinery cost more than the lock itself."""
+
+    __slots__ = ("_entries", "_entry", "_key")
+
+    def __init__(self, entries: dict[str, _Entry], key: str) -> None:
+        self._entries = entries
+        self._key = key
+        entry = entries.get(key)
+        if entry is None:
+            entry = entries[key] = _Entry()
+        entry.users += 1
+        self._entry = entry
+
+    async def __aenter__(self) -> None:
+        try:
+            await self._entry.lock.acquire()
+        except BaseException:
+            # A waiter cancelled before it got the lock still gives up its use.
+            self._release_use()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._entry.lock.release()
+        self._release_use()
+
+    def _release_use(self) -> None:
+        entry = self._entry
+        entry.users -= 1
+        if entry.users == 0:
+            del self._entries[self._key]
+
+
 class KeyedLocks:
     """``async with locks.hold(key): ...`` — mutual exclusion per key, FIFO per key."""
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._entries[key] = _Entry()
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            # Also runs when the waiter is cancelled before it got the lock.
-            entry.users -= 1
-            if entry.users == 0:
-                del self._entries[key]
+    def hold(self, key: str) -> _Hold:
+        return _Hold(self._entries, key)
 
     def __len__(self) -> int:
         """How many keys are in use right now (0 when idle: nothing leaks)."""
