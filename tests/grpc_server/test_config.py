@@ -87,3 +87,25 @@ def test_the_sanitiser_variable_sets_the_default_input_limit() -> None:
     assert load_config(environ={"TRELLIS_MAX_INPUT_SIZE": "100"}).max_input_bytes == 100
     both = {"TRELLIS_MAX_INPUT_SIZE": "100", "TRELLIS_MAX_INPUT_BYTES": "200"}
     assert load_config(environ=both).max_input_bytes == 200
+
+
+def test_entry_and_error_nodes_are_picked_from_the_flow_directory_like_run(tmp_path: Path) -> None:
+    """`trellis serve DIR` enters a flow where `trellis run DIR` does (spec §2.9)."""
+    flow = tmp_path / "checkout"
+    flow.mkdir()
+    (flow / "checkout.md").write_text("Hello\n")
+    (flow / "error.md").write_text("Something failed\n")
+
+    derived = load_config(flags={"flow_dir": str(flow)}, environ={})
+    assert (derived.effective_entry_node(), derived.effective_error_node()) == ("checkout", "error")
+
+    (flow / "main.yaml").write_text("content: main\n")
+    assert load_config(flags={"flow_dir": str(flow)}, environ={}).effective_entry_node() == "main"
+
+    chosen = {"flow_dir": str(flow), "entry_node": "x", "default_error_node": "y"}
+    explicit = load_config(flags=chosen, environ={})
+    assert (explicit.effective_entry_node(), explicit.effective_error_node()) == ("x", "y")
+
+    # A loader that is not a directory has nothing to look at: the engine's defaults.
+    remote = load_config(flags={"loader": "memory:"}, environ={})
+    assert (remote.effective_entry_node(), remote.effective_error_node()) == ("start", "")

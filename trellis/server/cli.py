@@ -100,12 +100,18 @@ def register(subparsers: Any) -> None:
         help="send calls of TOOL to another dispatcher (repeatable)",
     )
     engine = parser.add_argument_group("engine")
-    engine.add_argument("--entry", dest="entry_node", metavar="NODE", help="entry node ID (default start)")
+    engine.add_argument(
+        "--entry",
+        dest="entry_node",
+        metavar="NODE",
+        help="entry node ID (default: start, main, index or the flow directory's name, whichever exists)",
+    )
     engine.add_argument(
         "--error-node",
         dest="default_error_node",
         metavar="NODE",
-        help="where failed or denied tools go when their node names no target (default none)",
+        help="where failed or denied tools go when their node names no target "
+        "(default: the flow's 'error' node if it has one)",
     )
     engine.add_argument("--lock-ttl", type=str, metavar="DURATION", help="session lock TTL (default 30s)")
     ops = parser.add_argument_group("operations")

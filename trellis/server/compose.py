@@ -48,8 +48,8 @@ def make_engine(loader: GraphLoader, config: ServerConfig, observer: Observer) -
 
     return Engine(
         loader,
-        entry_node=config.entry_node,
-        default_error_node=config.default_error_node,
+        entry_node=config.effective_entry_node(),
+        default_error_node=config.effective_error_node(),
         hooks=[observer.hook],
     )
 

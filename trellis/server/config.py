@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trellis.adapters.directory_loader import entry_node_id, has_default_error_node
 from trellis.errors import ConfigError
 from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
 from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES, DEFAULT_MAX_MESSAGE_BYTES
@@ -46,7 +47,9 @@ class ServerConfig:
     dispatcher: str = ""
     tool_routes: dict[str, str] = field(default_factory=dict)
     # engine
-    entry_node: str = "start"
+    # "" = as `trellis run` picks them for a flow directory (start, main, index or the
+    # directory's name; `error` when the flow has one), else "start" and none.
+    entry_node: str = ""
     # where a failed or denied tool goes when its node names no target (spec §3.4.3); "" = none
     default_error_node: str = ""
     lock_ttl: float = 30.0
@@ -78,6 +81,24 @@ class ServerConfig:
         if self.flow_dir:
             return f"dir:{self.flow_dir}"
         raise ConfigError("no loader configured: give a flow directory or set 'loader' (e.g. dir:./flow)")
+
+    def effective_entry_node(self) -> str:
+        if self.entry_node:
+            return self.entry_node
+        flow = self._served_directory()
+        return entry_node_id(flow) if flow else "start"
+
+    def effective_error_node(self) -> str:
+        if self.default_error_node:
+            return self.default_error_node
+        flow = self._served_directory()
+        return "error" if flow and has_default_error_node(flow) else ""
+
+    def _served_directory(self) -> str:
+        """The flow directory the loader reads, when it is a directory loader."""
+        if self.loader:
+            return self.loader[len("dir:") :] if self.loader.startswith("dir:") else ""
+        return self.flow_dir
 
     def effective_dispatcher(self) -> str:
         if self.dispatcher:
