@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.pki import make_pki
+
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -63,59 +65,7 @@ class TlsFiles:
         openssl = shutil.which("openssl")
         if not openssl:
             raise EtcdUnavailable("openssl not found (needed to make test certificates)")
-        directory.mkdir(parents=True, exist_ok=True)
-
-        def run(*args: str) -> None:
-            subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True, timeout=60)
-
-        run(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=trellis-test-ca",
-        )
-        for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
-            run(
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                f"{name}.key",
-                "-out",
-                f"{name}.csr",
-                "-subj",
-                f"/CN=trellis-test-{name}",
-            )
-            (directory / f"{name}.ext").write_text(
-                f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"
-            )
-            run(
-                "x509",
-                "-req",
-                "-in",
-                f"{name}.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                f"{name}.pem",
-                "-days",
-                "2",
-                "-extfile",
-                f"{name}.ext",
-            )
+        make_pki(directory, openssl)
         return cls(
             directory / "ca.pem",
             directory / "server.pem",

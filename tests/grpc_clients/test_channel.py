@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.grpc_clients.pki import make_pki
 from tests.grpc_clients.servers import serving
+from tests.pki import make_pki
 from tests.requirements import missing
 from trellis.adapters.grpc import (
     ChannelOptions,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -11,6 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.grpc_server.conftest import failure, running
+from tests.pki import make_pki
 from tests.requirements import missing
 from trellis.api.v1 import graph_pb2 as gpb
 from trellis.api.v1 import graph_pb2_grpc, sessions_pb2_grpc
@@ -48,69 +48,10 @@ async def test_a_token_is_required_except_for_health(flow: Path, tmp_path: Path)
         assert checked.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _make_pki(d: Path) -> None:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=trellis-test-ca",
-        cwd=d,
-    )
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            f"/CN={name}",
-            cwd=d,
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.cnf",
-            cwd=d,
-        )
-
-
 async def test_mutual_tls(flow: Path, tmp_path: Path) -> None:
     if shutil.which("openssl") is None:
         missing("the openssl command (to make certificates) is not installed")
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    _make_pki(pki)
+    pki = make_pki(tmp_path / "pki")
     config = ServerConfig(
         flow_dir=str(flow),
         listen="127.0.0.1:0",
