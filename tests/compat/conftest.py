@@ -23,18 +23,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     transports.parametrize(metafunc, SESSIONS)
 
 
+def _install(servers: flows_support.ServedFlows | None) -> None:
+    flows_support.served_flows = servers
+
+
 @pytest.fixture(autouse=True)
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """The transport of this run; through Sessions, the servers it started stop at teardown."""
-    name: str = request.param
-    if name == transports.IN_PROCESS:
+    async for name in transports.run(request, SESSIONS, flows_support.ServedFlows, _install):
         yield name
-        return
-    flows = flows_support.ServedFlows()
-    flows_support.served_flows = flows
-    try:
-        yield name
-    finally:
-        flows_support.served_flows = None
-        await flows.aclose()
-    transports.fail_if_unused(SESSIONS, flows.started)

@@ -26,18 +26,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     transports.parametrize(metafunc, GRPC)
 
 
+def _install(servers: helpers.ServedEngines | None) -> None:
+    helpers.served_engines = servers
+
+
 @pytest.fixture(autouse=True)
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """The transport of this run; over gRPC, the servers it started stop at teardown."""
-    name: str = request.param
-    if name == transports.IN_PROCESS:
+    async for name in transports.run(request, GRPC, helpers.ServedEngines, _install):
         yield name
-        return
-    servers = helpers.ServedEngines()
-    helpers.served_engines = servers
-    try:
-        yield name
-    finally:
-        helpers.served_engines = None
-        await servers.aclose()
-    transports.fail_if_unused(GRPC, servers.started)
