@@ -37,16 +37,17 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.etcd.etcd_process import EtcdCluster  # noqa: E402
-from tests.etcd_system.flows import counter_node, write_counter_flow  # noqa: E402
-from tests.etcd_system.replicas import Replica, serve_args  # noqa: E402
+from bench.common import Load, client_process, run_workers
+from tests.etcd.etcd_process import EtcdCluster
+from tests.etcd_system.flows import counter_node, write_counter_flow
+from tests.etcd_system.replicas import Replica, serve_args
 
 CHAIN = 20
 PREFIX = "/bench"
@@ -58,36 +59,11 @@ TARGET = 0.4
 # --- the client process ---------------------------------------------------------------------
 
 
-def _summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
-    latencies.sort()
-    count = len(latencies)
-    return {
-        "rate": count / elapsed,
-        "p50": latencies[count // 2] if count else 0.0,
-        "p99": latencies[min(count - 1, int(count * 0.99))] if count else 0.0,
-        "calls": count,
-    }
-
-
-async def _run_workers(worker: Any, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
-    """Run ``worker(index, record, running)`` tasks; measure after the warm-up."""
-    latencies: list[float] = []
-    state = {"measuring": False, "running": True}
-
-    def record(started: float) -> None:
-        if state["measuring"]:
-            latencies.append(time.perf_counter() - started)
-
-    tasks = [asyncio.create_task(worker(w, record, state)) for w in range(concurrency)]
-    await asyncio.sleep(warmup)
-    state["measuring"] = True
-    began = time.perf_counter()
-    await asyncio.sleep(duration)
-    state["measuring"] = False
-    elapsed = time.perf_counter() - began
-    state["running"] = False
-    await asyncio.gather(*tasks)
-    summary = _summary(latencies, elapsed)
+async def measured(
+    worker: Callable[[int, Load], Coroutine[Any, Any, None]], concurrency: int, duration: float, warmup: float
+) -> dict[str, Any]:
+    """``run_workers`` plus this client process's CPU time so far."""
+    summary = await run_workers(worker, concurrency, duration, warmup)
     summary["client_cpu"] = time.process_time()
     return summary
 
@@ -102,10 +78,10 @@ async def raw_client(endpoint: str, concurrency: int, duration: float, warmup: f
     value = b"x" * 400  # about the size of a chain session's JSON
     run = f"{os.getpid()}"
 
-    async def worker(index: int, record: Any, state: dict[str, bool]) -> None:
+    async def worker(index: int, load: Load) -> None:
         key = client.config.key(f"raw/{run}/{index}")
         revision = 0
-        while state["running"]:
+        while load.running:
             started = time.perf_counter()
             request = rpc.TxnRequest(
                 compare=[
@@ -120,10 +96,10 @@ async def raw_client(endpoint: str, concurrency: int, duration: float, warmup: f
             if not response.succeeded:
                 raise SystemExit(f"raw transaction on {key!r} lost its compare")
             revision = response.header.revision
-            record(started)
+            load.record(started)
 
     try:
-        return await _run_workers(worker, concurrency, duration, warmup)
+        return await measured(worker, concurrency, duration, warmup)
     finally:
         await client.close()
 
@@ -139,7 +115,7 @@ async def steps_client(target: str, concurrency: int, duration: float, warmup: f
     async with grpc.aio.insecure_channel(target) as channel:
         sessions = sessions_pb2_grpc.SessionsStub(channel)
 
-        async def worker(index: int, record: Any, state: dict[str, bool]) -> None:
+        async def worker(index: int, load: Load) -> None:
             walk = 0
 
             async def new_session() -> str:
@@ -150,14 +126,14 @@ async def steps_client(target: str, concurrency: int, duration: float, warmup: f
                 return sid
 
             sid = await new_session()
-            while state["running"]:
+            while load.running:
                 started = time.perf_counter()
                 step = (await sessions.Navigate(spb.SessionsNavigateRequest(session_id=sid, input=go))).step
-                record(started)
+                load.record(started)
                 if step.terminal:
                     sid = await new_session()
 
-        return await _run_workers(worker, concurrency, duration, warmup)
+        return await measured(worker, concurrency, duration, warmup)
 
 
 # --- the coordinator ------------------------------------------------------------------------
@@ -175,22 +151,9 @@ async def measure(
     """One client process' run; adds the CPU seconds per call each ``watched`` process
     (name -> PID) spent meanwhile, warm-up included (so slightly over-counted)."""
     before = {name: cpu_seconds(pid) for name, pid in watched.items()}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--client",
-        kind,
-        target,
-        str(concurrency),
-        str(duration),
-        str(warmup),
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    result = await client_process(
+        __file__, kind, kind, target, str(concurrency), str(duration), str(warmup)
     )
-    out, _ = await process.communicate()
-    if process.returncode != 0:
-        raise SystemExit(f"the {kind} client failed (exit {process.returncode})")
-    result: dict[str, Any] = json.loads(out)
     calls_all = result["rate"] * (duration + warmup)
     result["cpu_ms"] = {
         name: (cpu_seconds(pid) - before[name]) * 1e3 / calls_all for name, pid in watched.items()

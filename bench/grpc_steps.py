@@ -40,11 +40,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.engine_steps import ANSWER, CHAIN, CONTEXT, chain_nodes  # noqa: E402
+from bench.common import Load, client_process, run_workers
+from bench.engine_steps import ANSWER, CHAIN, CONTEXT, chain_nodes
 
 KINDS = ("health", "engine", "sessions")
 CONCURRENCY = (1, 16, 64)
@@ -63,51 +63,35 @@ async def client(target: str, kind: str, concurrency: int, duration: float, warm
     from trellis.api.v1 import sessions_pb2 as spb
     from trellis.api.v1 import types_pb2 as pb
 
-    latencies: list[float] = []
-    measuring = False
-    running = True
     context_json = json.dumps(CONTEXT)
     go = pb.Input(text=ANSWER)
-
-    total = 0  # every RPC made, warm-up and Starts included: the server's CPU time is per all of them
-
-    def record(started: float) -> None:
-        nonlocal total
-        total += 1
-        if measuring:
-            latencies.append(time.perf_counter() - started)
-
-    def uncounted() -> None:
-        """An RPC outside the measured kind (a Start): not in the rate, but in the server's CPU."""
-        nonlocal total
-        total += 1
 
     async with grpc.aio.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         engine = engine_pb2_grpc.EngineStub(channel)
         sessions = sessions_pb2_grpc.SessionsStub(channel)
 
-        async def health_worker(worker: int) -> None:
+        async def health_worker(worker: int, load: Load) -> None:
             request = health_pb2.HealthCheckRequest()
-            while running:
+            while load.running:
                 started = time.perf_counter()
                 await health.Check(request)
-                record(started)
+                load.record(started)
 
-        async def engine_worker(worker: int) -> None:
+        async def engine_worker(worker: int, load: Load) -> None:
             start = epb.EngineStartRequest(session_id=f"w{worker}", context_json=context_json)
             state = (await engine.Start(start)).step.state
-            while running:
+            while load.running:
                 started = time.perf_counter()
                 step = (await engine.Navigate(epb.EngineNavigateRequest(state=state, input=go))).step
-                record(started)
+                load.record(started)
                 if step.terminal:
                     state = (await engine.Start(start)).step.state
-                    uncounted()
+                    load.uncounted()
                 else:
                     state = step.state
 
-        async def sessions_worker(worker: int) -> None:
+        async def sessions_worker(worker: int, load: Load) -> None:
             walk = 0
 
             async def new_session() -> str:
@@ -115,36 +99,20 @@ async def client(target: str, kind: str, concurrency: int, duration: float, warm
                 walk += 1
                 sid = f"p{os.getpid()}-w{worker}-{walk}"
                 await sessions.Start(spb.SessionsStartRequest(session_id=sid, context_json=context_json))
-                uncounted()
+                load.uncounted()
                 return sid
 
             sid = await new_session()
-            while running:
+            while load.running:
                 started = time.perf_counter()
                 step = (await sessions.Navigate(spb.SessionsNavigateRequest(session_id=sid, input=go))).step
-                record(started)
+                load.record(started)
                 if step.terminal:
                     sid = await new_session()
 
         worker_of = {"health": health_worker, "engine": engine_worker, "sessions": sessions_worker}[kind]
-        tasks = [asyncio.create_task(worker_of(w)) for w in range(concurrency)]
-        await asyncio.sleep(warmup)
-        measuring = True
-        began = time.perf_counter()
-        await asyncio.sleep(duration)
-        measuring = False
-        elapsed = time.perf_counter() - began
-        running = False
-        await asyncio.gather(*tasks)
-    latencies.sort()
-    count = len(latencies)
-    return {
-        "rate": count / elapsed,
-        "p50": latencies[count // 2] if count else 0.0,
-        "p99": latencies[min(count - 1, int(count * 0.99))] if count else 0.0,
-        "calls": count,
-        "total": total,
-    }
+        # "total" counts every RPC made, warm-up and Starts included: the server's CPU time is per all.
+        return await run_workers(worker_of, concurrency, duration, warmup)
 
 
 # --- the server process -----------------------------------------------------------------------
@@ -178,22 +146,7 @@ async def measure(target: str, kind: str, concurrency: int, duration: float, war
     """One client run; adds ``cpu_us``: this (server) process's CPU time per RPC the client made,
     a figure that other load on the machine disturbs far less than a rate."""
     cpu_before = time.process_time()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--client",
-        target,
-        kind,
-        str(concurrency),
-        str(duration),
-        str(warmup),
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    out, _ = await process.communicate()
-    if process.returncode != 0:
-        raise SystemExit(f"the {kind} client failed (exit {process.returncode})")
-    result: dict[str, Any] = json.loads(out)
+    result = await client_process(__file__, kind, target, kind, str(concurrency), str(duration), str(warmup))
     result["cpu_us"] = (time.process_time() - cpu_before) / max(1, result["total"]) * 1e6
     return result
 

@@ -42,6 +42,7 @@ if __package__ in (None, ""):
 
 import grpc  # type: ignore[import-untyped]  # noqa: E402
 
+from bench.common import percentile  # noqa: E402
 from tests.etcd.etcd_process import EtcdCluster  # noqa: E402
 from tests.etcd_system.flows import counter_node, write_counter_flow  # noqa: E402
 from tests.etcd_system.replicas import Replica, serve_args, start_replicas  # noqa: E402
@@ -136,7 +137,7 @@ async def main(args: argparse.Namespace) -> int:
 
     totals.sort()
     p50 = statistics.median(totals)
-    p99 = totals[min(len(totals) - 1, int(len(totals) * 0.99))]
+    p99 = percentile(totals, 0.99)
     print(
         f"publish -> all 3 replicas serving the new node (graph watch event + Sessions.Get render), "
         f"{len(totals)} publishes"

@@ -1,0 +1,91 @@
+"""What the client/server benchmarks share: a load of worker tasks measured for a fixed
+time after a warm-up, its rate and latency percentiles, and running that load in a
+separate client process (so the client does not steal the measured server's CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """The value at ``fraction`` (0.5, 0.99) of an already sorted list; 0.0 when empty."""
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def summary(latencies: list[float], elapsed: float) -> dict[str, Any]:
+    """Calls per second and p50/p99 latency (seconds) of the calls measured in ``elapsed``."""
+    latencies.sort()
+    return {
+        "rate": len(latencies) / elapsed,
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "calls": len(latencies),
+    }
+
+
+class Load:
+    """Shared by the worker tasks of one measurement: whether to go on, the latencies taken
+    after the warm-up, and every call made (warm-up and uncounted calls included)."""
+
+    def __init__(self) -> None:
+        self.running = True
+        self.measuring = False
+        self.latencies: list[float] = []
+        self.total = 0
+
+    def record(self, started: float) -> None:
+        """A measured call that began at ``started`` (time.perf_counter) has returned."""
+        self.total += 1
+        if self.measuring:
+            self.latencies.append(time.perf_counter() - started)
+
+    def uncounted(self) -> None:
+        """A call outside the measured kind (a Start): not in the rate, but in ``total``."""
+        self.total += 1
+
+
+async def run_workers(
+    worker: Callable[[int, Load], Coroutine[Any, Any, None]], concurrency: int, duration: float, warmup: float
+) -> dict[str, Any]:
+    """Run ``concurrency`` ``worker(index, load)`` tasks until told to stop (``load.running``);
+    measure for ``duration`` seconds after ``warmup``. The summary plus ``total``."""
+    load = Load()
+    tasks = [asyncio.create_task(worker(index, load)) for index in range(concurrency)]
+    await asyncio.sleep(warmup)
+    load.measuring = True
+    began = time.perf_counter()
+    await asyncio.sleep(duration)
+    load.measuring = False
+    elapsed = time.perf_counter() - began
+    load.running = False
+    await asyncio.gather(*tasks)
+    return {**summary(load.latencies, elapsed), "total": load.total}
+
+
+async def client_process(script: str, name: str, *args: str) -> dict[str, Any]:
+    """Run ``python script --client ARGS`` and return the JSON object it prints. Exits with
+    a message naming the ``name`` client if it fails."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        script,
+        "--client",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"the {name} client failed (exit {process.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    return result
