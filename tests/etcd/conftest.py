@@ -19,41 +19,33 @@ from tests.requirements import missing
 from trellis.adapters.etcd import EtcdClient, EtcdConfig
 
 
-def _start(size: int) -> EtcdCluster:
+def _cluster(size: int) -> Iterator[EtcdCluster]:
+    """A started cluster of ``size`` members for a fixture to yield from; closed after."""
     try:
         cluster = EtcdCluster(size)
         cluster.__enter__()
     except EtcdUnavailable as exc:
         missing(f"etcd is not available: {exc}")
-    return cluster
-
-
-@pytest.fixture(scope="session")
-def etcd_server() -> Iterator[EtcdCluster]:
-    cluster = _start(1)
     try:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdCluster]:
+    yield from _cluster(1)
 
 
 @pytest.fixture
 def private_etcd() -> Iterator[EtcdCluster]:
     """A single member of this test's own, for tests that stop or restart it."""
-    cluster = _start(1)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _cluster(1)
 
 
 @pytest.fixture
 def etcd_cluster3() -> Iterator[EtcdCluster]:
-    cluster = _start(3)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _cluster(3)
 
 
 def config_for(cluster: EtcdCluster, **changes: object) -> EtcdConfig:

@@ -5,6 +5,7 @@ push/pull round trips and the command line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,6 +43,18 @@ async def next_change(stream: ChangeStream) -> GraphChange:
         return await anext(stream)
 
 
+@contextlib.asynccontextmanager
+async def watching(client: EtcdClient) -> AsyncIterator[tuple[EtcdGraphLoader, ChangeStream]]:
+    """The "tour" graph's loader over ``client`` and a watch of it; both closed after."""
+    loader = EtcdGraphLoader(client, "tour")
+    stream = loader.watch()
+    try:
+        yield loader, stream
+    finally:
+        await stream.aclose()
+        await loader.aclose()
+
+
 @pytest_asyncio.fixture
 async def proxied(
     etcd_server: EtcdCluster, etcd_config: EtcdConfig
@@ -61,9 +74,7 @@ async def test_one_publish_is_one_change_naming_every_node_it_touched(
 ) -> None:
     directory = write_flow(tmp_path, FLOW)
     await publish(etcd_client, "tour", directory)
-    loader = EtcdGraphLoader(etcd_client, "tour")
-    stream = loader.watch()
-    try:
+    async with watching(etcd_client) as (loader, stream):
         assert await loader.list_nodes() == ["middle", "modules/end", "start", "tools"]
         write_flow(directory, {"start.md": "Hi\n", "modules/end.json": '{"content": "Ciao"}'})
         (directory / "middle.yaml").unlink()
@@ -79,9 +90,6 @@ async def test_one_publish_is_one_change_naming_every_node_it_touched(
         # Publishing the same directory again writes nothing.
         again = await publish(etcd_client, "tour", directory)
         assert again.changed == () and again.removed == ()
-    finally:
-        await stream.aclose()
-        await loader.aclose()
 
 
 async def test_a_watch_resumes_after_the_connection_breaks(
@@ -90,21 +98,15 @@ async def test_a_watch_resumes_after_the_connection_breaks(
     proxy, config = proxied
     directory = write_flow(tmp_path, FLOW)
     await publish(etcd_client, "tour", directory)
-    async with EtcdClient(config) as through_proxy:
-        loader = EtcdGraphLoader(through_proxy, "tour")
-        stream = loader.watch()
-        try:
-            assert (await loader.get_node("start")).content == "Hello\n"
-            await proxy.cut()
-            write_flow(directory, {"start.md": "Changed while away\n"})
-            missed = await publish(etcd_client, "tour", directory)
-            await proxy.start()
-            change = await next_change(stream)
-            assert change == GraphChange(frozenset({"start"}), missed.revision)
-            assert (await loader.get_node("start")).content == "Changed while away\n"
-        finally:
-            await stream.aclose()
-            await loader.aclose()
+    async with EtcdClient(config) as through_proxy, watching(through_proxy) as (loader, stream):
+        assert (await loader.get_node("start")).content == "Hello\n"
+        await proxy.cut()
+        write_flow(directory, {"start.md": "Changed while away\n"})
+        missed = await publish(etcd_client, "tour", directory)
+        await proxy.start()
+        change = await next_change(stream)
+        assert change == GraphChange(frozenset({"start"}), missed.revision)
+        assert (await loader.get_node("start")).content == "Changed while away\n"
 
 
 async def test_a_watch_behind_compaction_reloads_the_whole_graph(
@@ -113,30 +115,24 @@ async def test_a_watch_behind_compaction_reloads_the_whole_graph(
     proxy, config = proxied
     directory = write_flow(tmp_path, FLOW)
     await publish(etcd_client, "tour", directory)
-    async with EtcdClient(config) as through_proxy:
-        loader = EtcdGraphLoader(through_proxy, "tour")
-        stream = loader.watch()
-        try:
-            assert (await loader.get_node("middle")).content == "Between"
-            await proxy.cut()
-            write_flow(directory, {"middle.yaml": "content: Moved on\n"})
-            await publish(etcd_client, "tour", directory)
-            (directory / "tools.yaml").unlink()
-            latest = await publish(etcd_client, "tour", directory)
-            await etcd_client.call("Compact", rpc.CompactionRequest(revision=latest.revision, physical=True))
-            await proxy.start()
-            change = await next_change(stream)
-            assert change.node_ids == frozenset()  # anything may have changed
-            assert change.revision >= latest.revision
-            assert (await loader.get_node("middle")).content == "Moved on"
-            assert await loader.list_nodes() == ["middle", "modules/end", "start"]
-            # ...and the watch carries on from there.
-            write_flow(directory, {"start.md": "After\n"})
-            after = await publish(etcd_client, "tour", directory)
-            assert await next_change(stream) == GraphChange(frozenset({"start"}), after.revision)
-        finally:
-            await stream.aclose()
-            await loader.aclose()
+    async with EtcdClient(config) as through_proxy, watching(through_proxy) as (loader, stream):
+        assert (await loader.get_node("middle")).content == "Between"
+        await proxy.cut()
+        write_flow(directory, {"middle.yaml": "content: Moved on\n"})
+        await publish(etcd_client, "tour", directory)
+        (directory / "tools.yaml").unlink()
+        latest = await publish(etcd_client, "tour", directory)
+        await etcd_client.call("Compact", rpc.CompactionRequest(revision=latest.revision, physical=True))
+        await proxy.start()
+        change = await next_change(stream)
+        assert change.node_ids == frozenset()  # anything may have changed
+        assert change.revision >= latest.revision
+        assert (await loader.get_node("middle")).content == "Moved on"
+        assert await loader.list_nodes() == ["middle", "modules/end", "start"]
+        # ...and the watch carries on from there.
+        write_flow(directory, {"start.md": "After\n"})
+        after = await publish(etcd_client, "tour", directory)
+        assert await next_change(stream) == GraphChange(frozenset({"start"}), after.revision)
 
 
 async def test_an_invalid_flow_is_not_published(etcd_client: EtcdClient, tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ caller sees UNAVAILABLE, as when the member handling it dies before answering.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NamedTuple
 
 import grpc  # type: ignore[import-untyped]
 import orjson
@@ -22,7 +23,7 @@ from aetcd import rpc
 from tests.etcd.conftest import config_for
 from tests.etcd.etcd_process import EtcdCluster
 from tests.etcd_system.waiting import eventually
-from trellis.adapters.etcd import EtcdClient, EtcdStateStore
+from trellis.adapters.etcd import EtcdClient, EtcdConfig, EtcdStateStore
 from trellis.adapters.etcd.client import prefix_end
 from trellis.adapters.etcd.locker import EtcdLockHandle
 from trellis.domain import State
@@ -53,6 +54,26 @@ class LoseOneAnswer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         )
 
 
+class Replicas(NamedTuple):
+    """Two replicas on one etcd: ours (``mine``), whose connection ``lose`` can drop an
+    answer of, and another one's."""
+
+    config: EtcdConfig
+    lose: LoseOneAnswer
+    ours: EtcdClient
+    theirs: EtcdClient
+    mine: EtcdStateStore
+    other: EtcdStateStore
+
+
+@contextlib.asynccontextmanager
+async def two_replicas(cluster: EtcdCluster) -> AsyncIterator[Replicas]:
+    config = config_for(cluster)
+    lose = LoseOneAnswer()
+    async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
+        yield Replicas(config, lose, ours, theirs, EtcdStateStore(ours), EtcdStateStore(theirs))
+
+
 def _at(state: State, node: str) -> State:
     moved = state.clone()
     moved.current_node_id = node
@@ -76,10 +97,7 @@ async def _pending_step(store: EtcdStateStore) -> tuple[EtcdLockHandle, State]:
 async def test_a_lost_answer_is_known_as_applied_although_other_steps_followed(
     etcd_server: EtcdCluster,
 ) -> None:
-    config = config_for(etcd_server)
-    lose = LoseOneAnswer()
-    async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
-        mine, other = EtcdStateStore(ours), EtcdStateStore(theirs)
+    async with two_replicas(etcd_server) as (config, lose, ours, _theirs, mine, other):
         handle, stepped = await _pending_step(mine)
         later: list[int] = []
 
@@ -114,10 +132,7 @@ async def test_a_lost_answer_with_nobody_in_between_is_known_as_applied(etcd_ser
 async def test_a_save_that_never_reached_etcd_after_its_lock_was_lost_is_refused(
     etcd_server: EtcdCluster,
 ) -> None:
-    config = config_for(etcd_server)
-    lose = LoseOneAnswer()
-    async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
-        mine, other = EtcdStateStore(ours), EtcdStateStore(theirs)
+    async with two_replicas(etcd_server) as (_config, lose, _ours, theirs, mine, other):
         handle, stepped = await _pending_step(mine)
 
         async def lock_lost_then_another_step() -> None:
@@ -133,10 +148,7 @@ async def test_a_save_that_never_reached_etcd_after_its_lock_was_lost_is_refused
 async def test_a_lost_answer_whose_history_was_compacted_is_an_unknown_outcome(
     etcd_server: EtcdCluster,
 ) -> None:
-    config = config_for(etcd_server)
-    lose = LoseOneAnswer()
-    async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
-        mine, other = EtcdStateStore(ours), EtcdStateStore(theirs)
+    async with two_replicas(etcd_server) as (_config, lose, _ours, theirs, mine, other):
         handle, stepped = await _pending_step(mine)
 
         async def step_then_compact() -> None:
@@ -154,10 +166,7 @@ async def test_a_lost_answer_of_a_step_that_queued_behind_another_holder_is_know
     """The case the member-kill test hit: the holder ahead of us in the queue saved after
     our lock key was created, so "the first write after our lock key" is theirs; ours is
     the first write after the version we loaded."""
-    config = config_for(etcd_server)
-    lose = LoseOneAnswer()
-    async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
-        mine, other = EtcdStateStore(ours), EtcdStateStore(theirs)
+    async with two_replicas(etcd_server) as (config, lose, ours, theirs, mine, other):
         await mine.save("s", State.new("s", "n0"), expected_revision=0)
         their_handle, their_loaded = await other.lock_and_load("s", 30)
         assert their_loaded is not None
@@ -189,10 +198,7 @@ async def test_a_conditional_save_whose_lost_answer_was_followed_by_another_save
     """The same for StateStore.save with an expected revision (the StateStore service's
     conditional save, no lock): another writer saving after our landed attempt does
     not turn it into a conflict."""
-    config = config_for(etcd_server)
-    lose = LoseOneAnswer()
-    async with EtcdClient(config, interceptors=[lose]) as ours, EtcdClient(config) as theirs:
-        mine, other = EtcdStateStore(ours), EtcdStateStore(theirs)
+    async with two_replicas(etcd_server) as (_config, lose, _ours, _theirs, mine, other):
         created = await mine.save("s", State.new("s", "n0"), expected_revision=0)
         later: list[int] = []
 

@@ -193,30 +193,38 @@ def test_the_default_size_limit_is_one_mebibyte(graph: Path) -> None:
     assert DirectoryLoader(graph).max_file_bytes == 1024 * 1024
 
 
-async def test_a_file_that_is_not_utf8_is_refused_by_name(graph: Path) -> None:
-    write(graph, "latin.md", "---\ntype: text\n---\nol\xe1\n".encode("latin-1"))
-    with pytest.raises(
-        NodeDefinitionError, match=r"flow/latin\.md: file is not valid UTF-8 \(bad byte at line 4"
-    ):
-        await DirectoryLoader(graph).get_node("latin")
-
-
-async def test_malformed_yaml_names_the_file_and_line(graph: Path) -> None:
-    write(graph, "bad.yaml", "type: text\nto: [a\nwait: true\n")
-    with pytest.raises(NodeDefinitionError, match=r"flow/bad\.yaml: invalid YAML at line \d"):
-        await DirectoryLoader(graph).get_node("bad")
-
-
-async def test_malformed_json_names_the_file_and_line(graph: Path) -> None:
-    write(graph, "bad.json", '{\n  "to": "x",\n}\n')
-    with pytest.raises(NodeDefinitionError, match=r"flow/bad\.json: invalid JSON at line 3"):
-        await DirectoryLoader(graph).get_node("bad")
-
-
-async def test_unclosed_frontmatter_names_the_file(graph: Path) -> None:
-    write(graph, "open.md", "---\ntype: text\nHello\n")
-    with pytest.raises(NodeDefinitionError, match=r"flow/open\.md: frontmatter .* never closed"):
-        await DirectoryLoader(graph).get_node("open")
+@pytest.mark.parametrize(
+    ("rel", "text", "match"),
+    [
+        pytest.param(
+            "latin.md",
+            "---\ntype: text\n---\nol\xe1\n".encode("latin-1"),
+            r"flow/latin\.md: file is not valid UTF-8 \(bad byte at line 4",
+            id="not-utf8",
+        ),
+        pytest.param(
+            "bad.yaml",
+            "type: text\nto: [a\nwait: true\n",
+            r"flow/bad\.yaml: invalid YAML at line \d",
+            id="yaml",
+        ),
+        pytest.param(
+            "bad.json", '{\n  "to": "x",\n}\n', r"flow/bad\.json: invalid JSON at line 3", id="json"
+        ),
+        pytest.param(
+            "open.md",
+            "---\ntype: text\nHello\n",
+            r"flow/open\.md: frontmatter .* never closed",
+            id="unclosed-frontmatter",
+        ),
+    ],
+)
+async def test_an_unreadable_file_is_refused_naming_the_file_and_where(
+    graph: Path, rel: str, text: str | bytes, match: str
+) -> None:
+    write(graph, rel, text)
+    with pytest.raises(NodeDefinitionError, match=match):
+        await DirectoryLoader(graph).get_node(rel.rsplit(".", 1)[0])
 
 
 async def test_a_wrongly_typed_field_names_the_file_and_field(graph: Path) -> None:
