@@ -7,7 +7,7 @@ import grpc  # type: ignore[import-untyped]
 from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
-from trellis.domain import RenderResult, State, StepResult
+from trellis.domain import State, StepResult
 from trellis.ports.engine import EnginePort
 from trellis.server import convert
 from trellis.server.errors import Servicer, guarded_unary
@@ -36,8 +36,10 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         state.revision = 0  # the stateless service has no store: a client revision means nothing
         return state
 
-    def _step_out(self, step: pb.Step, state: State, render: RenderResult) -> None:
-        """Fill ``step`` (a field of the response) with the new state, signed, and its actions."""
+    async def _step_out(self, step: pb.Step, state: State) -> None:
+        """Fill ``step`` (a field of the response) with the new state, signed, and the actions
+        of its render."""
+        render = await render_state(self._engine, state)
         convert.fill_step(step, StepResult(state, render))
         if self._signer is not None:
             step.state.signature = self._signer.sign(state)
@@ -49,9 +51,8 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         self._limits.check_context_text(request.context_json, "context_json")
         ctx = convert.load_json_object(request.context_json, "context_json")
         state = await self._engine.start(request.session_id, ctx)
-        render = await render_state(self._engine, state)
         response = epb.EngineStartResponse()
-        self._step_out(response.step, state, render)
+        await self._step_out(response.step, state)
         return response
 
     @guarded_unary
@@ -71,9 +72,8 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         state = self._state_in(request.state)
         value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
         new_state = await self._engine.navigate(state, value)
-        render = await render_state(self._engine, new_state)
         response = epb.EngineNavigateResponse()
-        self._step_out(response.step, new_state, render)
+        await self._step_out(response.step, new_state)
         return response
 
     @guarded_unary
@@ -82,9 +82,8 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
     ) -> epb.EngineSignalResponse:
         state = self._state_in(request.state)
         new_state = await self._engine.signal(state, request.signal)
-        render = await render_state(self._engine, new_state)
         response = epb.EngineSignalResponse()
-        self._step_out(response.step, new_state, render)
+        await self._step_out(response.step, new_state)
         return response
 
     @guarded_unary
