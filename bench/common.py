@@ -4,6 +4,7 @@ separate client process (so the client does not steal the measured server's CPU)
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -89,3 +90,15 @@ async def client_process(script: str, name: str, *args: str) -> dict[str, Any]:
         raise SystemExit(f"the {name} client failed (exit {process.returncode})")
     result: dict[str, Any] = json.loads(out)
     return result
+
+
+def bench_parser(doc: str | None, rounds: str, client_args: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The options every client/server benchmark takes: time measured per cell, warm-up,
+    ``--repeats`` (``rounds`` says what one is), and the hidden ``--client CLIENT_ARGS``
+    that makes the script the client process."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per cell (default 3)")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
+    parser.add_argument("--repeats", type=int, default=3, help=f"{rounds} (default 3)")
+    parser.add_argument("--client", nargs=len(client_args), metavar=client_args, help=argparse.SUPPRESS)
+    return parser

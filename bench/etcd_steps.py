@@ -44,7 +44,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Load, client_process, run_workers
+from bench.common import Load, bench_parser, client_process, run_workers
 from tests.etcd.etcd_process import EtcdCluster
 from tests.etcd_system.flows import counter_node, write_counter_flow
 from tests.etcd_system.replicas import Replica, serve_args
@@ -242,17 +242,9 @@ async def run(args: argparse.Namespace, work: Path) -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per cell (default 3)")
-    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
+    parser = bench_parser(__doc__, "rounds", ("KIND", "TARGET", "CONC", "DURATION", "WARMUP"))
     parser.add_argument("--concurrency", type=int, default=16, help="client tasks (default 16)")
     parser.add_argument("--profile", action="store_true", help="run the server under cProfile")
-    parser.add_argument(
-        "--client", nargs=5, metavar=("KIND", "TARGET", "CONC", "DURATION", "WARMUP"), help=argparse.SUPPRESS
-    )
     return parser.parse_args()
 
 

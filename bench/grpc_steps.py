@@ -43,7 +43,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Load, client_process, run_workers
+from bench.common import Load, bench_parser, client_process, run_workers
 from bench.engine_steps import ANSWER, CHAIN, CONTEXT, chain_nodes
 
 KINDS = ("health", "engine", "sessions")
@@ -215,16 +215,8 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per cell (default 3)")
-    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring (default 0.5)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds per concurrency (default 3)")
+    parser = bench_parser(__doc__, "rounds per concurrency", ("TARGET", "KIND", "CONC", "DURATION", "WARMUP"))
     parser.add_argument("--profile", action="store_true", help="profile the server during sessions at 16")
-    parser.add_argument(
-        "--client", nargs=5, metavar=("TARGET", "KIND", "CONC", "DURATION", "WARMUP"), help=argparse.SUPPRESS
-    )
     return parser.parse_args()
 
 
