@@ -10,21 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.cli.cli_support import EXAMPLES, run_cli
-from tests.etcd.etcd_process import EtcdCluster, EtcdUnavailable
-from tests.requirements import missing
+from tests.etcd.etcd_process import EtcdCluster, running_cluster
 
 
 @pytest.fixture(scope="module")
 def etcd() -> Iterator[EtcdCluster]:
-    try:
-        cluster = EtcdCluster(1)
-        cluster.__enter__()
-    except EtcdUnavailable as exc:
-        missing(f"etcd is not available: {exc}")
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from running_cluster(1)
 
 
 def test_push_then_pull_gives_back_the_same_flow(etcd: EtcdCluster, tmp_path: Path) -> None:

@@ -14,38 +14,24 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from tests.etcd.etcd_process import EtcdCluster, EtcdUnavailable
-from tests.requirements import missing
+from tests.etcd.etcd_process import EtcdCluster, running_cluster
 from trellis.adapters.etcd import EtcdClient, EtcdConfig
-
-
-def _cluster(size: int) -> Iterator[EtcdCluster]:
-    """A started cluster of ``size`` members for a fixture to yield from; closed after."""
-    try:
-        cluster = EtcdCluster(size)
-        cluster.__enter__()
-    except EtcdUnavailable as exc:
-        missing(f"etcd is not available: {exc}")
-    try:
-        yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[EtcdCluster]:
-    yield from _cluster(1)
+    yield from running_cluster(1)
 
 
 @pytest.fixture
 def private_etcd() -> Iterator[EtcdCluster]:
     """A single member of this test's own, for tests that stop or restart it."""
-    yield from _cluster(1)
+    yield from running_cluster(1)
 
 
 @pytest.fixture
 def etcd_cluster3() -> Iterator[EtcdCluster]:
-    yield from _cluster(3)
+    yield from running_cluster(3)
 
 
 def config_for(cluster: EtcdCluster, **changes: object) -> EtcdConfig:

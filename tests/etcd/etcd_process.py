@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -266,3 +266,19 @@ class EtcdCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def running_cluster(size: int) -> Iterator[EtcdCluster]:
+    """A started cluster of ``size`` members for a fixture to yield from, closed after.
+    Without etcd: a skip on a developer's machine, a failure under CI=true."""
+    from tests.requirements import missing
+
+    try:
+        cluster = EtcdCluster(size)
+        cluster.__enter__()
+    except EtcdUnavailable as exc:
+        missing(f"etcd is not available: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
