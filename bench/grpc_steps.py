@@ -123,7 +123,7 @@ async def start_server() -> Any:
     from trellis.adapters.memory_loader import MemoryLoader
     from trellis.adapters.memory_store import MemoryStore
     from trellis.server.app import TrellisServer
-    from trellis.server.compose import Ports, make_engine, make_sessions
+    from trellis.server.compose import assemble
     from trellis.server.config import ServerConfig
     from trellis.server.observe import Observer
 
@@ -132,12 +132,8 @@ async def start_server() -> Any:
     loader = MemoryLoader(chain_nodes())
     store = MemoryStore()
     locker = LocalLocker()
-    engine = make_engine(loader, config, observer)
-    sessions = make_sessions(engine, store, locker, None, config, observer)
-    ports = Ports(
-        loader=loader, store=store, locker=locker, dispatcher=None, engine=engine, sessions=sessions
-    )
-    server = TrellisServer(config, ports=ports, observer=observer)
+    ports = assemble(loader, store, locker, None, config, observer)
+    server = TrellisServer(config, composition=ports, observer=observer)
     await server.start()
     return server
 

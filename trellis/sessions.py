@@ -13,9 +13,10 @@ one critical section from the load to the save (spec §17 #1):
 4. save, conditioned on the revision loaded and on still holding the lock;
 5. release the locks; publish what changed to ``watch``ers.
 
-A step that fails anywhere leaves the stored state exactly as it was. A store
-that is also a lock service (``trellis.ports.StepStore``, e.g. etcd) and no
-separate locker: steps 1-2 and 4-5 are one round trip each.
+A step that fails anywhere leaves the stored state exactly as it was. Steps 1-2
+and 4-5 go through one ``trellis.ports.StepStore``: a store that is its own lock
+service (etcd) does each in one round trip; any other store and locker are
+combined by trellis.locked_store.LockedStore.
 
 What a step returns: the new state (with its stored revision) and the actions
 to show. Nodes the runner loop passed through on the way (pass-through text,
@@ -48,13 +49,13 @@ from trellis.domain import (
     ToolResult,
 )
 from trellis.errors import (
-    BackendUnavailable,
     ExecutionViolation,
     InvalidSessionId,
     SessionNotFound,
     TrellisError,
 )
 from trellis.keyed_locks import KeyedLocks
+from trellis.locked_store import step_store_for
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.engine import EnginePort
 from trellis.ports.locker import DistributedLocker, LockHandle
@@ -76,6 +77,7 @@ class SessionManager:
         store: StateStore,
         *,
         locker: DistributedLocker | None = None,
+        step_store: StepStore | None = None,
         dispatcher: ActionDispatcher | None = None,
         lock_ttl: float = 30.0,
         max_auto_steps: int = 1000,
@@ -83,23 +85,23 @@ class SessionManager:
         input_limit: int | None = None,
     ) -> None:
         """``lock_ttl`` must exceed the longest step (tools included) when a locker is used: a
-        step that outlives its lock is refused at save time (LockLost). ``input_limit``: bytes
-        of one text input (default: TRELLIS_MAX_INPUT_SIZE or 4096)."""
+        step that outlives its lock is refused at save time (LockLost). ``step_store``: how a
+        step locks, loads and saves (default: ``store`` itself when it is a StepStore and no
+        ``locker`` is given, else trellis.locked_store.LockedStore(store, locker)); give one to
+        wrap it, e.g. to meter lock waits. ``input_limit``: bytes of one text input (default:
+        TRELLIS_MAX_INPUT_SIZE or 4096)."""
         if max_auto_steps < 1:
             raise ValueError(f"max_auto_steps must be at least 1, got {max_auto_steps}")
         self._engine = engine
         self._store = store
-        self._locker = locker
         self._dispatcher = dispatcher
         self._lock_ttl = lock_ttl
         self._max_auto_steps = max_auto_steps
         self._logger = logger or logging.getLogger("trellis.sessions")
         self._input_limit = input_limit if input_limit is not None else input_limit_from_env()
-        # A store that is also the lock service does both in one round trip, unless a separate
-        # locker was asked for explicitly.
-        self._step_store: StepStore | None = (
-            store if locker is None and isinstance(store, StepStore) else None
-        )
+        if step_store is not None and locker is not None:
+            raise ValueError("give a locker or a step_store, not both (a step_store locks itself)")
+        self._steps = step_store if step_store is not None else step_store_for(store, locker)
         self._locks = KeyedLocks()
         # Weak: a watch nobody holds any more unsubscribes itself (SessionWatch.__del__).
         self._watchers: dict[str, weakref.WeakSet[SessionWatch]] = {}
@@ -113,7 +115,7 @@ class SessionManager:
 
         async def work(loaded: State | None) -> _Outcome:
             if loaded is not None:
-                return loaded, await self._render(loaded), False
+                return loaded, await self._engine.render(loaded), False
             state, render = await self._advance(await self._engine.start(session_id, context))
             return state, render, True
 
@@ -123,7 +125,7 @@ class SessionManager:
         """The stored state and the actions of its current node. Raises SessionNotFound."""
         _check_id(session_id)
         state = await self._store.load(session_id)
-        return StepResult(state=state, render=await self._render(state))
+        return StepResult(state=state, render=await self._engine.render(state))
 
     async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult:
         """One durable step with user input (text is sanitised first) or a tool result."""
@@ -153,18 +155,11 @@ class SessionManager:
         """Remove the session (idempotent) and end its watchers' streams."""
         _check_id(session_id)
         async with self._locks.hold(session_id):
-            if self._step_store is not None:
-                step_handle, _ = await self._step_store.lock_and_load(session_id, self._lock_ttl)
-                try:
-                    await self._store.delete(session_id)
-                finally:
-                    await self._release_step_store(step_handle, session_id)
-            else:
-                handle = await self._acquire(session_id)
-                try:
-                    await self._store.delete(session_id)
-                finally:
-                    await self._release(handle)
+            handle, _ = await self._steps.lock_and_load(session_id, self._lock_ttl)
+            try:
+                await self._store.delete(session_id)
+            finally:
+                await self._unlock(handle, session_id)
         for watch in builtins.list(self._watchers.get(session_id, ())):
             watch._end()
 
@@ -221,74 +216,29 @@ class SessionManager:
     async def _step(self, session_id: str, work: _Work) -> StepResult:
         _check_id(session_id)
         async with self._locks.hold(session_id):
-            if self._step_store is not None:
-                return await self._step_with_step_store(session_id, work)
-            handle = await self._acquire(session_id)
+            handle, loaded = await self._steps.lock_and_load(session_id, self._lock_ttl)
             try:
-                loaded = await self._load_or_none(session_id)
                 state, render, changed = await work(loaded)
-                if changed:
-                    expected = loaded.revision if loaded is not None else 0
-                    state.revision = await self._store.save(
-                        session_id, state, expected_revision=expected, fence=handle
-                    )
-                    self._publish(session_id, loaded, state)
+            except BaseException:
+                await self._unlock(handle, session_id)
+                raise
+            if not changed:
+                await self._unlock(handle, session_id)
                 return StepResult(state=state, render=render)
-            finally:
-                await self._release(handle)
-
-    async def _step_with_step_store(self, session_id: str, work: _Work) -> StepResult:
-        assert self._step_store is not None
-        handle, loaded = await self._step_store.lock_and_load(session_id, self._lock_ttl)
-        try:
-            state, render, changed = await work(loaded)
-        except BaseException:
-            await self._release_step_store(handle, session_id)
-            raise
-        if changed:
+            # Conditioned on the revision loaded (0: the session must not exist yet).
             state.revision = loaded.revision if loaded is not None else 0
-            state.revision = await self._step_store.save_and_unlock(handle, session_id, state)
+            state.revision = await self._steps.save_and_unlock(handle, session_id, state)
             self._publish(session_id, loaded, state)
-        else:
-            await self._release_step_store(handle, session_id)
-        return StepResult(state=state, render=render)
+            return StepResult(state=state, render=render)
 
-    async def _load_or_none(self, session_id: str) -> State | None:
+    async def _unlock(self, handle: LockHandle, session_id: str) -> None:
         try:
-            return await self._store.load(session_id)
-        except SessionNotFound:
-            return None
-
-    async def _acquire(self, session_id: str) -> LockHandle | None:
-        if self._locker is None:
-            return None
-        try:
-            return await self._locker.acquire(session_id, self._lock_ttl)
-        except (TrellisError, asyncio.CancelledError, TimeoutError):
-            raise
+            await self._steps.save_and_unlock(handle, session_id, None)
         except Exception as exc:
-            raise BackendUnavailable(f"failed to acquire distributed lock: {exc}") from exc
-
-    async def _release(self, handle: LockHandle | None) -> None:
-        if handle is None:
-            return
-        try:
-            await handle.unlock()
-        except Exception as exc:
-            # Never fail a step that already happened: the lock expires by its TTL anyway.
-            self._logger.warning("failed to release the lock of session %r: %s", handle.key, exc)
-
-    async def _release_step_store(self, handle: LockHandle, session_id: str) -> None:
-        assert self._step_store is not None
-        try:
-            await self._step_store.save_and_unlock(handle, session_id, None)
-        except Exception as exc:
+            # Never fail a step over its release: the lock expires by its TTL anyway.
             self._logger.warning("failed to release the lock of session %r: %s", session_id, exc)
 
     # --- the runner loop ------------------------------------------------------------------
-
-    async def _render(self, state: State) -> RenderResult:
-        return await render_state(self._engine, state)
 
     async def _advance(self, state: State) -> tuple[State, RenderResult]:
         """Run served tools and pass-through nodes until the session needs the caller."""
@@ -352,19 +302,6 @@ class SessionManager:
         watches.discard(watch)
         if not watches:
             del self._watchers[watch.session_id]
-
-
-async def render_state(engine: EnginePort, state: State) -> RenderResult:
-    """What to show for ``state``: the engine's render, except for a session whose rollback
-    fully unwound (spec §7.3: terminated with no current node), which has no node to render
-    and shows nothing, terminally. Every service that renders a stored or returned state
-    goes through here, so both answer alike."""
-    if state.status is Status.TERMINATED and not state.current_node_id:
-        return _UNWOUND
-    return await engine.render(state)
-
-
-_UNWOUND: Final = RenderResult(actions=(), terminal=True)
 
 
 def _passed(render: RenderResult) -> builtins.list[Action]:

@@ -11,9 +11,8 @@ from trellis.adapters.etcd.factories import ClientPool, loader_factory, locker_f
 from trellis.adapters.etcd.publish import publish
 from trellis.domain import State
 from trellis.errors import ConfigError
+from trellis.plugins import BuildContext, parse_url
 from trellis.ports import DistributedLocker, GraphLoader, StateStore, StepStore, Watchable
-from trellis.server.config import ServerConfig
-from trellis.server.registry import BuildContext, parse_url
 
 
 async def test_ports_from_urls_share_one_client_and_work(etcd_config: EtcdConfig, tmp_path: Path) -> None:
@@ -22,7 +21,7 @@ async def test_ports_from_urls_share_one_client_and_work(etcd_config: EtcdConfig
         "prefix": etcd_config.prefix,
         "request_timeout": "3s",
     }
-    ctx = BuildContext(ServerConfig(etcd=section))
+    ctx = BuildContext(sections={"etcd": section})
     try:
         store = await store_factory(parse_url("store", "etcd:"), ctx)
         locker = await locker_factory(parse_url("locker", "etcd:"), ctx)

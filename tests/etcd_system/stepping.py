@@ -22,7 +22,7 @@ import grpc  # type: ignore[import-untyped]
 import orjson
 
 from tests.etcd_system.flows import counter_node
-from trellis import rpc_errors
+from trellis.api import error_table
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
@@ -43,8 +43,8 @@ class Outcome:
 
 def reason_of(exc: grpc.aio.AioRpcError) -> str:
     for key, value in exc.trailing_metadata() or ():
-        if key == rpc_errors.STATUS_DETAILS_KEY:
-            info = rpc_errors.error_info_from(value)
+        if key == error_table.STATUS_DETAILS_KEY:
+            info = error_table.error_info_from(value)
             return info.reason if info is not None else ""
     return ""
 

@@ -13,7 +13,7 @@ from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.loader import GraphLoader
 from trellis.ports.store import StateStore
 from trellis.server.app import TrellisServer
-from trellis.server.compose import Ports, make_engine, make_sessions
+from trellis.server.compose import Composition, assemble
 from trellis.server.config import DEFAULT_LISTEN, ServerConfig
 from trellis.server.observe import Observer
 
@@ -24,7 +24,7 @@ MINIMAL = [{"id": "start", "content": "hello"}]
 @dataclass(slots=True)
 class Served:
     server: TrellisServer
-    ports: Ports
+    ports: Composition
 
     @property
     def target(self) -> str:
@@ -38,15 +38,11 @@ def ports_of(
     loader: GraphLoader | None = None,
     store: StateStore | None = None,
     dispatcher: ActionDispatcher | None = None,
-) -> Ports:
+) -> Composition:
     loader = loader if loader is not None else MemoryLoader(MINIMAL)
     store = store if store is not None else MemoryStore()
     locker = LocalLocker()
-    engine = make_engine(loader, config, observer)
-    sessions = make_sessions(engine, store, locker, dispatcher, config, observer)
-    return Ports(
-        loader=loader, store=store, locker=locker, dispatcher=dispatcher, engine=engine, sessions=sessions
-    )
+    return assemble(loader, store, locker, dispatcher, config, observer)
 
 
 @asynccontextmanager
@@ -63,7 +59,7 @@ async def serving(
         config.listen = "127.0.0.1:0"
     observer = Observer()
     ports = ports_of(config, observer, loader=loader, store=store, dispatcher=dispatcher)
-    server = TrellisServer(config, ports=ports, observer=observer)
+    server = TrellisServer(config, composition=ports, observer=observer)
     await server.start()
     try:
         yield Served(server, ports)

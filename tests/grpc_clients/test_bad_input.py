@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.grpc_clients.conftest import flow_server
-from trellis import rpc_errors
+from trellis.api import error_table
 from trellis.api.v1 import dispatcher_pb2 as dpb
 from trellis.api.v1 import (
     dispatcher_pb2_grpc,
@@ -87,7 +87,7 @@ class Rig:
     pending_call_id: str
 
     async def snapshot(self) -> dict[str, Any]:
-        store = self.server.ports.store  # type: ignore[union-attr]
+        store = self.server.composition.store  # type: ignore[union-attr]
         page = await store.list()
         out: dict[str, Any] = {}
         for sid in page.session_ids:
@@ -129,8 +129,8 @@ async def outcome(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
     try:
         await call
     except grpc.aio.AioRpcError as exc:
-        details = dict(exc.trailing_metadata() or ()).get(rpc_errors.STATUS_DETAILS_KEY)
-        info = rpc_errors.error_info_from(details)
+        details = dict(exc.trailing_metadata() or ()).get(error_table.STATUS_DETAILS_KEY)
+        info = error_table.error_info_from(details)
         assert exc.code() not in (C.UNKNOWN, C.INTERNAL), exc.details()
         assert info is not None, f"{exc.code()} without a trellis ErrorInfo: {exc.details()}"
         assert exc.details(), "an error status needs a message"

@@ -24,9 +24,9 @@ from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.memory_loader import MemoryLoader
 from trellis.domain import JSONValue, State, ToolCall
 from trellis.errors import BackendUnavailable, ConfigError, Unauthenticated
+from trellis.plugins import BuildContext, build
 from trellis.ports.loader import GraphChange
 from trellis.server.config import ServerConfig
-from trellis.server.registry import BuildContext, build
 
 BOUND = 20.0
 
@@ -106,7 +106,7 @@ async def test_token_and_mutual_tls_through_grpc_urls(tmp_path: Path) -> None:
         token="sesame",
     )
     async with serving(config=config) as served:
-        ctx = BuildContext(ServerConfig())
+        ctx = BuildContext()
         certs = f"ca={pki / 'ca.pem'}&cert={pki / 'client.pem'}&key={pki / 'client.key'}"
         good = await build("store", f"grpc://{served.target}?{certs}&token_file={tmp_path / 'token'}", ctx)
         store = good.value
@@ -133,7 +133,7 @@ async def test_token_and_mutual_tls_through_grpc_urls(tmp_path: Path) -> None:
 )
 async def test_bad_grpc_urls_are_config_errors_naming_the_problem(url: str) -> None:
     with pytest.raises(ConfigError, match="grpc"):
-        await build("store", url, BuildContext(ServerConfig()))
+        await build("store", url, BuildContext())
 
 
 async def test_a_call_past_its_deadline_raises_timeout_error() -> None:
@@ -165,7 +165,7 @@ async def test_an_unreachable_server_is_backend_unavailable_naming_it() -> None:
 
 
 async def test_a_dispatcher_url_names_the_tools_it_serves() -> None:
-    ctx = BuildContext(ServerConfig())
+    ctx = BuildContext()
     some = (await build("dispatcher", "grpc://127.0.0.1:1?tools=charge,refund", ctx)).value
     every = (await build("dispatcher", "grpc://127.0.0.1:1?tools=all", ctx)).value
     default = (await build("dispatcher", "grpc://127.0.0.1:1", ctx)).value

@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from tests.grpc_server.flows import write_flow
-from trellis import rpc_errors
+from trellis.api import error_table
 from trellis.server.app import TrellisServer
-from trellis.server.compose import Ports
+from trellis.server.compose import Composition
 from trellis.server.config import ServerConfig
 
 
@@ -24,10 +24,10 @@ def flow(tmp_path: Path) -> Path:
 
 @asynccontextmanager
 async def running(
-    config: ServerConfig, *, ports: Ports | None = None, metadata: Any = None
+    config: ServerConfig, *, ports: Composition | None = None, metadata: Any = None
 ) -> AsyncIterator[tuple[TrellisServer, grpc.aio.Channel]]:
     config.listen = "127.0.0.1:0"
-    server = TrellisServer(config, ports=ports)
+    server = TrellisServer(config, composition=ports)
     port = await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -49,8 +49,8 @@ async def failure(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str, str]:
     except grpc.aio.AioRpcError as exc:
         details = None
         for key, value in exc.trailing_metadata() or ():
-            if key == rpc_errors.STATUS_DETAILS_KEY:
+            if key == error_table.STATUS_DETAILS_KEY:
                 details = value
-        info = rpc_errors.error_info_from(details)
+        info = error_table.error_info_from(details)
         return exc.code(), info.reason if info is not None else "", exc.details() or ""
     raise AssertionError("the call succeeded but was expected to fail")

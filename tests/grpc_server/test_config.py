@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from trellis.errors import ConfigError
+from trellis.plugins import BuildContext, build
 from trellis.server.config import load_config
-from trellis.server.registry import BuildContext, build
 
 
 def test_file_then_environment_then_flags_win(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_bad_environment_values_name_the_environment() -> None:
 
 
 async def test_unknown_schemes_and_missing_paths_are_config_errors(tmp_path: Path) -> None:
-    ctx = BuildContext(load_config(environ={}))
+    ctx = BuildContext()
     with pytest.raises(ConfigError, match=r"unknown scheme 'redis:'.*known: .*file:.*memory:"):
         await build("store", "redis://localhost", ctx)
     with pytest.raises(ConfigError, match="is not SCHEME:TARGET"):

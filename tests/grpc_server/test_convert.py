@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from trellis.api import convert
 from trellis.api.v1 import types_pb2 as pb
 from trellis.domain import (
     Action,
@@ -22,7 +23,6 @@ from trellis.domain import (
     Transition,
 )
 from trellis.errors import InvalidInput
-from trellis.server import convert
 
 
 def test_state_round_trip_keeps_ints_nested_values_and_revision() -> None:

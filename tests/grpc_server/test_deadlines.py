@@ -31,4 +31,4 @@ async def test_a_step_past_the_callers_deadline_changes_nothing(
     monkeypatch.delenv("SHOUT_MARKER")
     step = (await sessions.Navigate(request, timeout=60)).step  # the lock was released
     assert step.state.current_node_id == "lookup"
-    assert server.ports.sessions.lock_count() == 0
+    assert server.composition.sessions.lock_count() == 0

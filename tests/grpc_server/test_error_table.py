@@ -6,7 +6,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from trellis import errors, rpc_errors
+from trellis import errors
+from trellis.api import error_table
 
 
 def _instance(cls: type[errors.TrellisError]) -> errors.TrellisError:
@@ -37,12 +38,12 @@ def test_every_error_class_has_a_deliberate_code_and_survives_the_round_trip(
     cls: type[errors.TrellisError],
 ) -> None:
     exc = _instance(cls)
-    code, message, details = rpc_errors.status_for(exc)
+    code, message, details = error_table.status_for(exc)
     assert code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.OK)
-    info = rpc_errors.error_info_from(details)
+    info = error_table.error_info_from(details)
     assert info is not None and info.reason == cls.reason and info.domain == "trellis.dev"
 
-    back = rpc_errors.error_from_status(code, message, details)
+    back = error_table.error_from_status(code, message, details)
     assert type(back) is cls
     assert isinstance(back, errors.TrellisError) and back.message == exc.message
     for field in (
@@ -65,7 +66,7 @@ def test_reasons_are_unique_so_the_reverse_mapping_is_exact() -> None:
 
 
 def test_the_codes_a_client_relies_on() -> None:
-    code = rpc_errors.code_for
+    code = error_table.code_for
     assert code(errors.SessionNotFound("s")) == grpc.StatusCode.NOT_FOUND
     assert code(errors.NodeNotFound("n")) == grpc.StatusCode.NOT_FOUND
     assert code(errors.InvalidInput("x")) == grpc.StatusCode.INVALID_ARGUMENT
@@ -81,14 +82,14 @@ def test_a_subclass_without_its_own_row_inherits_its_parents_code() -> None:
     class CustomConflict(errors.ConflictError):
         reason = "CUSTOM_CONFLICT_FOR_TEST"
 
-    assert rpc_errors.code_for(CustomConflict("x")) == grpc.StatusCode.ABORTED
+    assert error_table.code_for(CustomConflict("x")) == grpc.StatusCode.ABORTED
 
 
 def test_statuses_without_trellis_details_still_map_to_useful_errors() -> None:
     assert isinstance(
-        rpc_errors.error_from_status(grpc.StatusCode.UNAVAILABLE, "connection refused"),
+        error_table.error_from_status(grpc.StatusCode.UNAVAILABLE, "connection refused"),
         errors.BackendUnavailable,
     )
-    assert isinstance(rpc_errors.error_from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "late"), TimeoutError)
-    other = rpc_errors.error_from_status(grpc.StatusCode.PERMISSION_DENIED, "no")
+    assert isinstance(error_table.error_from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "late"), TimeoutError)
+    other = error_table.error_from_status(grpc.StatusCode.PERMISSION_DENIED, "no")
     assert isinstance(other, errors.TrellisError) and "PERMISSION_DENIED" in other.message

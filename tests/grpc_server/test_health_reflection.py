@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.grpc_server.conftest import running
 from trellis.errors import BackendUnavailable
-from trellis.server.compose import build_ports
+from trellis.server.compose import build_composition
 from trellis.server.config import ServerConfig
 from trellis.server.observe import Observer
 
@@ -40,7 +40,7 @@ async def test_every_service_is_serving_on_the_embedded_default(served) -> None:
 async def test_services_needing_an_unreachable_backend_are_not_serving(flow: Path) -> None:
     config = ServerConfig(flow_dir=str(flow), health_probe_interval=0.05)
     observer = Observer()
-    ports = await build_ports(config, observer)
+    ports = await build_composition(config, observer)
     reachable = asyncio.Event()
 
     async def store_probe() -> None:  # a store whose backend is down until told otherwise

@@ -12,12 +12,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.grpc_server.conftest import failure, running
 from tests.pki import make_pki
 from tests.requirements import missing
+from trellis.api.transport import bearer_metadata, channel_credentials
 from trellis.api.v1 import graph_pb2 as gpb
 from trellis.api.v1 import graph_pb2_grpc, sessions_pb2_grpc
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.server.app import TrellisServer
 from trellis.server.config import ServerConfig
-from trellis.server.security import bearer_metadata, channel_credentials
 
 
 async def test_a_token_is_required_except_for_health(flow: Path, tmp_path: Path) -> None:

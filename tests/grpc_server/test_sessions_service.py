@@ -139,7 +139,7 @@ async def test_watch_streams_the_diffs_of_one_session(served) -> None:
 
     reader = asyncio.create_task(read())
     for _ in range(200):  # until the server has subscribed the watch (bounded)
-        if server.ports.sessions.watcher_count() >= 1:
+        if server.composition.sessions.watcher_count() >= 1:
             break
         await asyncio.sleep(0.01)
     await sessions.Signal(spb.SessionsSignalRequest(session_id="other", signal="interrupt"))

@@ -20,39 +20,11 @@ import asyncio
 import os
 import secrets
 import sys
-from collections.abc import Mapping
 
 from trellis.cli.common import CliError, flow_dir, parse_context, run_async
 from trellis.clients.client import Client
-from trellis.domain import JSONValue, State, StepResult, ToolResult
 
 TOKEN_ENV = "TRELLIS_TOKEN"
-
-
-class RemoteSessionDriver:
-    """The runner's SessionDriver over the SDK's Sessions client."""
-
-    def __init__(self, client: Client) -> None:
-        self._sessions = client.sessions
-
-    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
-        return await self._sessions.start(session_id, context)
-
-    async def get(self, session_id: str) -> StepResult:
-        return await self._sessions.get(session_id)
-
-    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult:
-        return await self._sessions.navigate(session_id, input)
-
-    async def signal(self, session_id: str, name: str) -> StepResult:
-        return await self._sessions.signal(session_id, name)
-
-    async def delete(self, session_id: str) -> None:
-        await self._sessions.delete(session_id)
-
-    async def repair_after_reload(self, state: State) -> State:
-        # The server follows its own flow's changes and repairs its sessions itself.
-        return state
 
 
 def handle_remote(args: argparse.Namespace) -> int:
@@ -86,7 +58,7 @@ def handle_remote(args: argparse.Namespace) -> int:
             store = RemoteStateStore(client.channel, owns_channel=False)
             async with InputSource(sys.stdin.buffer) as inputs:
                 runner = Runner(
-                    RemoteSessionDriver(client),
+                    client.sessions,
                     store,
                     view,
                     inputs,

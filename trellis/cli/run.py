@@ -139,6 +139,7 @@ def handle(args: argparse.Namespace) -> int:
                     watch=args.watch,
                     locale=args.locale or "",
                 ),
+                repair=manager.repair_after_reload,
             )
             try:
                 return await runner.run()

@@ -8,9 +8,8 @@ that a node's text is shown before its tool is confirmed and run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from trellis.adapters.process_dispatcher import ProcessDispatcher
 from trellis.cli.common import CliError
@@ -26,6 +25,7 @@ from trellis.domain import (
     ToolResult,
 )
 from trellis.errors import InvalidConfirmation, InvalidInput, SessionNotFound, TrellisError, UnhandledSignal
+from trellis.ports.sessions import SessionsPort
 from trellis.ports.store import StateStore
 
 EXIT_OK = 0
@@ -48,18 +48,6 @@ class RunOptions:
     locale: str = ""
 
 
-class SessionDriver(Protocol):
-    """What the runner steps a session through: a local SessionManager, or a client of a
-    server's Sessions service (``trellis run --server``, trellis.cli.remote_run)."""
-
-    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult: ...
-    async def get(self, session_id: str) -> StepResult: ...
-    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult: ...
-    async def signal(self, session_id: str, name: str) -> StepResult: ...
-    async def delete(self, session_id: str) -> None: ...
-    async def repair_after_reload(self, state: State) -> State: ...
-
-
 @dataclass(frozen=True, slots=True)
 class Reloaded:
     """The flow changed while a prompt waited: the session as it now renders."""
@@ -70,14 +58,19 @@ class Reloaded:
 class Runner:
     def __init__(
         self,
-        manager: SessionDriver,
+        manager: SessionsPort,
         store: StateStore,
         view: View,
         inputs: InputSource,
         dispatcher: ProcessDispatcher | None,
         options: RunOptions,
+        repair: Callable[[State], Awaitable[State]] | None = None,
     ) -> None:
+        """``manager``: a local SessionManager, or a server's Sessions client (``trellis run
+        --server``). ``repair``: the resume guardrail (SessionManager.repair_after_reload);
+        None when a server follows its flow's changes and repairs its sessions itself."""
         self._manager = manager
+        self._repair = repair
         self._store = store
         self._view = view
         self._inputs = inputs
@@ -116,7 +109,7 @@ class Runner:
         """The stored session, after the §14.5 guardrail (fixed per §17 #4): a session
         waiting for a tool whose node is gone or no longer has ``do`` becomes active."""
         state = await self._store.load(sid)
-        repaired = await self._manager.repair_after_reload(state)
+        repaired = await self._repair(state) if self._repair is not None else state
         if repaired is not state:
             self._view.notice(
                 f"node '{state.current_node_id}' no longer calls a tool: dropped pending call "

@@ -12,13 +12,14 @@ from types import TracebackType
 
 import grpc  # type: ignore[import-untyped]
 
-from trellis.adapters.grpc.channel import ChannelOptions, RemoteChannel, parse_target
+from trellis.adapters.grpc.channel import RemoteChannel
 from trellis.adapters.grpc.engine import RemoteEngine
+from trellis.api import convert
+from trellis.api.transport import ChannelOptions, parse_target
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 from trellis.domain import JSONValue, Node, RenderResult, State, StateDiff, StepResult, ToolResult
 from trellis.ports.store import SessionPage
-from trellis.server import convert
 
 
 class Sessions:
@@ -143,7 +144,7 @@ class Client:
     """An asynchronous client of a trellis server.
 
     ``target``: ``HOST:PORT`` (``grpc://`` prefix and ``?options`` accepted, see
-    trellis.adapters.grpc.channel.parse_target). ``tls``: use TLS (implied by
+    trellis.api.transport.parse_target). ``tls``: use TLS (implied by
     ``ca_file``/``cert_file``); ``cert_file`` + ``key_file``: mutual TLS; ``token``:
     bearer token for a server started with --token-file; ``timeout``: default
     deadline of each call in seconds.

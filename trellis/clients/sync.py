@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Coroutine, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from trellis.adapters.grpc.channel import ChannelOptions
+from trellis.api.transport import ChannelOptions
 from trellis.clients.client import Client
 from trellis.domain import JSONValue, Node, RenderResult, State, StateDiff, StepResult, ToolResult
 from trellis.ports.store import SessionPage

@@ -47,7 +47,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from trellis.domain import (
     HookKind,
@@ -241,10 +241,13 @@ class Engine:
         return state
 
     async def render(self, state: State) -> RenderResult:
-        """§3.3. Never changes ``state``."""
+        """§3.3. Never changes ``state``. A session whose rollback fully unwound (§7.3:
+        terminated with no current node) has no node to render: it shows nothing, terminally."""
         if state is None:
             raise InvalidInput("render needs a state")
         node_id = state.current_node_id
+        if not node_id and state.status is _TERMINATED:
+            return _UNWOUND
         node = self._cache.get(node_id)
         if node is None:
             node = await self._load(node_id, "failed to load node")
@@ -433,3 +436,6 @@ def watch_and_invalidate(engine: Engine, loader: GraphLoader | Any) -> asyncio.T
     if watch is None or not callable(watch):
         raise WatchNotSupported(f"loader {type(loader).__name__} does not support watching")
     return asyncio.get_running_loop().create_task(engine.follow(watch()), name="trellis-engine-invalidate")
+
+
+_UNWOUND: Final = RenderResult(actions=(), terminal=True)

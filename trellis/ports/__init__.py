@@ -8,11 +8,13 @@ from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.engine import EnginePort, LifecycleHook
 from trellis.ports.loader import GraphChange, GraphLoader, Watchable
 from trellis.ports.locker import DistributedLocker, LockHandle
+from trellis.ports.sessions import DiffStream, SessionsPort
 from trellis.ports.store import SessionPage, StateStore, StepStore
 
 __all__ = [
     "ActionDispatcher",
     "ContentConverter",
+    "DiffStream",
     "DistributedLocker",
     "EnginePort",
     "GraphChange",
@@ -20,6 +22,7 @@ __all__ = [
     "LifecycleHook",
     "LockHandle",
     "SessionPage",
+    "SessionsPort",
     "StateStore",
     "StepStore",
     "Watchable",

@@ -23,6 +23,7 @@ import grpc  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from trellis.api.transport import server_credentials
 from trellis.api.v1 import (
     dispatcher_pb2,
     dispatcher_pb2_grpc,
@@ -36,16 +37,16 @@ from trellis.api.v1 import (
     store_pb2_grpc,
 )
 from trellis.errors import ConfigError
+from trellis.plugins import Probe
 from trellis.ports.loader import Watchable
-from trellis.server.compose import Ports, build_ports
+from trellis.server.compose import Composition, build_composition
 from trellis.server.config import ServerConfig
 from trellis.server.dispatcher_service import ActionDispatcherService
 from trellis.server.engine_service import EngineService
 from trellis.server.graph_service import GraphLoaderService
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
-from trellis.server.registry import Probe
-from trellis.server.security import TokenInterceptor, load_tokens, server_credentials
+from trellis.server.security import TokenInterceptor, load_tokens
 from trellis.server.sessions_service import SessionsService
 from trellis.server.signing import StateSigner
 from trellis.server.store_service import StateStoreService
@@ -106,11 +107,17 @@ def signer_from(config: ServerConfig) -> StateSigner | None:
 class TrellisServer:
     """One server process's gRPC endpoint. ``start`` then ``wait`` / ``stop``."""
 
-    def __init__(self, config: ServerConfig, *, ports: Ports | None = None, observer: Observer | None = None):
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        composition: Composition | None = None,
+        observer: Observer | None = None,
+    ):
         self.config = config
         self.observer = observer or Observer()
-        self.ports = ports
-        self._owns_ports = ports is None
+        self.composition = composition
+        self._owns_composition = composition is None
         self.port = 0
         self._server: Any = None
         self._health = health.aio.HealthServicer()
@@ -134,9 +141,9 @@ class TrellisServer:
         if config.tls_cert or config.tls_key or config.tls_client_ca:
             credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         host, _port = split_host_port(config.listen, "listen")
-        if self.ports is None:
-            self.ports = await build_ports(config, self.observer)
-        ports = self.ports
+        if self.composition is None:
+            self.composition = await build_composition(config, self.observer)
+        ports = self.composition
         try:
             interceptors = [TokenInterceptor(tokens)] if tokens else []
             server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
@@ -176,7 +183,7 @@ class TrellisServer:
             self._start_background()
             self._start_metrics()
         except BaseException:
-            if self._owns_ports:
+            if self._owns_composition:
                 await ports.aclose()
             raise
         LOG.info(
@@ -188,18 +195,18 @@ class TrellisServer:
     # --- background: hot reload and health probes ------------------------------------
 
     def _start_background(self) -> None:
-        assert self.ports is not None
+        assert self.composition is not None
         loop = asyncio.get_running_loop()
-        if isinstance(self.ports.loader, Watchable):
+        if isinstance(self.composition.loader, Watchable):
             self._tasks.append(loop.create_task(self._follow_graph(), name="trellis-server-reload"))
-        if self.ports.probes:
+        if self.composition.probes:
             self._tasks.append(loop.create_task(self._probe_loop(), name="trellis-server-probes"))
 
     async def _follow_graph(self) -> None:
-        assert self.ports is not None
-        loader = self.ports.loader
+        assert self.composition is not None
+        loader = self.composition.loader
         assert isinstance(loader, Watchable)
-        invalidate = getattr(self.ports.engine, "invalidate", None)
+        invalidate = getattr(self.composition.engine, "invalidate", None)
         while True:
             try:
                 async for change in loader.watch():
@@ -230,8 +237,8 @@ class TrellisServer:
             return False
 
     async def _probe_all(self) -> None:
-        assert self.ports is not None
-        probes = self.ports.probes
+        assert self.composition is not None
+        probes = self.composition.probes
         results = dict(
             zip(probes, await asyncio.gather(*(self._probe(n, p) for n, p in probes.items())), strict=True)
         )
@@ -295,8 +302,8 @@ class TrellisServer:
             # shutdown() blocks until the serving thread notices; keep it off the loop.
             await asyncio.to_thread(httpd.shutdown)
             httpd.server_close()
-        if self._owns_ports and self.ports is not None:
-            await self.ports.aclose()
+        if self._owns_composition and self.composition is not None:
+            await self.composition.aclose()
         self._stopped.set()
         LOG.info("server stopped")
 

@@ -1,7 +1,8 @@
 """The composition root: every port built from the configuration, in one place.
 
-Nothing else in the server constructs an adapter. Tests and embedders can
-build Ports themselves (``Ports.of``) from any objects that satisfy the ports.
+Nothing else in the server constructs an adapter. Adapters are found by URL
+scheme through their entry points (trellis.plugins). Tests and embedders that
+already hold port objects call ``assemble`` with them.
 """
 
 from __future__ import annotations
@@ -9,69 +10,75 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
+from trellis.engine import Engine
+from trellis.locked_store import step_store_for
+from trellis.plugins import BuildContext, Closer, Component, Probe, build, parse_url
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.engine import EnginePort
 from trellis.ports.loader import GraphLoader
 from trellis.ports.locker import DistributedLocker
+from trellis.ports.sessions import SessionsPort
 from trellis.ports.store import StateStore, StepStore
 from trellis.server.config import ServerConfig
-from trellis.server.observe import MeteredDispatcher, MeteredLocker, Observer
-from trellis.server.registry import BuildContext, Closer, Component, Probe, build, parse_url
+from trellis.server.observe import MeteredDispatcher, MeteredStepStore, Observer
+from trellis.sessions import SessionManager
 
 LOG = logging.getLogger("trellis.server")
 
 
 @dataclass(slots=True)
-class Ports:
+class Composition:
+    """What the server serves: the ports it exposes, the engine and session manager over
+    them, the health probes of their backends, and what to close at shutdown."""
+
     loader: GraphLoader
     store: StateStore
-    locker: DistributedLocker | None  # None: the store locks itself (StepStore, e.g. etcd)
     dispatcher: ActionDispatcher | None
     engine: EnginePort
-    sessions: Any  # trellis.sessions.SessionManager (or anything with its methods)
+    sessions: SessionsPort
     probes: dict[str, Probe] = field(default_factory=dict)
     closers: list[Closer] = field(default_factory=list)
 
     async def aclose(self) -> None:
-        for close in reversed(self.closers):
-            try:
-                await close()
-            except Exception:
-                LOG.exception("closing a port failed")
-        self.closers.clear()
+        await _close_all(self.closers)
 
 
-def make_engine(loader: GraphLoader, config: ServerConfig, observer: Observer) -> Any:
-    from trellis.engine import Engine
-
-    return Engine(
-        loader,
-        entry_node=config.effective_entry_node(),
-        default_error_node=config.effective_error_node(),
-        hooks=[observer.hook],
-    )
+async def _close_all(closers: list[Closer]) -> None:
+    for close in reversed(closers):
+        try:
+            await close()
+        except Exception:
+            LOG.exception("closing a port failed")
+    closers.clear()
 
 
-def make_sessions(
-    engine: Any,
+def assemble(
+    loader: GraphLoader,
     store: StateStore,
     locker: DistributedLocker | None,
     dispatcher: ActionDispatcher | None,
     config: ServerConfig,
     observer: Observer,
-) -> Any:
-    from trellis.sessions import SessionManager
-
-    return SessionManager(
+) -> Composition:
+    """The engine and session manager over ready ports, metered once where they wait
+    (the step store's lock) and where they call out (the dispatcher)."""
+    engine = Engine(
+        loader,
+        entry_node=config.effective_entry_node(),
+        default_error_node=config.effective_error_node(),
+        hooks=[observer.hook],
+    )
+    metered_dispatcher = MeteredDispatcher(dispatcher, observer) if dispatcher is not None else None
+    sessions = SessionManager(
         engine,
         store,
-        locker=MeteredLocker(locker, observer) if locker is not None else None,
-        dispatcher=MeteredDispatcher(dispatcher, observer) if dispatcher is not None else None,
+        step_store=MeteredStepStore(step_store_for(store, locker), observer),
+        dispatcher=metered_dispatcher,
         lock_ttl=config.lock_ttl,
         input_limit=config.max_input_bytes,
     )
+    return Composition(loader=loader, store=store, dispatcher=dispatcher, engine=engine, sessions=sessions)
 
 
 async def _dispatcher(config: ServerConfig, ctx: BuildContext) -> tuple[ActionDispatcher | None, list[Probe]]:
@@ -95,10 +102,10 @@ async def _dispatcher(config: ServerConfig, ctx: BuildContext) -> tuple[ActionDi
     return ToolRouter(routes, default=default), probes
 
 
-async def build_ports(config: ServerConfig, observer: Observer) -> Ports:
+async def build_composition(config: ServerConfig, observer: Observer) -> Composition:
     """Every port from ``config``. Raises ConfigError naming the setting that is wrong;
     on failure, whatever was already built is closed again."""
-    ctx = BuildContext(config)
+    ctx = BuildContext(sections={"etcd": config.etcd})
     try:
         loader = await build("loader", config.effective_loader(), ctx)
         store = await build("store", config.store, ctx)
@@ -112,30 +119,21 @@ async def build_ports(config: ServerConfig, observer: Observer) -> Ports:
         ):
             locker = await build("locker", config.locker, ctx)
         dispatcher, dispatcher_probes = await _dispatcher(config, ctx)
-        engine = make_engine(loader.value, config, observer)
-        locker_value = locker.value if locker is not None else None
-        sessions = make_sessions(engine, store.value, locker_value, dispatcher, config, observer)
+        composition = assemble(
+            loader.value, store.value, locker.value if locker else None, dispatcher, config, observer
+        )
     except BaseException:
-        await Ports(None, None, None, None, None, None, closers=ctx.closers).aclose()  # type: ignore[arg-type]
+        await _close_all(ctx.closers)
         raise
-    probes: dict[str, Probe] = {}
     for name, component in (("loader", loader), ("store", store), ("locker", locker)):
         if component is not None and component.probe is not None:
-            probes[name] = component.probe
+            composition.probes[name] = component.probe
     if dispatcher_probes:
 
         async def probe_dispatchers() -> None:
             for probe in dispatcher_probes:
                 await probe()
 
-        probes["dispatcher"] = probe_dispatchers
-    return Ports(
-        loader=loader.value,
-        store=store.value,
-        locker=locker_value,
-        dispatcher=dispatcher,
-        engine=engine,
-        sessions=sessions,
-        probes=probes,
-        closers=ctx.closers,
-    )
+        composition.probes["dispatcher"] = probe_dispatchers
+    composition.closers = ctx.closers
+    return composition

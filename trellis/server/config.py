@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from trellis.adapters.directory_loader import entry_node_id, has_default_error_node
+from trellis.api.transport import DEFAULT_MAX_MESSAGE_BYTES
 from trellis.errors import ConfigError
 from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
-from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES, DEFAULT_MAX_MESSAGE_BYTES
+from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES
 from trellis.values import parse_duration
 
 ENV_PREFIX = "TRELLIS_"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import grpc  # type: ignore[import-untyped]
 
+from trellis.api import convert
 from trellis.api.v1 import dispatcher_pb2 as dpb
 from trellis.api.v1 import dispatcher_pb2_grpc
 from trellis.domain import ToolResult
 from trellis.errors import InvalidInput
 from trellis.ports.dispatcher import ActionDispatcher
-from trellis.server import convert
 from trellis.server.errors import Servicer, guarded_unary
 from trellis.server.observe import Observer
 

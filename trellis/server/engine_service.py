@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import grpc  # type: ignore[import-untyped]
 
+from trellis.api import convert
 from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
 from trellis.domain import State, StepResult
 from trellis.ports.engine import EnginePort
-from trellis.server import convert
 from trellis.server.errors import Servicer, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
 from trellis.server.signing import StateSigner
-from trellis.sessions import render_state
 
 
 class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
@@ -39,7 +38,7 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
     async def _step_out(self, step: pb.Step, state: State) -> None:
         """Fill ``step`` (a field of the response) with the new state, signed, and the actions
         of its render."""
-        render = await render_state(self._engine, state)
+        render = await self._engine.render(state)
         convert.fill_step(step, StepResult(state, render))
         if self._signer is not None:
             step.state.signature = self._signer.sign(state)
@@ -59,7 +58,7 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
     async def Render(
         self, request: epb.EngineRenderRequest, context: grpc.aio.ServicerContext
     ) -> epb.EngineRenderResponse:
-        render = await render_state(self._engine, self._state_in(request.state))
+        render = await self._engine.render(self._state_in(request.state))
         response = epb.EngineRenderResponse(terminal=render.terminal)
         for action in render.actions:
             convert.fill_action(response.actions.add(), action)

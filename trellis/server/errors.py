@@ -1,4 +1,4 @@
-"""Server side of the error table (trellis.rpc_errors): every servicer method runs
+"""Server side of the error table (trellis.api.error_table): every servicer method runs
 inside ``guarded_unary``/``guarded_stream``, which bound it by the caller's
 deadline, record it (log line + metrics) and turn exceptions into statuses.
 
@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 
-from trellis import rpc_errors
+from trellis.api import error_table
 from trellis.server.observe import Observer, StepRecord
 
 LOG = logging.getLogger("trellis.server")
@@ -27,15 +27,15 @@ Resp = TypeVar("Resp")
 
 
 async def abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
-    code, message, details = rpc_errors.status_for(exc)
+    code, message, details = error_table.status_for(exc)
     if code == grpc.StatusCode.INTERNAL:
         LOG.error("unexpected error in an RPC", exc_info=exc)
-    await context.abort(code, message, trailing_metadata=((rpc_errors.STATUS_DETAILS_KEY, details),))
+    await context.abort(code, message, trailing_metadata=((error_table.STATUS_DETAILS_KEY, details),))
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 
 def _outcome(exc: BaseException) -> str:
-    return rpc_errors.reason_for(exc)
+    return error_table.reason_for(exc)
 
 
 def _note_step(record: StepRecord, response: Any) -> None:

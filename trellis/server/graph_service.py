@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 import grpc  # type: ignore[import-untyped]
 
+from trellis.api import convert
 from trellis.api.v1 import graph_pb2 as gpb
 from trellis.api.v1 import graph_pb2_grpc
 from trellis.errors import WatchNotSupported
 from trellis.ports.loader import GraphLoader, Watchable
-from trellis.server import convert
 from trellis.server.errors import Servicer, guarded_stream, guarded_unary
 from trellis.server.observe import Observer
 

@@ -15,7 +15,7 @@ from trellis.errors import InvalidInput
 from trellis.sanitize import DEFAULT_INPUT_LIMIT
 
 DEFAULT_MAX_CONTEXT_BYTES = 256 * 1024
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from trellis.domain import LifecycleEvent, ToolCall, ToolResult
+from trellis.domain import LifecycleEvent, State, ToolCall, ToolResult
 from trellis.ports.dispatcher import ActionDispatcher
-from trellis.ports.locker import DistributedLocker, LockHandle
+from trellis.ports.locker import LockHandle
+from trellis.ports.store import StepStore
 
 STEP_LOG = logging.getLogger("trellis.server.steps")
 HOOK_LOG = logging.getLogger("trellis.server.hooks")
@@ -109,19 +110,23 @@ class Observer:
             )
 
 
-class MeteredLocker:
-    """A DistributedLocker that records how long each acquire waited."""
+class MeteredStepStore:
+    """A StepStore that records how long each step waited to take its session's lock
+    (for a store that locks and loads in one round trip, that round trip)."""
 
-    def __init__(self, inner: DistributedLocker, observer: Observer) -> None:
+    def __init__(self, inner: StepStore, observer: Observer) -> None:
         self._inner = inner
         self._observer = observer
 
-    async def acquire(self, key: str, ttl: float) -> LockHandle:
+    async def lock_and_load(self, session_id: str, ttl: float) -> tuple[LockHandle, State | None]:
         started = time.perf_counter()
         try:
-            return await self._inner.acquire(key, ttl)
+            return await self._inner.lock_and_load(session_id, ttl)
         finally:
             self._observer.lock_wait_seconds.observe(time.perf_counter() - started)
+
+    async def save_and_unlock(self, handle: LockHandle, session_id: str, state: State | None) -> int:
+        return await self._inner.save_and_unlock(handle, session_id, state)
 
 
 class MeteredDispatcher:

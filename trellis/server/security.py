@@ -1,7 +1,5 @@
-"""Transport security and access control.
+"""Access control (TLS credentials are in trellis.api.transport, shared with clients).
 
-* TLS / mutual TLS for the server (``server_credentials``) and for outgoing
-  clients (``channel_credentials``, used by the remote adapters and SDKs).
 * An optional bearer token: every call except health checks must carry
   ``authorization: Bearer <token>``. Tokens come from a file (one per line, so a
   new token can be added before the old one is removed) or TRELLIS_TOKEN.
@@ -11,60 +9,23 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from trellis import rpc_errors
+from trellis.api import error_table
+from trellis.api.transport import read_pem
 from trellis.errors import ConfigError, Unauthenticated
 
 # Health stays open so that load balancers and orchestrators can probe without a secret.
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} '{path}': {exc.strerror}") from None
-
-
-def server_credentials(cert_file: str, key_file: str, client_ca_file: str = "") -> Any:
-    """TLS credentials for the server; with ``client_ca_file``, clients must present a
-    certificate signed by that CA (mutual TLS)."""
-    if not cert_file or not key_file:
-        raise ConfigError("TLS needs both a certificate (tls_cert) and a private key (tls_key)")
-    pair = (_read(key_file, "TLS key"), _read(cert_file, "TLS certificate"))
-    if client_ca_file:
-        return grpc.ssl_server_credentials(
-            [pair], root_certificates=_read(client_ca_file, "client CA"), require_client_auth=True
-        )
-    return grpc.ssl_server_credentials([pair])
-
-
-def channel_credentials(ca_file: str = "", cert_file: str = "", key_file: str = "") -> Any:
-    """TLS credentials for a client channel: ``ca_file`` to trust a private CA (else the
-    system roots), ``cert_file``+``key_file`` to authenticate to a mutual-TLS server."""
-    if bool(cert_file) != bool(key_file):
-        raise ConfigError("a client certificate needs both cert_file and key_file")
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read(ca_file, "CA certificate") if ca_file else None,
-        private_key=_read(key_file, "client key") if key_file else None,
-        certificate_chain=_read(cert_file, "client certificate") if cert_file else None,
-    )
-
-
-def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata carrying ``token`` (for clients of a token-protected server)."""
-    return (("authorization", f"Bearer {token}"),)
-
-
 def load_tokens(token_file: str = "", token: str = "") -> list[str]:
     """The accepted tokens: every non-empty line of ``token_file`` plus ``token``."""
     tokens: list[str] = []
     if token_file:
-        text = _read(token_file, "token file").decode("utf-8", errors="replace")
+        text = read_pem(token_file, "token file").decode("utf-8", errors="replace")
         tokens.extend(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
         if not tokens:
             raise ConfigError(f"token file '{token_file}' holds no token")
@@ -108,8 +69,8 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 def _denying(handler: Any, exc: Unauthenticated) -> Any:
-    code, message, status = rpc_errors.status_for(exc)
-    trailing = ((rpc_errors.STATUS_DETAILS_KEY, status),)
+    code, message, status = error_table.status_for(exc)
+    trailing = ((error_table.STATUS_DETAILS_KEY, status),)
 
     async def deny(request: Any, context: Any) -> Any:
         await context.abort(code, message, trailing_metadata=trailing)

@@ -1,39 +1,29 @@
 """The Sessions service: durable sessions over a session manager.
 
 The manager (trellis.sessions.SessionManager, or anything with the methods of
-SessionsPort) owns the critical section: lock, load, step, dispatch the tools a
+trellis.ports.SessionsPort) owns the critical section: lock, load, step, dispatch the tools a
 dispatcher serves, save, release. This layer only converts and validates.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
+from trellis.api import convert
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
-from trellis.domain import JSONValue, StateDiff, StepResult, ToolResult
+from trellis.domain import StateDiff
 from trellis.errors import InvalidInput, SessionNotFound
-from trellis.ports.store import SessionPage
-from trellis.server import convert
+from trellis.ports.sessions import SessionsPort
 from trellis.server.errors import Servicer, guarded_stream, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-
-
-class SessionsPort(Protocol):
-    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult: ...
-    async def get(self, session_id: str) -> StepResult: ...
-    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult: ...
-    async def signal(self, session_id: str, name: str) -> StepResult: ...
-    async def delete(self, session_id: str) -> None: ...
-    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage: ...
-    def watch(self, session_id: str) -> Any: ...  # an async iterator of StateDiff with aclose()
 
 
 class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):

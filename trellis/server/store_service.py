@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import grpc  # type: ignore[import-untyped]
 
+from trellis.api import convert
 from trellis.api.v1 import store_pb2 as spb
 from trellis.api.v1 import store_pb2_grpc
 from trellis.errors import InvalidInput
 from trellis.ports.store import StateStore
-from trellis.server import convert
 from trellis.server.errors import Servicer, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer

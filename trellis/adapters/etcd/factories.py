@@ -8,13 +8,12 @@
 
 Ports with equal connection settings share ONE EtcdClient, hence one process
 lease and one watch stream. ``store_factory``/``loader_factory``/``locker_factory``
-have the signature of trellis.server.registry factories.
+are the ``trellis.adapters`` entry points of the etcd schemes (trellis.plugins).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from trellis.adapters.etcd.client import EtcdClient, HealthCallback
 from trellis.adapters.etcd.config import EtcdConfig, parse_etcd_url
@@ -22,9 +21,7 @@ from trellis.adapters.etcd.loader import EtcdGraphLoader
 from trellis.adapters.etcd.locker import EtcdLocker
 from trellis.adapters.etcd.store import EtcdStateStore
 from trellis.errors import ConfigError
-
-if TYPE_CHECKING:
-    from trellis.server.registry import BuildContext, Component, PortSpec
+from trellis.plugins import BuildContext, Component, PortSpec
 
 
 @dataclass
@@ -85,7 +82,7 @@ async def loader_from_url(
     return EtcdGraphLoader(await (pool or ClientPool()).client(config), graph)
 
 
-# --- trellis.server.registry factories --------------------------------------------------
+# --- trellis.plugins factories --------------------------------------------------
 
 
 def _shared(ctx: BuildContext) -> tuple[ClientPool, EtcdConfig]:
@@ -93,29 +90,22 @@ def _shared(ctx: BuildContext) -> tuple[ClientPool, EtcdConfig]:
     if pool is None:
         pool = ctx.shared["etcd.pool"] = ClientPool()
         ctx.closers.append(pool.close)
-    section: dict[str, Any] = getattr(ctx.config, "etcd", {}) or {}
-    return pool, EtcdConfig.from_mapping(section)
+    return pool, EtcdConfig.from_mapping(ctx.section("etcd"))
 
 
 async def store_factory(spec: PortSpec, ctx: BuildContext) -> Component:
-    from trellis.server.registry import Component
-
     pool, base = _shared(ctx)
     store = await store_from_url(spec.url, base, pool)
     return Component(store, probe=store.client.probe)
 
 
 async def locker_factory(spec: PortSpec, ctx: BuildContext) -> Component:
-    from trellis.server.registry import Component
-
     pool, base = _shared(ctx)
     locker = await locker_from_config(spec.url, base, pool)
     return Component(locker, probe=locker.client.probe)
 
 
 async def loader_factory(spec: PortSpec, ctx: BuildContext) -> Component:
-    from trellis.server.registry import Component
-
     pool, base = _shared(ctx)
     loader = await loader_from_url(spec.url, base, pool)
     return Component(loader, probe=loader.client.probe, close=loader.aclose)

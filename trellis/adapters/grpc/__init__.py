@@ -6,11 +6,12 @@ calls) and raise the same trellis exceptions as the in-process adapters, so they
 the same contract suites. Configure them as ``grpc://HOST:PORT`` in ``trellis serve``.
 """
 
-from trellis.adapters.grpc.channel import ChannelOptions, RemoteChannel, parse_target
+from trellis.adapters.grpc.channel import RemoteChannel
 from trellis.adapters.grpc.dispatcher import RemoteDispatcher
 from trellis.adapters.grpc.engine import RemoteEngine
 from trellis.adapters.grpc.loader import RemoteGraphLoader
 from trellis.adapters.grpc.store import RemoteStateStore
+from trellis.api.transport import ChannelOptions, parse_target
 
 __all__ = [
     "ChannelOptions",

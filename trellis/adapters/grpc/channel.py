@@ -11,7 +11,7 @@ What it adds to a plain ``grpc.aio`` channel:
 * retries with capped exponential backoff on UNAVAILABLE, for idempotent calls only
   (a Save or a Sessions.Navigate may have been applied before the connection broke);
 * every failed call turned back into the trellis exception the server raised
-  (``trellis.rpc_errors``), so remote adapters behave like local ones.
+  (``trellis.api.error_table``), so remote adapters behave like local ones.
 
 Reconnecting is grpc's own business: a channel whose server went away reconnects
 on the next call.
@@ -20,116 +20,27 @@ on the next call.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
 import grpc  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from trellis import rpc_errors
-from trellis.errors import BackendUnavailable, ConfigError
-from trellis.values import parse_duration
+from trellis.api import error_table
+from trellis.api.transport import (
+    MAX_METADATA_BYTES,
+    ChannelOptions,
+    channel_credentials,
+    parse_target,
+)
+from trellis.errors import BackendUnavailable
 
 T = TypeVar("T")
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-MAX_METADATA_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelOptions:
-    """How to reach a server. Every field has a usable default for a plaintext loopback server."""
-
-    tls: bool = False
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    token: str = ""
-    timeout: float = 30.0
-    """Default deadline of a unary call, in seconds (0 = none)."""
-    retries: int = 4
-    """Extra attempts of an idempotent call that failed with UNAVAILABLE."""
-    backoff_base: float = 0.05
-    backoff_cap: float = 2.0
-    keepalive_time: float = 30.0
-    keepalive_timeout: float = 10.0
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-
-    def with_token(self, token: str) -> ChannelOptions:
-        return replace(self, token=token)
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based): exponential, capped, jittered."""
-        ceiling = min(self.backoff_cap, self.backoff_base * (2**attempt))
-        return float(ceiling / 2 + random.uniform(0, ceiling / 2))
-
-
-_BOOL = {
-    "1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False
-}
-
-
-def parse_target(target: str, base: ChannelOptions | None = None) -> tuple[str, ChannelOptions]:
-    """``HOST:PORT[?key=value&...]`` → the address and its options.
-
-    Keys: ``tls`` (1/0), ``ca``, ``cert``, ``key`` (PEM files; any of them implies
-    TLS), ``token_file`` (a file whose first line is the bearer token), ``timeout``
-    (a duration, e.g. ``5s``), ``retries``. Raises ConfigError naming the bad key.
-    """
-    address, _, query = target.partition("?")
-    address = address.rstrip("/")
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"grpc target {target!r} is not HOST:PORT (e.g. grpc://127.0.0.1:50051)")
-    options = base or ChannelOptions()
-    changes: dict[str, Any] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
-        if key == "tls":
-            if value.lower() not in _BOOL:
-                raise ConfigError(f"grpc target {target!r}: tls must be 1 or 0, got {value!r}")
-            changes["tls"] = _BOOL[value.lower()]
-        elif key in ("ca", "cert", "key"):
-            changes[f"{key}_file"] = value
-            changes.setdefault("tls", True)
-        elif key == "token_file":
-            changes["token"] = _read_token(value, target)
-        elif key == "timeout":
-            try:
-                changes["timeout"] = parse_duration(value)
-            except ValueError:
-                raise ConfigError(f"grpc target {target!r}: timeout {value!r} is not a duration") from None
-        elif key == "retries":
-            if not value.isdigit():
-                raise ConfigError(f"grpc target {target!r}: retries must be a number, got {value!r}")
-            changes["retries"] = int(value)
-        elif key != "tools":  # tools= belongs to the dispatcher factory
-            raise ConfigError(
-                f"grpc target {target!r}: unknown option {key!r} "
-                "(known: tls, ca, cert, key, token_file, timeout, retries, tools)"
-            )
-    return address, replace(options, **changes)
-
-
-def _read_token(path: str, target: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle if line.strip() and not line.startswith("#")]
-    except OSError as exc:
-        raise ConfigError(
-            f"grpc target {target!r}: cannot read token file {path!r}: {exc.strerror}"
-        ) from None
-    if not lines:
-        raise ConfigError(f"grpc target {target!r}: token file {path!r} holds no token")
-    return lines[0]
 
 
 def _credentials(options: ChannelOptions) -> Any:
-    from trellis.server.security import channel_credentials
-
     return channel_credentials(options.ca_file, options.cert_file, options.key_file)
 
 
@@ -198,7 +109,7 @@ class RemoteChannel:
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def error(self, err: grpc.RpcError) -> BaseException:
-        exc = rpc_errors.error_from_rpc_error(err)
+        exc = error_table.error_from_rpc_error(err)
         if isinstance(exc, BackendUnavailable) and err.code() == UNAVAILABLE and not _has_trellis_detail(err):
             # A transport failure, not the server's own verdict: say which server.
             exc.message = f"trellis server {self.address} unavailable: {err.details() or 'no answer'}"
@@ -229,6 +140,6 @@ class RemoteChannel:
 def _has_trellis_detail(err: grpc.RpcError) -> bool:
     trailing: Any = err.trailing_metadata() if callable(getattr(err, "trailing_metadata", None)) else None
     for key, value in trailing or ():
-        if key == rpc_errors.STATUS_DETAILS_KEY and rpc_errors.error_info_from(value) is not None:
+        if key == error_table.STATUS_DETAILS_KEY and error_table.error_info_from(value) is not None:
             return True
     return False

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from trellis.adapters.grpc.channel import RemoteChannel
+from trellis.api import convert
 from trellis.api.v1 import dispatcher_pb2 as dpb
 from trellis.api.v1 import dispatcher_pb2_grpc
 from trellis.domain import ToolCall, ToolResult
 from trellis.errors import BackendUnavailable, DispatchError, TrellisError
-from trellis.server import convert
 
 
 class RemoteDispatcher:

@@ -6,12 +6,12 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from trellis.adapters.grpc.channel import RemoteChannel
+from trellis.api import convert
 from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
 from trellis.domain import JSONValue, Node, RenderResult, State, StepResult, ToolResult
 from trellis.errors import InvalidInput
-from trellis.server import convert
 
 SIGNATURES_KEPT = 4096
 

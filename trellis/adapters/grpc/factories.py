@@ -1,6 +1,6 @@
-"""``grpc://HOST:PORT[?options]`` factories for the server's scheme registry.
+"""``grpc://HOST:PORT[?options]`` factories: the ``trellis.adapters`` entry points of the grpc schemes.
 
-Options (see ``channel.parse_target``): ``tls``, ``ca``, ``cert``, ``key``,
+Options (see ``trellis.api.transport.parse_target``): ``tls``, ``ca``, ``cert``, ``key``,
 ``token_file``, ``timeout``, ``retries``; the dispatcher also takes
 ``tools=a,b`` (the tools it serves; ``all`` or no ``tools=``: every tool).
 """
@@ -14,7 +14,7 @@ from trellis.adapters.grpc.dispatcher import RemoteDispatcher
 from trellis.adapters.grpc.loader import RemoteGraphLoader
 from trellis.adapters.grpc.store import RemoteStateStore
 from trellis.errors import ConfigError
-from trellis.server.registry import BuildContext, Component, PortSpec
+from trellis.plugins import BuildContext, Component, PortSpec
 
 
 async def loader_factory(spec: PortSpec, ctx: BuildContext) -> Component:

@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable
 import grpc  # type: ignore[import-untyped]
 
 from trellis.adapters.grpc.channel import RemoteChannel
+from trellis.api import convert
 from trellis.api.v1 import graph_pb2 as gpb
 from trellis.api.v1 import graph_pb2_grpc
 from trellis.domain import Node
 from trellis.errors import BackendUnavailable
 from trellis.ports.loader import GraphChange
-from trellis.server import convert
 
 LOG = logging.getLogger("trellis.adapters.grpc")
 # A server that restarts or shuts down ends its streams with one of these.

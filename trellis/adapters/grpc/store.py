@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from trellis.adapters.grpc.channel import RemoteChannel
+from trellis.api import convert
 from trellis.api.v1 import store_pb2 as spb
 from trellis.api.v1 import store_pb2_grpc
 from trellis.domain import State
 from trellis.errors import InvalidInput, LockLost
 from trellis.ports.locker import LockHandle
 from trellis.ports.store import SessionPage
-from trellis.server import convert
 
 
 class RemoteStateStore:

@@ -1,0 +1,56 @@
+"""SessionsPort: durable steps of sessions, as a host drives them.
+
+Satisfied in process by trellis.sessions.SessionManager and over gRPC by the
+SDK's ``Client.sessions``: the server's Sessions service, the terminal runner
+and embedders all program against this one protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Protocol, runtime_checkable
+
+from trellis.domain import JSONValue, StateDiff, StepResult, ToolResult
+from trellis.ports.store import SessionPage
+
+
+class DiffStream(Protocol):
+    """What a session watch yields: the changes of each committed step, in order."""
+
+    def __aiter__(self) -> AsyncIterator[StateDiff]: ...
+    def __anext__(self) -> Awaitable[StateDiff]: ...
+    async def aclose(self) -> None:
+        """Stop receiving; safe to call more than once."""
+        ...
+
+
+@runtime_checkable
+class SessionsPort(Protocol):
+    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+        """Load or start: an existing session is returned untouched (``context``
+        ignored); a new one is created at the entry node and advanced."""
+        ...
+
+    async def get(self, session_id: str) -> StepResult:
+        """The stored state and what its current node shows. Raises SessionNotFound."""
+        ...
+
+    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult:
+        """One durable step with user input or a tool result."""
+        ...
+
+    async def signal(self, session_id: str, name: str) -> StepResult:
+        """One durable step after a signal (``interrupt``, ``timeout``, a custom name)."""
+        ...
+
+    async def delete(self, session_id: str) -> None:
+        """Remove the session (idempotent); its watches end."""
+        ...
+
+    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
+        """Session IDs in ascending order, a page at a time."""
+        ...
+
+    def watch(self, session_id: str) -> DiffStream:
+        """The changes of each step committed after the call, until the session is deleted."""
+        ...
