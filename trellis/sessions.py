@@ -27,7 +27,6 @@ everything a terminal runner would have printed.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
 import weakref
@@ -61,6 +60,7 @@ from trellis.ports.engine import EnginePort
 from trellis.ports.locker import DistributedLocker, LockHandle
 from trellis.ports.store import SessionPage, StateStore, StepStore
 from trellis.sanitize import input_limit_from_env, sanitize_input
+from trellis.streams import QueueStream
 
 _WAITING: Final = (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK)
 _WATCH_QUEUE_SIZE: Final = 256
@@ -161,7 +161,7 @@ class SessionManager:
             finally:
                 await self._unlock(handle, session_id)
         for watch in builtins.list(self._watchers.get(session_id, ())):
-            watch._end()
+            watch.close()
 
     async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
         return await self._store.list(page_size=page_size, page_token=page_token)
@@ -295,7 +295,8 @@ class SessionManager:
     def _subscribe(self, watch: SessionWatch) -> None:
         self._watchers.setdefault(watch.session_id, weakref.WeakSet()).add(watch)
 
-    def _unsubscribe(self, watch: SessionWatch) -> None:
+    def _unsubscribe(self, watch: QueueStream[StateDiff]) -> None:
+        assert isinstance(watch, SessionWatch)
         watches = self._watchers.get(watch.session_id)
         if watches is None:
             return
@@ -336,59 +337,35 @@ def _check_id(session_id: str) -> None:
         raise InvalidSessionId("session ID cannot be empty")
 
 
-class _End:
-    """Marks the end of a watch stream in its queue."""
-
-
-_END: Final = _End()
-
-
-class SessionWatch:
-    """An async iterator of StateDiffs of one session; see SessionManager.watch."""
+class SessionWatch(QueueStream[StateDiff]):
+    """The StateDiffs of one session; see SessionManager.watch."""
 
     def __init__(self, manager: SessionManager, session_id: str) -> None:
+        super().__init__(maxsize=_WATCH_QUEUE_SIZE, on_close=manager._unsubscribe)
         self.session_id = session_id
         self._manager = manager
-        self._queue: asyncio.Queue[StateDiff | _End] = asyncio.Queue(_WATCH_QUEUE_SIZE)
-        self._closed = False
+        self._dropped = 0
         manager._subscribe(self)
 
     def _offer(self, change: StateDiff) -> None:
-        try:
-            self._queue.put_nowait(change)
-        except asyncio.QueueFull:
+        if self.publish(change) or self.closed:
+            return
+        self._dropped += 1
+        # One line per overflowing watcher, not one per dropped event.
+        if self._dropped == 1:
             self._manager._logger.warning(
-                "watcher of session %r is too slow; an event was dropped", self.session_id
+                "watcher of session %r is too slow: events are being dropped", self.session_id
             )
-
-    def _end(self) -> None:
-        if self._queue.full():
-            self._queue.get_nowait()  # make room for the end marker
-        self._queue.put_nowait(_END)
-        self.close()
 
     def close(self) -> None:
         """Stop receiving changes (events already queued can still be read)."""
-        if not self._closed:
-            self._closed = True
-            self._manager._unsubscribe(self)
-
-    async def aclose(self) -> None:
-        self.close()
-        if self._queue.empty():
-            self._queue.put_nowait(_END)
-
-    def __aiter__(self) -> SessionWatch:
-        return self
-
-    async def __anext__(self) -> StateDiff:
-        if self._closed and self._queue.empty():
-            raise StopAsyncIteration
-        item = await self._queue.get()
-        if isinstance(item, _End):
-            self.close()
-            raise StopAsyncIteration
-        return item
+        self.end()
+        self._release()
+        if self._dropped:
+            self._manager._logger.info(
+                "watcher of session %r closed after %d dropped events", self.session_id, self._dropped
+            )
+            self._dropped = 0
 
     async def __aenter__(self) -> SessionWatch:
         return self
@@ -397,8 +374,3 @@ class SessionWatch:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-    def __del__(self) -> None:
-        # A watch dropped without closing must not stay subscribed.
-        if not self._closed:
-            self._manager._unsubscribe(self)

@@ -8,7 +8,7 @@ import pytest
 
 from trellis.adapters.memory_loader import MemoryLoader
 from trellis.domain import HookKind, State, Status
-from trellis.engine import Engine, watch_and_invalidate
+from trellis.engine import Engine, follow_graph
 from trellis.errors import ConditionError, NodeLoadError, NodeNotFound, UnhandledSignal
 
 from .helpers import HOOK_EVENTS, Recorder, make_engine, ok
@@ -166,11 +166,11 @@ async def test_cache_keeps_compiled_node_until_invalidated() -> None:
     assert (await engine.render(state)).actions[0].payload == "v3"
 
 
-@pytest.mark.in_process_only(reason="changes the loader under the engine, watched by watch_and_invalidate")
+@pytest.mark.in_process_only(reason="changes the loader under the engine, followed by follow_graph")
 async def test_cache_follows_loader_watch() -> None:
     loader = MemoryLoader([{"id": "start", "content": "v1"}])
     engine = Engine(loader)
-    task = watch_and_invalidate(engine, loader)
+    task = asyncio.create_task(follow_graph(engine, loader))
     try:
         state = await engine.start("s")
         assert (await engine.render(state)).actions[0].payload == "v1"

@@ -19,8 +19,8 @@ from tests.etcd.tcp_proxy import TcpProxy
 from trellis.adapters.etcd import EtcdClient, EtcdConfig, EtcdGraphLoader
 from trellis.adapters.etcd.publish import main, publish, pull
 from trellis.errors import GraphError, NodeDefinitionError
-from trellis.loading.changes import ChangeStream
 from trellis.ports.loader import GraphChange
+from trellis.streams import QueueStream
 
 FLOW = {
     "start.md": "---\nto: middle\n---\nHello\n",
@@ -38,13 +38,13 @@ def write_flow(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
-async def next_change(stream: ChangeStream) -> GraphChange:
+async def next_change(stream: QueueStream[GraphChange]) -> GraphChange:
     async with asyncio.timeout(15):
         return await anext(stream)
 
 
 @contextlib.asynccontextmanager
-async def watching(client: EtcdClient) -> AsyncIterator[tuple[EtcdGraphLoader, ChangeStream]]:
+async def watching(client: EtcdClient) -> AsyncIterator[tuple[EtcdGraphLoader, QueueStream[GraphChange]]]:
     """The "tour" graph's loader over ``client`` and a watch of it; both closed after."""
     loader = EtcdGraphLoader(client, "tour")
     stream = loader.watch()

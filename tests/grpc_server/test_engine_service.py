@@ -10,7 +10,8 @@ import orjson
 
 from tests.grpc_server.conftest import failure, running
 from trellis.api.v1 import engine_pb2 as epb
-from trellis.api.v1 import engine_pb2_grpc
+from trellis.api.v1 import engine_pb2_grpc, sessions_pb2_grpc
+from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import types_pb2 as pb
 from trellis.server.config import ServerConfig
 
@@ -116,3 +117,26 @@ async def test_a_fully_rolled_back_state_renders_as_terminal_with_nothing_to_sho
     lost = pb.State(session_id="rb", current_node_id="", history=["start"])
     code, reason, _ = await failure(engine.Render(epb.EngineRenderRequest(state=lost)))
     assert code == grpc.StatusCode.NOT_FOUND and reason == "NODE_NOT_FOUND"
+
+
+async def test_text_answers_are_sanitised_once_by_both_services(served) -> None:
+    server, channel = served
+    limit = server.config.max_input_bytes
+    engine = engine_pb2_grpc.EngineStub(channel)
+    sessions = sessions_pb2_grpc.SessionsStub(channel)
+    state = (await engine.Start(epb.EngineStartRequest(session_id="e1"))).step.state
+    step = (
+        await engine.Navigate(epb.EngineNavigateRequest(state=state, input=pb.Input(text="k\x1bim")))
+    ).step
+    assert orjson.loads(step.state.context_json)["name"] == "kim"
+    await sessions.Start(spb.SessionsStartRequest(session_id="s1"))
+    answer = spb.SessionsNavigateRequest(session_id="s1", input=pb.Input(text="k\x1bim"))
+    step = (await sessions.Navigate(answer)).step
+    assert orjson.loads(step.state.context_json)["name"] == "kim"
+    too_long = pb.Input(text="x" * (limit + 1))
+    code, reason, _ = await failure(engine.Navigate(epb.EngineNavigateRequest(state=state, input=too_long)))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT")
+    code, reason, _ = await failure(
+        sessions.Navigate(spb.SessionsNavigateRequest(session_id="s1", input=too_long))
+    )
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_INPUT")

@@ -13,8 +13,8 @@ import pytest
 from tests.loading.writers import write_definition
 from trellis.adapters.directory_loader import DirectoryLoader, entry_node_id, has_default_error_node
 from trellis.errors import GraphError, NodeDefinitionError, NodeNotFound
-from trellis.loading.changes import ChangeStream
 from trellis.ports.loader import GraphChange
+from trellis.streams import QueueStream
 
 
 def write(root: Path, rel: str, text: str | bytes) -> Path:
@@ -317,7 +317,7 @@ def test_default_error_node_exists_only_at_the_root(graph: Path) -> None:
 WATCH_BOUND = 15.0
 
 
-async def _live(loader: DirectoryLoader) -> ChangeStream:
+async def _live(loader: DirectoryLoader) -> QueueStream[GraphChange]:
     """A watch stream seen to deliver an event (so later writes are certainly observed)."""
     stream = loader.watch()
     await asyncio.sleep(0)
@@ -333,7 +333,7 @@ async def _live(loader: DirectoryLoader) -> ChangeStream:
     raise AssertionError("watch never delivered an event")
 
 
-async def _next_naming(stream: ChangeStream, predicate: object) -> GraphChange:
+async def _next_naming(stream: QueueStream[GraphChange], predicate: object) -> GraphChange:
     async with asyncio.timeout(WATCH_BOUND):
         while True:
             change = await anext(stream)
@@ -464,7 +464,7 @@ async def test_watching_a_missing_directory_ends_the_stream(tmp_path: Path) -> N
         assert [change async for change in stream] == []
 
 
-async def _ids_until(stream: ChangeStream, wanted: str) -> set[str] | None:
+async def _ids_until(stream: QueueStream[GraphChange], wanted: str) -> set[str] | None:
     """Union of the IDs of the changes up to the one naming ``wanted``; None for "everything"."""
     seen: set[str] = set()
     async with asyncio.timeout(WATCH_BOUND):

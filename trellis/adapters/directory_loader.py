@@ -40,9 +40,11 @@ from trellis.loading import (
     resolve_tools,
     strip_node_extension,
 )
-from trellis.loading.changes import ChangeStream
 from trellis.loading.ids import node_extension
 from trellis.ports.loader import GraphChange
+from trellis.streams import QueueStream
+
+_Stream = QueueStream[GraphChange]
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ class DirectoryLoader:
         self._label = Path(os.path.abspath(self.root)).name or str(self.root)
         self._cache: dict[str, _Entry] = {}
         self._revision = 0
-        self._watches: list[tuple[asyncio.Event, asyncio.Task[None], weakref.ref[ChangeStream]]] = []
+        self._watches: list[tuple[asyncio.Event, asyncio.Task[None], weakref.ref[_Stream]]] = []
 
     # --- GraphLoader ------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class DirectoryLoader:
 
     # --- Watchable ----------------------------------------------------------------------
 
-    def watch(self) -> ChangeStream:
+    def watch(self) -> QueueStream[GraphChange]:
         """Changes from now on: one GraphChange per (debounced) edit, naming the changed node
         IDs and the nodes importing tools from them; an empty set when that cannot be told
         (e.g. a directory renamed). Watching starts at the next turn of the event loop.
@@ -126,7 +128,7 @@ class DirectoryLoader:
         stop = asyncio.Event()
         holder: list[asyncio.Task[None]] = []
 
-        def on_close(_stream: ChangeStream) -> None:
+        def on_close(_stream: QueueStream[GraphChange]) -> None:
             stop.set()  # lets the watcher thread return promptly
             for task in holder:
                 if not loop.is_closed():
@@ -139,7 +141,7 @@ class DirectoryLoader:
                 except asyncio.CancelledError:
                     pass
 
-        stream = ChangeStream(on_close=on_close, wait_closed=wait_closed)
+        stream = QueueStream[GraphChange](on_close=on_close, wait_closed=wait_closed)
         task = loop.create_task(self._pump(weakref.ref(stream), stop))
         holder.append(task)
         self._watches = [watch for watch in self._watches if not watch[1].done()]
@@ -352,7 +354,7 @@ class DirectoryLoader:
         drafts = {entry.node_id: entry.draft for entry in entries if entry.draft is not None}
         return frozenset(importers_of(drafts, changed)), after
 
-    async def _pump(self, stream_ref: Callable[[], ChangeStream | None], stop: asyncio.Event) -> None:
+    async def _pump(self, stream_ref: Callable[[], _Stream | None], stop: asyncio.Event) -> None:
         debounce_ms = max(1, round(self.debounce * 1000))
         known: _Snapshot | None = None
         try:

@@ -15,8 +15,8 @@ from typing import Any
 from trellis.domain import Node
 from trellis.errors import NodeDefinitionError, NodeNotFound
 from trellis.loading import NodeDraft, build_draft, importers_of, resolve_tools
-from trellis.loading.changes import ChangeStream
 from trellis.ports.loader import GraphChange
+from trellis.streams import QueueStream
 
 NodeInput = Node | Mapping[str, Any]
 
@@ -49,7 +49,7 @@ class MemoryLoader:
         self._drafts: dict[str, NodeDraft] = {}
         self._resolved: dict[str, Node] = {}
         # Weak: a consumer that drops its stream must not leave it filling up here.
-        self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
+        self._streams: weakref.WeakSet[QueueStream[GraphChange]] = weakref.WeakSet()
         self._revision = 0
         for item in nodes:
             draft = _draft(item)
@@ -94,9 +94,9 @@ class MemoryLoader:
         self._drafts = drafts
         self._changed(frozenset())
 
-    def watch(self) -> ChangeStream:
+    def watch(self) -> QueueStream[GraphChange]:
         """Changes from now on, one GraphChange per put/remove/replace_all."""
-        stream = ChangeStream(on_close=self._streams.discard)
+        stream = QueueStream[GraphChange](on_close=self._streams.discard)
         self._streams.add(stream)
         return stream
 

@@ -34,7 +34,6 @@ from trellis.domain import (
 )
 from trellis.errors import InvalidInput
 from trellis.ports.loader import GraphChange
-from trellis.sanitize import sanitize_input
 from trellis.values import format_duration, parse_duration
 
 # --- JSON values ----------------------------------------------------------------------
@@ -369,8 +368,9 @@ def input_to_proto(value: JSONValue | ToolResult) -> pb.Input:
 
 
 def input_from_proto(msg: pb.Input, text_limit: int) -> JSONValue | ToolResult:
-    """The engine input of a request. Text is sanitised (spec §14.6: size limit,
-    UTF-8, control characters); an unset input is the empty text (auto-advance)."""
+    """The engine input of a request; an unset input is the empty text (auto-advance).
+    Text comes back as sent: the host that steps the engine sanitises it once (spec
+    §14.6: SessionManager.navigate, the Engine service)."""
     kind = msg.WhichOneof("kind")
     if kind == "tool_result":
         if not msg.tool_result.id:
@@ -382,7 +382,7 @@ def input_from_proto(msg: pb.Input, text_limit: int) -> JSONValue | ToolResult:
                 f"input exceeds maximum allowed size: size={len(msg.value_json.encode())} limit={text_limit}"
             )
         return load_json(msg.value_json, "input.value_json")
-    return sanitize_input(msg.text, text_limit)
+    return msg.text
 
 
 # --- diffs and graph changes ------------------------------------------------------------

@@ -163,6 +163,6 @@ def handle(args: argparse.Namespace) -> int:
 
 async def _follow(flow: Any, inputs: Any) -> None:
     """Keep the engine's compiled nodes fresh and tell the runner to re-render."""
-    async for change in flow.loader.watch():
-        flow.engine.invalidate(change.node_ids or None)
-        inputs.notify_reload()
+    from trellis.engine.follow import follow_graph
+
+    await follow_graph(flow.engine, flow.loader, on_change=lambda _change: inputs.notify_reload())

@@ -75,7 +75,7 @@ TOUR: list[Definition] = [
 
 
 async def _close(stream: Any) -> None:
-    """Close a watch stream that can be closed (async generators and ChangeStream can)."""
+    """Close a watch stream that can be closed (async generators and QueueStream can)."""
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()

@@ -9,7 +9,7 @@ tool error, which the spec delivers before raising).
 
 Nodes are compiled once (trellis.engine.compiled) and cached by node ID until
 ``invalidate`` drops them, typically driven by a loader's watch stream through
-``follow`` / ``watch_and_invalidate``.
+``trellis.engine.follow.follow_graph``.
 
 Differences from the original, on purpose (spec §17), also listed in
 docs/engine-differences.md:
@@ -43,10 +43,9 @@ docs/engine-differences.md:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from trellis.domain import (
@@ -76,11 +75,10 @@ from trellis.errors import (
     UnexpectedToolResult,
     UnhandledSignal,
     UnhandledToolError,
-    WatchNotSupported,
 )
 from trellis.ports.converter import ContentConverter
 from trellis.ports.engine import LifecycleHook
-from trellis.ports.loader import GraphChange, GraphLoader
+from trellis.ports.loader import GraphLoader
 from trellis.values import go_str
 
 _ACTIVE = Status.ACTIVE
@@ -166,7 +164,7 @@ class Engine:
     def invalidate(self, node_ids: Iterable[str] | None = None) -> None:
         """Forget compiled nodes: the given IDs (matched against the ID a node was
         requested by and its canonical ID), or all of them when ``node_ids`` is None.
-        (A GraphChange with no IDs means "anything changed"; ``follow`` maps it to None.)"""
+        (A GraphChange with no IDs means "anything changed"; ``follow_graph`` maps it to None.)"""
         self._generation += 1
         if node_ids is None:
             self._cache.clear()
@@ -175,11 +173,6 @@ class Engine:
         for key, compiled in list(self._cache.items()):
             if key in wanted or compiled.id in wanted:
                 del self._cache[key]
-
-    async def follow(self, changes: AsyncIterator[GraphChange]) -> None:
-        """Invalidate compiled nodes for each change until the stream ends."""
-        async for change in changes:
-            self.invalidate(change.node_ids or None)
 
     # --- hooks ----------------------------------------------------------------------
 
@@ -427,15 +420,6 @@ class Engine:
             compiled = await self._load(node_id, "failed to load node")
             nodes.append(compiled.node)
         return nodes
-
-
-def watch_and_invalidate(engine: Engine, loader: GraphLoader | Any) -> asyncio.Task[None]:
-    """A task that keeps ``engine``'s compiled nodes in step with ``loader``'s changes.
-    Cancel the task to stop. Raises WatchNotSupported when the loader cannot watch."""
-    watch = getattr(loader, "watch", None)
-    if watch is None or not callable(watch):
-        raise WatchNotSupported(f"loader {type(loader).__name__} does not support watching")
-    return asyncio.get_running_loop().create_task(engine.follow(watch()), name="trellis-engine-invalidate")
 
 
 _UNWOUND: Final = RenderResult(actions=(), terminal=True)

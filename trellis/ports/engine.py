@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 from trellis.domain import JSONValue, LifecycleEvent, Node, RenderResult, State, ToolResult
@@ -32,4 +32,8 @@ class EnginePort(Protocol):
 
     async def inspect(self) -> list[Node]:
         """Every node of the graph, sorted by ID (spec §3.9)."""
+        ...
+
+    def invalidate(self, node_ids: Iterable[str] | None = None) -> None:
+        """Forget what was compiled for these nodes (all when None): the graph changed."""
         ...

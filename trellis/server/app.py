@@ -36,9 +36,10 @@ from trellis.api.v1 import (
     store_pb2,
     store_pb2_grpc,
 )
+from trellis.engine.follow import follow_graph
 from trellis.errors import ConfigError
 from trellis.plugins import Probe
-from trellis.ports.loader import Watchable
+from trellis.ports.loader import GraphChange, Watchable
 from trellis.server.compose import Composition, build_composition
 from trellis.server.config import ServerConfig
 from trellis.server.dispatcher_service import ActionDispatcherService
@@ -122,6 +123,8 @@ class TrellisServer:
         self._server: Any = None
         self._health = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
+        # False while hot reload has no open graph watch: the loader then counts as down.
+        self._graph_watch_ok = True
         self._metrics: Any = None
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
@@ -199,31 +202,22 @@ class TrellisServer:
         loop = asyncio.get_running_loop()
         if isinstance(self.composition.loader, Watchable):
             self._tasks.append(loop.create_task(self._follow_graph(), name="trellis-server-reload"))
-        if self.composition.probes:
+        if self.composition.probes or isinstance(self.composition.loader, Watchable):
             self._tasks.append(loop.create_task(self._probe_loop(), name="trellis-server-probes"))
 
     async def _follow_graph(self) -> None:
         assert self.composition is not None
         loader = self.composition.loader
         assert isinstance(loader, Watchable)
-        invalidate = getattr(self.composition.engine, "invalidate", None)
-        while True:
-            try:
-                async for change in loader.watch():
-                    if callable(invalidate):
-                        invalidate(change.node_ids or None)
-                    self.observer.reloads.inc()
-                    LOG.info(
-                        "graph changed: %s", ", ".join(sorted(change.node_ids)) or "everything (full reload)"
-                    )
-                return  # the loader closed its stream: it is shutting down
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                LOG.exception("graph watch failed; retrying in 1s")
-                if callable(invalidate):
-                    invalidate(None)  # changes may have been missed meanwhile
-                await asyncio.sleep(1.0)
+
+        def changed(change: GraphChange) -> None:
+            self.observer.reloads.inc()
+            LOG.info("graph changed: %s", ", ".join(sorted(change.node_ids)) or "everything (full reload)")
+
+        def watching(ok: bool) -> None:
+            self._graph_watch_ok = ok  # the next probe round reports it
+
+        await follow_graph(self.composition.engine, loader, on_change=changed, on_watching=watching)
 
     async def _probe(self, name: str, probe: Probe) -> bool:
         try:
@@ -242,6 +236,7 @@ class TrellisServer:
         results = dict(
             zip(probes, await asyncio.gather(*(self._probe(n, p) for n, p in probes.items())), strict=True)
         )
+        results["loader"] = results.get("loader", True) and self._graph_watch_ok
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         for service in self._services:

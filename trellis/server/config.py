@@ -1,7 +1,7 @@
 """Server configuration: one YAML file, then TRELLIS_* environment variables, then
 command-line flags; each later source wins over the earlier ones, key by key.
 
-Every port is one URL-like setting (see trellis.server.registry for the schemes):
+Every port is one URL-like setting (see trellis.plugins for how schemes are found):
 
     loader:     dir:./flows/tour | memory: | grpc://HOST:PORT | etcd:GRAPH | etcd://H:P/PREFIX?graph=G
     store:      memory: | file:./.trellis/sessions | grpc://... | etcd: | etcd://H:P/PREFIX
@@ -22,11 +22,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from trellis.adapters.directory_loader import entry_node_id, has_default_error_node
 from trellis.api.transport import DEFAULT_MAX_MESSAGE_BYTES
 from trellis.errors import ConfigError
+from trellis.plugins import Kind, parse_url
 from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
 from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES
 from trellis.values import parse_duration
@@ -98,7 +99,8 @@ class ServerConfig:
     def _served_directory(self) -> str:
         """The flow directory the loader reads, when it is a directory loader."""
         if self.loader:
-            return self.loader[len("dir:") :] if self.loader.startswith("dir:") else ""
+            spec = parse_url("loader", self.loader)
+            return spec.target if spec.scheme == "dir" else ""
         return self.flow_dir
 
     def effective_dispatcher(self) -> str:
@@ -224,24 +226,26 @@ def read_file(path: Path) -> dict[str, Any]:
             values[key] = str(base / values[key])
     for key in ("loader", "store", "dispatcher"):
         if isinstance(values.get(key), str):
-            values[key] = _relative_url(values[key], base)
+            values[key] = _relative_url(cast(Kind, key), values[key], base)
     if isinstance(values.get("tool_routes"), Mapping):
         values["tool_routes"] = {
-            k: _relative_url(v, base) if isinstance(v, str) else v for k, v in values["tool_routes"].items()
+            k: _relative_url("dispatcher", v, base) if isinstance(v, str) else v
+            for k, v in values["tool_routes"].items()
         }
     return values
 
 
-_PATH_SCHEMES = ("dir:", "file:", "process:")
+_PATH_SCHEMES = frozenset({"dir", "file", "process"})
 
 
-def _relative_url(url: str, base: Path) -> str:
+def _relative_url(kind: Kind, url: str, base: Path) -> str:
     """``dir:flow`` in a file at conf/trellis.yaml means conf/flow."""
-    for scheme in _PATH_SCHEMES:
-        if url.startswith(scheme):
-            rest = url[len(scheme):]
-            if rest and not Path(rest).is_absolute():
-                return scheme + str(base / rest)
+    try:
+        spec = parse_url(kind, url)
+    except ConfigError:
+        return url  # reported, with its setting, when the port is built
+    if spec.scheme in _PATH_SCHEMES and spec.target and not Path(spec.target).is_absolute():
+        return f"{spec.scheme}:{base / spec.target}"
     return url
 
 

@@ -10,6 +10,7 @@ from trellis.api.v1 import engine_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
 from trellis.domain import State, StepResult
 from trellis.ports.engine import EnginePort
+from trellis.sanitize import sanitize_input
 from trellis.server.errors import Servicer, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
@@ -70,6 +71,8 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
     ) -> epb.EngineNavigateResponse:
         state = self._state_in(request.state)
         value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
+        if isinstance(value, str):  # this service is the engine's host: it sanitises (spec §14.6)
+            value = sanitize_input(value, self._limits.max_input_bytes)
         new_state = await self._engine.navigate(state, value)
         response = epb.EngineNavigateResponse()
         await self._step_out(response.step, new_state)

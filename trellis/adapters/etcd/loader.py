@@ -30,8 +30,8 @@ from trellis.adapters.etcd.watch import Subscription
 from trellis.domain import Node
 from trellis.errors import NodeDefinitionError, NodeNotFound
 from trellis.loading import NodeDraft, draft_from_bytes, importers_of, resolve_tools, strip_node_extension
-from trellis.loading.changes import ChangeStream
 from trellis.ports.loader import GraphChange
+from trellis.streams import QueueStream
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class EtcdGraphLoader:
         self._revision = 0
         self._ready: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
-        self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
+        self._streams: weakref.WeakSet[QueueStream[GraphChange]] = weakref.WeakSet()
         self._reloading: asyncio.Task[None] | None = None
         self._held_back: list[tuple[Sequence[Any], int]] = []
 
@@ -89,10 +89,10 @@ class EtcdGraphLoader:
 
     # --- Watchable -------------------------------------------------------------------
 
-    def watch(self) -> ChangeStream:
+    def watch(self) -> QueueStream[GraphChange]:
         """Changes from now on, one per etcd transaction. Close the stream (or drop it)
         to stop receiving them; ``aclose`` ends every stream."""
-        stream = ChangeStream(on_close=self._streams.discard)
+        stream = QueueStream[GraphChange](on_close=self._streams.discard)
         self._streams.add(stream)
         task = asyncio.ensure_future(self._ensure_loaded())
         task.add_done_callback(_log_failure)

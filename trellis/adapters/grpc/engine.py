@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from trellis.adapters.grpc.channel import RemoteChannel
 from trellis.api import convert
@@ -63,6 +63,9 @@ class RemoteEngine:
         self._stub = engine_pb2_grpc.EngineStub(channel.channel)
         self._owns_channel = owns_channel
         self._signatures = _Signatures()
+
+    def invalidate(self, node_ids: Iterable[str] | None = None) -> None:
+        """Nothing to forget here: the serving process follows its own loader."""
 
     def _state_out(self, state: State, operation: str) -> pb.State:
         # The same error as the in-process engine's, rather than a crash in the encoder.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import grpc  # type: ignore[import-untyped]
 
@@ -15,6 +15,7 @@ from trellis.api.v1 import graph_pb2_grpc
 from trellis.domain import Node
 from trellis.errors import BackendUnavailable
 from trellis.ports.loader import GraphChange
+from trellis.streams import QueueStream
 
 LOG = logging.getLogger("trellis.adapters.grpc")
 # A server that restarts or shuts down ends its streams with one of these.
@@ -36,7 +37,7 @@ class RemoteGraphLoader:
         self._channel = channel
         self._stub = graph_pb2_grpc.GraphLoaderStub(channel.channel)
         self._owns_channel = owns_channel
-        self._streams: set[WatchStream] = set()
+        self._streams: set[QueueStream[GraphChange]] = set()
 
     async def get_node(self, node_id: str) -> Node:
         reply = await self._channel.call(
@@ -48,12 +49,14 @@ class RemoteGraphLoader:
         reply = await self._channel.call(self._stub.ListNodes, gpb.ListNodesRequest(), idempotent=True)
         return list(reply.node_ids)
 
-    def watch(self) -> WatchStream:
-        stream = WatchStream(self._follow, self._streams.discard)
+    def watch(self) -> QueueStream[GraphChange]:
+        # A stream fed by a task, not an async generator: a consumer waiting with a
+        # timeout must not end the watch, the task keeps following the server.
+        stream = QueueStream[GraphChange](feed=self._follow, on_close=self._streams.discard)
         self._streams.add(stream)
         return stream
 
-    async def _follow(self, emit: Callable[[GraphChange], None]) -> None:
+    async def _follow(self, emit: Callable[[GraphChange], object]) -> None:
         """Feed ``emit`` with the server's changes, reconnecting while the server is away."""
         attempt = 0
         reconnected = False
@@ -94,76 +97,3 @@ class RemoteGraphLoader:
             await stream.aclose()
         if self._owns_channel:
             await self._channel.close()
-
-
-_END = object()
-
-
-class WatchStream:
-    """An async iterator of GraphChange fed by a background task.
-
-    A plain async generator would be finalised by the first cancelled ``anext``
-    (a consumer waiting with a timeout); this stream survives it: the task keeps
-    following the server and changes wait in the queue.
-    """
-
-    def __init__(
-        self,
-        follow: Callable[[Callable[[GraphChange], None]], Awaitable[None]],
-        on_close: Callable[[WatchStream], None],
-    ) -> None:
-        self._follow = follow
-        self._on_close = on_close
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return  # started by the first __anext__
-        self._ensure_started()
-
-    def _ensure_started(self) -> None:
-        if self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="trellis-remote-watch")
-
-    async def _run(self) -> None:
-        try:
-            await self._follow(self._queue.put_nowait)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # handed to the consumer, raised from __anext__
-            self._queue.put_nowait(exc)
-        self._queue.put_nowait(_END)
-
-    def __aiter__(self) -> WatchStream:
-        return self
-
-    async def __anext__(self) -> GraphChange:
-        self._ensure_started()
-        if self._closed and self._queue.empty():
-            raise StopAsyncIteration
-        item = await self._queue.get()
-        if item is _END:
-            self._closed = True
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            self._closed = True
-            raise item
-        assert isinstance(item, GraphChange)
-        return item
-
-    async def aclose(self) -> None:
-        """Stop following the server; a consumer waiting in ``anext`` gets StopAsyncIteration."""
-        if self._closed and self._task is None:
-            return
-        self._closed = True
-        self._on_close(self)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        self._queue.put_nowait(_END)
