@@ -28,7 +28,8 @@ from aetcd import rpc
 
 from trellis.adapters.etcd.config import EtcdConfig, split_endpoint
 from trellis.adapters.etcd.lease import LeaseKeeper, ProcessLease
-from trellis.adapters.etcd.watch import DeletionWaiters, WatchMux
+from trellis.adapters.etcd.lock_wait import LockDeletions
+from trellis.adapters.etcd.watch import WatchMux
 from trellis.errors import BackendUnavailable, ConfigError, StateTooLarge
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,7 @@ class EtcdClient:
         self._keepers: dict[int, LeaseKeeper] = {}
         self._serving: bool | None = None
         self.watches = WatchMux(self._open_watch)
-        self.lock_deletions = DeletionWaiters()
-        self._lock_watch_started = False
+        self.lock_deletions = LockDeletions()
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -246,16 +246,9 @@ class EtcdClient:
                 self.on_health(Health.SERVING if serving else Health.NOT_SERVING)
 
     async def _lease_granted(self, revision: int) -> None:
-        """The one watch on every lock key of this deployment, started with the
-        first lease so that it is current (no catch-up) when waiters need it."""
-        if self._lock_watch_started:
-            return
-        self._lock_watch_started = True
+        # The lock watch starts with the first lease: current by the time anyone waits.
         prefix = self.config.key("locks") + b"/"
-        waiters = self.lock_deletions
-        await self.watches.subscribe(
-            prefix, prefix_end(prefix), revision + 1, waiters.on_events, waiters.wake_all, deletes_only=True
-        )
+        await self.lock_deletions.watch(self.watches, prefix, prefix_end(prefix), revision + 1)
 
     def delete_later(self, key: bytes) -> None:
         """Delete ``key`` in the background, retrying until etcd answers (used when
