@@ -3,8 +3,9 @@
 One ``EtcdClient`` per process backs all three; see docs/etcd.md.
 """
 
-from trellis.adapters.etcd.client import EtcdClient, Health, ProcessLease
+from trellis.adapters.etcd.client import EtcdClient, Health
 from trellis.adapters.etcd.config import EtcdConfig, parse_etcd_url
+from trellis.adapters.etcd.lease import ProcessLease
 from trellis.adapters.etcd.loader import EtcdGraphLoader
 from trellis.adapters.etcd.locker import EtcdLocker, EtcdLockHandle
 from trellis.adapters.etcd.store import EtcdStateStore

@@ -1,16 +1,10 @@
-"""The connection to etcd and the process lease.
+"""The connection to etcd: channel, authentication, calls and their retries.
 
 One ``EtcdClient`` per server process: one gRPC channel over every endpoint
 (round robin, so a dead member is skipped), one watch stream shared by every
-watch, and one lease per TTL (in practice one), kept alive in the background
-and backing every lock the process takes, like etcd's own concurrency
-Session. A crashed process stops renewing, its lease expires and every lock
-it held disappears with it.
-
-If renewing fails for longer than the TTL the lease counts as lost: its
-handles report ``held() == False``, writes fenced by them are refused by etcd
-(their lock keys are gone), the health callback hears NOT_SERVING, and a new
-lease is granted as soon as etcd answers again (then SERVING).
+watch (watch.py), and one process lease per TTL (lease.py) backing every lock
+the process takes. While a lease is lost the health callback hears
+NOT_SERVING; once a new one is granted, SERVING.
 
 aetcd's high-level ``Client`` covers neither TLS, several endpoints, range
 limits nor sorted ranges inside transactions, so this module speaks etcd's
@@ -20,7 +14,6 @@ gRPC API directly through the stubs and messages aetcd ships (``aetcd.rpc``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import ipaddress
 import logging
@@ -34,8 +27,10 @@ import grpc  # type: ignore[import-untyped]
 from aetcd import rpc
 
 from trellis.adapters.etcd.config import EtcdConfig, split_endpoint
-from trellis.adapters.etcd.watch import DeletionWaiters, WatchMux
-from trellis.errors import BackendUnavailable, ConfigError, StateTooLarge, TrellisError
+from trellis.adapters.etcd.lease import LeaseKeeper, ProcessLease
+from trellis.adapters.etcd.lock_wait import LockDeletions
+from trellis.adapters.etcd.watch import WatchMux
+from trellis.errors import BackendUnavailable, ConfigError, StateTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -56,135 +51,6 @@ def prefix_end(prefix: bytes) -> bytes:
             end[i] += 1
             return bytes(end[: i + 1])
     return b"\0"
-
-
-class ProcessLease:
-    """One granted lease. ``alive`` turns False for good when it is lost or revoked."""
-
-    def __init__(self, lease_id: int, ttl: int, granted_at: float) -> None:
-        self.id = lease_id
-        self.ttl = ttl
-        self.granted_at = granted_at
-        """Event-loop time the grant was requested: etcd's clock started after it."""
-        self.lost = asyncio.Event()
-
-    @property
-    def alive(self) -> bool:
-        return not self.lost.is_set()
-
-
-class _LeaseKeeper:
-    """Grants, renews and, after a loss, re-grants the process lease of one TTL."""
-
-    def __init__(self, client: EtcdClient, ttl: int) -> None:
-        self._client = client
-        self._ttl = ttl
-        self.current: ProcessLease | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._granted = asyncio.Event()
-        self._lost_ids: list[int] = []
-
-    async def lease(self) -> ProcessLease:
-        if self.current is not None and self.current.alive:
-            return self.current
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"etcd-lease-{self._ttl}s")
-        try:
-            async with asyncio.timeout(self._client.config.request_timeout):
-                while self.current is None or not self.current.alive:
-                    self._granted.clear()
-                    await self._granted.wait()
-        except TimeoutError:
-            raise BackendUnavailable(f"etcd: no lease could be granted ({self._client.describe()})") from None
-        return self.current
-
-    async def _run(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                lease = await self._grant()
-            except TrellisError as exc:  # unreachable, or refused (credentials): keep trying
-                log.warning("etcd lease grant failed: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.1
-            await self._revoke_lost()  # first, so that SERVING means the old locks are gone
-            self.current = lease
-            self._granted.set()
-            self._client._lease_changed()
-            await self._keep_alive(lease)
-            log.warning("etcd lease %x lost: every lock of this process is released", lease.id)
-            self._lost_ids.append(lease.id)
-            lease.lost.set()
-            self._client._lease_changed()
-
-    async def _grant(self) -> ProcessLease:
-        requested = asyncio.get_running_loop().time()
-        response = await self._client.call("LeaseGrant", rpc.LeaseGrantRequest(TTL=self._ttl))
-        if response.error:
-            raise BackendUnavailable(f"etcd: lease grant refused: {response.error}")
-        await self._client._start_lock_watch(response.header.revision + 1)
-        return ProcessLease(response.ID, response.TTL, requested)
-
-    async def _revoke_lost(self) -> None:
-        """A lease we gave up on may live on in etcd (a restarted etcd renews every
-        lease once): revoke it so its locks go now, not after another TTL."""
-        while self._lost_ids:
-            try:
-                await self._client.call("LeaseRevoke", rpc.LeaseRevokeRequest(ID=self._lost_ids[0]))
-            except BackendUnavailable as exc:
-                if "not found" not in exc.message:
-                    return  # try again after the next grant
-                # already expired: nothing left to release
-            self._lost_ids.pop(0)
-
-    async def _keep_alive(self, lease: ProcessLease) -> None:
-        """Renew at a third of the TTL; return once the lease must be considered lost:
-        etcd says it expired, or no renewal succeeded within the TTL."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout_at(lease.granted_at + lease.ttl) as deadline:
-                while True:
-                    try:
-                        call = self._client._stub("Lease").LeaseKeepAlive(
-                            metadata=self._client._metadata, wait_for_ready=True
-                        )
-                        while True:
-                            sent = loop.time()
-                            await call.write(rpc.LeaseKeepAliveRequest(ID=lease.id))
-                            response = await call.read()
-                            if response is grpc.aio.EOF:
-                                break
-                            if response.TTL <= 0:
-                                return  # expired (or revoked) in etcd
-                            deadline.reschedule(sent + response.TTL)
-                            await asyncio.sleep(max(response.TTL / 3, 0.2))
-                    except (grpc.RpcError, asyncio.InvalidStateError) as exc:
-                        # The stream broke (member gone, etcd restarting): open another.
-                        if isinstance(exc, grpc.RpcError):
-                            with contextlib.suppress(TrellisError):
-                                await self._client._maybe_reauthenticate(exc)
-                        log.debug("etcd keepalive stream failed: %s", exc)
-                    await asyncio.sleep(0.1)
-        except TimeoutError:
-            return
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        lease = self.current
-        if lease is not None and lease.alive:
-            lease.lost.set()
-            try:
-                async with asyncio.timeout(1.0):
-                    await self._client.call("LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease.id))
-            except (TimeoutError, TrellisError):
-                pass  # it expires on its own after its TTL
 
 
 _STUBS = {
@@ -229,11 +95,10 @@ class EtcdClient:
         self._stubs: dict[str, Any] = {}
         self._metadata: tuple[tuple[str, str], ...] = ()
         self._connect_lock = asyncio.Lock()
-        self._keepers: dict[int, _LeaseKeeper] = {}
+        self._keepers: dict[int, LeaseKeeper] = {}
         self._serving: bool | None = None
         self.watches = WatchMux(self._open_watch)
-        self.lock_deletions = DeletionWaiters()
-        self._lock_watch_started = False
+        self.lock_deletions = LockDeletions()
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -289,7 +154,7 @@ class EtcdClient:
             raise _translate("Authenticate", exc) from None
         self._metadata = (("token", response.token),)
 
-    async def _maybe_reauthenticate(self, exc: grpc.RpcError) -> bool:
+    async def reauthenticate_if_expired(self, exc: grpc.RpcError) -> bool:
         """Simple-auth tokens expire; get a new one when etcd says so."""
         if self.config.username and _code(exc) == grpc.StatusCode.UNAUTHENTICATED:
             await self._authenticate()
@@ -331,7 +196,7 @@ class EtcdClient:
                 )
                 return response, attempts
             except grpc.RpcError as exc:
-                if not reauthenticated and await self._maybe_reauthenticate(exc):
+                if not reauthenticated and await self.reauthenticate_if_expired(exc):
                     reauthenticated = True
                     continue
                 if _code(exc) in _RETRIED and loop.time() + _RETRY_BACKOFF < deadline:
@@ -353,6 +218,9 @@ class EtcdClient:
         await self._authenticate()  # a stream keeps the token it was opened with: use a fresh one
         return self._stubs["Watch"].Watch(metadata=self._metadata, wait_for_ready=True)
 
+    def open_keepalive(self) -> Any:
+        return self._stubs["Lease"].LeaseKeepAlive(metadata=self._metadata, wait_for_ready=True)
+
     # --- process lease -------------------------------------------------------------
 
     async def lease(self, ttl: float | None = None) -> ProcessLease:
@@ -361,12 +229,14 @@ class EtcdClient:
         seconds = max(1, math.ceil(ttl if ttl is not None else self.config.lease_ttl))
         keeper = self._keepers.get(seconds)
         if keeper is None:
-            keeper = self._keepers[seconds] = _LeaseKeeper(self, seconds)
+            keeper = self._keepers[seconds] = LeaseKeeper(
+                self, seconds, on_granted=self._lease_granted, on_changed=self._lease_changed
+            )
         await self.connect()
         return await keeper.lease()
 
     def _lease_changed(self) -> None:
-        serving = all(k.current is not None and k.current.alive for k in self._keepers.values())
+        serving = all(keeper.holds for keeper in self._keepers.values())
         if not serving:
             # Lock waiters re-check: theirs may be among the keys that just vanished.
             self.lock_deletions.wake_all()
@@ -375,17 +245,10 @@ class EtcdClient:
             if self.on_health is not None:
                 self.on_health(Health.SERVING if serving else Health.NOT_SERVING)
 
-    async def _start_lock_watch(self, start_revision: int) -> None:
-        """The one watch on every lock key of this deployment, started with the
-        first lease so that it is current (no catch-up) when waiters need it."""
-        if self._lock_watch_started:
-            return
-        self._lock_watch_started = True
+    async def _lease_granted(self, revision: int) -> None:
+        # The lock watch starts with the first lease: current by the time anyone waits.
         prefix = self.config.key("locks") + b"/"
-        waiters = self.lock_deletions
-        await self.watches.subscribe(
-            prefix, prefix_end(prefix), start_revision, waiters.on_events, waiters.wake_all, deletes_only=True
-        )
+        await self.lock_deletions.watch(self.watches, prefix, prefix_end(prefix), revision + 1)
 
     def delete_later(self, key: bytes) -> None:
         """Delete ``key`` in the background, retrying until etcd answers (used when
@@ -428,10 +291,7 @@ class EtcdClient:
         process would: this process' locks vanish only when their lease expires."""
         self._closed = True
         for keeper in self._keepers.values():
-            if keeper._task is not None:
-                keeper._task.cancel()
-            if keeper.current is not None:
-                keeper.current.lost.set()
+            keeper.abandon()
         await self.watches.close()
         if self._channel is not None:
             await self._channel.close()

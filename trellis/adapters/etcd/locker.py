@@ -22,7 +22,8 @@ from typing import Any
 
 from aetcd import rpc
 
-from trellis.adapters.etcd.client import EtcdClient, ProcessLease, prefix_end
+from trellis.adapters.etcd.client import EtcdClient, prefix_end
+from trellis.adapters.etcd.lease import ProcessLease
 from trellis.errors import BackendUnavailable, LockLost
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Final
+from typing import Any
 
 from aetcd import rpc
 
@@ -39,8 +39,6 @@ from trellis.ports.store import SessionPage
 
 _LIST_CHUNK = 10_000
 """Keys per range request when listing everything (keeps each answer well under 4 MiB)."""
-_NOTHING: Final = object()
-"""What ``_first_write_after`` finds when nobody wrote."""
 _HISTORY_STEPS = 32
 """Versions a retried save walks back to learn whether its lost first attempt landed."""
 _ENVELOPE = 1024
@@ -139,16 +137,10 @@ class EtcdStateStore:
         if attempts > 1 and (landed := _our_write(response.responses[0], data)):
             return landed
         if attempts > 1 and expected_revision is not None:
-            # An earlier attempt may have landed and someone else saved since: then ours
-            # is the first write after the expected revision.
-            first = await self._first_write_after(key, expected_revision, response.responses[0])
-            if first is None:
-                raise BackendUnavailable(
-                    f"etcd: the outcome of saving session {session_id!r} is unknown: the answer was "
-                    "lost and the session's history since is no longer readable"
-                )
-            if first is not _NOTHING and first.value == data:
-                return int(first.mod_revision)
+            # An earlier attempt may have landed and someone else saved since.
+            landed = await self._lost_write_landed(session_id, data, expected_revision, response.responses[0])
+            if landed:
+                return landed
         if isinstance(fence, EtcdLockHandle):
             _raise_if_lock_lost(fence, response.responses[1], session_id)
         stored = _revision_of(response.responses[0])
@@ -233,43 +225,47 @@ class EtcdStateStore:
         if response.succeeded:
             return int(response.header.revision)
         if attempts > 1 and not response.responses[0].response_range.kvs:
-            # Our lock key is gone: an earlier attempt may have written and released, its
-            # answer lost, and other steps may have saved since. Then ours is the first
-            # write after the version we loaded (any other would have failed our compare;
-            # not "after our lock key": a holder ahead of us in the queue wrote after it).
-            first = await self._first_write_after(key, state.revision, response.responses[1])
-            if first is None:
-                raise BackendUnavailable(
-                    f"etcd: the outcome of saving session {session_id!r} is unknown: the answer was "
-                    "lost and the session's history since is no longer readable"
-                )
-            if first is not _NOTHING and first.value == data:
-                return int(first.mod_revision)
+            # Our lock key is gone: an earlier attempt may have written and released, and
+            # other steps may have saved since. (Look after the version we loaded, not
+            # after our lock key: a holder ahead of us in the queue wrote after that.)
+            landed = await self._lost_write_landed(session_id, data, state.revision, response.responses[1])
+            if landed:
+                return landed
         _raise_if_lock_lost(handle, response.responses[0], session_id)
         check_expected_revision(session_id, _revision_of(response.responses[1]), state.revision)
         raise ConflictError(f"session {session_id!r} changed while it was being saved")
 
-    async def _first_write_after(self, key: bytes, revision: int, current_op: Any) -> Any:
-        """The session's first version written after ``revision`` (found by walking back
-        from its current one, ``current_op``, a range response), _NOTHING if there was
-        none, or None when that cannot be told (the key is gone, the history was
-        compacted or is too long to walk)."""
+    async def _lost_write_landed(self, session_id: str, data: bytes, expected: int, current_op: Any) -> int:
+        """Did an earlier attempt of this write land? Its revision if so, else 0.
+
+        Why it is needed: ``call`` retries a transaction whose answer was lost (a
+        member went away, a leader election lost the proposal), so the first attempt
+        may have been applied, and the retry then fails its compare because of our
+        own write. Both write paths compare the session's mod revision with
+        ``expected``, so at most one write can follow ``expected`` under that compare:
+        if ours landed, it is the session's first version after ``expected`` and holds
+        exactly ``data``, however many saves came after it. Found by walking back from
+        the current version (``current_op``, a range response), at most _HISTORY_STEPS
+        versions. Raises BackendUnavailable when the history cannot tell (the key is
+        gone, compacted, or changed too often since).
+        """
         kvs = current_op.response_range.kvs
-        if not kvs:
-            return None
-        kv, first = kvs[0], _NOTHING
-        for _ in range(_HISTORY_STEPS):
-            if kv is None or kv.mod_revision <= revision:
-                return first
-            first = kv
-            try:
-                older = await self.client.call(
-                    "Range", rpc.RangeRequest(key=key, revision=kv.mod_revision - 1)
-                )
-            except BackendUnavailable:
-                return None  # compacted (or etcd gone): unknown
-            kv = older.kvs[0] if older.kvs else None
-        return None
+        if kvs:
+            kv, first = kvs[0], None
+            for _ in range(_HISTORY_STEPS):
+                if kv is None or kv.mod_revision <= expected:
+                    return int(first.mod_revision) if first is not None and first.value == data else 0
+                first = kv
+                before = rpc.RangeRequest(key=kv.key, revision=kv.mod_revision - 1)
+                try:
+                    older = await self.client.call("Range", before)
+                except BackendUnavailable:
+                    break  # compacted (or etcd gone)
+                kv = older.kvs[0] if older.kvs else None
+        raise BackendUnavailable(
+            f"etcd: the outcome of saving session {session_id!r} is unknown: the answer was "
+            "lost and the session's history since is no longer readable"
+        )
 
 
 def _put(key: bytes, value: bytes, lease: int) -> Any:
