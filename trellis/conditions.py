@@ -38,7 +38,7 @@ from typing import Any
 import cel
 
 from trellis.errors import ConditionError
-from trellis.values import go_str
+from trellis.go_values import go_str
 
 # Left part: plain words only (no operators, parentheses or quotes), as in
 # "foo input == 'x'". The literal is one quoted string with backslash escapes.

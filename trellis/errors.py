@@ -209,10 +209,6 @@ class LockLost(TrellisError):
     reason = "LOCK_LOST"
 
 
-class LockTimeout(TrellisError):
-    reason = "LOCK_TIMEOUT"
-
-
 class BackendUnavailable(TrellisError):
     """A store, loader, locker or dispatcher backend cannot be reached."""
 

@@ -22,8 +22,8 @@ from trellis.conditions import Condition, compile_condition
 from trellis.domain import SYS_NAMESPACE, Action, ActionType, FormatItem, InputRequest, Node, ToolCall
 from trellis.engine.context_checks import TypeCheck, parse_schema_type
 from trellis.errors import NodeDefinitionError, TemplateError
+from trellis.go_values import parse_duration
 from trellis.templates import compile_template
-from trellis.values import parse_duration
 
 _ROLLBACK = "rollback"
 _FORMAT_CACHE_LIMIT = 256

@@ -76,10 +76,10 @@ from trellis.errors import (
     UnhandledSignal,
     UnhandledToolError,
 )
-from trellis.ports.converter import ContentConverter
+from trellis.go_values import go_str
+from trellis.ports.content import ContentConverter
 from trellis.ports.engine import LifecycleHook
 from trellis.ports.loader import GraphLoader
-from trellis.values import go_str
 
 _ACTIVE = Status.ACTIVE
 _WAITING = Status.WAITING_FOR_TOOL

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from trellis.adapters.directory_loader import entry_node_id, has_default_error_node
-from trellis.api.transport import DEFAULT_MAX_MESSAGE_BYTES
+from trellis.api import DEFAULT_MAX_MESSAGE_BYTES
 from trellis.errors import ConfigError
+from trellis.go_values import parse_duration
 from trellis.plugins import Kind, parse_url
 from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
-from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES
-from trellis.values import parse_duration
+
+# Contexts carried in a request: larger than one answer, but never megabytes of JSON per step.
+DEFAULT_MAX_CONTEXT_BYTES = 256 * 1024
 
 ENV_PREFIX = "TRELLIS_"
 CONFIG_ENV = "TRELLIS_CONFIG"

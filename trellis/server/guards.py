@@ -1,6 +1,6 @@
-"""Server side of the error table (trellis.api.error_table): every servicer method runs
-inside ``guarded_unary``/``guarded_stream``, which bound it by the caller's
-deadline, record it (log line + metrics) and turn exceptions into statuses.
+"""Call guards: every servicer method runs inside ``guarded_unary``/``guarded_stream``,
+which bound it by the caller's deadline, record it (log line + metrics) and turn
+exceptions into statuses through the error table (trellis.api.error_table).
 
 A trellis error becomes its table code with ErrorInfo in the status details; a
 caller deadline that expires inside the step becomes DEADLINE_EXCEEDED; anything
