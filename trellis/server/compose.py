@@ -51,6 +51,7 @@ def make_engine(loader: GraphLoader, config: ServerConfig, observer: Observer) -
         entry_node=config.effective_entry_node(),
         default_error_node=config.effective_error_node(),
         hooks=[observer.hook],
+        limits=config.evaluation_limits(),
     )
 
 
