@@ -60,6 +60,7 @@ from trellis.ports.engine import EnginePort
 from trellis.ports.locker import DistributedLocker, LockHandle
 from trellis.ports.store import SessionPage, StateStore, StepStore
 from trellis.sanitize import input_limit_from_env, sanitize_input
+from trellis.step_deadline import check_deadline
 
 _WAITING: Final = (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK)
 _WATCH_QUEUE_SIZE: Final = 256
@@ -228,6 +229,7 @@ class SessionManager:
                 loaded = await self._load_or_none(session_id)
                 state, render, changed = await work(loaded)
                 if changed:
+                    check_deadline()  # a step its caller gave up on is abandoned, not saved
                     expected = loaded.revision if loaded is not None else 0
                     state.revision = await self._store.save(
                         session_id, state, expected_revision=expected, fence=handle
@@ -242,6 +244,8 @@ class SessionManager:
         handle, loaded = await self._step_store.lock_and_load(session_id, self._lock_ttl)
         try:
             state, render, changed = await work(loaded)
+            if changed:
+                check_deadline()  # a step its caller gave up on is abandoned, not saved
         except BaseException:
             await self._release_step_store(handle, session_id)
             raise
