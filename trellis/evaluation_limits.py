@@ -15,7 +15,8 @@ naming where and which limit, like any other evaluation error:
 * ``max_range_iterations``: the ``{{range}}`` iterations of one render, all
   ranges together.
 * ``max_template_output_bytes``: what one render outputs, and each text a template
-  function (``printf``, ``print``, ``toJson``, ...) returns.
+  function (``printf``, ``print``, ``toJson``, ...) returns; in a template with a
+  range, also what its functions return in all.
 * ``max_printf_width``: the width and precision of a ``printf`` verb.
 
 The server reads them from its configuration (same names); anything else builds

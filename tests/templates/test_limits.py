@@ -80,14 +80,21 @@ def test_output_counts_utf8_bytes() -> None:
 
 
 def test_a_function_result_over_the_limit_is_refused_even_when_not_printed() -> None:
-    # Doubling a variable in a range would otherwise grow exponentially in memory.
-    text = '{{ $s := "ab" }}{{ range .n }}{{ $s = printf "%s%s" $s $s }}{{ end }}{{ len $s }}'
-    assert render(text, {"n": 3}, max_template_output_bytes=16) == "16"
-    message = refused(text, {"n": 4}, max_template_output_bytes=16)
-    assert "error calling printf: result of 32 bytes exceeds the limit of 16 bytes" in message
+    text = '{{ if printf "%s%s%s%s" .s .s .s .s }}ok{{ end }}'
+    assert render(text, {"s": "abcd"}, max_template_output_bytes=16) == "ok"
+    message = refused(text, {"s": "abcde"}, max_template_output_bytes=16)
+    assert "error calling printf: result of 20 bytes exceeds the limit of 16 bytes" in message
     assert "max_template_output_bytes" in refused(
         "{{ toJson .l }}", {"l": [1] * 10}, max_template_output_bytes=16
     )
+
+
+def test_doubling_a_variable_in_a_range_is_stopped() -> None:
+    # Unbounded, this grows exponentially with the caller's n.
+    text = '{{ $s := "ab" }}{{ range .n }}{{ $s = printf "%s%s" $s $s }}{{ end }}{{ len $s }}'
+    assert render(text, {"n": 2}, max_template_output_bytes=16) == "8"  # 4 + 8 returned
+    message = refused(text, {"n": 3}, max_template_output_bytes=16)
+    assert "template functions returned more than 16 bytes in one render" in message
 
 
 # --- printf width and precision ------------------------------------------------------------------
@@ -142,3 +149,12 @@ def test_a_range_stops_when_the_step_is_abandoned() -> None:
     with step_deadline(0.0):  # a deadline already passed
         with pytest.raises(TimeoutError):
             template.render({"n": 10**9})
+
+
+def test_in_a_range_the_text_functions_return_counts_in_all() -> None:
+    # Work a range multiplies: each printf returns little, but all of them together a lot.
+    text = '{{ range .n }}{{ if gt (len (printf "%v" $.big)) 0 }}{{ end }}{{ end }}done'
+    data = {"n": 5, "big": "x" * 10}
+    assert render(text, data, max_template_output_bytes=50) == "done"
+    message = refused(text, {**data, "n": 6}, max_template_output_bytes=50)
+    assert "template functions returned more than 50 bytes in one render" in message

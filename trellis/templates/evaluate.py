@@ -7,9 +7,9 @@ Every node becomes a small function ``render(dot, slots) -> str`` (values:
 current iteration; only lists that can contain them pay for the bookkeeping.
 
 Work that caller data can make large is budgeted (trellis.evaluation_limits):
-range iterations per render (counted in a ``RenderBudget`` kept in the last
-slot of templates that have a range), the text ranges accumulate and template
-functions return, and printf widths.
+range iterations per render and the text functions return in all (counted in a
+``RenderBudget`` kept in the last slot of templates that have a range), the text
+a range accumulates and any one function returns, and printf widths.
 """
 
 from __future__ import annotations
@@ -58,16 +58,20 @@ class Settings:
 
     printer: Callable[[Any], str]
     limits: EvaluationLimits
-    budget_slot: int  # the slot holding the RenderBudget (templates with a range)
+    budget_slot: int  # the slot holding the RenderBudget
+    budgeted: bool  # the template has a range, so renders carry a RenderBudget
 
 
 class RenderBudget:
-    """The range iterations one render has left, and the step it renders for."""
+    """What one render of a template with a range has left: range iterations and text
+    that functions may return (all calls together: a range multiplies their work), and
+    the step it renders for."""
 
-    __slots__ = ("deadline", "iterations_left")
+    __slots__ = ("deadline", "iterations_left", "text_left")
 
-    def __init__(self, iterations: int, deadline: StepDeadline | None) -> None:
-        self.iterations_left = iterations
+    def __init__(self, limits: EvaluationLimits, deadline: StepDeadline | None) -> None:
+        self.iterations_left = limits.max_range_iterations
+        self.text_left = limits.max_template_output_bytes
         self.deadline = deadline
 
 
@@ -183,6 +187,7 @@ def _compile_call(name: str, getters: list[Getter], where: Where, ctx: Settings)
     limits = ctx.limits
     function = limited_printf(limits.max_printf_width) if name == "printf" else FUNCTIONS[name][0]
     max_output = limits.max_template_output_bytes
+    budget_slot = ctx.budget_slot if ctx.budgeted else None
 
     def call(dot: Any, slots: list[Any], piped: Any) -> Any:
         args = [get(dot, slots) for get in getters]
@@ -194,6 +199,14 @@ def _compile_call(name: str, getters: list[Getter], where: Where, ctx: Settings)
                 size = utf8_size_over(result, max_output)
                 if size:
                     raise ExecFailure(output_limit_message("result", size, max_output))
+                if budget_slot is not None:
+                    budget: RenderBudget = slots[budget_slot]
+                    budget.text_left -= len(result)
+                    if budget.text_left < 0:
+                        raise ExecFailure(
+                            f"template functions returned more than {max_output} bytes in one "
+                            "render (max_template_output_bytes)"
+                        )
             return result
         except ExecFailure as failure:
             failure.message = f"error calling {name}: {failure.message}"

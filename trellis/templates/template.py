@@ -68,7 +68,7 @@ class Template:
             ) from None
         self._iterates = has_range(nodes)
         # A template with a range keeps its RenderBudget in one slot past its variables.
-        settings = Settings(print_html if html else print_text, limits, self._slot_count)
+        settings = Settings(print_html if html else print_text, limits, self._slot_count, self._iterates)
         self._render = compile_list(nodes, settings)
 
     @property
@@ -82,7 +82,7 @@ class Template:
         slots: list[Any] = [None] * self._slot_count
         slots[0] = data
         if self._iterates:
-            slots.append(RenderBudget(self._limits.max_range_iterations, current_deadline()))
+            slots.append(RenderBudget(self._limits, current_deadline()))
         try:
             out = render(data, slots)
         except (TemplateError, TimeoutError):
