@@ -60,6 +60,7 @@ from trellis.ports.engine import EnginePort
 from trellis.ports.locker import DistributedLocker, LockHandle
 from trellis.ports.store import SessionPage, StateStore, StepStore
 from trellis.sanitize import input_limit_from_env, sanitize_input
+from trellis.step_deadline import check_deadline
 from trellis.streams import QueueStream
 
 _WAITING: Final = (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK)
@@ -219,6 +220,8 @@ class SessionManager:
             handle, loaded = await self._steps.lock_and_load(session_id, self._lock_ttl)
             try:
                 state, render, changed = await work(loaded)
+                if changed:
+                    check_deadline()  # a step its caller gave up on is abandoned, not saved
             except BaseException:
                 await self._unlock(handle, session_id)
                 raise
