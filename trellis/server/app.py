@@ -45,6 +45,7 @@ from trellis.server.dispatcher_service import ActionDispatcherService
 from trellis.server.engine_service import EngineService
 from trellis.server.graph_service import GraphLoaderService
 from trellis.server.limits import Limits
+from trellis.server.malformed import MalformedRequestInterceptor
 from trellis.server.observe import Observer
 from trellis.server.security import TokenInterceptor, load_tokens
 from trellis.server.sessions_service import SessionsService
@@ -146,6 +147,7 @@ class TrellisServer:
         ports = self.composition
         try:
             interceptors = [TokenInterceptor(tokens)] if tokens else []
+            interceptors.append(MalformedRequestInterceptor())
             server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
             limits = Limits(config.max_input_bytes, config.max_context_bytes)
             engine_pb2_grpc.add_EngineServicer_to_server(
