@@ -197,6 +197,12 @@ class StateTooLarge(TrellisError):
     reason = "STATE_TOO_LARGE"
 
 
+class StoreFull(TrellisError):
+    """A store at its configured quota (sessions or bytes) refused a new session or a bigger state."""
+
+    reason = "STORE_FULL"
+
+
 class ConflictError(TrellisError):
     """A conditional write lost: the stored revision is not the one the caller loaded."""
 

@@ -57,6 +57,7 @@ CODES: dict[type[e.TrellisError], grpc.StatusCode] = {
     e.StateSignatureInvalid: C.INVALID_ARGUMENT,
     e.InvalidSessionId: C.INVALID_ARGUMENT,
     e.StateTooLarge: C.INVALID_ARGUMENT,
+    e.StoreFull: C.RESOURCE_EXHAUSTED,
     e.SessionNotFound: C.NOT_FOUND,
     # concurrency: retry the whole step
     e.ConflictError: C.ABORTED,

@@ -39,12 +39,11 @@ from trellis.api.v1 import (
 from trellis.errors import ConfigError
 from trellis.plugins import Probe
 from trellis.ports.loader import Watchable
-from trellis.server.compose import Composition, build_composition
+from trellis.server.compose import Composition, build_composition, reply_limits
 from trellis.server.config import ServerConfig
 from trellis.server.dispatcher_service import ActionDispatcherService
 from trellis.server.engine_service import EngineService
 from trellis.server.graph_service import GraphLoaderService
-from trellis.server.limits import Limits
 from trellis.server.malformed import MalformedRequestInterceptor
 from trellis.server.observe import Observer
 from trellis.server.security import TokenInterceptor, load_tokens
@@ -149,7 +148,7 @@ class TrellisServer:
             interceptors = [TokenInterceptor(tokens)] if tokens else []
             interceptors.append(MalformedRequestInterceptor())
             server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
-            limits = Limits(config.max_input_bytes, config.max_context_bytes)
+            limits = reply_limits(config)
             engine_pb2_grpc.add_EngineServicer_to_server(
                 EngineService(ports.engine, self.observer, limits, signer), server
             )

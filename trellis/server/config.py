@@ -28,7 +28,7 @@ from trellis.adapters.directory_loader import entry_node_id, has_default_error_n
 from trellis.api.transport import DEFAULT_MAX_MESSAGE_BYTES
 from trellis.errors import ConfigError
 from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
-from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES
+from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES, check_state_limit, derived_state_limit
 from trellis.values import parse_duration
 
 ENV_PREFIX = "TRELLIS_"
@@ -71,6 +71,11 @@ class ServerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_input_bytes: int = DEFAULT_INPUT_LIMIT
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    # one encoded state, in every store and every reply; 0 = derived from max_message_bytes
+    max_state_bytes: int = 0
+    # the memory store's quota (other stores have their own backends' limits)
+    memory_max_sessions: int = 10_000
+    memory_max_bytes: int = 256 * 1024 * 1024
     keepalive_time: float = 60.0
     keepalive_timeout: float = 20.0
     shutdown_grace: float = 10.0
@@ -100,6 +105,13 @@ class ServerConfig:
         if self.loader:
             return self.loader[len("dir:") :] if self.loader.startswith("dir:") else ""
         return self.flow_dir
+
+    def effective_max_state_bytes(self) -> int:
+        """The state limit: as configured, or half of a reply (trellis.server.limits)."""
+        if not self.max_state_bytes:
+            return derived_state_limit(self.max_message_bytes)
+        check_state_limit(self.max_state_bytes, self.max_message_bytes)
+        return self.max_state_bytes
 
     def effective_dispatcher(self) -> str:
         if self.dispatcher:
