@@ -235,6 +235,13 @@ class ConfigError(TrellisError):
     reason = "CONFIG_INVALID"
 
 
+def describe(exc: BaseException) -> str:
+    """What went wrong, for a log line: the exception's text, or its class when the text
+    is empty (``TimeoutError()``, a bare ``ConnectionError()`` say nothing by themselves)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def all_error_classes() -> list[type[TrellisError]]:
     """Every class of the tree, base first."""
     found: list[type[TrellisError]] = []

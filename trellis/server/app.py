@@ -36,7 +36,7 @@ from trellis.api.v1 import (
     store_pb2,
     store_pb2_grpc,
 )
-from trellis.errors import ConfigError
+from trellis.errors import ConfigError, describe
 from trellis.plugins import Probe
 from trellis.ports.loader import Watchable
 from trellis.server.compose import Composition, build_composition, reply_limits
@@ -233,8 +233,11 @@ class TrellisServer:
             return True
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            LOG.warning("backend %s unreachable: no answer to its probe within %.1fs", name, PROBE_TIMEOUT)
+            return False
         except Exception as exc:
-            LOG.warning("backend %s unreachable: %s", name, exc)
+            LOG.warning("backend %s unreachable: %s", name, describe(exc))
             return False
 
     async def _probe_all(self) -> None:
