@@ -232,7 +232,7 @@ class EtcdStateStore:
             response, attempts = await asyncio.shield(sent)
         except (asyncio.CancelledError, BackendUnavailable):
             # Whether it was applied is unknown; the lock key must go in any case.
-            sent.add_done_callback(lambda _: self.client.delete_later(handle.etcd_key))
+            self.client.delete_when_settled(sent, handle.etcd_key)
             raise
         if response.succeeded:
             return int(response.header.revision)
