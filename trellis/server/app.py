@@ -42,6 +42,7 @@ from trellis.ports.loader import Watchable
 from trellis.server.compose import Composition, build_composition, reply_limits
 from trellis.server.config import ServerConfig
 from trellis.server.dispatcher_service import ActionDispatcherService
+from trellis.server.draining import DrainingGate
 from trellis.server.engine_service import EngineService
 from trellis.server.graph_service import GraphLoaderService
 from trellis.server.malformed import MalformedRequestInterceptor
@@ -126,6 +127,7 @@ class TrellisServer:
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
         self._services: list[str] = []
+        self._gate = DrainingGate()
 
     @property
     def services(self) -> list[str]:
@@ -145,7 +147,10 @@ class TrellisServer:
             self.composition = await build_composition(config, self.observer)
         ports = self.composition
         try:
-            interceptors = [TokenInterceptor(tokens)] if tokens else []
+            # The gate first: once stopping, a call is refused before anything else looks at it.
+            interceptors: list[Any] = [self._gate]
+            if tokens:
+                interceptors.append(TokenInterceptor(tokens))
             interceptors.append(MalformedRequestInterceptor())
             server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
             limits = reply_limits(config)
@@ -278,9 +283,10 @@ class TrellisServer:
     # --- shutdown ---------------------------------------------------------------------
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting calls, let in-flight steps finish within ``grace`` seconds
-        (default: shutdown_grace), cancel the rest (their locks are released by the
-        cancelled steps), then close every port. Safe to call more than once."""
+        """Refuse new calls (UNAVAILABLE, retryable), let in-flight steps finish within
+        ``grace`` seconds (default: shutdown_grace), cancel the rest (their locks are
+        released by the cancelled steps) and open streams, then close every port. Safe to
+        call more than once."""
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._stop(grace))
         await asyncio.shield(self._stopping)
@@ -294,9 +300,15 @@ class TrellisServer:
     async def _stop(self, grace: float | None) -> None:
         grace = self.config.shutdown_grace if grace is None else grace
         LOG.info("shutting down: finishing in-flight calls (grace %.1fs)", grace)
+        self._gate.close()
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
-            await self._server.stop(grace)
+            # gRPC's own graceful stop would drop calls arriving meanwhile (trellis.server.draining):
+            # drain through the gate, then stop gRPC with nothing left worth waiting for.
+            if not await self._gate.wait_idle(grace):
+                LOG.warning("shutting down: %d call(s) still running after the grace period are cancelled",
+                            self._gate.in_flight)
+            await self._server.stop(0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
