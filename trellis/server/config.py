@@ -75,7 +75,7 @@ class ServerConfig:
     max_state_bytes: int = 0
     # the memory store's quota (other stores have their own backends' limits)
     memory_max_sessions: int = 10_000
-    memory_max_bytes: int = 256 * 1024 * 1024
+    memory_max_bytes: int = 64 * 1024 * 1024
     keepalive_time: float = 60.0
     keepalive_timeout: float = 20.0
     shutdown_grace: float = 10.0
