@@ -436,3 +436,14 @@ def _string_first(method: str) -> bool:
     request = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name).input_type
     first = request.fields_by_number.get(1)
     return first is not None and first.type == FieldDescriptor.TYPE_STRING
+
+
+async def test_a_huge_tool_result_is_refused_and_nothing_is_saved(rig: Rig) -> None:
+    # 1.5 MB, under the 4 MiB message limit; held three times in the state it would not fit a reply.
+    result = pb.ToolResult(id=rig.pending_call_id, result_json='"' + "x" * 1_500_000 + '"')
+    navigate = spb.SessionsNavigateRequest(session_id="waiting", input=pb.Input(tool_result=result))
+    assert await check(rig, rig.sessions.Navigate(navigate), {C.INVALID_ARGUMENT}) == "STATE_TOO_LARGE"
+    # The session is still readable both ways, and still waits for the same call.
+    got = await rig.sessions.Get(spb.SessionsGetRequest(session_id="waiting"))
+    assert got.step.state.pending_tool_call == rig.pending_call_id
+    assert (await rig.store.Load(stpb.LoadRequest(session_id="waiting"))).state.pending_tool_call

@@ -135,3 +135,23 @@ async def test_malformed_protobuf_gets_invalid_argument_and_no_error_log(
 async def _drain(call: Any) -> None:
     async for _ in call:
         pass
+
+
+async def test_a_huge_tool_result_is_refused_and_the_session_stays_readable(served: Any) -> None:
+    _server, channel = served
+    sessions = sessions_pb2_grpc.SessionsStub(channel)
+    await sessions.Start(spb.SessionsStartRequest(session_id="big"))
+    waiting = await sessions.Navigate(
+        spb.SessionsNavigateRequest(session_id="big", input=pb.Input(text="Ann"))
+    )
+    call_id = waiting.step.state.pending_tool_call
+    assert call_id  # `lookup` is the client's to answer
+    result = pb.ToolResult(id=call_id, result_json='"' + "x" * 1_500_000 + '"')
+    code, reason, message = await failure(
+        sessions.Navigate(spb.SessionsNavigateRequest(session_id="big", input=pb.Input(tool_result=result)))
+    )
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "STATE_TOO_LARGE"), message
+    got = await sessions.Get(spb.SessionsGetRequest(session_id="big"))
+    assert got.step.state.pending_tool_call == call_id
+    loaded = await store_pb2_grpc.StateStoreStub(channel).Load(stpb.LoadRequest(session_id="big"))
+    assert loaded.state.revision == got.step.state.revision
