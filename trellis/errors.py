@@ -204,6 +204,12 @@ class StateTooLarge(TrellisError):
     reason = "STATE_TOO_LARGE"
 
 
+class StoreFull(TrellisError):
+    """A store at its configured quota (sessions or bytes) refused a new session or a bigger state."""
+
+    reason = "STORE_FULL"
+
+
 class ConflictError(TrellisError):
     """A conditional write lost: the stored revision is not the one the caller loaded."""
 
@@ -230,6 +236,13 @@ class DispatchError(TrellisError):
 
 class ConfigError(TrellisError):
     reason = "CONFIG_INVALID"
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, for a log line: the exception's text, or its class when the text
+    is empty (``TimeoutError()``, a bare ``ConnectionError()`` say nothing by themselves)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def all_error_classes() -> list[type[TrellisError]]:

@@ -84,13 +84,16 @@ class SessionManager:
         max_auto_steps: int = 1000,
         logger: logging.Logger | None = None,
         input_limit: int | None = None,
+        check_step: Callable[[StepResult], None] | None = None,
     ) -> None:
         """``lock_ttl`` must exceed the longest step (tools included) when a locker is used: a
         step that outlives its lock is refused at save time (LockLost). ``step_store``: how a
         step locks, loads and saves (default: ``store`` itself when it is a StepStore and no
         ``locker`` is given, else trellis.locked_store.LockedStore(store, locker)); give one to
         wrap it, e.g. to meter lock waits. ``input_limit``: bytes of one text input (default:
-        TRELLIS_MAX_INPUT_SIZE or 4096)."""
+        TRELLIS_MAX_INPUT_SIZE or 4096). ``check_step``: called with every step's outcome
+        before it is saved; what it raises refuses the step (nothing saved), e.g. a reply that
+        would not fit the server's message limit."""
         if max_auto_steps < 1:
             raise ValueError(f"max_auto_steps must be at least 1, got {max_auto_steps}")
         self._engine = engine
@@ -100,6 +103,7 @@ class SessionManager:
         self._max_auto_steps = max_auto_steps
         self._logger = logger or logging.getLogger("trellis.sessions")
         self._input_limit = input_limit if input_limit is not None else input_limit_from_env()
+        self._check_step = check_step
         if step_store is not None and locker is not None:
             raise ValueError("give a locker or a step_store, not both (a step_store locks itself)")
         self._steps = step_store if step_store is not None else step_store_for(store, locker)
@@ -222,6 +226,8 @@ class SessionManager:
                 state, render, changed = await work(loaded)
                 if changed:
                     check_deadline()  # a step its caller gave up on is abandoned, not saved
+                    if self._check_step is not None:
+                        self._check_step(StepResult(state=state, render=render))
             except BaseException:
                 await self._unlock(handle, session_id)
                 raise

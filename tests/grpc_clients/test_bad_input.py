@@ -426,3 +426,61 @@ async def test_a_huge_signal_name_gets_invalid_argument(rig: Rig) -> None:
 
 async def test_a_huge_node_id_is_not_found(rig: Rig) -> None:
     await check(rig, rig.loader.GetNode(gpb.GetNodeRequest(node_id="ü" * 5000)), {C.NOT_FOUND})
+
+
+# --- bytes that are not protobuf ----------------------------------------------------------------
+
+UNARY_METHODS = [
+    f"/trellis.v1.{service}/{method}"
+    for service, methods in {
+        "Engine": ("Start", "Render", "Navigate", "Signal"),
+        "Sessions": ("Start", "Get", "Navigate", "Signal", "Delete", "List"),
+        "StateStore": ("Save", "Load", "Delete", "List"),
+        "GraphLoader": ("GetNode",),
+        "ActionDispatcher": ("Dispatch",),
+    }.items()
+    for method in methods
+]
+# A string field (field 1, length-delimited) holding invalid UTF-8 fails every request type
+# whose field 1 is a string or a message; random bytes mostly fail to parse at all.
+bad_utf8 = st.binary(min_size=1, max_size=40).map(lambda b: b"\x0a" + bytes([len(b) + 1]) + b"\xff" + b)
+raw_bodies = st.one_of(bad_utf8, st.binary(min_size=1, max_size=200))
+
+
+@EXAMPLES
+@given(method=st.sampled_from(UNARY_METHODS), body=raw_bodies)
+async def test_bytes_that_are_not_protobuf(rig: Rig, method: str, body: bytes) -> None:
+    # Bodies that happen to parse are ordinary (odd) requests: any deliberate status will do,
+    # and the OK ones cannot change the seeded sessions (their IDs are never all-parseable).
+    reason = await check(
+        rig,
+        rig.channel.unary_unary(method)(body),
+        {OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ABORTED},
+    )
+    if body[:1] == b"\x0a" and body[2:3] == b"\xff" and body[1] == len(body) - 2 and _string_first(method):
+        assert reason == "INVALID_INPUT"
+
+
+def _string_first(method: str) -> bool:
+    """Whether field 1 of the method's request is a string (bad UTF-8 in it cannot parse)."""
+    from google.protobuf import descriptor_pool
+    from google.protobuf.descriptor import FieldDescriptor
+
+    service, name = method.strip("/").rsplit("/", 1)
+    request = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name).input_type
+    first = request.fields_by_number.get(1)
+    return first is not None and first.type == FieldDescriptor.TYPE_STRING
+
+
+async def test_a_huge_tool_result_is_refused_and_nothing_is_saved(rig: Rig) -> None:
+    # 1.5 MB, under the 4 MiB message limit; held three times in the state it would not fit a reply.
+    result = pb.ToolResult(id=rig.pending_call_id, result_json='"' + "x" * 1_500_000 + '"')
+    navigate = spb.SessionsNavigateRequest(session_id="waiting", input=pb.Input(tool_result=result))
+    # The next node prints the result: its render budget (1 MiB of output) may refuse it
+    # before the state limit does. Either way nothing is saved.
+    reason = await check(rig, rig.sessions.Navigate(navigate), {C.INVALID_ARGUMENT, C.FAILED_PRECONDITION})
+    assert reason in ("STATE_TOO_LARGE", "TEMPLATE_ERROR")
+    # The session is still readable both ways, and still waits for the same call.
+    got = await rig.sessions.Get(spb.SessionsGetRequest(session_id="waiting"))
+    assert got.step.state.pending_tool_call == rig.pending_call_id
+    assert (await rig.store.Load(stpb.LoadRequest(session_id="waiting"))).state.pending_tool_call

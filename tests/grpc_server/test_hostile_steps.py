@@ -49,9 +49,8 @@ async def test_health_and_other_sessions_answer_while_a_hostile_step_evaluates(t
         )
         try:
             # Bounded wait until the hostile step holds its session: it is evaluating.
-            await eventually(
-                lambda: hostile.done() or server.composition.sessions.lock_count() > 0, "the hostile step runs"
-            )
+            manager = server.composition.sessions
+            await eventually(lambda: hostile.done() or manager.lock_count() > 0, "the hostile step runs")
             assert not hostile.done(), "the hostile step ended early"
 
             reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=60)
@@ -65,6 +64,6 @@ async def test_health_and_other_sessions_answer_while_a_hostile_step_evaluates(t
             hostile.cancel()
 
         # The caller gave up: the step stops, releases its session and saves nothing.
-        await eventually(lambda: server.composition.sessions.lock_count() == 0, "the hostile step ends")
+        await eventually(lambda: manager.lock_count() == 0, "the hostile step ends")
         code, reason, _ = await failure(sessions.Get(spb.SessionsGetRequest(session_id="hostile")))
         assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")

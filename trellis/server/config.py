@@ -40,6 +40,29 @@ from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
 
 # Contexts carried in a request: larger than one answer, but never megabytes of JSON per step.
 DEFAULT_MAX_CONTEXT_BYTES = 256 * 1024
+REPLY_ENVELOPE_BYTES = 16 * 1024
+"""What a step reply holds besides the state and the actions: tags and lengths of the
+nested messages, the state's signature, the terminal flag (a few hundred bytes; the
+rest is margin)."""
+
+
+def derived_state_limit(max_message_bytes: int) -> int:
+    """The default state limit: half of a reply after its envelope (the render gets the other half).
+
+    A state is counted as its encoded JSON document, which is never smaller than the
+    state's protobuf form in a reply (same JSON for the contexts, longer field names)."""
+    return (max_message_bytes - REPLY_ENVELOPE_BYTES) // 2
+
+
+def check_state_limit(max_state_bytes: int, max_message_bytes: int) -> None:
+    """A configured state limit must leave a reply room for a render as big as its envelope."""
+    room = max_message_bytes - 2 * REPLY_ENVELOPE_BYTES
+    if max_state_bytes > room:
+        raise ConfigError(
+            f"max_state_bytes ({max_state_bytes}) must be at most {room}: a reply of "
+            f"max_message_bytes ({max_message_bytes}) holds the state, its render and "
+            f"{REPLY_ENVELOPE_BYTES} bytes of envelope"
+        )
 
 ENV_PREFIX = "TRELLIS_"
 CONFIG_ENV = "TRELLIS_CONFIG"
@@ -86,6 +109,11 @@ class ServerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_input_bytes: int = DEFAULT_INPUT_LIMIT
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    # one encoded state, in every store and every reply; 0 = derived from max_message_bytes
+    max_state_bytes: int = 0
+    # the memory store's quota (other stores have their own backends' limits)
+    memory_max_sessions: int = 10_000
+    memory_max_bytes: int = 64 * 1024 * 1024
     keepalive_time: float = 60.0
     keepalive_timeout: float = 20.0
     shutdown_grace: float = 10.0
@@ -124,6 +152,13 @@ class ServerConfig:
             spec = parse_url("loader", self.loader)
             return spec.target if spec.scheme == "dir" else ""
         return self.flow_dir
+
+    def effective_max_state_bytes(self) -> int:
+        """The state limit: as configured, or half of a reply (trellis.server.limits)."""
+        if not self.max_state_bytes:
+            return derived_state_limit(self.max_message_bytes)
+        check_state_limit(self.max_state_bytes, self.max_message_bytes)
+        return self.max_state_bytes
 
     def effective_dispatcher(self) -> str:
         if self.dispatcher:

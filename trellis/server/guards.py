@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc  # type: ignore[import-untyped]
 
 from trellis.api import error_table
+from trellis.server.limits import Limits
 from trellis.server.observe import Observer, StepRecord
 from trellis.step_deadline import step_deadline
 
@@ -47,12 +48,14 @@ def _note_step(record: StepRecord, response: Any) -> None:
 
 
 class Servicer:
-    """Base of every servicer: the observer its guarded methods report to."""
+    """Base of every servicer: the observer its guarded methods report to and, when given,
+    the limits every reply is checked against before it is sent."""
 
     service_name = ""
 
-    def __init__(self, observer: Observer) -> None:
+    def __init__(self, observer: Observer, limits: Limits | None = None) -> None:
         self.observer = observer
+        self.reply_limits = limits
 
 
 Unary = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -81,6 +84,8 @@ def guarded_unary(fn: Unary) -> Unary:
                         # store calls inside the step stop when the caller gives up.
                         async with asyncio.timeout(remaining):
                             response = await fn(self, request, context)
+                if self.reply_limits is not None:
+                    self.reply_limits.check_reply(response, f"{self.service_name}.{name}")
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 record.outcome = "aborted"
                 raise
@@ -101,6 +106,8 @@ def guarded_stream(fn: Stream) -> Stream:
         record = StepRecord(self.service_name, fn.__name__, getattr(request, "session_id", "") or "")
         try:
             async for item in fn(self, request, context):
+                if self.reply_limits is not None:
+                    self.reply_limits.check_reply(item, f"{self.service_name}.{fn.__name__}")
                 yield item
         except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
             raise
