@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapters.tool_scripts import ECHO, write_tools
+from tests.support.tool_scripts import ECHO, write_tools
 from trellis.adapters.process_dispatcher import ProcessDispatcher
 from trellis.domain import ToolCall
 from trellis.errors import ConfigError

@@ -11,8 +11,8 @@ import logging
 
 import pytest
 
-from tests.etcd.etcd_process import EtcdCluster
-from tests.etcd.tcp_proxy import TcpProxy
+from tests.support.etcd_process import EtcdCluster
+from tests.support.tcp_proxy import TcpProxy
 from trellis.adapters.etcd import EtcdClient, EtcdConfig
 from trellis.adapters.etcd.locker import EtcdLocker
 

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.grpc_clients.conftest import flow_server
+from tests.support.servers import flow_server
 from trellis.api import error_table
 from trellis.api.v1 import dispatcher_pb2 as dpb
 from trellis.api.v1 import (

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.grpc_server.conftest import failure, running
+from tests.support.grpc_server import failure, running
 from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc, sessions_pb2_grpc, store_pb2_grpc
 from trellis.api.v1 import sessions_pb2 as spb

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.grpc_server.conftest import failure, running
+from tests.support.grpc_server import failure, running
 from trellis.adapters.local_locker import LocalLocker
 from trellis.adapters.memory_loader import MemoryLoader
 from trellis.adapters.memory_store import MemoryStore

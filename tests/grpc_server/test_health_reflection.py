@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.grpc_server.conftest import running
+from tests.support.grpc_server import running
 from trellis.errors import BackendUnavailable
 from trellis.server.compose import build_composition
 from trellis.server.config import ServerConfig

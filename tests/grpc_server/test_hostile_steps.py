@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.etcd_system.waiting import eventually
-from tests.grpc_server.conftest import failure, running
+from tests.support.grpc_server import failure, running
+from tests.support.waiting import eventually
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 from trellis.server.config import ServerConfig

@@ -19,7 +19,7 @@ import grpc
 import orjson
 import pytest
 
-from tests.grpc_server.conftest import failure, running
+from tests.support.grpc_server import failure, running
 from trellis.adapters.grpc.channel import RemoteChannel
 from trellis.adapters.grpc.store import RemoteStateStore
 from trellis.api.v1 import engine_pb2 as epb
