@@ -328,10 +328,14 @@ class DirectoryLoader:
         return frozenset(importers_of(drafts, changed)), after
 
     async def _describe(self, paths: set[str] | None) -> frozenset[str]:
-        """The node IDs a batch of changed paths affects, for the shared watch; None: the
-        directory was replaced, forget the last snapshot and reload everything."""
+        """For the shared watch: the node IDs a batch of changed paths affects; with None,
+        as a watch opens, take the files as they are now as the snapshot to compare with."""
         if paths is None:
-            self._known = None
+            try:
+                entries = await asyncio.to_thread(self._scan)
+                self._known = {entry.rel: (entry.node_id, entry.digest) for entry in entries}
+            except Exception:
+                self._known = None  # the first event compares with the cache instead
             return frozenset()
         try:
             node_ids, self._known = await asyncio.to_thread(self._changed_ids, paths, self._known)

@@ -46,7 +46,7 @@ MAX_POLL_DELAY: Final = 2.0
 
 Describe = Callable[[set[str] | None], Awaitable[frozenset[str]]]
 """The node IDs a batch of changed paths affects (empty: cannot tell, reload all).
-Called with None when the directory was replaced: forget what was known of it."""
+Called with None as a watch opens: take the directory as it is now as the baseline."""
 
 _Identity = tuple[int, int]
 
@@ -177,6 +177,7 @@ class SharedDirectoryWatch:
             # A lost directory is reported as a full reload at the new watch's first wake-up,
             # so that no edit falls between that report and the moment the watch is open.
             full_reload_due, lost = lost, False
+            await self._describe(None)
             try:
                 watch = awatch(
                     self.root,
@@ -198,7 +199,7 @@ class SharedDirectoryWatch:
                             break  # this watch sees nothing more
                         if full_reload_due:
                             full_reload_due = False
-                            self._publish(await self._describe(None))
+                            self._publish(frozenset())
                             continue
                         paths = {path for _change, path in changes if path != root}
                         if paths:
