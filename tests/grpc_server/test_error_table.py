@@ -74,6 +74,7 @@ def test_the_codes_a_client_relies_on() -> None:
     assert code(errors.LockLost("x")) == grpc.StatusCode.ABORTED
     assert code(errors.BackendUnavailable("x")) == grpc.StatusCode.UNAVAILABLE
     assert code(errors.UnhandledSignal("s", "n")) == grpc.StatusCode.FAILED_PRECONDITION
+    assert code(errors.TooManyWatchStreams("x")) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert code(TimeoutError()) == grpc.StatusCode.DEADLINE_EXCEEDED
     assert code(ZeroDivisionError()) == grpc.StatusCode.INTERNAL
 
