@@ -27,6 +27,8 @@ async def running(
     config: ServerConfig, *, ports: Composition | None = None, metadata: Any = None
 ) -> AsyncIterator[tuple[TrellisServer, grpc.aio.Channel]]:
     config.listen = "127.0.0.1:0"
+    if config.internal_listen:
+        config.internal_listen = "127.0.0.1:0"
     server = TrellisServer(config, composition=ports)
     port = await server.start()
     try:
@@ -38,8 +40,23 @@ async def running(
 
 @pytest.fixture
 async def served(flow: Path) -> AsyncIterator[tuple[TrellisServer, grpc.aio.Channel]]:
-    async with running(ServerConfig(flow_dir=str(flow))) as pair:
+    """A server with its internal listener on (StateStore, ActionDispatcher): see ``internal``."""
+    async with running(ServerConfig(flow_dir=str(flow), internal_listen="127.0.0.1:0")) as pair:
         yield pair
+
+
+def internal_channel(server: TrellisServer) -> grpc.aio.Channel:
+    assert server.internal_port, "the server has no internal listener"
+    return grpc.aio.insecure_channel(f"127.0.0.1:{server.internal_port}")
+
+
+@pytest.fixture
+async def internal(
+    served: tuple[TrellisServer, grpc.aio.Channel],
+) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to the ``served`` server's internal listener."""
+    async with internal_channel(served[0]) as channel:
+        yield channel
 
 
 async def failure(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str, str]:

@@ -16,11 +16,11 @@ from trellis.api.v1 import types_pb2 as pb
 NASTY_JSON = ["{", "[1, 2]", '"text"', "1e400", "NaN", "[" * 2000 + "]" * 2000, '{"a": }', "\x00"]
 
 
-async def test_malformed_requests_get_deliberate_errors(served) -> None:
+async def test_malformed_requests_get_deliberate_errors(served, internal) -> None:
     server, channel = served
     engine = engine_pb2_grpc.EngineStub(channel)
     sessions = sessions_pb2_grpc.SessionsStub(channel)
-    store = store_pb2_grpc.StateStoreStub(channel)
+    store = store_pb2_grpc.StateStoreStub(internal)
     await sessions.Start(spb.SessionsStartRequest(session_id="ok"))
 
     calls: list[Any] = []

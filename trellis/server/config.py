@@ -30,6 +30,7 @@ from trellis.errors import ConfigError
 from trellis.plugins import Kind, parse_url
 from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
 from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES
+from trellis.server.watch_streams import DEFAULT_MAX_WATCH_STREAMS
 from trellis.values import parse_duration
 
 ENV_PREFIX = "TRELLIS_"
@@ -42,6 +43,9 @@ class ServerConfig:
     # where the flow lives; the default loader and tools file derive from it
     flow_dir: str = ""
     listen: str = DEFAULT_LISTEN
+    # the services for composing replicas and sidecars (StateStore, ActionDispatcher) are
+    # served only here, never on `listen`; "" = not served at all (see docs/server.md, Exposure)
+    internal_listen: str = ""
     # ports, one URL each ("" = the embedded default)
     loader: str = ""
     store: str = "memory:"
@@ -72,6 +76,8 @@ class ServerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_input_bytes: int = DEFAULT_INPUT_LIMIT
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    # concurrent GraphLoader.Watch + Sessions.Watch streams, server-wide
+    max_watch_streams: int = DEFAULT_MAX_WATCH_STREAMS
     keepalive_time: float = 60.0
     keepalive_timeout: float = 20.0
     shutdown_grace: float = 10.0
