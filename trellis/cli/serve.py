@@ -17,9 +17,10 @@ from trellis.server.config import DEFAULT_LISTEN, load_config, parse_routes
 COMMAND = "serve"
 
 DESCRIPTION = """\
-Serve the flow in DIR over gRPC: the Engine (stateless), Sessions (durable),
-GraphLoader, StateStore and ActionDispatcher services, plus grpc.health.v1
-health checks and server reflection (grpcurl works without the .proto files).
+Serve the flow in DIR over gRPC: the Engine (stateless), Sessions (durable) and
+GraphLoader services, plus grpc.health.v1 health checks and server reflection
+(grpcurl works without the .proto files). StateStore and ActionDispatcher, which
+replicas and sidecars use, are served only on --internal-listen, if given.
 
 With no other option it runs embedded, nothing else to start: the directory
 loader with hot reload, sessions in memory, local locks and the process tools
@@ -45,12 +46,14 @@ examples:
   trellis serve --loader 'etcd://127.0.0.1:2379/trellis?graph=tour' \
       --store etcd://127.0.0.1:2379/trellis --locker etcd://127.0.0.1:2379/trellis
   trellis serve examples/tour --metrics-listen 127.0.0.1:9464 --token-file secrets/token
+  trellis serve examples/tour --internal-listen 127.0.0.1:50061
   grpcurl -plaintext 127.0.0.1:50051 list
 """
 
 # flag dest -> configuration key, for the flags whose value goes straight into the config
 _PLAIN = (
     "listen",
+    "internal_listen",
     "loader",
     "store",
     "locker",
@@ -68,6 +71,7 @@ _PLAIN = (
     "max_message_bytes",
     "max_input_bytes",
     "max_context_bytes",
+    "max_watch_streams",
     "shutdown_grace",
 )
 
@@ -86,6 +90,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML configuration file (default: $TRELLIS_CONFIG)")
     parser.add_argument(
         "--listen", metavar="HOST:PORT", help=f"address to serve on (default {DEFAULT_LISTEN}; port 0 = any)"
+    )
+    parser.add_argument(
+        "--internal-listen",
+        metavar="HOST:PORT",
+        help="also serve StateStore and ActionDispatcher, for replicas and sidecars, on this "
+        "(loopback) address; they are never served on --listen (default: not served)",
     )
     ports = parser.add_argument_group("ports (URL per port)")
     ports.add_argument("--loader", metavar="URL", help="graph loader (default dir:DIR)")
@@ -128,6 +138,12 @@ def register(subparsers: Any) -> None:
     ops.add_argument("--max-input-bytes", type=int, metavar="N", help="text input limit (default 4096)")
     ops.add_argument(
         "--max-context-bytes", type=int, metavar="N", help="context JSON limit (default 256 KiB)"
+    )
+    ops.add_argument(
+        "--max-watch-streams",
+        type=int,
+        metavar="N",
+        help="concurrent GraphLoader.Watch and Sessions.Watch streams (default 256)",
     )
     sec = parser.add_argument_group("security")
     sec.add_argument("--tls-cert", metavar="FILE", help="server certificate (PEM); enables TLS")
@@ -185,6 +201,9 @@ async def _serve(config: Any) -> None:
         else ""
     )
     print(f"trellis: serving on {host}:{port}{metrics}", file=sys.stderr, flush=True)
+    if server.internal_port:
+        internal = f"{config.internal_listen.rpartition(':')[0]}:{server.internal_port}"
+        print(f"trellis: internal services on {internal}", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Future[None]] = []
 

@@ -37,6 +37,7 @@ from trellis.evaluation_limits import (
 from trellis.go_values import parse_duration
 from trellis.plugins import Kind, parse_url
 from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
+from trellis.server.watch_streams import DEFAULT_MAX_WATCH_STREAMS
 
 # Contexts carried in a request: larger than one answer, but never megabytes of JSON per step.
 DEFAULT_MAX_CONTEXT_BYTES = 256 * 1024
@@ -74,6 +75,9 @@ class ServerConfig:
     # where the flow lives; the default loader and tools file derive from it
     flow_dir: str = ""
     listen: str = DEFAULT_LISTEN
+    # the services for composing replicas and sidecars (StateStore, ActionDispatcher) are
+    # served only here, never on `listen`; "" = not served at all (see docs/server.md, Exposure)
+    internal_listen: str = ""
     # ports, one URL each ("" = the embedded default)
     loader: str = ""
     store: str = "memory:"
@@ -114,6 +118,8 @@ class ServerConfig:
     # the memory store's quota (other stores have their own backends' limits)
     memory_max_sessions: int = 10_000
     memory_max_bytes: int = 64 * 1024 * 1024
+    # concurrent GraphLoader.Watch + Sessions.Watch streams, server-wide
+    max_watch_streams: int = DEFAULT_MAX_WATCH_STREAMS
     keepalive_time: float = 60.0
     keepalive_timeout: float = 20.0
     shutdown_grace: float = 10.0
