@@ -250,15 +250,18 @@ class EtcdClient:
         prefix = self.config.key("locks") + b"/"
         await self.lock_deletions.watch(self.watches, prefix, prefix_end(prefix), revision + 1)
 
-    def delete_later(self, key: bytes) -> None:
+    def delete_later(self, key: bytes, then: Callable[[], None] | None = None) -> None:
         """Delete ``key`` in the background, retrying until etcd answers (used when
-        releasing a lock fails: the key must not outlive the release)."""
+        releasing a lock fails: the key must not outlive the release); ``then`` runs
+        once it is deleted."""
 
         async def retry() -> None:
             backoff = 0.1
             while not self._closed:
                 try:
                     await self.call("DeleteRange", rpc.DeleteRangeRequest(key=key))
+                    if then is not None:
+                        then()
                     return
                 except BackendUnavailable:
                     await asyncio.sleep(backoff)
