@@ -30,6 +30,7 @@ from typing import Any
 from aetcd import rpc
 
 from trellis.adapters.etcd.client import EtcdClient, prefix_end
+from trellis.adapters.etcd.group_commit import GroupCommit
 from trellis.adapters.etcd.locker import (
     EtcdLockHandle,
     absent,
@@ -139,6 +140,7 @@ class EtcdStateStore:
         ttl = client.config.session_ttl if session_ttl is None else session_ttl
         self._leases = _SessionLeases(client, ttl)
         self._cache = _StateCache(cached_sessions)
+        self._group = GroupCommit(client, client.config.max_request_bytes - _ENVELOPE)
 
     def _key(self, session_id: str) -> bytes:
         return self._prefix + check_session_id(session_id).encode()
@@ -146,14 +148,16 @@ class EtcdStateStore:
     def _encode(self, state: State) -> bytes:
         return encode_document(state_document(state))
 
-    def _check_size(self, session_id: str, request: Any) -> None:
-        size = request.ByteSize() + _ENVELOPE
+    def _check_size(self, session_id: str, request: Any) -> int:
+        """The request's size; raises StateTooLarge when etcd would refuse it."""
+        size = int(request.ByteSize())
         limit = self.client.config.max_request_bytes
-        if size > limit:
+        if size + _ENVELOPE > limit:
             raise StateTooLarge(
-                f"state of session {session_id!r} makes an etcd request of {size} bytes; "
+                f"state of session {session_id!r} makes an etcd request of {size + _ENVELOPE} bytes; "
                 f"etcd accepts at most {limit} bytes per request"
             )
+        return size
 
     def _decode(self, session_id: str, kv: Any) -> State:
         return self._decode_value(session_id, kv.value, kv.mod_revision)
@@ -324,21 +328,35 @@ class EtcdStateStore:
         key = self._key(session_id)
         data = self._encode(state)
         lease = await self._leases.lease_for_save()
+        compare = [_mod_is(key, state.revision), no_lock_held(self.client, session_id)]
+        put = _put(key, data, lease)
         request = rpc.TxnRequest(
-            compare=[_mod_is(key, state.revision), no_lock_held(self.client, session_id)],
-            success=[_put(key, data, lease)],
+            compare=compare,
+            success=[put],
             failure=[_read(key), count_lock_keys(self.client, session_id)],
         )
-        self._check_size(session_id, request)
+        size = self._check_size(session_id, request)
         self._cache.drop(session_id)
-        response, attempts = await self.client.call_counting("Txn", request)
+        maybe_landed = False
+        if not self._group.idle:  # with others' writes, in one transaction
+            revision, maybe_landed = await self._group.join(key, compare, put, size)
+            if revision:
+                self._cache.put(session_id, revision, data)
+                return revision
+        # Alone (the batch it was in failed: alone, to learn why and spare the others).
+        self._group.begin()
+        try:
+            response, attempts = await self.client.call_counting("Txn", request)
+        finally:
+            self._group.end()
         if response.succeeded:
             self._cache.put(session_id, response.header.revision, data)
             return int(response.header.revision)
         current_op, locks_op = response.responses[0], response.responses[1]
-        if attempts > 1 and (landed := _our_write(current_op, data)):
+        maybe_landed = maybe_landed or attempts > 1
+        if maybe_landed and (landed := _our_write(current_op, data)):
             return landed
-        if attempts > 1:
+        if maybe_landed:
             landed = await self._lost_write_landed(session_id, data, state.revision, current_op)
             if landed:
                 return landed
