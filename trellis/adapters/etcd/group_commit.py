@@ -1,11 +1,12 @@
 """Group commit: concurrent writes of different sessions in one etcd transaction.
 
-A write that finds none of the store's transactions in flight goes alone, at
-once (no added latency when the load is light). Writes that arrive while one is
-in flight wait for it and then go together, as ONE transaction whose compares
-are all of theirs and whose success branch is all of their puts: etcd spends
-far less per write in a batch than per transaction (one raft entry, one
-fsync, one apply).
+Writes queue, and the queue is sent at the end of the current event-loop
+iteration — or, while one of the store's transactions is in flight, once it is
+answered — as ONE transaction whose compares are all of theirs and whose
+success branch is all of their puts: etcd spends far less per write in a batch
+than per transaction (one raft entry, one WAL write, one apply), and so does
+this process (one gRPC call). A write alone in its batch goes as its caller's
+own transaction, with its failure reads, at once.
 
 A transaction is all or nothing, so one write whose compare fails fails the
 whole batch. Then nothing was written, and each write of the batch is told so
@@ -39,42 +40,57 @@ class _Write:
 
 
 class GroupCommit:
-    """Batches a store's conditional writes. Callers that send a transaction of their own
-    bracket it with ``begin``/``end`` so writes arriving meanwhile wait for it and batch."""
+    """Batches a store's conditional writes. A caller that sends a transaction of its own
+    brackets it with ``begin``/``end``, so that writes arriving meanwhile wait for it."""
 
     def __init__(self, client: EtcdClient, max_bytes: int) -> None:
         self._client = client
         self._max_bytes = max_bytes
         self._waiting: list[_Write] = []
         self._in_flight = 0
+        self._flush_scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
-
-    @property
-    def idle(self) -> bool:
-        """No transaction of this store is in flight: a write should go alone, now."""
-        return self._in_flight == 0
 
     def begin(self) -> None:
         self._in_flight += 1
 
     def end(self) -> None:
         self._in_flight -= 1
-        if self._in_flight == 0 and self._waiting:
-            self._send_next()
+        self._schedule()
 
     async def join(self, key: bytes, compares: list[Any], put: Any, size: int) -> tuple[int, bool]:
-        """Wait for the next batch and commit with it. Returns (revision, False) when the
-        batch was written; (0, maybe) when it was not — the caller re-issues the write
-        alone, and ``maybe`` says the batch's answer was lost after a retry, so an earlier
-        attempt of it may have landed. Raises what the transaction raised."""
+        """Commit with the next batch. Returns (revision, False) when the batch was
+        written; (0, maybe) when the caller is to send the write alone: it was alone in
+        its batch, or the batch was not written — then ``maybe`` says the batch's answer
+        was lost after a retry, so an earlier attempt of it may have landed. Raises what
+        the batch's transaction raised."""
         write = _Write(key, compares, put, size)
         self._waiting.append(write)
+        self._schedule()
         try:
             return await write.future
         except asyncio.CancelledError:
             if write in self._waiting:
                 self._waiting.remove(write)  # not sent yet: nothing to undo
             raise
+
+    def _schedule(self) -> None:
+        """Flush at the end of this loop iteration, so every write the iteration produced
+        joins; not while a transaction is in flight (its end schedules again)."""
+        if self._waiting and not self._flush_scheduled and self._in_flight == 0:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._waiting or self._in_flight:
+            return
+        if len(self._waiting) == 1:
+            write = self._waiting.pop()
+            if not write.future.done():
+                write.future.set_result((0, False))  # alone: its caller sends it
+            return
+        self._send_next()
 
     def _send_next(self) -> None:
         batch: list[_Write] = []

@@ -337,13 +337,12 @@ class EtcdStateStore:
         )
         size = self._check_size(session_id, request)
         self._cache.drop(session_id)
-        maybe_landed = False
-        if not self._group.idle:  # with others' writes, in one transaction
-            revision, maybe_landed = await self._group.join(key, compare, put, size)
-            if revision:
-                self._cache.put(session_id, revision, data)
-                return revision
-        # Alone (the batch it was in failed: alone, to learn why and spare the others).
+        # With the writes of other sessions, in one transaction, when there are any.
+        revision, maybe_landed = await self._group.join(key, compare, put, size)
+        if revision:
+            self._cache.put(session_id, revision, data)
+            return revision
+        # Alone, or again alone after its batch failed, to learn why and spare the others.
         self._group.begin()
         try:
             response, attempts = await self.client.call_counting("Txn", request)
