@@ -76,6 +76,8 @@ class ServerConfig:
     keepalive_timeout: float = 20.0
     shutdown_grace: float = 10.0
     health_probe_interval: float = 5.0
+    # the event loop: auto (uvloop when installed, else asyncio's) | uvloop | asyncio
+    event_loop: str = "auto"
 
     def effective_loader(self) -> str:
         if self.loader:
