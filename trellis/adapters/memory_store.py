@@ -40,7 +40,8 @@ class MemoryStore:
             raise LockLost(f"lock {fence.key!r} is no longer held; session {session_id!r} not saved")
         check_expected_revision(session_id, current[0] if current else 0, expected_revision)
         self._last_revision += 1
-        self._sessions[session_id] = (self._last_revision, data)
+        # A compact copy: orjson's output keeps its whole (4 KiB+) buffer allocated.
+        self._sessions[session_id] = (self._last_revision, memoryview(data).tobytes())
         return self._last_revision
 
     async def load(self, session_id: str) -> State:
