@@ -109,3 +109,28 @@ def test_entry_and_error_nodes_are_picked_from_the_flow_directory_like_run(tmp_p
     # A loader that is not a directory has nothing to look at: the engine's defaults.
     remote = load_config(flags={"loader": "memory:"}, environ={})
     assert (remote.effective_entry_node(), remote.effective_error_node()) == ("start", "")
+
+
+def test_the_event_loop_setting() -> None:
+    import asyncio
+
+    from trellis.server.cli import loop_factory
+
+    assert loop_factory("asyncio") is None
+    chosen = loop_factory("auto")
+    try:
+        import uvloop
+    except ImportError:
+        assert chosen is None
+        with pytest.raises(ConfigError, match="uvloop is not installed"):
+            loop_factory("uvloop")
+    else:
+        assert chosen is uvloop.new_event_loop is loop_factory("uvloop")
+        loop = chosen()
+        try:
+            assert isinstance(loop, asyncio.AbstractEventLoop) and type(loop).__module__.startswith("uvloop")
+        finally:
+            loop.close()
+    with pytest.raises(ConfigError, match="event_loop must be auto, uvloop or asyncio, got 'trio'"):
+        loop_factory("trio")
+    assert load_config(environ={"TRELLIS_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
