@@ -14,6 +14,9 @@ each node waits for input and saves it), and measures, side by side in ONE run:
                  concurrent ones grouped) and starts a new one (not counted) after the
                  last node
   steps-asyncio  the same on the server running asyncio's loop
+  contended      every task on ONE session, half of them through each server, a
+                 new session when the walk ends; afterwards every acknowledged
+                 step is checked to be stored exactly once
 
 All loads come from a SEPARATE client process (a subprocess per measurement,
 ``--concurrency`` tasks), so the client does not steal the server's event loop,
@@ -22,7 +25,8 @@ per kind the best and the median round's rate, the median round's p50/p99
 latency and CPU per call (server / etcd / client), then the steps/raw ratio (the
 ratio within each round, raw and steps back to back: median, spread), etcd CPU
 per step over etcd CPU per raw transaction, uvloop over asyncio, and the load
-average. Targets: steps/raw >= 0.4 and etcd CPU per step <= 1.5x a raw
+average, and the contended run's lost or doubled steps (must be 0) and how
+evenly the tasks were served. Targets: steps/raw >= 0.4 and etcd CPU per step <= 1.5x a raw
 transaction's, at concurrency 16.
 
 Run:  .venv/bin/python bench/etcd_steps.py [--duration S] [--repeats N] [--concurrency N] [--profile]
@@ -57,7 +61,7 @@ from tests.etcd_system.replicas import Replica, serve_args
 CHAIN = 20
 PREFIX = "/bench"
 GRAPH = "chain"
-KINDS = ("raw", "steps", "steps-asyncio")
+KINDS = ("raw", "steps", "steps-asyncio", "contended")
 EVENT_LOOPS = {"steps": "auto", "steps-asyncio": "asyncio"}
 TARGET = 0.4
 ETCD_CPU_TARGET = 1.5
@@ -143,6 +147,80 @@ async def steps_client(target: str, concurrency: int, duration: float, warmup: f
         return await measured(worker, concurrency, duration, warmup)
 
 
+async def contended_client(targets: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+    """Every task on ONE session at a time, half of them through each server (so the two
+    replicas contend in etcd, not only in one process). Each step sends a token of its
+    own; afterwards every session walked is read back: each acknowledged token must be
+    stored exactly once (no lost update, nothing applied twice). Fairness: the fewest and
+    the most steps one task got acknowledged."""
+    import grpc
+
+    from trellis.api.v1 import sessions_pb2 as spb
+    from trellis.api.v1 import sessions_pb2_grpc
+    from trellis.api.v1 import types_pb2 as pb
+
+    channels = [grpc.aio.insecure_channel(target) for target in targets.split(",")]
+    stubs = [sessions_pb2_grpc.SessionsStub(channel) for channel in channels]
+    generation = 0
+    acked: dict[str, list[str]] = {}
+    per_task = [0] * concurrency
+    refused = 0
+
+    def current() -> str:
+        return f"contended-{os.getpid()}-{generation}"
+
+    async def worker(index: int, load: Load) -> None:
+        nonlocal generation, refused
+        stub = stubs[index % len(stubs)]
+        started_sid = ""
+        n = 0
+        while load.running:
+            sid = current()
+            if sid != started_sid:
+                await stub.Start(spb.SessionsStartRequest(session_id=sid))  # load or start: idempotent
+                started_sid = sid
+            n += 1
+            token = f"t{index}-{n}"
+            began = time.perf_counter()
+            try:
+                reply = await stub.Navigate(
+                    spb.SessionsNavigateRequest(session_id=sid, input=pb.Input(text=token))
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:  # the walk ended under us
+                    refused += 1
+                if sid == current():
+                    generation += 1
+                continue
+            load.record(began)
+            acked.setdefault(sid, []).append(token)
+            if load.measuring:
+                per_task[index] += 1
+            if reply.step.terminal and sid == current():
+                generation += 1
+
+    try:
+        summary = await measured(worker, concurrency, duration, warmup)
+        lost = duplicated = 0
+        for sid, tokens in acked.items():
+            state = (await stubs[0].Get(spb.SessionsGetRequest(session_id=sid))).step.state
+            context = json.loads(state.context_json)
+            stored = [value for key, value in context.items() if key.startswith("got_")]
+            lost += len(set(tokens) - set(stored))
+            duplicated += len(stored) - len(set(stored))
+    finally:
+        for channel in channels:
+            await channel.close()
+    return {
+        **summary,
+        "lost": lost,
+        "duplicated": duplicated,
+        "refused": refused,
+        "fewest": min(per_task),
+        "most": max(per_task),
+    }
+
+
 # --- the coordinator ------------------------------------------------------------------------
 
 
@@ -158,9 +236,7 @@ async def measure(
     """One client process' run; adds the CPU seconds per call each ``watched`` process
     (name -> PID) spent meanwhile, warm-up included (so slightly over-counted)."""
     before = {name: cpu_seconds(pid) for name, pid in watched.items()}
-    result = await client_process(
-        __file__, kind, kind, target, str(concurrency), str(duration), str(warmup)
-    )
+    result = await client_process(__file__, kind, kind, target, str(concurrency), str(duration), str(warmup))
     calls_all = result["rate"] * (duration + warmup)
     result["cpu_ms"] = {
         name: (cpu_seconds(pid) - before[name]) * 1e3 / calls_all for name, pid in watched.items()
@@ -220,7 +296,9 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                 for kind in KINDS:  # interleaved: drift in machine load hits every kind alike
                     server = servers.get(kind, servers["steps"])  # raw: the steps server idles
                     assert server.process is not None
-                    target = endpoint if kind == "raw" else server.target
+                    target = {"raw": endpoint, "contended": ",".join(s.target for s in servers.values())}.get(
+                        kind, server.target
+                    )
                     watched = {"server": server.process.pid, "etcd": etcd_pid}
                     results[kind].append(
                         await measure(kind, target, args.concurrency, args.duration, args.warmup, watched)
@@ -278,7 +356,7 @@ def report(
         rounds = results[kind]
         middle = median_round(rounds)
         cpu = middle["cpu_ms"]
-        server_cpu = "-" if kind == "raw" else f"{cpu['server']:.2f}"
+        server_cpu = "-" if kind in ("raw", "contended") else f"{cpu['server']:.2f}"
         print(
             f"{kind:<15}{max(r['rate'] for r in rounds):>8.0f}{middle['rate']:>10.0f}"
             f"{middle['p50'] * 1e3:>9.2f}{middle['p99'] * 1e3:>9.2f}"
@@ -295,6 +373,15 @@ def report(
     print(f"steps default loop / asyncio loop: {spread(loops)}")
     server_cpu = per_round(results, "steps", "steps-asyncio", lambda r: r["cpu_ms"]["server"])
     print(f"server CPU per step, default loop / asyncio loop: {spread(server_cpu)}")
+    lost = sum(r["lost"] for r in results["contended"])
+    twice = sum(r["duplicated"] for r in results["contended"])
+    refused = sum(r["refused"] for r in results["contended"])
+    shares = ", ".join(f"{r['fewest']}-{r['most']}" for r in results["contended"])
+    print(
+        f"contended ({args.concurrency} tasks on one session, half through each server): acknowledged "
+        f"but lost {lost}, applied twice {twice}, refused {refused}; "
+        f"steps per task, fewest-most per round: {shares}"
+    )
     print(
         "load average (1/5/15 min) before: "
         + " ".join(f"{v:.2f}" for v in load_before)
@@ -315,7 +402,8 @@ if __name__ == "__main__":
     arguments = parse_args()
     if arguments.client:
         kind_, target_, conc_, duration_, warmup_ = arguments.client
-        client_of = raw_client if kind_ == "raw" else steps_client  # steps, steps-asyncio
+        clients = {"raw": raw_client, "contended": contended_client}
+        client_of = clients.get(kind_, steps_client)  # steps, steps-asyncio
         outcome = asyncio.run(client_of(target_, int(conc_), float(duration_), float(warmup_)))
         print(json.dumps(outcome))
         sys.exit(0)
