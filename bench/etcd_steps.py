@@ -1,20 +1,20 @@
 #!/usr/bin/env python3
 """Durable steps on etcd through the gRPC server, as a ratio of raw etcd transactions.
 
-Starts a single-member etcd and two ``trellis serve`` processes (loader, store and
-locks on etcd), one on the default event loop (uvloop when installed) and one on
-asyncio's own, on loopback; publishes a 20-node chain (tests/etcd_system/flows.py:
-each node waits for input and saves it), and measures, side by side in ONE run:
+Starts a single-member etcd and two ``trellis serve`` replicas (loader, store and
+locks on etcd) on loopback, the second on uvloop when it is installed (else on
+asyncio's loop too); publishes a 20-node chain (tests/etcd_system/flows.py: each
+node waits for input and saves it), and measures, side by side in ONE run:
 
   raw            single-key etcd transactions (compare the key's mod revision, put;
                  as a session save does) through the adapter's own EtcdClient (aetcd.rpc
                  stubs, the same channel options), each task on a key of its own
-  steps          Sessions.Navigate on the default loop: each task walks a session of
+  steps          Sessions.Navigate on the first replica: each task walks a session of
                  its own along the chain (uncontended: one transaction per step, the
                  concurrent ones grouped) and starts a new one (not counted) after the
                  last node
-  steps-asyncio  the same on the server running asyncio's loop
-  contended      every task on ONE session, half of them through each server, a
+  steps-uvloop   the same on the replica running uvloop (when installed)
+  contended      every task on ONE session, half of them through each replica, a
                  new session when the walk ends; afterwards every acknowledged
                  step is checked to be stored exactly once
 
@@ -24,13 +24,13 @@ after a warm-up, for a fixed time, interleaved over ``--repeats`` rounds. Prints
 per kind the best and the median round's rate, the median round's p50/p99
 latency and CPU per call (server / etcd / client), then the steps/raw ratio (the
 ratio within each round, raw and steps back to back: median, spread), etcd CPU
-per step over etcd CPU per raw transaction, uvloop over asyncio, and the load
-average, and the contended run's lost or doubled steps (must be 0) and how
-evenly the tasks were served. Targets: steps/raw >= 0.4 and etcd CPU per step <= 1.5x a raw
-transaction's, at concurrency 16.
+per step over etcd CPU per raw transaction, uvloop over asyncio, the contended
+run's lost or doubled steps (must be 0) and how evenly its tasks were served,
+and the load average. Targets: steps/raw >= 0.4 and etcd CPU per step <= 1.5x
+a raw transaction's, at concurrency 16.
 
 Run:  .venv/bin/python bench/etcd_steps.py [--duration S] [--repeats N] [--concurrency N] [--profile]
-      (--profile: the default-loop server runs under cProfile; its top functions are printed)
+      (--profile: the first replica runs under cProfile; its top functions are printed)
 The etcd binary must be on PATH (or in $ETCD_BIN). Every process is stopped by PID.
 """
 
@@ -61,8 +61,18 @@ from tests.etcd_system.replicas import Replica, serve_args
 CHAIN = 20
 PREFIX = "/bench"
 GRAPH = "chain"
-KINDS = ("raw", "steps", "steps-asyncio", "contended")
-EVENT_LOOPS = {"steps": "auto", "steps-asyncio": "asyncio"}
+try:
+    import uvloop  # noqa: F401  (only whether a server can run on it)
+
+    HAVE_UVLOOP = True
+except ImportError:
+    HAVE_UVLOOP = False
+KINDS = ("raw", "steps", "steps-uvloop", "contended") if HAVE_UVLOOP else ("raw", "steps", "contended")
+# Two replicas: the second on uvloop when it is installed (the steps-uvloop kind).
+SERVERS = {
+    "steps": "asyncio",
+    "steps-uvloop" if HAVE_UVLOOP else "second": "uvloop" if HAVE_UVLOOP else "asyncio",
+}
 TARGET = 0.4
 ETCD_CPU_TARGET = 1.5
 
@@ -283,7 +293,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                 },
                 python_args=profiled if kind == "steps" else (),
             )
-            for kind, loop in EVENT_LOOPS.items()
+            for kind, loop in SERVERS.items()
         }
         try:
             for server in servers.values():
@@ -365,14 +375,16 @@ def report(
     ratios = per_round(results, "steps", "raw", lambda r: r["rate"])
     met = "met" if statistics.median(ratios) >= TARGET else "NOT met"
     print(f"steps/raw: {spread(ratios)}; target >= {TARGET}: {met}")
-    print(f"steps-asyncio/raw: {spread(per_round(results, 'steps-asyncio', 'raw', lambda r: r['rate']))}")
+    if "steps-uvloop" in KINDS:
+        print(f"steps-uvloop/raw: {spread(per_round(results, 'steps-uvloop', 'raw', lambda r: r['rate']))}")
     etcd = per_round(results, "steps", "raw", lambda r: r["cpu_ms"]["etcd"])
     met = "met" if statistics.median(etcd) <= ETCD_CPU_TARGET else "NOT met"
     print(f"etcd CPU per step / per raw transaction: {spread(etcd)}; target <= {ETCD_CPU_TARGET}: {met}")
-    loops = per_round(results, "steps", "steps-asyncio", lambda r: r["rate"])
-    print(f"steps default loop / asyncio loop: {spread(loops)}")
-    server_cpu = per_round(results, "steps", "steps-asyncio", lambda r: r["cpu_ms"]["server"])
-    print(f"server CPU per step, default loop / asyncio loop: {spread(server_cpu)}")
+    if "steps-uvloop" in KINDS:
+        loops = per_round(results, "steps-uvloop", "steps", lambda r: r["rate"])
+        print(f"steps/s, uvloop / asyncio: {spread(loops)}")
+        server_cpu = per_round(results, "steps-uvloop", "steps", lambda r: r["cpu_ms"]["server"])
+        print(f"server CPU per step, uvloop / asyncio: {spread(server_cpu)}")
     lost = sum(r["lost"] for r in results["contended"])
     twice = sum(r["duplicated"] for r in results["contended"])
     refused = sum(r["refused"] for r in results["contended"])
@@ -403,7 +415,7 @@ if __name__ == "__main__":
     if arguments.client:
         kind_, target_, conc_, duration_, warmup_ = arguments.client
         clients = {"raw": raw_client, "contended": contended_client}
-        client_of = clients.get(kind_, steps_client)  # steps, steps-asyncio
+        client_of = clients.get(kind_, steps_client)  # steps, steps-uvloop
         outcome = asyncio.run(client_of(target_, int(conc_), float(duration_), float(warmup_)))
         print(json.dumps(outcome))
         sys.exit(0)

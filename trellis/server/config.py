@@ -76,8 +76,8 @@ class ServerConfig:
     keepalive_timeout: float = 20.0
     shutdown_grace: float = 10.0
     health_probe_interval: float = 5.0
-    # the event loop: auto (uvloop when installed, else asyncio's) | uvloop | asyncio
-    event_loop: str = "auto"
+    # the event loop: asyncio (its own) | uvloop (opt-in, when installed; docs/server.md)
+    event_loop: str = "asyncio"
 
     def effective_loader(self) -> str:
         if self.loader:
