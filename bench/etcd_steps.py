@@ -354,7 +354,7 @@ def report(
     load_after: tuple[float, float, float],
 ) -> None:
     print(
-        f"durable steps on etcd (a server process per event loop, {CHAIN}-node chain, a session per task) "
+        f"durable steps on etcd (two replicas, {CHAIN}-node chain, a session per task) "
         f"vs raw single-key etcd transactions; separate client process; concurrency {args.concurrency}; "
         f"{args.repeats} interleaved rounds x {args.duration:.1f}s"
     )

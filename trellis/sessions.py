@@ -27,7 +27,8 @@ a step that would is abandoned before dispatching anything and redone on the
 lock path, so a tool never runs twice for one step. A refused save (the
 session moved) is retried once from the state read in the same transaction;
 a lock holder or waiter, or a second refusal, sends the step to the lock path,
-which is FIFO-fair under contention. Errors computed from a cached (possibly
+which is FIFO-fair under contention; for a second after that, steps of that
+session take the lock path directly. Errors computed from a cached (possibly
 stale) state are not trusted either: the lock path recomputes them.
 
 What a step returns: the new state (with its stored revision) and the actions
@@ -39,9 +40,11 @@ everything a terminal runner would have printed.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Final
@@ -79,6 +82,10 @@ _WATCH_QUEUE_SIZE: Final = 256
 
 _UNLOCKED_ATTEMPTS: Final = 2
 """Tries of a step without the lock before it queues for the lock."""
+_CONTENDED_FOR: Final = 1.0
+"""Seconds a session whose step had to queue for the lock takes the lock path directly
+(its next attempts without the lock would most likely be refused too)."""
+_CONTENDED_REMEMBERED: Final = 4096
 
 # What a step's work returns: the state to keep, what to show, and whether to save it.
 _Outcome = tuple[State, RenderResult, bool]
@@ -127,6 +134,8 @@ class SessionManager:
         self._steps = step_store if step_store is not None else step_store_for(store, locker)
         self._unlocked = self._steps if optimistic and isinstance(self._steps, OptimisticStepStore) else None
         self._locks = KeyedLocks()
+        # Sessions recently contended: session ID -> loop time until which they lock directly.
+        self._contended: OrderedDict[str, float] = OrderedDict()
         # Weak: a watch nobody holds any more unsubscribes itself (SessionWatch.__del__).
         self._watchers: dict[str, weakref.WeakSet[SessionWatch]] = {}
 
@@ -241,7 +250,7 @@ class SessionManager:
     async def _step(self, session_id: str, work: _Work, *, cached: bool) -> StepResult:
         _check_id(session_id)
         async with self._locks.hold(session_id):
-            if self._unlocked is not None:
+            if self._unlocked is not None and not self._recently_contended(session_id):
                 done = await self._step_unlocked(self._unlocked, session_id, work, cached)
                 if done is not None:
                     return done
@@ -286,12 +295,29 @@ class SessionManager:
                 state.revision = await store.save_if_unlocked(session_id, state)
             except StepConflict as conflict:
                 if conflict.locked:
+                    self._note_contended(session_id)
                     return None  # queue behind the holder and its waiters (FIFO)
                 loaded, fresh = conflict.current, True
                 continue
             self._publish(session_id, loaded, state)
             return StepResult(state=state, render=render)
+        self._note_contended(session_id)
         return None
+
+    def _recently_contended(self, session_id: str) -> bool:
+        until = self._contended.get(session_id)
+        if until is None:
+            return False
+        if until > asyncio.get_running_loop().time():
+            return True
+        del self._contended[session_id]
+        return False
+
+    def _note_contended(self, session_id: str) -> None:
+        self._contended[session_id] = asyncio.get_running_loop().time() + _CONTENDED_FOR
+        self._contended.move_to_end(session_id)
+        while len(self._contended) > _CONTENDED_REMEMBERED:
+            self._contended.popitem(last=False)
 
     async def _unlock(self, handle: LockHandle, session_id: str) -> None:
         try:
