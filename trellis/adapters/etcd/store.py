@@ -38,7 +38,7 @@ from trellis.adapters.etcd.locker import (
     count_lock_keys,
     no_lock_held,
 )
-from trellis.adapters.state_json import decode_document, encode_document, state_document
+from trellis.adapters.state_json import decode_document, decode_own_state, encode_document, state_document
 from trellis.adapters.store_rules import check_expected_revision, check_session_id
 from trellis.domain import State
 from trellis.errors import (
@@ -71,18 +71,19 @@ class _StateCache:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[int, bytes, bool]] = OrderedDict()
 
-    def get(self, session_id: str) -> tuple[int, bytes] | None:
+    def get(self, session_id: str) -> tuple[int, bytes, bool] | None:
+        """(revision, encoded state, whether this process encoded it)."""
         entry = self._entries.get(session_id)
         if entry is not None:
             self._entries.move_to_end(session_id)
         return entry
 
-    def put(self, session_id: str, revision: int, data: bytes) -> None:
+    def put(self, session_id: str, revision: int, data: bytes, *, own: bool = True) -> None:
         if self._size <= 0:
             return
-        self._entries[session_id] = (revision, memoryview(data).tobytes())
+        self._entries[session_id] = (revision, memoryview(data).tobytes(), own)
         self._entries.move_to_end(session_id)
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)
@@ -91,7 +92,7 @@ class _StateCache:
         """Remember what a range response read of the session (forget it if absent)."""
         kvs = response_op.response_range.kvs
         if kvs:
-            self.put(session_id, kvs[0].mod_revision, kvs[0].value)
+            self.put(session_id, kvs[0].mod_revision, kvs[0].value, own=False)
         else:
             self.drop(session_id)
 
@@ -312,7 +313,9 @@ class EtcdStateStore:
         entry = self._cache.get(session_id)
         if entry is None:
             return None
-        revision, data = entry
+        revision, data, own = entry
+        if own:  # encoded by this process: the trusted (faster) decoding applies
+            return decode_own_state(data, revision)
         return self._decode_value(session_id, data, revision)
 
     async def load_unlocked(self, session_id: str) -> State | None:
@@ -321,7 +324,7 @@ class EtcdStateStore:
             self._cache.drop(session_id)
             return None
         kv = response.kvs[0]
-        self._cache.put(session_id, kv.mod_revision, kv.value)
+        self._cache.put(session_id, kv.mod_revision, kv.value, own=False)
         return self._decode(session_id, kv)
 
     async def save_if_unlocked(self, session_id: str, state: State) -> int:
