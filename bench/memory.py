@@ -9,7 +9,8 @@ calls at a time, from this process) up to each of ``--sessions`` (default
 10,000 and 50,000), and after each reads the server's resident set size
 (VmRSS, /proc). Prints, per store, the RSS and the growth per session since
 the first measurement (a few hundred sessions, so imports, caches and
-connections are already counted) — the cost of one more stored session.
+connections are already counted) — the cost of one more stored session — and
+since the previous measurement (flat: about 0).
 
 A new session's state is about 110 bytes of JSON. Target: memory store
 <= 1 KB per session; etcd store flat (its server keeps only a bounded cache
@@ -124,12 +125,15 @@ async def run(args: argparse.Namespace, work: Path) -> None:
             for server in servers.values():
                 server.stop()
     print(f"server RSS per stored session (growth since {BASELINE} sessions), new sessions of a small flow")
-    print(f"{'store':<8}{'sessions':>10}{'RSS MiB':>10}{'bytes/session':>15}")
+    print(f"{'store':<8}{'sessions':>10}{'RSS MiB':>10}{'bytes/session':>15}{'since previous':>16}")
     for name, measured in rows.items():
         base_count, base_rss = measured[0]
+        previous = measured[0]
         for count, rss in measured[1:]:
             per = (rss - base_rss) / (count - base_count)
-            print(f"{name:<8}{count:>10}{rss / 2**20:>10.1f}{per:>15.0f}")
+            step = (rss - previous[1]) / (count - previous[0])
+            previous = (count, rss)
+            print(f"{name:<8}{count:>10}{rss / 2**20:>10.1f}{per:>15.0f}{step:>16.0f}")
 
 
 def main() -> int:
