@@ -133,3 +133,21 @@ async def test_a_step_without_the_lock_queues_behind_a_holder(etcd_server: EtcdC
             result = await step
     # The step ran on the holder's write, not on the state it had cached.
     assert result.state.context["got_1"] == "holder" and result.state.context["got_2"] == "after"
+
+
+async def test_an_error_computed_from_a_stale_cached_state_is_not_reported(etcd_server: EtcdCluster) -> None:
+    flow = [
+        {"id": "ask", "content": "Sure?", "input_type": "confirm", "save_to": "ok", "to": "name"},
+        {"id": "name", "content": "Name?", "wait": True, "save_to": "name", "to": "done"},
+        {"id": "done", "content": "Hi {{ .name }}", "wait": True},
+    ]
+    config = config_for(etcd_server)
+    async with EtcdClient(config) as one, EtcdClient(config) as two:
+        stale, other = (
+            SessionManager(engine(flow), EtcdStateStore(one)),
+            SessionManager(engine(flow), EtcdStateStore(two)),
+        )
+        await stale.start("s")  # its cache: the session at "ask", which wants yes or no
+        await other.navigate("s", "yes")  # now at "name", which takes any text
+        result = await stale.navigate("s", "Ada")  # not a confirmation, but no longer asked for one
+    assert result.state.current_node_id == "done" and result.state.context == {"ok": "yes", "name": "Ada"}
