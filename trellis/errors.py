@@ -172,6 +172,13 @@ class ConditionError(TrellisError):
     reason = "CONDITION_INVALID"
 
 
+class ConditionOverBudget(ConditionError):
+    """A condition would do more work on the data at hand than max_condition_cost allows
+    (trellis.evaluation_limits); it is refused before it runs."""
+
+    reason = "CONDITION_OVER_BUDGET"
+
+
 class InvalidInput(TrellisError):
     """Input rejected before it reaches the engine (size, encoding, shape)."""
 
@@ -207,10 +214,6 @@ class LockLost(TrellisError):
     """The caller's lock expired or was taken over; its write was refused (fencing)."""
 
     reason = "LOCK_LOST"
-
-
-class LockTimeout(TrellisError):
-    reason = "LOCK_TIMEOUT"
 
 
 class BackendUnavailable(TrellisError):

@@ -75,6 +75,7 @@ from trellis.ports.engine import EnginePort
 from trellis.ports.locker import DistributedLocker, LockHandle
 from trellis.ports.store import OptimisticStepStore, SessionPage, StateStore, StepConflict, StepStore
 from trellis.sanitize import input_limit_from_env, sanitize_input
+from trellis.step_deadline import check_deadline
 from trellis.streams import QueueStream
 
 _WAITING: Final = (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK)
@@ -257,6 +258,8 @@ class SessionManager:
             handle, loaded = await self._steps.lock_and_load(session_id, self._lock_ttl)
             try:
                 state, render, changed = await work(loaded, True)
+                if changed:
+                    check_deadline()  # a step its caller gave up on is abandoned, not saved
             except BaseException:
                 await self._unlock(handle, session_id)
                 raise
@@ -283,12 +286,15 @@ class SessionManager:
                 state, render, changed = await work(loaded, False)
             except _NeedsLock:
                 return None
+            except TimeoutError:
+                raise  # the caller's deadline passed: no path would save this step
             except Exception:
                 if fresh:
                     raise  # computed from the stored state: what the lock path would say
                 return None  # maybe only because the cached state is stale
             if not changed:
                 return StepResult(state=state, render=render) if fresh else None
+            check_deadline()  # a step its caller gave up on is abandoned, not saved
             # Conditioned on the revision started from (0: the session must not exist yet).
             state.revision = loaded.revision if loaded is not None else 0
             try:

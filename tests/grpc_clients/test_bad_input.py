@@ -5,6 +5,7 @@ changes (the store is compared before and after)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ huge = st.integers(min_value=5_000, max_value=600_000).map(lambda n: "ü" * n)
 huge_context = st.integers(min_value=140_000, max_value=600_000).map(lambda n: '{"a": "%s"}' % ("ü" * n))
 odd_ids = st.sampled_from(["", ".hidden", "../etc/passwd", "a/b", "a\\b", "nul\x00byte", "tab\there", " "])
 random_ids = st.one_of(st.text(max_size=40), huge, odd_ids).filter(lambda s: s not in SEEDED)
-FLOW_NODES = ("start", "lookup", "done", "stopped", "tools")
+FLOW_NODES = ("start", "lookup", "done", "stopped", "tools", "filtered", "counted", "padded")
 node_ids = st.one_of(st.text(max_size=40), odd_ids, huge).filter(lambda s: s not in FLOW_NODES)
 bad_json = st.one_of(
     st.sampled_from(["{", "[1,", "nul", "{'a': 1}", "NaN", '{"a": }', "\x00"]),
@@ -96,8 +97,21 @@ class Rig:
         return out
 
 
+# Nodes whose condition and templates iterate over, or pad by, what the caller sends.
+HOSTILE_NODES = {
+    "filtered.md": (
+        "---\nwait: true\ntransitions:\n  - to: done\n    condition: items.filter(x, x > 5).size() > 0\n"
+        "to: filtered\n---\nFilter\n"
+    ),
+    "counted.md": "---\nwait: true\nto: counted\n---\n{{ range .n }}.{{ end }}\n",
+    "padded.md": '---\nwait: true\nto: padded\n---\n{{ printf "%*d" .w 1 }}\n',
+}
+
+
 @pytest.fixture
 async def rig(quiz: Path) -> AsyncIterator[Rig]:
+    for name, text in HOSTILE_NODES.items():
+        (quiz / name).write_text(text, encoding="utf-8")
     (quiz / "echo.py").write_text("import os, sys\nsys.stdout.write(os.environ['TRELLIS_ARGS'])\n")
     (quiz / "tools.yaml").write_text(
         f"tools:\n  - name: echo\n    command: {__import__('sys').executable!r}\n    args: ['echo.py']\n"
@@ -269,6 +283,26 @@ async def test_sessions_and_store_list(rig: Rig, size: int, token: str) -> None:
     )
     # Any token with a valid size is fine: it only says where to continue.
     await check(rig, rig.sessions.List(spb.SessionsListRequest(page_size=2, page_token=token)), {OK})
+
+
+# The issue's three cases: a filter over 30,000 elements (66 s before), range over 3e7
+# (9.8 s, 357 MB), printf width 3e8 (840 MB). Each is refused, by Sessions and Engine alike.
+HOSTILE = [
+    ("filtered", {"items": [7] * 30_000}, "CONDITION_OVER_BUDGET"),
+    ("counted", {"n": 30_000_000}, "TEMPLATE_ERROR"),
+    ("padded", {"w": 300_000_000}, "TEMPLATE_ERROR"),
+]
+
+
+@pytest.mark.parametrize(("node", "context", "reason"), HOSTILE, ids=[case[0] for case in HOSTILE])
+async def test_hostile_evaluation(rig: Rig, node: str, context: dict[str, Any], reason: str) -> None:
+    state = pb.State(session_id=node, current_node_id=node, history=[node], context_json=json.dumps(context))
+    await rig.store.Save(stpb.SaveRequest(session_id=node, state=state))
+    step = spb.SessionsNavigateRequest(session_id=node, input=pb.Input(text="go"))
+    assert await check(rig, rig.sessions.Navigate(step), {C.FAILED_PRECONDITION}) == reason
+    state.session_id = "e"
+    engine_step = epb.EngineNavigateRequest(state=state, input=pb.Input(text="go"))
+    assert await check(rig, rig.engine.Navigate(engine_step), {C.FAILED_PRECONDITION}) == reason
 
 
 # --- Engine -----------------------------------------------------------------------------------

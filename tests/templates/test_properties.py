@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trellis.go_values import go_str
 from trellis.templates import compile_template
 from trellis.templates.functions import and_, or_
 from trellis.templates.gofmt import go_quote
-from trellis.values import go_str
 
 json_values = st.recursive(
     st.none()

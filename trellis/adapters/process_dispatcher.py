@@ -45,7 +45,7 @@ from ruamel.yaml.error import YAMLError
 
 from trellis.domain import ToolCall, ToolResult
 from trellis.errors import ConfigError
-from trellis.values import format_duration, go_str, parse_duration
+from trellis.go_values import format_duration, go_str, parse_duration
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_GRACE_PERIOD = 5.0

@@ -1,1 +1,11 @@
-"""The trellis gRPC API: generated code lives in trellis.api.v1 (see scripts/gen-protos)."""
+"""The wire layer: the trellis gRPC API and what both ends of it share.
+
+``trellis.api.v1`` is the generated code (see scripts/gen-protos); ``convert``
+maps it to and from the domain types, ``error_table`` maps exceptions to
+statuses, ``transport`` holds credentials and channel options. This module itself
+imports nothing, so settings that name the message size stay importable without
+grpc or protobuf installed.
+"""
+
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""The gRPC message size both ends use unless configured (gRPC's own default, made explicit)."""

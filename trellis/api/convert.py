@@ -34,7 +34,7 @@ from trellis.domain import (
 )
 from trellis.errors import InvalidInput
 from trellis.ports.loader import GraphChange
-from trellis.values import format_duration, parse_duration
+from trellis.go_values import format_duration, parse_duration
 
 # --- JSON values ----------------------------------------------------------------------
 
@@ -287,12 +287,6 @@ def state_from_proto(msg: pb.State, field: str = "state") -> State:
 
 
 # --- actions and steps ------------------------------------------------------------------
-
-
-def action_to_proto(action: Action) -> pb.Action:
-    msg = pb.Action()
-    fill_action(msg, action)
-    return msg
 
 
 def fill_action(msg: pb.Action, action: Action) -> None:

@@ -61,7 +61,6 @@ CODES: dict[type[e.TrellisError], grpc.StatusCode] = {
     # concurrency: retry the whole step
     e.ConflictError: C.ABORTED,
     e.LockLost: C.ABORTED,
-    e.LockTimeout: C.ABORTED,
     # infrastructure
     e.BackendUnavailable: C.UNAVAILABLE,
     e.DispatchError: C.UNAVAILABLE,

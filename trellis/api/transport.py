@@ -14,10 +14,10 @@ from urllib.parse import parse_qsl
 
 import grpc  # type: ignore[import-untyped]
 
+from trellis.api import DEFAULT_MAX_MESSAGE_BYTES
 from trellis.errors import ConfigError
-from trellis.values import parse_duration
+from trellis.go_values import parse_duration
 
-DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_METADATA_BYTES = 256 * 1024
 
 

@@ -94,3 +94,20 @@ def parse_context(items: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             context[key] = raw
     return context
+
+
+def import_extra(module: str, extra: str, what: str) -> Any:
+    """Import ``module``, which needs the optional dependencies of ``extra``: when one is
+    missing, a CliError says which install brings it instead of a traceback."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == "trellis" or missing.startswith("trellis."):
+            raise  # our own module missing is a bug, not an extra to install
+        raise CliError(
+            f"{what} needs the '{extra}' extra (missing module {missing!r}): "
+            f"pip install 'trellis-flow[{extra}]'"
+        ) from None

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
 
-from trellis.cli.common import CliError, flow_dir, run_async, store_dir
+from trellis.cli.common import flow_dir, import_extra, run_async, store_dir
 from trellis.cli.mermaid import render_mermaid
 from trellis.cli.project import open_flow, tool_registry_ids
 from trellis.domain import Node, State
@@ -55,14 +54,7 @@ def dispatch_raw(args: list[str]) -> int | None:
     """Route ``trellis graph push|pull ...`` to the etcd publisher, imported only then."""
     if not args or args[0] not in PUBLISH_VERBS:
         return None
-    try:
-        module = importlib.import_module(PUBLISH_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and PUBLISH_MODULE.startswith(exc.name):
-            raise CliError(
-                f"'trellis graph {args[0]}' needs the etcd support ({PUBLISH_MODULE}), which is not installed"
-            ) from None
-        raise
+    module = import_extra(PUBLISH_MODULE, "etcd", f"'trellis graph {args[0]}'")
     code = module.main(list(args))
     return int(code)
 

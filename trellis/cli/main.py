@@ -1,8 +1,9 @@
 """Entry point of the ``trellis`` command line.
 
 Each subcommand lives in its own module with ``register(subparsers)``; the module
-names are listed in SUBCOMMAND_MODULES so that another package (the gRPC server's
-``serve``) joins the command line with a one-line change. A module may also define
+names are listed in SUBCOMMAND_MODULES. Every module imports with the core alone;
+what needs an extra (``serve``, ``graph push``, ``run --server``) imports it when
+the command runs and says which extra to install when it is missing. A module may also define
 ``dispatch_raw(args) -> int | None`` to take over its command's arguments before
 argparse sees them (``trellis graph push ...`` is routed that way).
 """
@@ -24,7 +25,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "trellis.cli.validate",
     "trellis.cli.graph",
     "trellis.cli.session",
-    "trellis.server.cli",
+    "trellis.cli.serve",
 ]
 
 EPILOG = """\
@@ -33,7 +34,7 @@ examples:
   trellis run examples/tour --session demo  keep the session on disk and resume it later
   trellis validate examples/tour            check every node, edge, template and condition
   trellis graph examples/tour               print the flow as a Mermaid diagram
-  trellis session ls examples/tour          list the saved sessions of a flow
+  trellis session ls --dir examples/tour    list the saved sessions of a flow
 
 Run 'trellis <command> --help' for the options of one command.
 """
@@ -42,16 +43,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _load_modules() -> list[object]:
-    modules: list[object] = []
-    for name in SUBCOMMAND_MODULES:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            # A subcommand whose package is not installed (or not written yet) is
-            # simply absent; any other import problem is a bug and must surface.
-            if exc.name is None or not name.startswith(exc.name):
-                raise
-    return modules
+    return [importlib.import_module(name) for name in SUBCOMMAND_MODULES]
 
 
 def build_parser(modules: Sequence[object] | None = None) -> argparse.ArgumentParser:

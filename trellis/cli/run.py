@@ -7,7 +7,15 @@ import asyncio
 import sys
 from typing import Any
 
-from trellis.cli.common import CliError, flow_dir, parse_context, run_async, store_dir, watch_session_id
+from trellis.cli.common import (
+    CliError,
+    flow_dir,
+    import_extra,
+    parse_context,
+    run_async,
+    store_dir,
+    watch_session_id,
+)
 
 COMMAND = "run"
 EPHEMERAL_SESSION = "cli"
@@ -91,9 +99,9 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     if args.server:
-        from trellis.cli.remote_run import handle_remote
+        remote_run = import_extra("trellis.cli.remote_run", "client", "'trellis run --server'")
 
-        return handle_remote(args)
+        return int(remote_run.handle_remote(args))
     # Imported here so that `trellis --help` does not pay for the engine's imports.
     from trellis.adapters.file_store import FileStore
     from trellis.adapters.memory_store import MemoryStore

@@ -22,10 +22,10 @@ from trellis.domain import Node
 from trellis.engine.compiled import CompiledNode, is_rollback
 from trellis.engine.context_checks import parse_schema_type
 from trellis.errors import ConditionError, GraphError, NodeDefinitionError, TemplateError, TrellisError
+from trellis.go_values import parse_duration
 from trellis.loading import build_draft, parse_document, strip_node_extension
 from trellis.loading.ids import node_extension
 from trellis.templates import compile_template
-from trellis.values import parse_duration
 
 _TEMPLATE_PROBLEM = re.compile(r"(\d+):(\d+): ([^\n]*)$")
 

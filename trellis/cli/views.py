@@ -22,7 +22,7 @@ from trellis.domain import (
     ToolCall,
     ToolResult,
 )
-from trellis.values import format_duration
+from trellis.go_values import format_duration
 
 QUIT_WORDS = frozenset({"q", "quit", "exit"})
 

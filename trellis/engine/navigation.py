@@ -7,7 +7,7 @@ from typing import Any
 
 from trellis.engine.compiled import CompiledNode
 from trellis.errors import InvalidConfirmation
-from trellis.values import go_str
+from trellis.go_values import go_str
 
 _YES = frozenset({"y", "yes", "true", "1"})
 _NO = frozenset({"n", "no", "false", "0"})

@@ -12,7 +12,7 @@ from trellis.engine.compiled import CompiledCall, CompiledNode, Renderable, fres
 from trellis.engine.context_checks import check_required, check_schema
 from trellis.engine.idempotency import idempotency_key
 from trellis.errors import ExecutionViolation, TemplateError, TrellisError
-from trellis.ports.converter import ContentConverter
+from trellis.ports.content import ContentConverter
 
 
 def template_data(state: State) -> dict[str, Any]:

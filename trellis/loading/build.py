@@ -21,11 +21,11 @@ from typing import Any, NoReturn
 
 from trellis.domain import FormatItem, Node, Tool, ToolCall, Transition
 from trellis.errors import NodeDefinitionError
+from trellis.go_values import go_str, parse_duration
 from trellis.loading.drafts import DraftLookup, NodeDraft, ToolImport
 from trellis.loading.formats import type_name
 from trellis.loading.ids import strip_node_extension
 from trellis.loading.tools import resolve_tools
-from trellis.values import go_str, parse_duration
 
 SCHEMA_BASE_TYPES = ("string", "int", "float", "bool")
 

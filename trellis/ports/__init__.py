@@ -3,7 +3,7 @@
 Re-exported here so callers write ``from trellis.ports import StateStore``.
 """
 
-from trellis.ports.converter import ContentConverter
+from trellis.ports.content import ContentConverter
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.engine import EnginePort, LifecycleHook
 from trellis.ports.loader import GraphChange, GraphLoader, Watchable

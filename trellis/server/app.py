@@ -130,10 +130,6 @@ class TrellisServer:
         self._stopping: asyncio.Task[None] | None = None
         self._services: list[str] = []
 
-    @property
-    def services(self) -> list[str]:
-        return list(self._services)
-
     async def start(self) -> int:
         """Build the ports, bind and start serving; returns the bound port."""
         config = self.config

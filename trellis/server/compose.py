@@ -68,6 +68,7 @@ def assemble(
         entry_node=config.effective_entry_node(),
         default_error_node=config.effective_error_node(),
         hooks=[observer.hook],
+        limits=config.evaluation_limits(),
     )
     metered_dispatcher = MeteredDispatcher(dispatcher, observer) if dispatcher is not None else None
     sessions = SessionManager(

@@ -25,12 +25,21 @@ from pathlib import Path
 from typing import Any, cast
 
 from trellis.adapters.directory_loader import entry_node_id, has_default_error_node
-from trellis.api.transport import DEFAULT_MAX_MESSAGE_BYTES
+from trellis.api import DEFAULT_MAX_MESSAGE_BYTES
 from trellis.errors import ConfigError
+from trellis.evaluation_limits import (
+    DEFAULT_MAX_CONDITION_COST,
+    DEFAULT_MAX_PRINTF_WIDTH,
+    DEFAULT_MAX_RANGE_ITERATIONS,
+    DEFAULT_MAX_TEMPLATE_OUTPUT_BYTES,
+    EvaluationLimits,
+)
+from trellis.go_values import parse_duration
 from trellis.plugins import Kind, parse_url
 from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
-from trellis.server.limits import DEFAULT_MAX_CONTEXT_BYTES
-from trellis.values import parse_duration
+
+# Contexts carried in a request: larger than one answer, but never megabytes of JSON per step.
+DEFAULT_MAX_CONTEXT_BYTES = 256 * 1024
 
 ENV_PREFIX = "TRELLIS_"
 CONFIG_ENV = "TRELLIS_CONFIG"
@@ -55,6 +64,11 @@ class ServerConfig:
     # where a failed or denied tool goes when its node names no target (spec §3.4.3); "" = none
     default_error_node: str = ""
     lock_ttl: float = 30.0
+    # evaluation budgets (trellis.evaluation_limits)
+    max_condition_cost: int = DEFAULT_MAX_CONDITION_COST
+    max_range_iterations: int = DEFAULT_MAX_RANGE_ITERATIONS
+    max_template_output_bytes: int = DEFAULT_MAX_TEMPLATE_OUTPUT_BYTES
+    max_printf_width: int = DEFAULT_MAX_PRINTF_WIDTH
     # etcd connection for etcd:// schemes (endpoints, tls, auth, prefix), read by their factories
     etcd: dict[str, Any] = field(default_factory=dict)
     # observability
@@ -78,6 +92,14 @@ class ServerConfig:
     health_probe_interval: float = 5.0
     # the event loop: asyncio (its own) | uvloop (opt-in, when installed; docs/server.md)
     event_loop: str = "asyncio"
+
+    def evaluation_limits(self) -> EvaluationLimits:
+        return EvaluationLimits(
+            max_condition_cost=self.max_condition_cost,
+            max_range_iterations=self.max_range_iterations,
+            max_template_output_bytes=self.max_template_output_bytes,
+            max_printf_width=self.max_printf_width,
+        )
 
     def effective_loader(self) -> str:
         if self.loader:

@@ -10,7 +10,7 @@ from trellis.api.v1 import dispatcher_pb2_grpc
 from trellis.domain import ToolResult
 from trellis.errors import InvalidInput
 from trellis.ports.dispatcher import ActionDispatcher
-from trellis.server.errors import Servicer, guarded_unary
+from trellis.server.guards import Servicer, guarded_unary
 from trellis.server.observe import Observer
 
 

@@ -11,7 +11,7 @@ from trellis.api.v1 import types_pb2 as pb
 from trellis.domain import State, StepResult
 from trellis.ports.engine import EnginePort
 from trellis.sanitize import sanitize_input
-from trellis.server.errors import Servicer, guarded_unary
+from trellis.server.guards import Servicer, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
 from trellis.server.signing import StateSigner

@@ -11,7 +11,7 @@ from trellis.api.v1 import graph_pb2 as gpb
 from trellis.api.v1 import graph_pb2_grpc
 from trellis.errors import WatchNotSupported
 from trellis.ports.loader import GraphLoader, Watchable
-from trellis.server.errors import Servicer, guarded_stream, guarded_unary
+from trellis.server.guards import Servicer, guarded_stream, guarded_unary
 from trellis.server.observe import Observer
 
 

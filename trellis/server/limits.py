@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from trellis.api.v1 import types_pb2 as pb
 from trellis.errors import InvalidInput
 from trellis.sanitize import DEFAULT_INPUT_LIMIT
-
-DEFAULT_MAX_CONTEXT_BYTES = 256 * 1024
-
+from trellis.server.config import DEFAULT_MAX_CONTEXT_BYTES
 
 
 @dataclass(frozen=True, slots=True)

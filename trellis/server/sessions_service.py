@@ -18,7 +18,7 @@ from trellis.api.v1 import sessions_pb2_grpc
 from trellis.domain import StateDiff
 from trellis.errors import InvalidInput, SessionNotFound
 from trellis.ports.sessions import SessionsPort
-from trellis.server.errors import Servicer, guarded_stream, guarded_unary
+from trellis.server.guards import Servicer, guarded_stream, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
 

@@ -13,7 +13,7 @@ from trellis.api.v1 import store_pb2 as spb
 from trellis.api.v1 import store_pb2_grpc
 from trellis.errors import InvalidInput
 from trellis.ports.store import StateStore
-from trellis.server.errors import Servicer, guarded_unary
+from trellis.server.guards import Servicer, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
 

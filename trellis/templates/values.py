@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from trellis.values import go_str
+from trellis.go_values import go_str
 
 
 class ExecFailure(Exception):

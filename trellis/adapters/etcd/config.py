@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trellis.errors import ConfigError
-from trellis.values import parse_duration
+from trellis.go_values import parse_duration
 
 DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "/trellis"

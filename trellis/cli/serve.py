@@ -1,4 +1,5 @@
-"""``trellis serve``: run the gRPC server (registered in trellis.cli.main)."""
+"""``trellis serve``: run the gRPC server. Importable without the server extra: the
+server itself is imported when the command runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from trellis.cli.common import CliError, import_extra
 from trellis.errors import ConfigError, TrellisError
 from trellis.server.config import DEFAULT_LISTEN, load_config, parse_routes
 
@@ -155,8 +157,6 @@ def flags_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trellis.cli.common import CliError
-
     try:
         config = load_config(file=args.config, flags=flags_from(args))
     except TrellisError as exc:
@@ -193,9 +193,8 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve(config: Any) -> None:
-    from trellis.server.app import TrellisServer
-
-    server = TrellisServer(config)
+    app = import_extra("trellis.server.app", "server", "'trellis serve'")
+    server = app.TrellisServer(config)
     port = await server.start()
     host = config.listen.rpartition(":")[0]
     metrics = (

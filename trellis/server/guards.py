@@ -1,6 +1,6 @@
-"""Server side of the error table (trellis.api.error_table): every servicer method runs
-inside ``guarded_unary``/``guarded_stream``, which bound it by the caller's
-deadline, record it (log line + metrics) and turn exceptions into statuses.
+"""Call guards: every servicer method runs inside ``guarded_unary``/``guarded_stream``,
+which bound it by the caller's deadline, record it (log line + metrics) and turn
+exceptions into statuses through the error table (trellis.api.error_table).
 
 A trellis error becomes its table code with ErrorInfo in the status details; a
 caller deadline that expires inside the step becomes DEADLINE_EXCEEDED; anything
@@ -19,6 +19,7 @@ import grpc  # type: ignore[import-untyped]
 
 from trellis.api import error_table
 from trellis.server.observe import Observer, StepRecord
+from trellis.step_deadline import step_deadline
 
 LOG = logging.getLogger("trellis.server")
 
@@ -69,13 +70,17 @@ def guarded_unary(fn: Unary) -> Unary:
             record.session = getattr(request, "session_id", "") or ""
             try:
                 remaining = context.time_remaining()
-                if remaining is None:
-                    response = await fn(self, request, context)
-                else:
-                    # Pass the caller's deadline down: lock waits, dispatches and
-                    # store calls inside the step stop when the caller gives up.
-                    async with asyncio.timeout(remaining):
+                # The deadline is also recorded for the step itself: evaluation that does
+                # not await cannot be interrupted by the timeout, so the session manager
+                # checks it before saving and off-loop renders stop by it.
+                with step_deadline(remaining):
+                    if remaining is None:
                         response = await fn(self, request, context)
+                    else:
+                        # Pass the caller's deadline down: lock waits, dispatches and
+                        # store calls inside the step stop when the caller gives up.
+                        async with asyncio.timeout(remaining):
+                            response = await fn(self, request, context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 record.outcome = "aborted"
                 raise

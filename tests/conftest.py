@@ -1,0 +1,42 @@
+"""Markers for the tests that start real backends, so a quick inner loop can leave
+them out (``scripts/test -m "not etcd and not slow"``); the README's test command
+runs everything.
+
+* ``etcd``: starts etcd servers (any test using an etcd fixture, and the etcd folders);
+* ``slow``: starts trellis server processes, Node.js, or builds a virtual environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ETCD_FIXTURES = frozenset({"etcd_server", "private_etcd", "etcd_cluster3", "etcd"})
+ETCD_FOLDERS = ("etcd", "etcd_system")
+SLOW_MODULES = frozenset(
+    {
+        "grpc_clients/test_node_client.py",
+        "grpc_clients/test_remote_run.py",
+        "grpc_clients/test_shutdown.py",
+        "grpc_server/test_serve_process.py",
+        "grpc_server/test_codegen.py",
+        "packaging/test_no_extras.py",
+        "packaging/test_plugins.py",
+    }
+)
+_TESTS = Path(__file__).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "etcd: starts etcd servers on loopback")
+    config.addinivalue_line("markers", "slow: starts server processes, Node.js or a virtual environment")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        relative = Path(str(item.path)).relative_to(_TESTS).as_posix()
+        if relative.split("/")[0] in ETCD_FOLDERS or ETCD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.etcd)
+        if relative in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
