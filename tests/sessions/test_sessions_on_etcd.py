@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aetcd import rpc
 
 from tests.etcd.conftest import config_for, etcd_server
@@ -16,6 +17,7 @@ from trellis.adapters.etcd.locker import lock_prefix
 from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.domain import Status
 from trellis.sessions import SessionManager
+from trellis.step_deadline import step_deadline
 
 __all__ = ["etcd_server"]  # the fixture, imported so this directory can use it
 
@@ -151,3 +153,22 @@ async def test_an_error_computed_from_a_stale_cached_state_is_not_reported(etcd_
         await other.navigate("s", "yes")  # now at "name", which takes any text
         result = await stale.navigate("s", "Ada")  # not a confirmation, but no longer asked for one
     assert result.state.current_node_id == "done" and result.state.context == {"ok": "yes", "name": "Ada"}
+
+
+async def test_a_step_without_the_lock_whose_callers_deadline_passed_is_not_saved(
+    etcd_server: EtcdCluster,
+) -> None:
+    counter = CountingInterceptor()
+    async with EtcdClient(config_for(etcd_server), interceptors=[counter]) as client:
+        manager = SessionManager(engine(chain(3)), EtcdStateStore(client))
+        await manager.start("s")
+        before = (await manager.get("s")).state
+        counter.methods.clear()
+        with step_deadline(0.0):  # passed by the time the step would save
+            with pytest.raises(TimeoutError, match="nothing was saved"):
+                await manager.navigate("s", "late")
+        assert counter.methods == []  # not sent, and not retried under the lock either
+        after = (await manager.get("s")).state
+        assert after.revision == before.revision and after.context == {}
+        with step_deadline(30.0):
+            assert (await manager.navigate("s", "in time")).state.context == {"got_0": "in time"}
