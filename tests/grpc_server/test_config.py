@@ -138,3 +138,28 @@ def test_the_internal_listener_and_the_watch_cap_come_from_environment_and_flags
     assert (flagged.internal_listen, flagged.max_watch_streams) == ("127.0.0.1:7011", 3)
     with pytest.raises(ConfigError, match="max_watch_streams"):
         load_config(environ={"TRELLIS_MAX_WATCH_STREAMS": "0"})
+
+
+def test_the_event_loop_setting() -> None:
+    import asyncio
+
+    from trellis.cli.serve import loop_factory
+
+    assert load_config(environ={}).event_loop == "asyncio"
+    assert loop_factory("asyncio") is None
+    try:
+        import uvloop
+    except ImportError:
+        with pytest.raises(ConfigError, match="uvloop is not installed"):
+            loop_factory("uvloop")
+    else:
+        chosen = loop_factory("uvloop")
+        assert chosen is uvloop.new_event_loop
+        loop = chosen()
+        try:
+            assert isinstance(loop, asyncio.AbstractEventLoop) and type(loop).__module__.startswith("uvloop")
+        finally:
+            loop.close()
+    with pytest.raises(ConfigError, match="event_loop must be asyncio or uvloop, got 'trio'"):
+        loop_factory("trio")
+    assert load_config(environ={"TRELLIS_EVENT_LOOP": "uvloop"}).event_loop == "uvloop"

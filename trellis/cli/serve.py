@@ -8,10 +8,11 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from trellis.cli.common import CliError, import_extra
-from trellis.errors import TrellisError
+from trellis.errors import ConfigError, TrellisError
 from trellis.server.config import DEFAULT_LISTEN, load_config, parse_routes
 
 COMMAND = "serve"
@@ -184,10 +185,27 @@ def handle(args: argparse.Namespace) -> int:
     )
     logging.getLogger("trellis").setLevel(level)
     try:
-        asyncio.run(_serve(config))
+        with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+            runner.run(_serve(config))
     except TrellisError as exc:
         raise CliError(exc.message) from None
     return 0
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The server's event loop (``event_loop``); None: asyncio's own, the default. uvloop
+    is opt-in: bench/etcd_steps.py found it no steady gain, and with it a process tool
+    run by a server replica died of SIGSEGV in tests/etcd_system (fine on asyncio)."""
+    if choice == "asyncio":
+        return None
+    if choice != "uvloop":
+        raise ConfigError(f"event_loop must be asyncio or uvloop, got {choice!r}")
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError("event_loop is uvloop but uvloop is not installed") from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def _serve(config: Any) -> None:

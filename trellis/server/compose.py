@@ -22,7 +22,7 @@ from trellis.ports.sessions import SessionsPort
 from trellis.ports.store import StateStore, StepStore
 from trellis.server.config import ServerConfig
 from trellis.server.limits import Limits
-from trellis.server.observe import MeteredDispatcher, MeteredStepStore, Observer
+from trellis.server.observe import MeteredDispatcher, Observer, metered_step_store
 from trellis.sessions import SessionManager
 
 LOG = logging.getLogger("trellis.server")
@@ -85,7 +85,7 @@ def assemble(
     sessions = SessionManager(
         engine,
         store,
-        step_store=MeteredStepStore(step_store_for(store, locker), observer),
+        step_store=metered_step_store(step_store_for(store, locker), observer),
         dispatcher=metered_dispatcher,
         lock_ttl=config.lock_ttl,
         input_limit=config.max_input_bytes,

@@ -124,6 +124,8 @@ class ServerConfig:
     keepalive_timeout: float = 20.0
     shutdown_grace: float = 10.0
     health_probe_interval: float = 5.0
+    # the event loop: asyncio (its own) | uvloop (opt-in, when installed; docs/server.md)
+    event_loop: str = "asyncio"
 
     def evaluation_limits(self) -> EvaluationLimits:
         return EvaluationLimits(

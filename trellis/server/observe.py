@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from trellis.domain import LifecycleEvent, State, ToolCall, ToolResult
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.locker import LockHandle
-from trellis.ports.store import StepStore
+from trellis.ports.store import OptimisticStepStore, StepStore
 
 STEP_LOG = logging.getLogger("trellis.server.steps")
 HOOK_LOG = logging.getLogger("trellis.server.hooks")
@@ -127,6 +127,30 @@ class MeteredStepStore:
 
     async def save_and_unlock(self, handle: LockHandle, session_id: str, state: State | None) -> int:
         return await self._inner.save_and_unlock(handle, session_id, state)
+
+
+class MeteredOptimisticStepStore(MeteredStepStore):
+    """MeteredStepStore of an OptimisticStepStore: a step without the lock waits for none."""
+
+    def __init__(self, inner: OptimisticStepStore, observer: Observer) -> None:
+        super().__init__(inner, observer)
+        self._optimistic = inner
+
+    def load_cached(self, session_id: str) -> State | None:
+        return self._optimistic.load_cached(session_id)
+
+    async def load_unlocked(self, session_id: str) -> State | None:
+        return await self._optimistic.load_unlocked(session_id)
+
+    async def save_if_unlocked(self, session_id: str, state: State) -> int:
+        return await self._optimistic.save_if_unlocked(session_id, state)
+
+
+def metered_step_store(inner: StepStore, observer: Observer) -> MeteredStepStore:
+    """``inner`` with its lock waits metered, keeping its optimistic capability if it has one."""
+    if isinstance(inner, OptimisticStepStore):
+        return MeteredOptimisticStepStore(inner, observer)
+    return MeteredStepStore(inner, observer)
 
 
 class MeteredDispatcher:
