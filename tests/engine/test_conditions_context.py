@@ -37,6 +37,12 @@ from .helpers import make_engine
         ('foo-bar input == "x"', "y", False),
         ("input == 'yes'", "no", False),
         ("input == 'don\\'t'", "don't", True),  # escaped quote from an option text (§17 #6)
+        ("input == 'σ'", "ς", True),  # beyond ASCII: Greek sigma and its final form fold together
+        ("input == 'été'", "ÉTÉ", True),
+        ("input == 'ß'", "ẞ", True),
+        ("input == 'ß'", "SS", False),  # simple folding: one letter never matches two
+        ("input == 'Straße'", "STRASSE", False),
+        ("input == 'sß'", "ßs", False),
     ],
 )
 def test_4_input_equals_form(expr: str, value: Any, expected: bool) -> None:
@@ -73,6 +79,30 @@ def test_4_cel_conditions(expr: str, value: Any, context: dict[str, Any], expect
 def test_4_invalid_cel_raises_naming_where() -> None:
     with pytest.raises(ConditionError, match=r"flows/a\.md: transitions\[2\]\.condition: invalid condition"):
         compile_condition("input ===", where="flows/a.md: transitions[2].condition")
+
+
+@pytest.mark.in_process_only(reason="builds no engine: compiles a condition")
+def test_4_an_invalid_condition_reports_the_first_line_of_the_cel_error() -> None:
+    # CEL reports several errors, each with a picture of the expression; the message keeps
+    # the first line only, which names the first error and where it is.
+    with pytest.raises(ConditionError) as caught:
+        compile_condition("input ===", where="w")
+    message = str(caught.value)
+    assert message.startswith("w: invalid condition 'input ===': ")
+    assert message.endswith("1:9: Syntax error: token recognition error at: '='")
+    assert "\n" not in message
+
+
+@pytest.mark.in_process_only(reason="builds no engine: compiles a condition")
+def test_4_a_compiled_condition_shows_its_source() -> None:
+    legacy = compile_condition("Pick input == ' Yes '", where="t")
+    assert isinstance(legacy, InputEqualsCondition)
+    assert legacy.source == "Pick input == ' Yes '"
+    assert legacy.expected == " Yes "
+    assert repr(legacy) == "InputEqualsCondition(\"Pick input == ' Yes '\")"
+    cel_condition = compile_condition("age >= 18", where="t")
+    assert cel_condition.source == "age >= 18"
+    assert repr(cel_condition) == "CelCondition('age >= 18')"
 
 
 async def test_4_invalid_condition_fails_loading_the_node() -> None:
