@@ -147,6 +147,13 @@ def test_comments_produce_nothing() -> None:
     assert render("a {{- /* trimmed */ -}} b") == "ab"
 
 
+def test_comments_beside_actions_keep_the_text_around_them() -> None:
+    assert render("a{{.x}}b{{/* c */}}d", {"x": "X"}) == "aXbd"
+    assert render("a{{/* c */}}b{{.x}}d", {"x": "X"}) == "abXd"
+    assert render("a {{.x}} b {{- /* c */ -}} d {{.x}}", {"x": "X"}) == "a X bd X"
+    assert render("{{.x}}{{/* c */}}{{/* d */}}{{.x}}e", {"x": "X"}) == "XXe"
+
+
 def test_parenthesised_pipelines_and_fields_on_them() -> None:
     data = {"l": [{"n": "first"}], "a": 2}
     assert render("{{ (index .l 0).n }}", data) == "first"
