@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +317,7 @@ def _child(copy: Path, args: list[str], plugins: list[Any], log: Path) -> None:
     """Runs in the forked child: pytest on the copy; never returns."""
     code = 3
     try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.setsid()
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
@@ -443,8 +444,15 @@ def select_tests(mutant: Mutant, data: dict[str, Any]) -> list[str] | None:
     return None
 
 
+def key_of(mutant: Mutant, source: bytes) -> str:
+    """Names a mutant by what it changes, not where: it still matches after lines move."""
+    lines = source.decode().splitlines()
+    return "|".join((mutant.module, mutant.description, mutant.line_text(lines), mutant.mutated_line(source)))
+
+
 def run_module_group(copy: Path, modules: list[str], args: list[str], sample: int | None, seed: int,
-                     equivalents: list[Equivalent], workdir: Path) -> list[Outcome]:
+                     equivalents: list[Equivalent], workdir: Path, known: dict[str, str],
+                     save: Callable[[], None]) -> list[Outcome]:
     print(f"== {', '.join(modules)}: baseline ({' '.join(args)})", flush=True)
     data = baseline(copy, modules, args, workdir / "baseline.log")
     timeout = max(20.0, data["elapsed"] * 3)
@@ -470,6 +478,9 @@ def run_module_group(copy: Path, modules: list[str], args: list[str], sample: in
                 if eq is not None:
                     outcomes.append(Outcome(mutant, "equivalent", eq.reason))
                     continue
+                if known.get(key_of(mutant, original)) in ("killed", "timeout"):
+                    outcomes.append(Outcome(mutant, "killed", "in an earlier run"))
+                    continue
                 tests = select_tests(mutant, data)
                 if tests is None:
                     outcomes.append(Outcome(mutant, "not run"))
@@ -486,11 +497,14 @@ def run_module_group(copy: Path, modules: list[str], args: list[str], sample: in
                     outcomes.append(Outcome(mutant, "killed"))
                 mark = {"killed": ".", "timeout": "T", "survived": "S"}[outcomes[-1].status]
                 print(mark, end="", flush=True)
+                known[key_of(mutant, original)] = outcomes[-1].status
         finally:
             path.write_bytes(original)
             for stale in cache.glob(path.stem + ".*.pyc"):
                 stale.unlink()
         print(flush=True)
+        save()
+        print_survivors([o for o in outcomes if o.mutant.module == module])
     return outcomes
 
 
@@ -529,10 +543,15 @@ def report(outcomes: list[Outcome], modules: list[str], sample: int | None, seed
     print(f"| **all** | {totals[0]} | {totals[1]} | {totals[2]} | {totals[3]} | {score} |")
     if sample is not None:
         print(f"(at most {sample} mutants per module, sampled with seed {seed})")
-    left = [o for o in outcomes if o.status in ("survived", "not run")]
-    if left:
+    if any(o.status in ("survived", "not run") for o in outcomes):
         print("\nSurviving mutants:")
-    for o in left:
+        print_survivors(outcomes)
+
+
+def print_survivors(outcomes: list[Outcome]) -> None:
+    for o in outcomes:
+        if o.status not in ("survived", "not run"):
+            continue
         m = o.mutant
         source = (ROOT / m.module).read_bytes()
         line = source.decode().splitlines()[m.line - 1].strip()
@@ -547,6 +566,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, help="at most N mutants per module, chosen by --seed")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--list", action="store_true", help="only list the mutants")
+    parser.add_argument("--results", type=Path, default=ROOT / ".mutation" / "results.json",
+                        help="where each mutant's outcome is kept (default: .mutation/results.json)")
+    parser.add_argument("--again", action="store_true",
+                        help="count mutants killed in the kept results as killed; run only the others")
     options = parser.parse_args(argv)
     modules = expand(options.modules or CORE)
     if options.list:
@@ -560,12 +583,22 @@ def main(argv: list[str] | None = None) -> int:
         groups.setdefault(tuple(test_args_for(module)), []).append(module)
     preload()
     equivalents = load_equivalents()
+    # Stopped with SIGTERM: unwind, so the temporary copy is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    results: Path = options.results
+    kept: dict[str, str] = json.loads(results.read_text()) if results.exists() else {}
+    known = dict(kept) if options.again else {}
+
+    def save() -> None:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps({**kept, **known}, indent=0, ensure_ascii=False))
+
     copy = make_copy()
     outcomes: list[Outcome] = []
     try:
         for args, group in groups.items():
             outcomes += run_module_group(copy, group, list(args), options.sample, options.seed,
-                                         equivalents, copy.parent)
+                                         equivalents, copy.parent, known, save)
     finally:
         shutil.rmtree(copy.parent, ignore_errors=True)
     report(outcomes, modules, options.sample, options.seed)
