@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import gc
 import importlib
 import importlib.metadata
 import json
@@ -73,7 +74,11 @@ CORE = [
     "trellis/adapters/file_store.py",
 ]
 
-PYTEST_FLAGS = ["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--hypothesis-seed=0"]
+# Only pass/fail matters: no assertion rewriting, and none of the end-of-session
+# gc.collect() rounds of the unraisable/thread exception plugins (they double a short run).
+BASE_FLAGS = ["-q", "-p", "no:cacheprovider", "-o", "addopts=", "--hypothesis-seed=0", "--assert=plain",
+              "-p", "no:unraisableexception", "-p", "no:threadexception"]
+PYTEST_FLAGS = ["-x", *BASE_FLAGS]
 
 
 # ---------------------------------------------------------------- mutants
@@ -279,6 +284,9 @@ def preload() -> None:
             pass
     assert not any(m == "trellis" or m.startswith("trellis.") for m in sys.modules), \
         "trellis must be imported in the children only"
+    # What is loaded now is shared by every child: keep the collector from walking it each time.
+    gc.collect()
+    gc.freeze()
 
 
 class Tracer:
@@ -394,7 +402,7 @@ def baseline(copy: Path, modules: list[str], args: list[str], log: Path) -> dict
         return _Both(tracer, Saver())
 
     started = time.monotonic()
-    status = run_forked(copy, [*args, "-p", "no:randomly"], 1800, log, after=plugin)
+    status = run_forked(copy, [*args, *BASE_FLAGS], 1800, log, after=plugin)
     elapsed = time.monotonic() - started
     if status != 0 or not result_file.exists():
         raise SystemExit(f"mutation: the unmutated tests fail ({' '.join(args)}); see {log}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -199,6 +200,46 @@ async def test_9_3_all_failures_collected() -> None:
     assert len(err.errors) == 3
     assert 'field "name": required' in err.errors
     assert any(e.startswith('field "age"') for e in err.errors)
+
+
+@pytest.mark.parametrize(
+    ("schema_type", "value", "named"),
+    [
+        ("[int]", None, "null"),
+        ("[int]", True, "bool"),
+        ("[int]", 7, "int"),
+        ("[int]", 1.5, "float"),
+        ("[int]", "x", "string"),
+        ("[int]", {"a": 1}, "map"),
+        ("string", [1], "list"),
+    ],
+)
+async def test_9_3_a_wrong_type_is_reported_with_the_kind_of_value_found(
+    schema_type: str, value: Any, named: str
+) -> None:
+    engine = make_engine(Node(id="start", context_schema={"v": schema_type}))
+    state = State.new("s", "start")
+    state.context["v"] = value
+    with pytest.raises(ContextTypeValidationError) as info:
+        await engine.render(state)
+    assert info.value.errors == [f'field "v": expected {schema_type}, got {named}']
+
+
+@pytest.mark.in_process_only(reason="a Python set cannot cross the wire")
+async def test_9_3_a_value_json_has_no_name_for_is_reported_by_its_python_type() -> None:
+    engine = make_engine(Node(id="start", context_schema={"v": "[int]"}))
+    state = State.new("s", "start")
+    state.context["v"] = {1}
+    with pytest.raises(ContextTypeValidationError) as info:
+        await engine.render(state)
+    assert info.value.errors == ['field "v": expected [int], got set']
+
+
+@pytest.mark.parametrize("half_list", ["[string", "string]"])
+async def test_9_3_a_list_type_needs_both_brackets(half_list: str) -> None:
+    engine = make_engine(Node(id="start", context_schema={"v": half_list}, source="flows/start.md"))
+    with pytest.raises(NodeDefinitionError, match=rf"unsupported type '{re.escape(half_list)}'"):
+        await engine.render(State.new("s", "start"))
 
 
 async def test_9_3_schema_reads_system_context_when_key_not_in_context() -> None:
