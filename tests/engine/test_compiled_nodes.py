@@ -48,3 +48,21 @@ async def test_the_engine_logs_on_the_logger_it_was_given(caplog: pytest.LogCapt
         await engine.start("s", None)
     warnings = [(r.name, r.getMessage()) for r in caplog.records]
     assert ("mine", "node start: invalid timeout 'soon' ignored") in warnings
+
+
+@pytest.mark.in_process_only(reason="hands the engine a logger")
+async def test_on_signal_default_outside_the_entry_node_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nodes = [
+        Node(id="start", wait=True, on_signal_default={"interrupt": "other"}),
+        Node(id="other", wait=True, on_signal_default={"interrupt": "start"}),
+    ]
+    engine = Engine(MemoryLoader(nodes), logger=logging.getLogger("mine"))
+    with caplog.at_level(logging.WARNING):
+        await engine.compiled("start")
+        await engine.compiled("other")
+    warnings = [(r.name, r.getMessage()) for r in caplog.records]
+    assert warnings == [
+        ("mine", "node other defines on_signal_default, which is only honoured on the entry node start")
+    ]
