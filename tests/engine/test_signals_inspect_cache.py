@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from trellis.adapters.memory_loader import MemoryLoader
-from trellis.domain import HookKind, State, Status
+from trellis.domain import HookKind, Node, State, Status
 from trellis.engine import Engine, watch_and_invalidate
 from trellis.errors import ConditionError, NodeLoadError, NodeNotFound, UnhandledSignal
 
@@ -186,3 +187,54 @@ async def test_cache_follows_loader_watch() -> None:
     finally:
         task.cancel()
         loader.close()
+
+
+class AliasingLoader(MemoryLoader):
+    """Serves a node under a second name, the way a loader resolving paths or letter
+    case would; ``gate``, when set, holds every load (after reading) until it is opened."""
+
+    def __init__(self, nodes: list[dict[str, Any]], aliases: dict[str, str]) -> None:
+        super().__init__(nodes)
+        self.aliases = aliases
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    async def get_node(self, node_id: str) -> Node:
+        node = await super().get_node(self.aliases.get(node_id, node_id))
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        return node
+
+
+@pytest.mark.in_process_only(reason="changes the loader under the engine and calls engine.invalidate")
+async def test_invalidating_a_node_forgets_it_under_every_name_it_was_asked_by() -> None:
+    nodes = [{"id": "start", "content": "v1"}, {"id": "b", "content": "b"}]
+    loader = AliasingLoader(nodes, {"Start": "start"})
+    engine = Engine(loader)
+    assert (await engine.compiled("Start")).node.content == "v1"
+    await engine.compiled("b")
+    loader.put({"id": "start", "content": "v2"})
+    engine.invalidate(["b"])  # another node: the compiled "Start" stays
+    assert (await engine.compiled("Start")).node.content == "v1"
+    engine.invalidate(["start"])  # by its canonical ID
+    assert (await engine.compiled("Start")).node.content == "v2"
+    loader.put({"id": "start", "content": "v3"})
+    engine.invalidate(["Start"])  # by the name it was asked by
+    assert (await engine.compiled("Start")).node.content == "v3"
+
+
+@pytest.mark.in_process_only(reason="changes the loader under the engine and calls engine.invalidate")
+async def test_a_node_that_changed_while_it_was_loading_is_not_kept() -> None:
+    loader = AliasingLoader([{"id": "start", "content": "v1"}], {})
+    engine = Engine(loader)
+    loader.gate = asyncio.Event()
+    loading = asyncio.create_task(engine.compiled("start"))
+    async with asyncio.timeout(10):
+        await loader.entered.wait()
+        loader.put({"id": "start", "content": "v2"})
+        engine.invalidate(["start"])
+        loader.gate.set()
+        assert (await loading).node.content == "v1"  # what was read before the change
+    loader.gate = None
+    assert (await engine.compiled("start")).node.content == "v2"  # read again, not the stale one
