@@ -133,6 +133,7 @@ async def test_12_hook_payloads_carry_node_type_and_tool_data() -> None:
     assert (leave.kind, leave.node_id, leave.node_type) == (HookKind.NODE_LEAVE, "start", "question")
     assert (enter.kind, enter.node_id, enter.node_type) == (HookKind.NODE_ENTER, "act", "tool")
     assert (call.kind, call.tool_name, call.data) == (HookKind.TOOL_CALL, "t", {"n": "2"})
+    assert (leave.is_error, enter.is_error, call.is_error) == (False, False, False)
     assert call.timestamp > 0
     await engine.navigate(state, ok("t", "r"))
     ret = hooks.events[4]
@@ -140,13 +141,16 @@ async def test_12_hook_payloads_carry_node_type_and_tool_data() -> None:
 
 
 @pytest.mark.in_process_only(reason=HOOK_EVENTS)
-async def test_12_failing_hook_does_not_change_the_result() -> None:
+async def test_12_failing_hook_does_not_change_the_result(caplog: pytest.LogCaptureFixture) -> None:
     def broken(event: object) -> None:
         raise RuntimeError("hook bug")
 
     engine = make_engine({"id": "start", "to": "end"}, {"id": "end"}, hooks=[broken])
     moved = await engine.navigate(await engine.start("s"), "")
     assert moved.current_node_id == "end"
+    # ... but it is logged, with its traceback, for whoever runs the hook.
+    failures = [r for r in caplog.records if r.getMessage() == "lifecycle hook failed on node_leave"]
+    assert failures and failures[0].exc_info is not None
 
 
 # --- compiled-node cache ---------------------------------------------------------------------------
@@ -165,6 +169,28 @@ async def test_cache_keeps_compiled_node_until_invalidated() -> None:
     loader.put({"id": "start", "content": "v3"})
     engine.invalidate()
     assert (await engine.render(state)).actions[0].payload == "v3"
+
+
+@pytest.mark.in_process_only(reason="changes the loader under the engine, watched by watch_and_invalidate")
+async def test_cache_follows_a_change_of_the_whole_graph() -> None:
+    loader = MemoryLoader([{"id": "start", "content": "v1"}])
+    engine = Engine(loader)
+    task = watch_and_invalidate(engine, loader)
+    try:
+        state = await engine.start("s")
+        assert (await engine.render(state)).actions[0].payload == "v1"
+        await asyncio.sleep(0)
+        loader.replace_all([{"id": "start", "content": "v2"}])  # a change naming no node: all of them
+        payload = "v1"
+        for _ in range(100):  # bounded: the watch task needs a few loop turns
+            await asyncio.sleep(0)
+            payload = (await engine.render(state)).actions[0].payload  # type: ignore[assignment]
+            if payload == "v2":
+                break
+        assert payload == "v2"
+    finally:
+        task.cancel()
+        loader.close()
 
 
 @pytest.mark.in_process_only(reason="changes the loader under the engine, watched by watch_and_invalidate")
