@@ -10,7 +10,14 @@ import pytest
 from trellis.adapters.memory_loader import MemoryLoader
 from trellis.domain import HookKind, Node, State, Status
 from trellis.engine import Engine, watch_and_invalidate
-from trellis.errors import ConditionError, NodeLoadError, NodeNotFound, UnhandledSignal
+from trellis.errors import (
+    ConditionError,
+    InvalidInput,
+    NodeLoadError,
+    NodeNotFound,
+    UnhandledSignal,
+    WatchNotSupported,
+)
 
 from .helpers import HOOK_EVENTS, Recorder, make_engine, ok
 
@@ -264,3 +271,20 @@ async def test_a_node_that_changed_while_it_was_loading_is_not_kept() -> None:
         assert (await loading).node.content == "v1"  # what was read before the change
     loader.gate = None
     assert (await engine.compiled("start")).node.content == "v2"  # read again, not the stale one
+
+
+@pytest.mark.in_process_only(reason="hands the engine a loader that cannot watch")
+@pytest.mark.parametrize(
+    "loader", [object(), type("NotCallable", (), {"watch": 5})()], ids=["no-watch", "watch-not-callable"]
+)
+async def test_a_loader_that_cannot_watch_is_refused(loader: object) -> None:
+    engine = make_engine({"id": "start"})
+    with pytest.raises(WatchNotSupported, match="does not support watching"):
+        watch_and_invalidate(engine, loader)  # type: ignore[arg-type]
+
+
+@pytest.mark.in_process_only(reason="calls the engine with no state, which the wire cannot carry")
+async def test_3_8_a_signal_needs_a_state() -> None:
+    engine = make_engine({"id": "start"})
+    with pytest.raises(InvalidInput, match="signal needs a state"):
+        await engine.signal(None, "interrupt")  # type: ignore[arg-type]
