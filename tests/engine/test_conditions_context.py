@@ -41,6 +41,7 @@ from .helpers import make_engine
         ("input == 'σ'", "ς", True),  # beyond ASCII: Greek sigma and its final form fold together
         ("input == 'été'", "ÉTÉ", True),
         ("input == 'ß'", "ẞ", True),
+        ("input == 's'", "ſ", True),  # long s folds to s, though it lower-cases to itself
         ("input == 'ß'", "SS", False),  # simple folding: one letter never matches two
         ("input == 'Straße'", "STRASSE", False),
         ("input == 'sß'", "ßs", False),
