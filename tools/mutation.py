@@ -58,7 +58,7 @@ TEST_SETS: list[tuple[str, list[str]]] = [
     ("trellis/loading/", ["tests/loading"]),
     ("trellis/sessions.py", [
         "tests/sessions/test_durable_step.py", "tests/sessions/test_registry_watch_repair.py",
-        "tests/sessions/test_step_outcomes.py",
+        "tests/sessions/test_step_outcomes.py", "tests/sessions/test_manager_limits.py",
     ]),
     ("trellis/adapters/", [
         "tests/adapters/test_store_contracts.py", "tests/adapters/test_store_limits.py",

@@ -1,0 +1,68 @@
+"""The session manager's documented bounds, at their edges: automatic moves per
+step, and how far a watcher may fall behind."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.sessions.flows import LOOP, engine
+from trellis.adapters.memory_store import MemoryStore
+from trellis.domain import StateDiff
+from trellis.errors import ExecutionViolation, SessionNotFound
+from trellis.sessions import SessionManager
+
+# Waits at "start"; each input saves it and comes back: one committed change per step.
+ECHO = [{"id": "start", "wait": True, "save_to": "last", "to": "start"}]
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_max_auto_steps_below_one_is_refused(bad: int) -> None:
+    with pytest.raises(ValueError, match=f"max_auto_steps must be at least 1, got {bad}"):
+        SessionManager(engine(LOOP), MemoryStore(), max_auto_steps=bad)
+
+
+async def test_one_automatic_step_is_allowed() -> None:
+    flow = [{"id": "start", "content": "hi", "to": "ask"}, {"id": "ask", "wait": True, "to": "ask"}]
+    manager = SessionManager(engine(flow), MemoryStore(), max_auto_steps=1)
+    result = await manager.start("s")
+    assert result.state.current_node_id == "ask"
+
+
+async def test_by_default_a_step_stops_after_1000_automatic_moves() -> None:
+    manager = SessionManager(engine(LOOP), MemoryStore())
+    with pytest.raises(ExecutionViolation, match="still moving after 1000 automatic steps"):
+        await manager.start("s")
+    with pytest.raises(SessionNotFound):
+        await manager.get("s")
+
+
+async def test_a_watcher_that_falls_behind_keeps_the_first_256_changes() -> None:
+    manager = SessionManager(engine(ECHO), MemoryStore())
+    await manager.start("s")
+    watch = manager.watch("s")
+    for n in range(260):
+        await manager.navigate("s", str(n))
+    await watch.aclose()  # what was queued can still be read
+    changes: list[StateDiff] = []
+    async with asyncio.timeout(10):
+        async for change in watch:
+            changes.append(change)
+    assert len(changes) == 256
+    assert [c.context["last"] for c in changes] == [str(n) for n in range(256)]
+
+
+async def test_a_watcher_that_fell_behind_still_sees_the_end_on_delete() -> None:
+    manager = SessionManager(engine(ECHO), MemoryStore())
+    await manager.start("s")
+    watch = manager.watch("s")
+    for n in range(256):
+        await manager.navigate("s", str(n))
+    await manager.delete("s")  # the end marker takes the place of the oldest change
+    changes: list[StateDiff] = []
+    async with asyncio.timeout(10):
+        async for change in watch:
+            changes.append(change)
+    assert [c.context["last"] for c in changes] == [str(n) for n in range(1, 256)]
+    assert manager.watcher_count() == 0
