@@ -1,16 +1,20 @@
-"""The session manager's documented bounds, at their edges: automatic moves per
-step, and how far a watcher may fall behind."""
+"""The session manager's settings and documented bounds, at their edges: automatic
+moves per step, how far a watcher may fall behind, the input limit, which lock
+service it uses, where it logs."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
-from tests.sessions.flows import LOOP, engine
+from tests.sessions.flows import LOOP, LockingMemoryStore, engine
+from trellis.adapters.local_locker import LocalLocker
 from trellis.adapters.memory_store import MemoryStore
 from trellis.domain import StateDiff
-from trellis.errors import ExecutionViolation, SessionNotFound
+from trellis.errors import ExecutionViolation, InvalidInput, SessionNotFound
+from trellis.ports.locker import LockHandle
 from trellis.sessions import SessionManager
 
 # Waits at "start"; each input saves it and comes back: one committed change per step.
@@ -66,3 +70,50 @@ async def test_a_watcher_that_fell_behind_still_sees_the_end_on_delete() -> None
             changes.append(change)
     assert [c.context["last"] for c in changes] == [str(n) for n in range(1, 256)]
     assert manager.watcher_count() == 0
+
+
+async def test_without_input_limit_the_environment_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRELLIS_MAX_INPUT_SIZE", "8")
+    manager = SessionManager(engine(ECHO), MemoryStore())
+    await manager.start("s")
+    assert (await manager.navigate("s", "x" * 8)).state.context["last"] == "x" * 8
+    with pytest.raises(InvalidInput, match="exceeds maximum allowed size"):
+        await manager.navigate("s", "x" * 9)
+
+
+async def test_a_store_that_locks_is_not_used_as_the_lock_when_a_locker_is_given() -> None:
+    store = LockingMemoryStore()
+    manager = SessionManager(engine(ECHO), store, locker=LocalLocker())
+    await manager.start("s")
+    await manager.navigate("s", "hi")
+    assert store.step_calls == 0  # the locker took the locks
+    plain = SessionManager(engine(ECHO), store)
+    await plain.navigate("s", "again")
+    assert store.step_calls == 1
+
+
+async def test_warnings_go_to_the_logger_given(caplog: pytest.LogCaptureFixture) -> None:
+    class FailingUnlock(LocalLocker):
+        async def acquire(self, key: str, ttl: float) -> LockHandle:
+            handle = await super().acquire(key, ttl)
+
+            class Handle:
+                key = handle.key
+                token = handle.token
+
+                def held(self) -> bool:
+                    return handle.held()
+
+                async def unlock(self) -> None:
+                    await handle.unlock()
+                    raise ConnectionError("reset")
+
+            return Handle()  # type: ignore[return-value]
+
+    manager = SessionManager(
+        engine(ECHO), MemoryStore(), locker=FailingUnlock(), logger=logging.getLogger("mine")
+    )
+    await manager.start("s")
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("mine", "failed to release the lock of session 's': reset")
+    ]
