@@ -297,6 +297,7 @@ class Tracer:
         self.current: str | None = None
         self.lines: dict[str, dict[int, set[str]]] = {m: {} for m in targets.values()}
         self.order: list[str] = []
+        self.seconds: dict[str, float] = {}  # per test: setup + call + teardown
 
     def trace(self, frame: Any, event: str, arg: Any) -> Any:
         module = self.targets.get(frame.f_code.co_filename)
@@ -316,6 +317,9 @@ class Tracer:
         self.order.append(item.nodeid)
         sys.settrace(self.trace)  # again: a test (or hypothesis) may have replaced it
         return None
+
+    def pytest_runtest_logreport(self, report: Any) -> None:  # pytest hook
+        self.seconds[report.nodeid] = self.seconds.get(report.nodeid, 0.0) + report.duration
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:  # pytest hook
         self.current = None
@@ -391,6 +395,7 @@ def baseline(copy: Path, modules: list[str], args: list[str], log: Path) -> dict
                 sys.settrace(None)
                 result_file.write_text(json.dumps({
                     "order": tracer.order,
+                    "seconds": tracer.seconds,
                     "lines": {m: {str(k): sorted(v) for k, v in lines.items()}
                               for m, lines in tracer.lines.items()},
                 }))
@@ -418,6 +423,9 @@ class _Both:
 
     def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> Any:
         return self.tracer.pytest_runtest_protocol(item, nextitem)
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        self.tracer.pytest_runtest_logreport(report)
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
         self.tracer.pytest_runtest_logfinish(nodeid, location)
@@ -463,7 +471,6 @@ def run_module_group(copy: Path, modules: list[str], args: list[str], sample: in
                      save: Callable[[], None]) -> list[Outcome]:
     print(f"== {', '.join(modules)}: baseline ({' '.join(args)})", flush=True)
     data = baseline(copy, modules, args, workdir / "baseline.log")
-    timeout = max(20.0, data["elapsed"] * 3)
     outcomes: list[Outcome] = []
     for module in modules:
         path = copy / module
@@ -496,6 +503,9 @@ def run_module_group(copy: Path, modules: list[str], args: list[str], sample: in
                 path.write_bytes(mutated_source(mutant, original))
                 for stale in cache.glob(path.stem + ".*.pyc"):
                     stale.unlink()
+                # Generous (start-up, a loaded machine), yet a mutant stuck in a loop costs seconds,
+                # not the length of the whole first run.
+                timeout = 15.0 + 5 * sum(data["seconds"].get(t, 1.0) for t in tests)
                 status = run_forked(copy, [*tests, *PYTEST_FLAGS], timeout, workdir / "mutant.log")
                 if status is None:
                     outcomes.append(Outcome(mutant, "timeout"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trellis.errors import NodeDefinitionError
-from trellis.loading import draft_from_bytes
+from trellis.loading import draft_from_bytes, strip_node_extension
 
 
 def test_the_path_gives_format_and_default_id() -> None:
@@ -39,3 +39,8 @@ def test_size_and_encoding_are_checked_with_the_file_named() -> None:
 def test_a_path_that_is_not_a_node_file_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="not a node file"):
         draft_from_bytes(b"", "notes.txt", source="notes.txt")
+    # An extension alone is no file name: there would be no ID.
+    with pytest.raises(ValueError, match="not a node file"):
+        draft_from_bytes(b"", ".md", source=".md")
+    assert strip_node_extension(".json") == ".json"
+    assert strip_node_extension("a.json") == "a"
