@@ -12,8 +12,8 @@ import pytest
 from tests.sessions.flows import LOOP, LockingMemoryStore, engine
 from trellis.adapters.local_locker import LocalLocker
 from trellis.adapters.memory_store import MemoryStore
-from trellis.domain import StateDiff
-from trellis.errors import ExecutionViolation, InvalidInput, SessionNotFound
+from trellis.domain import State, StateDiff
+from trellis.errors import ExecutionViolation, InvalidInput, InvalidSessionId, SessionNotFound
 from trellis.ports.locker import LockHandle
 from trellis.sessions import SessionManager
 
@@ -42,12 +42,16 @@ async def test_by_default_a_step_stops_after_1000_automatic_moves() -> None:
         await manager.get("s")
 
 
-async def test_a_watcher_that_falls_behind_keeps_the_first_256_changes() -> None:
+async def test_a_watcher_that_falls_behind_keeps_the_first_256_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     manager = SessionManager(engine(ECHO), MemoryStore())
     await manager.start("s")
     watch = manager.watch("s")
     for n in range(260):
         await manager.navigate("s", str(n))
+    dropped = [r.getMessage() for r in caplog.records]
+    assert dropped == ["watcher of session 's' is too slow; an event was dropped"] * 4
     await watch.aclose()  # what was queued can still be read
     changes: list[StateDiff] = []
     async with asyncio.timeout(10):
@@ -64,6 +68,7 @@ async def test_a_watcher_that_fell_behind_still_sees_the_end_on_delete() -> None
     for n in range(256):
         await manager.navigate("s", str(n))
     await manager.delete("s")  # the end marker takes the place of the oldest change
+    assert manager.watcher_count() == 0  # unsubscribed at once, not when read
     changes: list[StateDiff] = []
     async with asyncio.timeout(10):
         async for change in watch:
@@ -117,3 +122,52 @@ async def test_warnings_go_to_the_logger_given(caplog: pytest.LogCaptureFixture)
     assert [(r.name, r.getMessage()) for r in caplog.records] == [
         ("mine", "failed to release the lock of session 's': reset")
     ]
+
+
+async def test_a_closed_watch_ends_its_stream_at_once() -> None:
+    manager = SessionManager(engine(ECHO), MemoryStore())
+    await manager.start("s")
+    watch = manager.watch("s")
+    watch.close()
+    await manager.navigate("s", "after")  # not seen: the watch is closed
+    async with asyncio.timeout(10):
+        assert [change async for change in watch] == []
+    assert manager.watcher_count() == 0
+
+
+async def test_aclose_wakes_a_reader_that_is_waiting() -> None:
+    manager = SessionManager(engine(ECHO), MemoryStore())
+    await manager.start("s")
+    watch = manager.watch("s")
+
+    async def read_all() -> list[StateDiff]:
+        return [change async for change in watch]
+
+    reader = asyncio.create_task(read_all())
+    await asyncio.sleep(0)  # the reader now waits for a change
+    await watch.aclose()
+    async with asyncio.timeout(10):
+        assert await reader == []
+
+
+@pytest.mark.parametrize("bad", ["", None, 7])
+async def test_an_invalid_session_id_is_refused_before_the_store_is_asked(bad: object) -> None:
+    class CountingStore(MemoryStore):
+        calls = 0
+
+        async def load(self, session_id: str) -> State:
+            CountingStore.calls += 1
+            return await super().load(session_id)
+
+        async def delete(self, session_id: str) -> None:
+            CountingStore.calls += 1
+            await super().delete(session_id)
+
+    manager = SessionManager(engine(ECHO), CountingStore())
+    for call in (manager.start, manager.get, manager.delete):
+        with pytest.raises(InvalidSessionId, match="session ID cannot be empty"):
+            await call(bad)  # type: ignore[operator]
+    with pytest.raises(InvalidSessionId, match="session ID cannot be empty"):
+        manager.watch(bad)  # type: ignore[arg-type]
+    assert CountingStore.calls == 0
+    assert manager.watcher_count() == 0

@@ -13,6 +13,7 @@ import pytest
 
 from tests.sessions.flows import PAYMENT, LockingMemoryStore, engine
 from trellis.adapters.file_store import FileStore
+from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.local_locker import LocalLocker
 from trellis.adapters.memory_store import MemoryStore
 from trellis.domain import ActionType, State, Status
@@ -38,7 +39,9 @@ def contents(actions: Any) -> list[str]:
 async def test_a_finished_session_still_shows_its_final_text() -> None:
     flow = [{"id": "start", "content": "Hello", "to": "end"}, {"id": "end", "content": "Bye"}]
     manager = SessionManager(engine(flow), MemoryStore())
-    await manager.start("s")
+    first = await manager.start("s")
+    assert contents(first.render.actions) == ["Hello", "Bye"]
+    assert first.render.terminal  # what the CLI's JSON view reports
     shown = await manager.get("s")
     assert shown.state.status is Status.TERMINATED
     assert contents(shown.render.actions) == ["Bye"]
@@ -79,5 +82,51 @@ async def test_after_a_step_that_changed_nothing_the_next_step_runs(tmp_path: Pa
         assert again.state.revision == first.state.revision
         result = await manager.navigate("s", "yes")
         await manager.delete("s")
+        await manager.start("s")  # the delete gave its lock back too
     assert result.state.status is Status.WAITING_FOR_TOOL
-    assert (await manager.list()).session_ids == []
+    assert (await manager.list()).session_ids == ["s"]
+
+
+async def test_a_served_tool_nodes_text_is_shown_on_the_way() -> None:
+    flow = [
+        {"id": "start", "wait": True, "to": "work"},
+        {"id": "work", "content": "Working on it", "do": {"name": "job"}, "save_to": "out", "to": "done"},
+        {"id": "done", "content": "Result: {{ .out }}", "wait": True, "to": "done"},
+    ]
+    dispatcher = InProcessDispatcher({"job": lambda a: 42})
+    manager = SessionManager(engine(flow), MemoryStore(), dispatcher=dispatcher)
+    await manager.start("s")
+    result = await manager.navigate("s", "go")
+    assert contents(result.render.actions) == ["Working on it", "Result: 42"]
+
+
+async def test_a_node_needing_no_input_whose_transitions_do_not_match_waits_there() -> None:
+    flow = [
+        {"id": "start", "content": "Checking", "transitions": [{"to": "adult", "condition": "age >= 18"}]},
+        {"id": "adult", "content": "Welcome", "wait": True, "to": "adult"},
+    ]
+    manager = SessionManager(engine(flow), MemoryStore())
+    waiting = await manager.start("s", {"age": 12})
+    assert waiting.state.current_node_id == "start" and waiting.state.status is Status.ACTIVE
+    assert contents(waiting.render.actions) == ["Checking"]
+    assert (await manager.get("s")).state.history == ["start"]
+    moved = await manager.start("t", {"age": 30})
+    assert moved.state.current_node_id == "adult"
+    assert contents(moved.render.actions) == ["Checking", "Welcome"]
+
+
+async def test_a_release_that_fails_is_logged_and_the_step_still_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class ReleaseFails(LockingMemoryStore):
+        async def save_and_unlock(self, handle: Any, session_id: str, state: State | None) -> int:
+            if state is None:
+                await handle.unlock()
+                raise ConnectionError("connection reset")
+            return await super().save_and_unlock(handle, session_id, state)
+
+    manager = SessionManager(engine(PAYMENT), ReleaseFails())
+    first = await manager.start("s")
+    again = await manager.start("s")  # nothing to save: only a release, which fails
+    assert again.state.revision == first.state.revision
+    assert "failed to release the lock of session 's': connection reset" in caplog.messages
