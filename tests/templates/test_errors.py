@@ -62,6 +62,31 @@ def test_execution_errors_say_where_and_what() -> None:
     )
 
 
+NO_FIELD_X = "can't evaluate field x in type"
+
+
+@pytest.mark.parametrize(
+    ("text", "data", "message"),
+    [
+        # A field of something that is not a map, alone and in a chain.
+        ("{{ range .l }}{{ .x }}{{ end }}", {"l": ["a"]}, "t:1:18: at <.x>: " + NO_FIELD_X + " string"),
+        ("{{ range .l }}{{ .x.y }}{{ end }}", {"l": [1]}, "t:1:18: at <.x.y>: " + NO_FIELD_X + " int"),
+        ("{{ range .s }}x{{ end }}", {"s": "abc"}, "t:1:4: at <range .s>: range can't iterate over abc"),
+        (
+            "{{ range $i, $v := 3 }}x{{ end }}",
+            {},
+            "t:1:4: at <range $i, $v := 3>: can't use int to iterate over more than one variable",
+        ),
+    ],
+)
+def test_execution_errors_name_the_action_that_failed(
+    text: str, data: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TemplateError) as caught:
+        compile_template(text, name="t").render(data)
+    assert str(caught.value) == f"template execution failed: {message}"
+
+
 def test_error_message_keeps_a_long_template_short() -> None:
     text = "x" * 500 + "{{ nope }}"
     with pytest.raises(TemplateError) as caught:

@@ -195,3 +195,13 @@ def test_range_over_a_copy_of_data_does_not_mutate_it() -> None:
     data = {"l": [3, 1, 2], "m": {"b": 1, "a": 2}}
     render("{{ range .l }}{{ end }}{{ range .m }}{{ end }}{{ $x := .l }}", data)
     assert data == {"l": [3, 1, 2], "m": {"b": 1, "a": 2}}
+
+
+def test_a_function_name_as_an_argument_is_called_with_no_arguments() -> None:
+    assert render('{{ printf "[%s]" print }}') == "[]"
+    assert render('{{ printf "[%v|%v]" html urlquery }}') == "[|]"
+
+
+def test_range_over_an_int_counts_from_zero() -> None:
+    assert render("{{ range $v := 3 }}{{ $v }}{{ end }}") == "012"
+    assert render("{{ range 0 }}x{{ else }}none{{ end }}") == "none"

@@ -48,6 +48,11 @@ def test_html_variant_escapes_function_results_and_collections() -> None:
     )
 
 
+def test_html_variant_prints_text_without_special_characters_as_it_is() -> None:
+    plain = "plain words, 100%"
+    assert compile_template("[{{ .v }}]", html=True).render({"v": plain}) == f"[{plain}]"
+
+
 def test_html_variant_prints_nothing_for_missing_values() -> None:
     # Go's html/template drops untyped nil instead of printing "<no value>".
     assert compile_template("[{{ .missing }}]", html=True).render({}) == "[]"
