@@ -179,3 +179,32 @@ def test_to_json_failures_are_template_errors() -> None:
 def test_html_and_urlquery_builtins() -> None:
     assert render('{{ html "<a href=\'x\'>" }}') == "&lt;a href=&#39;x&#39;&gt;"
     assert render('{{ urlquery "a b&c" }}') == "a+b%26c"
+
+
+# name → (fewest, most arguments; None = no limit), as Go's text/template has them.
+ARITY = {
+    "eq": (2, None), "ne": (2, 2), "lt": (2, 2), "le": (2, 2), "gt": (2, 2), "ge": (2, 2),
+    "and": (1, None), "or": (1, None), "not": (1, 1), "len": (1, 1), "index": (1, None),
+    "print": (0, None), "println": (0, None), "printf": (1, None), "html": (0, None),
+    "urlquery": (0, None), "default": (2, 2), "coalesce": (0, None), "toJson": (1, 1),
+}
+
+
+@pytest.mark.parametrize("name", ARITY)
+def test_each_function_takes_the_number_of_arguments_go_allows(name: str) -> None:
+    low, high = ARITY[name]
+    want = f"{low}" if high == low else f"at least {low}" if high is None else f"{low} to {high}"
+
+    def call(count: int) -> str:
+        return "{{ " + " ".join([name, *['"1"'] * count]) + " }}"
+
+    wrong = f"wrong number of args for {name}: want {want} got"
+    compile_template(call(low))
+    if low > 0:
+        with pytest.raises(TemplateError, match=rf"{wrong} {low - 1}"):
+            compile_template(call(low - 1))
+    if high is None:
+        compile_template(call(low + 3))
+    else:
+        with pytest.raises(TemplateError, match=rf"{wrong} {high + 1}"):
+            compile_template(call(high + 1))
