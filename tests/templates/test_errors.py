@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from trellis.errors import TemplateError
@@ -107,5 +109,46 @@ def test_deeply_nested_data_is_an_execution_error_not_a_crash() -> None:
     value: list[object] = []
     for _ in range(5000):
         value = [value]
-    with pytest.raises(TemplateError, match="template execution failed"):
-        compile_template("{{ .v }}").render({"v": value})
+    with pytest.raises(TemplateError) as caught:
+        compile_template("{{ .v }}", name="deep").render({"v": value})
+    assert str(caught.value) == "template execution failed: deep:value nested too deeply"
+
+
+def test_a_template_body_is_quoted_whole_up_to_200_characters() -> None:
+    for size in (199, 200, 201):
+        text = "{{ nope }}" + "x" * (size - 10)
+        with pytest.raises(TemplateError) as caught:
+            compile_template(text)
+        quoted = str(caught.value).split("'")[1]
+        assert quoted == (text if size <= 200 else text[:200] + "…"), size
+
+
+def test_errors_without_a_template_name_start_at_the_location() -> None:
+    with pytest.raises(TemplateError) as caught:
+        compile_template("ab\ncd {{ foo }}")
+    assert str(caught.value) == "invalid template 'ab\ncd {{ foo }}': 2:7: function \"foo\" not defined"
+    with pytest.raises(TemplateError) as caught:
+        compile_template("{{ len 3 }}").render({})
+    assert str(caught.value) == (
+        "template execution failed: 1:4: at <len 3>: error calling len: len of type int"
+    )
+
+
+def test_a_failure_inside_the_data_becomes_a_template_error() -> None:
+    class Exploding(dict[str, Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            raise RuntimeError("disk on fire")
+
+    template = compile_template("{{ .a.b }}", name="n")
+    with pytest.raises(TemplateError) as caught:
+        template.render({"a": Exploding()})
+    assert str(caught.value) == "template execution failed: n:RuntimeError: disk on fire"
+    with pytest.raises(TemplateError) as caught:
+        compile_template("{{ .a.b }}").render({"a": Exploding()})
+    assert str(caught.value) == "template execution failed: RuntimeError: disk on fire"
+
+
+def test_a_template_shows_what_it_was_made_from() -> None:
+    shown = "Template('a{{ .x }}', html=True, name='n')"
+    assert repr(compile_template("a{{ .x }}", html=True, name="n")) == shown
+    assert repr(compile_template("plain")) == "Template('plain', html=False, name='')"
