@@ -127,8 +127,8 @@ def _is_logging_call(call: ast.Call) -> bool:
 
 def _skipped_subtrees(tree: ast.Module) -> set[int]:
     """ids of nodes whose subtrees are not mutated: annotations, docstrings,
-    f-strings (positions inside them are unreliable), assert statements and
-    ``if TYPE_CHECKING:`` blocks -- none of them run as behaviour."""
+    f-strings (positions inside them are unreliable), assert statements,
+    ``if TYPE_CHECKING:`` blocks and dataclass ``slots=`` -- none of them is behaviour."""
     skip: set[int] = set()
 
     def mark(node: ast.AST | None) -> None:
@@ -148,6 +148,13 @@ def _skipped_subtrees(tree: ast.Module) -> set[int]:
             mark(node)
         elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             mark(node)
+        if isinstance(node, ast.ClassDef):
+            # slots= of a dataclass decides the memory layout, not what the class does.
+            for decorator in node.decorator_list:
+                if isinstance(decorator, ast.Call):
+                    for keyword in decorator.keywords:
+                        if keyword.arg == "slots":
+                            mark(keyword.value)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
@@ -350,26 +357,41 @@ def _child(copy: Path, args: list[str], plugins: list[Any], log: Path) -> None:
         os._exit(code)
 
 
-def run_forked(copy: Path, args: list[str], timeout: float, log: Path,
-               plugins: list[Any] | None = None, after: Any = None) -> int | None:
-    """Exit status of pytest in a forked child, or None if it ran past timeout."""
+def start_forked(copy: Path, args: list[str], log: Path, plugins: list[Any] | None = None,
+                 after: Any = None) -> int:
+    """Start pytest in a forked child; returns its pid (also its process group)."""
     pid = os.fork()
     if pid == 0:
         if after is not None:
             plugins = [after()]
         _child(copy, args, plugins or [], log)
+    return pid
+
+
+def finished(pid: int, deadline: float) -> tuple[bool, int | None]:
+    """(done, exit status): status None when the child ran past ``deadline`` and was killed."""
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        return True, os.waitstatus_to_exitcode(status)
+    if time.monotonic() > deadline:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        return True, None
+    return False, None
+
+
+def run_forked(copy: Path, args: list[str], timeout: float, log: Path,
+               plugins: list[Any] | None = None, after: Any = None) -> int | None:
+    """Exit status of pytest in a forked child, or None if it ran past timeout."""
+    pid = start_forked(copy, args, log, plugins, after)
     deadline = time.monotonic() + timeout
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status = finished(pid, deadline)
         if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
-            return None
+            return status
         time.sleep(0.02)
 
 
@@ -466,15 +488,23 @@ def key_of(mutant: Mutant, source: bytes) -> str:
     return "|".join((mutant.module, mutant.description, mutant.line_text(lines), mutant.mutated_line(source)))
 
 
-def run_module_group(copy: Path, modules: list[str], args: list[str], sample: int | None, seed: int,
-                     equivalents: list[Equivalent], workdir: Path, known: dict[str, str],
+def write_module(path: Path, source: bytes) -> None:
+    """Write a module of the copy and drop its compiled form: a .pyc is trusted by source
+    size and mtime in seconds, which two mutants written in the same second can share."""
+    path.write_bytes(source)
+    for stale in (path.parent / "__pycache__").glob(path.stem + ".*.pyc"):
+        stale.unlink()
+
+
+def run_module_group(copies: list[Path], modules: list[str], args: list[str], sample: int | None, seed: int,
+                     equivalents: list[Equivalent], known: dict[str, str],
                      save: Callable[[], None]) -> list[Outcome]:
+    """Run the mutants of ``modules`` (which share ``args``), one per copy of the tree at a time."""
     print(f"== {', '.join(modules)}: baseline ({' '.join(args)})", flush=True)
-    data = baseline(copy, modules, args, workdir / "baseline.log")
+    data = baseline(copies[0], modules, args, copies[0].parent / "baseline.log")
     outcomes: list[Outcome] = []
     for module in modules:
-        path = copy / module
-        original = path.read_bytes()
+        original = (copies[0] / module).read_bytes()
         lines = original.decode().splitlines()
         mutants = mutants_of(module)
         total = len(mutants)
@@ -483,46 +513,66 @@ def run_module_group(copy: Path, modules: list[str], args: list[str], sample: in
                              key=lambda m: (m.line, m.start, m.description))
         sampled = f" (sample of {total})" if len(mutants) < total else ""
         print(f"-- {module}: {len(mutants)} mutants{sampled}", flush=True)
-        cache = path.parent / "__pycache__"
-        try:
-            for mutant in mutants:
-                text = mutant.line_text(lines)
-                changed = mutant.mutated_line(original)
-                eq = next((e for e in equivalents if e.module == module and e.line == text
-                           and e.mutant == changed), None)
-                if eq is not None:
-                    outcomes.append(Outcome(mutant, "equivalent", eq.reason))
-                    continue
-                if known.get(key_of(mutant, original)) in ("killed", "timeout"):
-                    outcomes.append(Outcome(mutant, "killed", "in an earlier run"))
-                    continue
+        results: dict[Mutant, Outcome] = {}
+        pending: list[tuple[Mutant, list[str]]] = []
+        for mutant in mutants:
+            text = mutant.line_text(lines)
+            changed = mutant.mutated_line(original)
+            eq = next((e for e in equivalents if e.module == module and e.line == text
+                       and e.mutant == changed), None)
+            if eq is not None:
+                results[mutant] = Outcome(mutant, "equivalent", eq.reason)
+            elif known.get(key_of(mutant, original)) in ("killed", "timeout"):
+                results[mutant] = Outcome(mutant, "killed", "in an earlier run")
+            else:
                 tests = select_tests(mutant, data)
                 if tests is None:
-                    outcomes.append(Outcome(mutant, "not run"))
-                    continue
-                path.write_bytes(mutated_source(mutant, original))
-                for stale in cache.glob(path.stem + ".*.pyc"):
-                    stale.unlink()
-                # Generous (start-up, a loaded machine), yet a mutant stuck in a loop costs seconds,
-                # not the length of the whole first run.
-                timeout = 15.0 + 5 * sum(data["seconds"].get(t, 1.0) for t in tests)
-                status = run_forked(copy, [*tests, *PYTEST_FLAGS], timeout, workdir / "mutant.log")
-                if status is None:
-                    outcomes.append(Outcome(mutant, "timeout"))
-                elif status == 0:
-                    outcomes.append(Outcome(mutant, "survived"))
+                    results[mutant] = Outcome(mutant, "not run")
                 else:
-                    outcomes.append(Outcome(mutant, "killed"))
-                mark = {"killed": ".", "timeout": "T", "survived": "S"}[outcomes[-1].status]
-                print(mark, end="", flush=True)
-                known[key_of(mutant, original)] = outcomes[-1].status
+                    # The quickest tests first: most mutants die in the first one.
+                    tests.sort(key=lambda t: data["seconds"].get(t, 1.0))
+                    pending.append((mutant, tests))
+        free = list(range(len(copies)))
+        running: dict[int, tuple[int, Mutant, float]] = {}  # pid -> (copy, mutant, deadline)
+
+        try:
+            while pending or running:
+                while pending and free:
+                    slot = free.pop()
+                    mutant, tests = pending.pop(0)
+                    write_module(copies[slot] / module, mutated_source(mutant, original))
+                    # Generous (start-up, a loaded machine), yet a mutant stuck in a loop costs
+                    # seconds, not the length of the whole first run.
+                    timeout = 15.0 + 5 * sum(data["seconds"].get(t, 1.0) for t in tests)
+                    log = copies[slot].parent / "mutant.log"
+                    pid = start_forked(copies[slot], [*tests, *PYTEST_FLAGS], log)
+                    running[pid] = (slot, mutant, time.monotonic() + timeout)
+                for pid, (slot, mutant, deadline) in list(running.items()):
+                    done, status = finished(pid, deadline)
+                    if not done:
+                        continue
+                    del running[pid]
+                    write_module(copies[slot] / module, original)
+                    free.append(slot)
+                    kind = "timeout" if status is None else "survived" if status == 0 else "killed"
+                    results[mutant] = Outcome(mutant, kind)
+                    known[key_of(mutant, original)] = kind
+                    print({"killed": ".", "timeout": "T", "survived": "S"}[kind], end="", flush=True)
+                time.sleep(0.02)
         finally:
-            path.write_bytes(original)
-            for stale in cache.glob(path.stem + ".*.pyc"):
-                stale.unlink()
+            for pid in running:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+            for copy in copies:
+                write_module(copy / module, original)
+        mine = [results[m] for m in mutants]
+        outcomes += mine
         print(flush=True)
         save()
-        print_survivors([o for o in outcomes if o.mutant.module == module])
+        print_survivors(mine)
     return outcomes
 
 
@@ -584,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, help="at most N mutants per module, chosen by --seed")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--list", action="store_true", help="only list the mutants")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="mutants run at the same time (default 1)")
     parser.add_argument("--results", type=Path, default=ROOT / ".mutation" / "results.json",
                         help="where each mutant's outcome is kept (default: .mutation/results.json)")
     parser.add_argument("--again", action="store_true",
@@ -611,14 +662,17 @@ def main(argv: list[str] | None = None) -> int:
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps({**kept, **known}, indent=0, ensure_ascii=False))
 
-    copy = make_copy()
+    copies: list[Path] = []
     outcomes: list[Outcome] = []
     try:
+        for _ in range(max(1, options.jobs)):
+            copies.append(make_copy())
         for args, group in groups.items():
-            outcomes += run_module_group(copy, group, list(args), options.sample, options.seed,
-                                         equivalents, copy.parent, known, save)
+            outcomes += run_module_group(copies, group, list(args), options.sample, options.seed,
+                                         equivalents, known, save)
     finally:
-        shutil.rmtree(copy.parent, ignore_errors=True)
+        for copy in copies:
+            shutil.rmtree(copy.parent, ignore_errors=True)
     report(outcomes, modules, options.sample, options.seed)
     return 0
 
