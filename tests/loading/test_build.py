@@ -3,6 +3,7 @@ tool lists (§2.7), metadata flattening (§2.8)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -318,6 +319,11 @@ def test_string_tool_items_are_imports_with_the_extension_stripped() -> None:
     assert isinstance(draft, NodeDraft)
     assert draft.tool_items == (ToolImport("lib/tools"), Tool("own"))
     assert draft.imports == ("lib/tools",)
+    # Loaders cache drafts and share them between lookups: nobody may change one.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        draft.tool_items = ()  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        draft.tool_items[0].node_id = "other"  # type: ignore[misc]
 
 
 def test_build_node_cannot_resolve_imports_without_a_lookup() -> None:
