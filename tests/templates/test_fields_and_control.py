@@ -205,3 +205,25 @@ def test_a_function_name_as_an_argument_is_called_with_no_arguments() -> None:
 def test_range_over_an_int_counts_from_zero() -> None:
     assert render("{{ range $v := 3 }}{{ $v }}{{ end }}") == "012"
     assert render("{{ range 0 }}x{{ else }}none{{ end }}") == "none"
+
+
+@pytest.mark.parametrize(
+    ("text", "printed"),
+    [
+        ("{{ `raw {{ }}` }}", "raw {{ }}"),
+        ("{{ 'a' }}|{{ 'a' | printf \"%c\" }}", "97|a"),
+        ('{{ "a\\"b" }}', 'a"b'),
+        ("{{ 0x1F }} {{ 0b101 }} {{ 0o17 }} {{ 1_000 }}", "31 5 15 1000"),
+        ("{{ .5 }} {{ 1e3 }} {{ -3 }} {{ +3 }} {{ 1. }}", "0.5 1000 -3 3 1"),
+        ('{{ printf "%v" -1.5e2 }}', "-150"),
+        ("{{ . }}|{{ $ }}", "map[x:1]|map[x:1]"),
+        ("{{ $x := 1 }}{{ $x = 2 }}{{ $x }}", "2"),
+        ("{{.x}}|{{- .x -}}|{{3 -}} |{{- 3}}", "1|1|3|3"),
+        ("{{ .x}}{{/* c */ -}}  d", "1d"),
+        ("a  {{- /* c */}}b|{{/**/}}", "ab|"),
+        ("{{ .x }} {{ .x -}}\n\n  z", "1 1z"),
+        ("{{ if 0 }}a{{ else if .x }}b{{ else }}c{{ end }}", "b"),
+    ],
+)
+def test_literals_and_delimiters(text: str, printed: str) -> None:
+    assert render(text, {"x": 1}) == printed
