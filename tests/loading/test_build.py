@@ -412,3 +412,41 @@ def test_unknown_fields_are_ignored() -> None:
 
 def test_non_json_values_are_rejected() -> None:
     assert "unsupported value of type bytes" in fails({"default_context": {"b": b"x"}}, "default_context.b")
+
+
+@pytest.mark.parametrize(
+    ("value", "described"),
+    [
+        ("x" * 40, 'string "' + "x" * 40 + '"'),
+        ("y" * 41, 'string "' + "y" * 37 + '..."'),  # long strings are cut
+        (3, "number 3"),
+        (2.5, "number 2.5"),
+        ([1], "list"),
+        ({"a": 1}, "mapping"),
+    ],
+)
+def test_a_wrong_value_is_described_briefly(value: object, described: str) -> None:
+    assert fails({"wait": value}, "wait").endswith(f"expected a boolean, got {described}")
+
+
+def nested_list(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_values_may_nest_64_levels_deep_and_no_deeper() -> None:
+    build({"default_context": {"v": nested_list(64)}})
+    field = "default_context.v" + "[0]" * 65
+    assert fails({"default_context": {"v": nested_list(65)}}, field).endswith(
+        "values nested more than 64 levels deep"
+    )
+
+
+def test_one_definition_holds_at_most_100000_values() -> None:
+    build({"default_context": {"v": list(range(99_999))}})  # the list and its items: 100000
+    message = fails({"default_context": {"v": list(range(100_000))}}, "default_context.v[99999]")
+    assert message.endswith(
+        "too many values (more than 100000; YAML aliases expand each time they are used)"
+    )
