@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from trellis.adapters.file_store import FileStore
 from trellis.domain import State
-from trellis.errors import InvalidSessionId, TrellisError
+from trellis.errors import BackendUnavailable, InvalidSessionId, LockLost, TrellisError
 
 
 def every_file(root: Path) -> set[str]:
@@ -81,4 +82,88 @@ async def test_a_save_leaves_no_temporary_files(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     for n in range(5):
         await store.save("s", State.new("s", f"n{n}"))
+    assert every_file(tmp_path) == {"s.json"}
+
+
+@pytest.mark.parametrize("revision", [-1, True, "3", 1.5])
+async def test_a_file_with_an_impossible_revision_is_damaged(tmp_path: Path, revision: object) -> None:
+    store = FileStore(tmp_path)
+    await store.save("s", State.new("s", "start"))
+    document = json.loads((tmp_path / "s.json").read_text())
+    document["revision"] = revision
+    (tmp_path / "s.json").write_text(json.dumps(document))
+    problem = f"field 'revision' must be a non-negative integer, got {revision!r}"
+    with pytest.raises(TrellisError, match=re.escape(problem)):
+        await store.load("s")
+    with pytest.raises(TrellisError, match=re.escape(problem)):
+        await store.save("s", State.new("s", "start"))
+
+
+async def test_a_file_without_a_revision_is_at_revision_zero(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await store.save("s", State.new("s", "start"))
+    document = json.loads((tmp_path / "s.json").read_text())
+    del document["revision"]
+    (tmp_path / "s.json").write_text(json.dumps(document))
+    assert (await store.load("s")).revision == 0
+    assert await store.save("s", State.new("s", "start"), expected_revision=0) == 1
+
+
+async def test_a_directory_that_cannot_be_used_is_a_backend_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the directory should be")
+    store = FileStore(blocked)
+    with pytest.raises(BackendUnavailable, match="cannot list session directory"):
+        await store.list()
+    with pytest.raises(BackendUnavailable, match="cannot read session file"):
+        await store.load("s")
+    with pytest.raises(BackendUnavailable, match="cannot read session file"):
+        await store.save("s", State.new("s", "start"))
+    # A dangling link: nothing to read, and no directory can be made there.
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")
+    with pytest.raises(BackendUnavailable, match="cannot write session file"):
+        await FileStore(dangling).save("s", State.new("s", "start"))
+
+
+async def test_a_session_file_that_is_a_directory_is_a_backend_error(tmp_path: Path) -> None:
+    (tmp_path / "s.json").mkdir()
+    store = FileStore(tmp_path)
+    with pytest.raises(BackendUnavailable, match="cannot read session file"):
+        await store.load("s")
+    with pytest.raises(BackendUnavailable, match="cannot delete session file"):
+        await store.delete("s")
+    assert (tmp_path / "s.json").is_dir()
+
+
+class FlakyFence:
+    """A lock handle that is held when asked first and lost by the time of the write."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    @property
+    def key(self) -> str:
+        return "locks/s"
+
+    @property
+    def token(self) -> int:
+        return 1
+
+    def held(self) -> bool:
+        self.asked += 1
+        return self.asked == 1
+
+    async def unlock(self) -> None:
+        pass
+
+
+async def test_a_lock_lost_during_the_write_leaves_the_old_file(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await store.save("s", State.new("s", "old"))
+    fence = FlakyFence()
+    with pytest.raises(LockLost, match="lock 'locks/s' was lost; session 's' not saved"):
+        await store.save("s", State.new("s", "new"), fence=fence)  # type: ignore[arg-type]
+    assert fence.asked == 2
+    assert (await store.load("s")).current_node_id == "old"
     assert every_file(tmp_path) == {"s.json"}
