@@ -395,12 +395,14 @@ def run_forked(copy: Path, args: list[str], timeout: float, log: Path,
         time.sleep(0.02)
 
 
+IGNORED = shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache",
+                                 ".hypothesis", ".pytest_cache", "*.egg-info", ".mutation")
+
+
 def make_copy() -> Path:
     base = Path(tempfile.mkdtemp(prefix="trellis-mutation-"))
     copy = base / "tree"
-    ignore = shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache__", ".mypy_cache",
-                                    ".ruff_cache", ".hypothesis", ".pytest_cache", "*.egg-info")
-    shutil.copytree(ROOT, copy, ignore=ignore, symlinks=True)
+    shutil.copytree(ROOT, copy, ignore=IGNORED, symlinks=True)
     return copy
 
 
@@ -501,6 +503,9 @@ def run_module_group(copies: list[Path], modules: list[str], args: list[str], sa
                      save: Callable[[], None]) -> list[Outcome]:
     """Run the mutants of ``modules`` (which share ``args``), one per copy of the tree at a time."""
     print(f"== {', '.join(modules)}: baseline ({' '.join(args)})", flush=True)
+    for copy in copies:  # the tests as they are now: a long run picks up tests added meanwhile
+        shutil.rmtree(copy / "tests")
+        shutil.copytree(ROOT / "tests", copy / "tests", ignore=IGNORED, symlinks=True)
     data = baseline(copies[0], modules, args, copies[0].parent / "baseline.log")
     outcomes: list[Outcome] = []
     for module in modules:
