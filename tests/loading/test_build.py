@@ -450,3 +450,74 @@ def test_one_definition_holds_at_most_100000_values() -> None:
     assert message.endswith(
         "too many values (more than 100000; YAML aliases expand each time they are used)"
     )
+
+
+def test_a_definition_must_be_a_mapping_and_name_its_node() -> None:
+    with pytest.raises(NodeDefinitionError, match=r"flows/x\.md: expected a mapping of fields, got list"):
+        build_node("x", [1], None, source="flows/x.md")  # type: ignore[arg-type]
+    with pytest.raises(NodeDefinitionError, match="field 'id': is required"):
+        build_node("", {}, None, source="flows/x.md")
+
+
+def test_only_a_confirm_input_gets_yes_and_no_options() -> None:
+    assert build({"input_type": "text"}).input_options == ()
+    assert build({"input_type": "confirm"}).input_options == ("yes", "no")
+
+
+def nested_mapping(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+def test_mappings_count_towards_the_depth_limit_too() -> None:
+    build({"default_context": {"v": nested_mapping(64)}})
+    field = "default_context.v" + ".k" * 65
+    message = fails({"default_context": {"v": nested_mapping(65)}}, field)
+    assert message.endswith("nested more than 64 levels deep")
+
+
+def test_metadata_depth_and_size_are_limited() -> None:
+    # The top-level key is not a level: 65 nested mappings under it are the deepest allowed.
+    node = build({"metadata": {"a": nested_mapping(65)}})
+    assert node.metadata == {"a" + "-k" * 65: "1"}
+    message = fails({"metadata": {"a": nested_mapping(66)}}, "metadata")
+    assert message.endswith("nested more than 64 levels deep")
+    assert build({"metadata": {"l": nested_list(64)}}).metadata == {"l": "[" * 63 + "1" + "]" * 63}
+    with pytest.raises(NodeDefinitionError, match="nested more than 64 levels deep"):
+        build({"metadata": {"l": nested_list(65)}})
+    assert len(build({"metadata": {"m": {f"k{n}": n for n in range(100_000)}}}).metadata) == 100_000
+    assert "too many values" in fails({"metadata": {"m": {f"k{n}": n for n in range(100_001)}}}, "metadata")
+
+
+def nested_schema(depth: int) -> object:
+    value: object = "int"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_list_types_in_a_context_schema_are_limited_in_depth() -> None:
+    schema = build({"context_schema": {"v": nested_schema(64)}}).context_schema
+    assert schema == {"v": "[" * 64 + "int" + "]" * 64}
+    assert fails({"context_schema": {"v": nested_schema(65)}}, "context_schema.v").endswith(
+        "nested more than 64 levels deep"
+    )
+
+
+@pytest.mark.parametrize("type_text", ["[intx", "x[int]", "[int"])
+def test_a_schema_type_with_unbalanced_brackets_is_refused(type_text: str) -> None:
+    message = fails({"context_schema": {"v": type_text}}, "context_schema.v")
+    assert f"unsupported type '{type_text}'" in message
+
+
+def test_the_from_fields_of_a_transition_must_be_strings() -> None:
+    message = fails({"transitions": [{"to": "a", "from": 3}]}, "transitions[0].from")
+    assert message.endswith("expected a string, got number 3")
+    build({"transitions": [{"to": "a", "from_node_id": "b"}]})
+
+
+def test_tool_calls_must_be_mappings_and_imports_named() -> None:
+    assert "expected a mapping with 'name'" in fails({"do": "charge"}, "do")
+    assert "empty tool import" in fails({"tools": [""]}, "tools[0]")
