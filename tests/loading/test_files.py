@@ -32,6 +32,7 @@ def test_a_parse_error_carries_the_path_id() -> None:
 def test_size_and_encoding_are_checked_with_the_file_named() -> None:
     with pytest.raises(NodeDefinitionError, match=r"^g/a\.md: file is larger than the limit of 4 bytes$"):
         draft_from_bytes(b"hello", "a.md", source="g/a.md", max_bytes=4)
+    assert draft_from_bytes(b"hello", "a.md", source="g/a.md", max_bytes=5).node.content == "hello"
     with pytest.raises(NodeDefinitionError, match=r"^g/a\.md: file is not valid UTF-8"):
         draft_from_bytes(b"\xff\xfe", "a.md", source="g/a.md")
 
