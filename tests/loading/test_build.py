@@ -11,6 +11,7 @@ import pytest
 from trellis.domain import FormatItem, Tool, ToolCall, Transition
 from trellis.errors import NodeDefinitionError
 from trellis.loading import NodeDraft, ToolImport, build_draft, build_node
+from trellis.loading.tools import importers_of
 
 
 def build(data: dict[str, Any], content: str | None = None, node_id: str = "x") -> Any:
@@ -521,3 +522,15 @@ def test_the_from_fields_of_a_transition_must_be_strings() -> None:
 def test_tool_calls_must_be_mappings_and_imports_named() -> None:
     assert "expected a mapping with 'name'" in fails({"do": "charge"}, "do")
     assert "empty tool import" in fails({"tools": [""]}, "tools[0]")
+
+
+def test_a_change_to_a_tool_library_reaches_every_importer_however_indirect() -> None:
+    drafts = {
+        "lib": build_draft("lib", {"tools": [{"name": "t"}]}, None, source="lib.yaml"),
+        "mid": build_draft("mid", {"tools": ["lib"]}, None, source="mid.yaml"),
+        "top": build_draft("top", {"tools": ["mid"]}, None, source="top.yaml"),
+        "other": build_draft("other", {}, None, source="other.yaml"),
+    }
+    assert importers_of(drafts, ["lib"]) == {"lib", "mid", "top"}
+    assert importers_of(drafts, ["mid"]) == {"mid", "top"}
+    assert importers_of(drafts, ["other"]) == {"other"}
