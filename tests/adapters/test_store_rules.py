@@ -11,7 +11,7 @@ import pytest
 
 from trellis.adapters.file_store import FileStore
 from trellis.adapters.memory_store import MemoryStore
-from trellis.adapters.store_rules import MAX_SESSION_ID_BYTES
+from trellis.adapters.store_rules import MAX_SESSION_ID_BYTES, check_session_id
 from trellis.domain import State
 from trellis.errors import ConflictError, InvalidInput, InvalidSessionId
 from trellis.ports.store import StateStore
@@ -90,3 +90,14 @@ async def test_a_refused_save_says_which_conflict_it_was(
     # None of them changed what is stored.
     assert (await store.load("s")).revision == revision
     assert (await store.list()).session_ids == ["s"]
+
+
+def test_a_valid_id_is_returned_as_it_is() -> None:
+    assert check_session_id("Ada Lovelace #1") == "Ada Lovelace #1"
+
+
+async def test_the_memory_store_counts_revisions_one_by_one_across_sessions() -> None:
+    store = MemoryStore()
+    assert [await store.save(sid, State.new(sid, "start")) for sid in ("a", "b", "a")] == [1, 2, 3]
+    await store.delete("a")
+    assert await store.save("a", State.new("a", "start")) == 4  # never reused after a delete
