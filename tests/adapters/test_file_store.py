@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from trellis.adapters.file_store import FileStore
+from trellis.adapters.local_locker import LocalLocker
 from trellis.domain import State
 from trellis.errors import BackendUnavailable, InvalidSessionId, LockLost, TrellisError
 
@@ -166,4 +168,49 @@ async def test_a_lock_lost_during_the_write_leaves_the_old_file(tmp_path: Path) 
         await store.save("s", State.new("s", "new"), fence=fence)  # type: ignore[arg-type]
     assert fence.asked == 2
     assert (await store.load("s")).current_node_id == "old"
+    assert every_file(tmp_path) == {"s.json"}
+
+
+async def test_a_save_refused_for_a_lost_lock_says_so_before_writing(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    assert store.base_dir == tmp_path
+    locker = LocalLocker()
+    handle = await locker.acquire("s", ttl=30)
+    await handle.unlock()
+    with pytest.raises(LockLost, match="lock 's' is no longer held; session 's' not saved"):
+        await store.save("s", State.new("s", "start"), fence=handle)
+    assert every_file(tmp_path) == set()
+
+
+async def test_links_are_not_listed_as_sessions(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "sessions")
+    await store.save("real", State.new("real", "start"))
+    (tmp_path / "sessions" / "link.json").symlink_to(tmp_path / "sessions" / "real.json")
+    assert (await store.list()).session_ids == ["real"]
+
+
+def open_descriptors() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open descriptors in /proc")
+async def test_saves_and_deletes_leave_no_descriptor_open(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await store.save("warm-up", State.new("warm-up", "start"))
+    before = open_descriptors()
+    for n in range(20):
+        await store.save(f"s{n}", State.new(f"s{n}", "start"))
+        await store.delete(f"s{n}")
+    assert open_descriptors() == before
+
+
+async def test_a_cancelled_save_returns_only_once_its_write_is_done(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    saving = asyncio.create_task(store.save("s", State.new("s", "written")))
+    await asyncio.sleep(0)  # the save now waits for its thread
+    saving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await saving
+    # The lock was held until the thread finished: the file is complete, not half there.
+    assert (await store.load("s")).current_node_id == "written"
     assert every_file(tmp_path) == {"s.json"}
