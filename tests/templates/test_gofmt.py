@@ -9,6 +9,9 @@ import pytest
 
 from trellis.templates.gofmt import go_quote, sprint, sprintf, sprintln
 
+INF = float("inf")
+NAN = float("nan")
+
 CASES: list[tuple[str, tuple[Any, ...], str]] = [
     # integers: bases, # prefixes, signs, width, zero padding
     ("%x %X %o %b", (255, 255, 8, 5), "ff FF 10 101"),
@@ -32,11 +35,20 @@ CASES: list[tuple[str, tuple[Any, ...], str]] = [
     ("%08.3f|%+.1f|% .1f|%-7.2f|", (-3.14159, 2.0, 2.0, 1.5), "-003.142|+2.0| 2.0|1.50   |"),
     ("%.f|%5.1f", (3.7, 3.14159), "4|  3.1"),
     ("%s", (1.5,), "%!s(float64=1.5)"),
+    # infinities keep their sign, NaN gets one only when asked; neither is zero-padded
+    ("%f|%+f|% f|%v|%6f|%06f", (INF,) * 6, "+Inf|+Inf| Inf|+Inf|  +Inf|  +Inf"),
+    ("%f|%+f|% f|%v|%6f", (-INF,) * 5, "-Inf|-Inf|-Inf|-Inf|  -Inf"),
+    ("%f|%+f|% f|%v|%6f|%06f", (NAN,) * 6, "NaN|+NaN| NaN|NaN|   NaN|   NaN"),
+    # ints: the sign of zero and -1, zero padding in other bases, characters at the ends of Unicode
+    ("%x|%x|%x|%05x|%-5x|", (0, -1, 1, 255, 255), "0|-1|1|000ff|ff   |"),
+    ("%c|%c", (0, 0x10FFFF), "\x00|\U0010ffff"),
+    ("%q|%q|%q", (0, 0x10FFFF, 0x10FFFE), "'\\x00'|'\\U0010ffff'|'\\U0010fffe'"),
     # strings
     ("%.2s|%.2q|%.9s", ("abcdef", "abcdef", "abc"), 'ab|"ab"|abc'),
     ("%5s|%-5s|%1s", ("ab", "ab", "abc"), "   ab|ab   |abc"),
     ("%#q|%#q", ("ab", "a`b"), '`ab`|"a`b"'),
-    ("%x|%X|% x", ("hi", "hi", "hi!"), "6869|6869|68 69 21"),
+    ("%x|%X|% x|% X", ("hi?", "hi?", "hi!", "é"), "68693f|68693F|68 69 21|C3 A9"),
+    ("%.1d", ("abc",), "%!d(string=abc)"),
     ("%d", ("x",), "%!d(string=x)"),
     # nil, bools, collections
     ("%v|%d|%T", (None, None, None), "<nil>|%!d(<nil>)|<nil>"),
@@ -91,6 +103,8 @@ def test_sprintln_separates_everything_and_ends_the_line() -> None:
         ("\a\b\f\n\r\t\v", '"\\a\\b\\f\\n\\r\\t\\v"'),
         ("\x01\x7f", '"\\x01\\x7f"'),
         ("\u0085\u200b", '"\\u0085\\u200b"'),
+        ("\x7f\x80", '"\\x7f\\u0080"'),  # where \x stops and \u starts
+        ("\uffff", '"\\uffff"'),  # the last character \u can show
         ("\U000e0001", '"\\U000e0001"'),
         ("é😀", '"é😀"'),
     ],
