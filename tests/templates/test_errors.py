@@ -169,3 +169,34 @@ def test_a_template_shows_what_it_was_made_from() -> None:
     shown = "Template('a{{ .x }}', html=True, name='n')"
     assert repr(compile_template("a{{ .x }}", html=True, name="n")) == shown
     assert repr(compile_template("plain")) == "Template('plain', html=False, name='')"
+
+
+@pytest.mark.parametrize(
+    ("text", "location", "problem"),
+    [
+        ("a {{-", "1:5", "bad number syntax: '-'"),
+        ("{{ .", "1:1", "unclosed action"),
+        ("{{ .x", "1:1", "unclosed action"),
+        ("{{ $x", "1:1", "unclosed action"),
+        ("{{ 1", "1:1", "unclosed action"),
+        ("{{ 1.", "1:1", "unclosed action"),
+        ("{{ (", "1:1", "unclosed action"),
+        ("{{ -", "1:4", "bad number syntax: '-'"),
+        ("{{ `a", "1:4", "unterminated raw quoted string"),
+        ('{{ "a', "1:4", "unterminated quoted string"),
+        ("{{ 'a", "1:4", "unterminated character constant"),
+        ("{{/* x", "1:1", "unclosed comment"),
+        ("{{ 1+ }}", "1:5", "bad number syntax: '+'"),
+        ("{{ 1-}}", "1:5", "bad number syntax: '-'"),
+        ("{{ 0x1g }}", "1:4", "bad number syntax: '0x1g'"),
+        ("{{ 1e5x }}", "1:4", "bad number syntax: '1e5x'"),
+        ("{{ 3 -}", "1:6", "bad number syntax: '-'"),
+        ("{{ .x }", "1:7", "unexpected '}' in action"),
+    ],
+)
+def test_a_template_that_stops_short_is_a_parse_error_not_a_crash(
+    text: str, location: str, problem: str
+) -> None:
+    with pytest.raises(TemplateError) as caught:
+        compile_template(text)
+    assert str(caught.value) == f"invalid template '{text}': {location}: {problem}"

@@ -216,14 +216,25 @@ def test_range_over_an_int_counts_from_zero() -> None:
         ("{{ 0x1F }} {{ 0b101 }} {{ 0o17 }} {{ 1_000 }}", "31 5 15 1000"),
         ("{{ .5 }} {{ 1e3 }} {{ -3 }} {{ +3 }} {{ 1. }}", "0.5 1000 -3 3 1"),
         ('{{ printf "%v" -1.5e2 }}', "-150"),
-        ("{{ . }}|{{ $ }}", "map[x:1]|map[x:1]"),
+        ("{{ . }}|{{ $ }}", "map[l:[5 6] x:1]|map[l:[5 6] x:1]"),
         ("{{ $x := 1 }}{{ $x = 2 }}{{ $x }}", "2"),
         ("{{.x}}|{{- .x -}}|{{3 -}} |{{- 3}}", "1|1|3|3"),
         ("{{ .x}}{{/* c */ -}}  d", "1d"),
         ("a  {{- /* c */}}b|{{/**/}}", "ab|"),
         ("{{ .x }} {{ .x -}}\n\n  z", "1 1z"),
         ("{{ if 0 }}a{{ else if .x }}b{{ else }}c{{ end }}", "b"),
+        # nothing between the tokens
+        ('{{.x|printf "%d"}}|{{(.x)}}|{{.x}}{{.x}}|{{1}}|{{-1}}|{{.5}}', "1|1|11|1|-1|0.5"),
+        ("{{$a:=.x}}{{$a}}|{{$b:=1}}{{$b=2}}{{$b}}", "1|2"),
+        ("{{range $i,$v:=.l}}{{$i}}{{$v}}{{end}}", "0516"),
+        ("{{ `` }}|{{`a`}}", "|a"),
+        # whitespace and trim markers at the edges
+        ("  a{{.x}}", "  a1"),
+        ("x- {{ .x }}  ", "x- 1  "),
+        ("{{ .x -}}ab", "1ab"),
+        ("{{ .x  -}} y|{{.x -}}  \n y", "1y|1y"),
+        ("a{{/*/ x */}}b", "ab"),
     ],
 )
 def test_literals_and_delimiters(text: str, printed: str) -> None:
-    assert render(text, {"x": 1}) == printed
+    assert render(text, {"x": 1, "l": [5, 6]}) == printed
