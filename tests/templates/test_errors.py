@@ -200,3 +200,19 @@ def test_a_template_that_stops_short_is_a_parse_error_not_a_crash(
     with pytest.raises(TemplateError) as caught:
         compile_template(text)
     assert str(caught.value) == f"invalid template '{text}': {location}: {problem}"
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [r'"\'"', r"'\"'", r'"\x4"', r'"\xZZ"', r'"\uD800"', r'"\uDFFF"', r'"\U00110000"', r'"\u12"', r'"\400"',
+     r'"\18"', r'"\1"', r'"\q"'],
+)
+def test_a_bad_escape_is_a_parse_error_naming_the_literal(literal: str) -> None:
+    with pytest.raises(TemplateError) as caught:
+        compile_template("{{ " + literal + " }}")
+    assert str(caught.value).endswith(f": 1:4: invalid escape in {literal}")
+
+
+def test_a_bad_number_is_a_parse_error() -> None:
+    with pytest.raises(TemplateError, match=r"1:4: bad number syntax: '0xG'"):
+        compile_template("{{ 0xG }}")

@@ -238,3 +238,19 @@ def test_range_over_an_int_counts_from_zero() -> None:
 )
 def test_literals_and_delimiters(text: str, printed: str) -> None:
     assert render(text, {"x": 1, "l": [5, 6]}) == printed
+
+
+@pytest.mark.parametrize(
+    ("text", "printed"),
+    [
+        (r'{{ printf "%q" "\a\b\f\n\r\t\v\\\"" }}', r'"\a\b\f\n\r\t\v\\\""'),
+        (r"{{ '\'' }}|{{ '\x41' }}|{{ 'é' }}", "39|65|233"),
+        (r'{{ "\x41\u00e9\U0001F600" }}|{{ "\101" }}', "Aé😀|A"),
+        (r'{{ "\U0010FFFF" | len }}|{{ "\uE000" | len }}|{{ "\uD7FF" | len }}', "4|3|3"),
+        ("{{ -0x10 }} {{ +0b11 }} {{ 0o17 }} {{ 017 }} {{ -017 }} {{ 0x_1 }}", "-16 3 15 15 -15 1"),
+        ("{{ 1_000 }} {{ 1.5e3 }} {{ 0 }} {{ 00 }} {{ -2.5 }}", "1000 1500 0 0 -2.5"),
+        ("{{ 1E2 }} {{ 1e+2 }} {{ .5e1 }}", "100 100 5"),
+    ],
+)
+def test_escapes_and_number_literals(text: str, printed: str) -> None:
+    assert render(text) == printed
