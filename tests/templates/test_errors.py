@@ -216,3 +216,49 @@ def test_a_bad_escape_is_a_parse_error_naming_the_literal(literal: str) -> None:
 def test_a_bad_number_is_a_parse_error() -> None:
     with pytest.raises(TemplateError, match=r"1:4: bad number syntax: '0xG'"):
         compile_template("{{ 0xG }}")
+
+
+@pytest.mark.parametrize(
+    ("text", "location", "problem"),
+    [
+        ("{{ if 1 }}a{{ end }}{{ end }}", "1:24", "unexpected {{end}}"),
+        ("{{ if 1 }}a{{ else }}b{{ else }}c{{ end }}", "1:26", "expected {{end}} for {{if}}; found {{else}}"),
+        ("{{ end x }}", "1:8", "unexpected identifier 'x' in end"),
+        ("{{ if 1 }}{{ else x }}{{ end }}", "1:19", "unexpected identifier 'x' in else"),
+        ("{{ if 1 }}x", "1:4", "unexpected end of template: {{if}} has no {{end}}"),
+        ("{{ if }}{{ end }}", "1:7", "missing value for if"),
+        ("{{ range }}{{ end }}", "1:10", "missing value for range"),
+        ("{{ if 1 }}{{ $y := 1 }}{{ end }}{{ $y }}", "1:36", 'undefined variable "$y"'),
+        ("{{ $x := $x }}", "1:10", 'undefined variable "$x"'),
+        ("{{ range $a, $b }}{{ end }}", "1:14", "range can only initialize variables"),
+        ("{{ range $a, 1 := .l }}{{ end }}", "1:14", "range can only initialize variables"),
+        ("{{ | .x }}", "1:4", "missing value before | in command"),
+        ("{{ print (1 2) }}", "1:11", "can't give argument to non-function 1"),
+        ("{{ 1 | 2 }}", "1:8", "can't give argument to non-function 2"),
+        ("{{ if 1 x }}{{ end }}", "1:9", 'function "x" not defined'),
+        ("{{ range .l }}{{ continue 1 }}{{ end }}", "1:27", "unexpected number '1' in continue"),
+        ('{{ block "x" . }}', "1:4", "{{block}} is not supported (only the §5.2 subset is)"),
+        ("{{ print 1 ) }}", "1:12", "unexpected right paren"),
+        ("{{ ( }}", "1:6", "unclosed left paren"),
+        ("{{ print () }}", "1:11", "missing value for parenthesized pipeline"),
+    ],
+)
+def test_grammar_errors_name_the_place_and_the_problem(text: str, location: str, problem: str) -> None:
+    with pytest.raises(TemplateError) as caught:
+        compile_template(text)
+    assert str(caught.value) == f"invalid template '{text}': {location}: {problem}"
+
+
+def test_nesting_is_limited_to_100_levels_of_blocks_and_parentheses_together() -> None:
+    def blocks(depth: int, inner: str = "x") -> str:
+        return "{{ if 1 }}" * depth + inner + "{{ end }}" * depth
+
+    def parens(depth: int) -> str:
+        return "{{ " + "(" * depth + "1" + ")" * depth + " }}"
+
+    assert compile_template(blocks(100)).render({}) == "x"
+    assert compile_template(parens(100)).render({}) == "1"
+    assert compile_template(blocks(50, parens(50))).render({}) == "1"
+    for text in (blocks(101), parens(101), blocks(50, parens(51))):
+        with pytest.raises(TemplateError, match="nested deeper than 100 levels"):
+            compile_template(text)

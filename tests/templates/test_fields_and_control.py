@@ -254,3 +254,20 @@ def test_literals_and_delimiters(text: str, printed: str) -> None:
 )
 def test_escapes_and_number_literals(text: str, printed: str) -> None:
     assert render(text) == printed
+
+
+@pytest.mark.parametrize(
+    ("text", "printed"),
+    [
+        ("{{ with .a }}x{{ else with .b }}y{{ else }}z{{ end }}", "y"),
+        ("{{ if .a }}x{{ else if .b }}y{{ end }}", "y"),
+        # an inner $x ends with its block
+        ("{{ $x := 1 }}{{ if 1 }}{{ $x := 2 }}{{ $x }}{{ end }}{{ $x }}", "21"),
+        ("{{ $x := 1 }}{{ $x := $x }}{{ $x }}", "1"),  # the right side sees the outer $x
+        ("{{ $i := 0 }}{{ $v := 0 }}{{ range $i, $v = .l }}{{ end }}{{ $i }}{{ $v }}", "12"),
+        ("{{ with $a := .b }}{{ $a }}{{ end }}", "B"),
+        ('{{ (index .m "k").z }}', "7"),
+    ],
+)
+def test_branches_variables_and_chains(text: str, printed: str) -> None:
+    assert render(text, {"l": [1, 2], "b": "B", "m": {"k": {"z": 7}}}) == printed
