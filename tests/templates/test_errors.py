@@ -241,6 +241,12 @@ def test_a_bad_number_is_a_parse_error() -> None:
         ("{{ print 1 ) }}", "1:12", "unexpected right paren"),
         ("{{ ( }}", "1:6", "unclosed left paren"),
         ("{{ print () }}", "1:11", "missing value for parenthesized pipeline"),
+        ("\n{{ foo }}", "2:4", 'function "foo" not defined'),  # a first newline is a line too
+        ("{{ print len }}", "1:4", "wrong number of args for len: want 1 got 0"),
+        ("{{ print if }}", "1:10", "unexpected keyword 'if' in operand"),
+        ("{{ print , }}", "1:10", "unexpected ',' in operand"),
+        ("{{ range .l }}{{ end }}{{ break }}", "1:27", "{{break}} outside {{range}}"),
+        ("{{ range .a }}x{{ else }}y", "1:27", "expected {{end}} for {{range}}; found end of template"),
     ],
 )
 def test_grammar_errors_name_the_place_and_the_problem(text: str, location: str, problem: str) -> None:
@@ -262,3 +268,21 @@ def test_nesting_is_limited_to_100_levels_of_blocks_and_parentheses_together() -
     for text in (blocks(101), parens(101), blocks(50, parens(51))):
         with pytest.raises(TemplateError, match="nested deeper than 100 levels"):
             compile_template(text)
+
+
+def test_execution_errors_point_into_the_template_and_at_the_failing_part() -> None:
+    len_of_int = "error calling len: len of type int"
+    for text, message in (
+        ("\n\n  {{ len 3 }}", f"3:6: at <len 3>: {len_of_int}"),
+        ("{{ print (len 3) }}", f"1:11: at <len 3>: {len_of_int}"),
+        ("{{ print (1).x }}", "1:10: at <(1).x>: can't evaluate field x in type int"),
+    ):
+        with pytest.raises(TemplateError) as caught:
+            compile_template(text).render({})
+        assert str(caught.value) == f"template execution failed: {message}"
+
+
+def test_blocks_and_parentheses_one_after_another_do_not_add_up_to_the_nesting_limit() -> None:
+    assert compile_template("{{ if 1 }}{{ end }}" * 150).render({}) == ""
+    assert compile_template("{{ (1) }}" * 150).render({}) == "1" * 150
+    assert compile_template("{{ range .l }}{{ if 1 }}{{ break }}{{ end }}x{{ end }}").render({"l": [1]}) == ""
