@@ -171,3 +171,18 @@ async def test_an_invalid_session_id_is_refused_before_the_store_is_asked(bad: o
         manager.watch(bad)  # type: ignore[arg-type]
     assert CountingStore.calls == 0
     assert manager.watcher_count() == 0
+
+
+async def test_deleting_a_session_wakes_a_reader_that_is_waiting() -> None:
+    manager = SessionManager(engine(ECHO), MemoryStore())
+    await manager.start("s")
+    watch = manager.watch("s")
+
+    async def read_all() -> list[StateDiff]:
+        return [change async for change in watch]
+
+    reader = asyncio.create_task(read_all())
+    await asyncio.sleep(0)  # the reader now waits for a change
+    await manager.delete("s")
+    async with asyncio.timeout(10):
+        assert await reader == []
