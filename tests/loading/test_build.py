@@ -424,6 +424,7 @@ def test_non_json_values_are_rejected() -> None:
         (2.5, "number 2.5"),
         ([1], "list"),
         ({"a": 1}, "mapping"),
+        ({1, 2}, "set"),  # only a program can pass one; files hold JSON-like values
     ],
 )
 def test_a_wrong_value_is_described_briefly(value: object, described: str) -> None:
@@ -521,6 +522,9 @@ def test_the_from_fields_of_a_transition_must_be_strings() -> None:
 
 def test_tool_calls_must_be_mappings_and_imports_named() -> None:
     assert "expected a mapping with 'name'" in fails({"do": "charge"}, "do")
+    assert fails({"tools": [None]}, "tools[0]").endswith(
+        "expected a tool mapping or the ID of a node to import tools from, got null"
+    )
     assert "empty tool import" in fails({"tools": [""]}, "tools[0]")
 
 
