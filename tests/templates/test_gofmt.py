@@ -43,6 +43,7 @@ CASES: list[tuple[str, tuple[Any, ...], str]] = [
     ("%x|%x|%x|%05x|%-5x|", (0, -1, 1, 255, 255), "0|-1|1|000ff|ff   |"),
     ("%c|%c", (0, 0x10FFFF), "\x00|\U0010ffff"),
     ("%q|%q|%q", (0, 0x10FFFF, 0x10FFFE), "'\\x00'|'\\U0010ffff'|'\\U0010fffe'"),
+    ("%q|%c", (0x110000, 0x110000), "'\ufffd'|\ufffd"),  # past the last character
     # strings
     ("%.2s|%.2q|%.9s", ("abcdef", "abcdef", "abc"), 'ab|"ab"|abc'),
     ("%5s|%-5s|%1s", ("ab", "ab", "abc"), "   ab|ab   |abc"),
