@@ -434,7 +434,9 @@ def baseline(copy: Path, modules: list[str], args: list[str], log: Path) -> dict
     status = run_forked(copy, [*args, *BASE_FLAGS], 1800, log, after=plugin)
     elapsed = time.monotonic() - started
     if status != 0 or not result_file.exists():
-        raise SystemExit(f"mutation: the unmutated tests fail ({' '.join(args)}); see {log}")
+        tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
+        print("\n".join(tail), file=sys.stderr)
+        raise SystemExit(f"mutation: the unmutated tests fail ({' '.join(args)}): fix them first")
     data = json.loads(result_file.read_text())
     data["elapsed"] = elapsed
     return data
