@@ -247,6 +247,10 @@ def test_a_bad_number_is_a_parse_error() -> None:
         ("{{ print , }}", "1:10", "unexpected ',' in operand"),
         ("{{ range .l }}{{ end }}{{ break }}", "1:27", "{{break}} outside {{range}}"),
         ("{{ range .a }}x{{ else }}y", "1:27", "expected {{end}} for {{range}}; found end of template"),
+        ("{{ 09 }}", "1:4", "bad number syntax: '09'"),  # a leading 0 means octal
+        ("{{ nil.x }}", "1:4", "unexpected . after term 'nil'"),
+        ('{{ "a".x }}', "1:4", "unexpected . after term '\"a\"'"),
+        ("{{ , }}", "1:4", "unexpected ',' in operand"),
     ],
 )
 def test_grammar_errors_name_the_place_and_the_problem(text: str, location: str, problem: str) -> None:
@@ -265,7 +269,10 @@ def test_nesting_is_limited_to_100_levels_of_blocks_and_parentheses_together() -
     assert compile_template(blocks(100)).render({}) == "x"
     assert compile_template(parens(100)).render({}) == "1"
     assert compile_template(blocks(50, parens(50))).render({}) == "1"
-    for text in (blocks(101), parens(101), blocks(50, parens(51))):
+    # A closed block or parenthesis gives its level back, no more.
+    too_deep = (blocks(101), parens(101), blocks(50, parens(51)))
+    too_deep += (blocks(1) + blocks(101), parens(1) + parens(101))
+    for text in too_deep:
         with pytest.raises(TemplateError, match="nested deeper than 100 levels"):
             compile_template(text)
 
@@ -274,6 +281,7 @@ def test_execution_errors_point_into_the_template_and_at_the_failing_part() -> N
     len_of_int = "error calling len: len of type int"
     for text, message in (
         ("\n\n  {{ len 3 }}", f"3:6: at <len 3>: {len_of_int}"),
+        ("\n{{ len 3 }}", f"2:4: at <len 3>: {len_of_int}"),
         ("{{ print (len 3) }}", f"1:11: at <len 3>: {len_of_int}"),
         ("{{ print (1).x }}", "1:10: at <(1).x>: can't evaluate field x in type int"),
     ):

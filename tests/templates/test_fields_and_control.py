@@ -245,7 +245,8 @@ def test_literals_and_delimiters(text: str, printed: str) -> None:
     [
         (r'{{ printf "%q" "\a\b\f\n\r\t\v\\\"" }}', r'"\a\b\f\n\r\t\v\\\""'),
         (r"{{ '\'' }}|{{ '\x41' }}|{{ 'é' }}", "39|65|233"),
-        (r'{{ "\x41\u00e9\U0001F600" }}|{{ "\101" }}', "Aé😀|A"),
+        (r'{{ "\x41\u00e9\U0001F600" }}|{{ "\101" }}|{{ "\101BC" }}', "Aé😀|A|ABC"),
+        (r'{{ "\377" | len }}', "3"),  # the highest octal escape is accepted (a lone byte prints as U+FFFD)
         (r'{{ "\U0010FFFF" | len }}|{{ "\uE000" | len }}|{{ "\uD7FF" | len }}', "4|3|3"),
         ("{{ -0x10 }} {{ +0b11 }} {{ 0o17 }} {{ 017 }} {{ -017 }} {{ 0x_1 }}", "-16 3 15 15 -15 1"),
         ("{{ 1_000 }} {{ 1.5e3 }} {{ 0 }} {{ 00 }} {{ -2.5 }}", "1000 1500 0 0 -2.5"),
