@@ -525,6 +525,7 @@ def run_module_group(copies: list[Path], modules: list[str], args: list[str], sa
         print(f"-- {module}: {len(mutants)} mutants{sampled}", flush=True)
         results: dict[Mutant, Outcome] = {}
         pending: list[tuple[Mutant, list[str]]] = []
+        everything = sorted(data["order"], key=lambda t: data["seconds"].get(t, 1.0))
         for mutant in mutants:
             text = mutant.line_text(lines)
             changed = mutant.mutated_line(original)
@@ -543,7 +544,7 @@ def run_module_group(copies: list[Path], modules: list[str], args: list[str], sa
                     tests.sort(key=lambda t: data["seconds"].get(t, 1.0))
                     pending.append((mutant, tests))
         free = list(range(len(copies)))
-        running: dict[int, tuple[int, Mutant, float]] = {}  # pid -> (copy, mutant, deadline)
+        running: dict[int, tuple[int, Mutant, float, bool]] = {}  # pid -> (copy, mutant, deadline, all tests)
 
         try:
             while pending or running:
@@ -556,14 +557,20 @@ def run_module_group(copies: list[Path], modules: list[str], args: list[str], sa
                     timeout = 15.0 + 5 * sum(data["seconds"].get(t, 1.0) for t in tests)
                     log = copies[slot].parent / "mutant.log"
                     pid = start_forked(copies[slot], [*tests, *PYTEST_FLAGS], log)
-                    running[pid] = (slot, mutant, time.monotonic() + timeout)
-                for pid, (slot, mutant, deadline) in list(running.items()):
+                    running[pid] = (slot, mutant, time.monotonic() + timeout, tests is everything)
+                for pid, (slot, mutant, deadline, all_tests) in list(running.items()):
                     done, status = finished(pid, deadline)
                     if not done:
                         continue
                     del running[pid]
                     write_module(copies[slot] / module, original)
                     free.append(slot)
+                    if status == 0 and not all_tests and len(everything) > 1:
+                        # Survived the tests that run its line. A line run once per process (a
+                        # cache filled lazily) is credited to the first test only, so before
+                        # calling it a survivor, run the module's whole test set.
+                        pending.append((mutant, everything))
+                        continue
                     kind = "timeout" if status is None else "survived" if status == 0 else "killed"
                     results[mutant] = Outcome(mutant, kind)
                     known[key_of(mutant, original)] = kind

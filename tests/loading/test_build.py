@@ -538,3 +538,11 @@ def test_a_change_to_a_tool_library_reaches_every_importer_however_indirect() ->
     assert importers_of(drafts, ["lib"]) == {"lib", "mid", "top"}
     assert importers_of(drafts, ["mid"]) == {"mid", "top"}
     assert importers_of(drafts, ["other"]) == {"other"}
+
+
+def test_lists_of_fields_and_schema_entries_count_towards_the_size_limit() -> None:
+    assert "too many values" in fails({"input_options": ["x"] * 100_001}, "input_options")
+    schema = {f"k{n}": "int" for n in range(100_000)}
+    assert len(build({"context_schema": schema}).context_schema) == 100_000  # one value each: at the limit
+    schema["one-more"] = "int"
+    assert "too many values" in fails({"context_schema": schema}, "context_schema.one-more")
