@@ -251,6 +251,7 @@ def test_a_bad_number_is_a_parse_error() -> None:
         ("{{ nil.x }}", "1:4", "unexpected . after term 'nil'"),
         ('{{ "a".x }}', "1:4", "unexpected . after term '\"a\"'"),
         ("{{ , }}", "1:4", "unexpected ',' in operand"),
+        ("{{ 1 | | 2 }}", "1:8", "unexpected '|' in command"),
     ],
 )
 def test_grammar_errors_name_the_place_and_the_problem(text: str, location: str, problem: str) -> None:
