@@ -169,3 +169,8 @@ def test_a_crlf_frontmatter_reports_errors_at_the_files_own_lines() -> None:
 def test_yaml_1_2_reads_yes_and_on_as_strings_in_a_yaml_file() -> None:
     data, _ = parse_document("a: yes\nb: on\nc: true\n", ".yaml", source="s.yaml", node_id="s")
     assert data == {"a": "yes", "b": "on", "c": True}
+
+
+def test_a_character_yaml_does_not_allow_is_an_error_naming_it() -> None:
+    with pytest.raises(NodeDefinitionError, match=r"s\.yaml: invalid YAML: unacceptable character #x0007"):
+        parse_document("a: \x07", ".yaml", source="s.yaml", node_id="s")
