@@ -34,6 +34,7 @@ import gc
 import importlib
 import importlib.metadata
 import json
+import math
 import os
 import random
 import shutil
@@ -607,6 +608,11 @@ def expand(names: list[str]) -> list[str]:
     return modules
 
 
+def percent(part: int, whole: int) -> str:
+    """Rounded down, so that 100.0% means every one."""
+    return f"{math.floor(1000 * part / whole) / 10:.1f}%" if whole else "-"
+
+
 def report(outcomes: list[Outcome], modules: list[str], sample: int | None, seed: int) -> None:
     print("\n| module | mutants | killed | equivalent | survived | score |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -619,12 +625,12 @@ def report(outcomes: list[Outcome], modules: list[str], sample: int | None, seed
         equivalent = sum(o.status == "equivalent" for o in mine)
         survived = len(mine) - killed - equivalent
         counted = len(mine) - equivalent
-        score = f"{100 * killed / counted:.1f}%" if counted else "-"
+        score = percent(killed, counted)
         print(f"| {module} | {len(mine)} | {killed} | {equivalent} | {survived} | {score} |")
         for i, n in enumerate((len(mine), killed, equivalent, survived)):
             totals[i] += n
     counted = totals[0] - totals[2]
-    score = f"{100 * totals[1] / counted:.1f}%" if counted else "-"
+    score = percent(totals[1], counted)
     print(f"| **all** | {totals[0]} | {totals[1]} | {totals[2]} | {totals[3]} | {score} |")
     if sample is not None:
         print(f"(at most {sample} mutants per module, sampled with seed {seed})")
