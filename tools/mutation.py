@@ -237,7 +237,8 @@ def mutants_of(module: str) -> list[Mutant]:
                                     start, end, text, description))
         for new, description in _expr_variants(node):
             # Parenthesised, so the change keeps its place in the surrounding expression.
-            found.append(Mutant(module, node.lineno, node.end_lineno or node.lineno,
+            end_line = getattr(node, "end_lineno", None) or node.lineno
+            found.append(Mutant(module, node.lineno, end_line,
                                 start, end, f"({ast.unparse(new)})", description))
     found.sort(key=lambda m: (m.line, m.start, m.description))
     return found
@@ -441,7 +442,7 @@ def baseline(copy: Path, modules: list[str], args: list[str], log: Path) -> dict
         tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
         print("\n".join(tail), file=sys.stderr)
         raise SystemExit(f"mutation: the unmutated tests fail ({' '.join(args)}): fix them first")
-    data = json.loads(result_file.read_text())
+    data: dict[str, Any] = json.loads(result_file.read_text())
     data["elapsed"] = elapsed
     return data
 
