@@ -186,3 +186,16 @@ async def test_deleting_a_session_wakes_a_reader_that_is_waiting() -> None:
     await manager.delete("s")
     async with asyncio.timeout(10):
         assert await reader == []
+
+
+async def test_closing_one_watch_leaves_the_others_of_the_session_watching() -> None:
+    manager = SessionManager(engine(ECHO), MemoryStore())
+    await manager.start("s")
+    first, second = manager.watch("s"), manager.watch("s")
+    first.close()
+    await manager.navigate("s", "hi")
+    async with asyncio.timeout(10):
+        change = await anext(second)
+    assert change.context["last"] == "hi"
+    await second.aclose()
+    assert manager.watcher_count() == 0

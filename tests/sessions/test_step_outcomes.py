@@ -17,7 +17,7 @@ from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.local_locker import LocalLocker
 from trellis.adapters.memory_store import MemoryStore
 from trellis.domain import ActionType, State, Status
-from trellis.errors import InvalidConfirmation
+from trellis.errors import BackendUnavailable, InvalidConfirmation, SessionNotFound
 from trellis.sessions import SessionManager, render_state
 
 Setup = Callable[[Path], dict[str, Any]]
@@ -130,3 +130,34 @@ async def test_a_release_that_fails_is_logged_and_the_step_still_counts(
     again = await manager.start("s")  # nothing to save: only a release, which fails
     assert again.state.revision == first.state.revision
     assert "failed to release the lock of session 's': connection reset" in caplog.messages
+
+
+@pytest.mark.parametrize("setup", SETUPS.values(), ids=SETUPS.keys())
+async def test_delete_removes_the_session_on_every_kind_of_store(tmp_path: Path, setup: Setup) -> None:
+    manager = SessionManager(engine(PAYMENT), lock_ttl=LONG_TTL, **setup(tmp_path))
+    await manager.start("s")
+    await manager.delete("s")
+    with pytest.raises(SessionNotFound):
+        await manager.get("s")
+
+
+@pytest.mark.parametrize("setup", SETUPS.values(), ids=SETUPS.keys())
+async def test_watchers_see_steps_on_every_kind_of_store(tmp_path: Path, setup: Setup) -> None:
+    manager = SessionManager(engine(PAYMENT), lock_ttl=LONG_TTL, **setup(tmp_path))
+    await manager.start("s")
+    async with manager.watch("s") as watch:
+        await manager.navigate("s", "yes")
+        async with asyncio.timeout(WAIT):
+            change = await anext(watch)
+    assert change.context == {"ok": "yes"}
+
+
+async def test_a_lock_service_error_is_passed_on_as_it_is() -> None:
+    class Down(LocalLocker):
+        async def acquire(self, key: str, ttl: float) -> Any:
+            raise BackendUnavailable("etcd is down")
+
+    manager = SessionManager(engine(PAYMENT), MemoryStore(), locker=Down())
+    with pytest.raises(BackendUnavailable, match=r"^etcd is down$"):
+        await manager.start("s")
+    assert (await manager.list()).session_ids == []

@@ -272,3 +272,8 @@ def test_escapes_and_number_literals(text: str, printed: str) -> None:
 )
 def test_branches_variables_and_chains(text: str, printed: str) -> None:
     assert render(text, {"l": [1, 2], "b": "B", "m": {"k": {"z": 7}}}) == printed
+
+
+def test_a_break_in_an_inner_ranges_else_leaves_the_outer_range() -> None:
+    text = "{{ range .l }}{{ . }}{{ range $.e }}{{ else }}{{ break }}{{ end }}x{{ end }}"
+    assert render(text, {"l": [1, 2], "e": []}) == "1"
