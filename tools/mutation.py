@@ -256,14 +256,18 @@ class Equivalent:
     line: str  # the line as written
     mutant: str  # the same line in the mutant
     reason: str
+    after: str = ""  # when the same line occurs more than once: the line just above it
 
 
 def load_equivalents() -> list[Equivalent]:
     if not EQUIVALENTS_FILE.exists():
         return []
     data = tomllib.loads(EQUIVALENTS_FILE.read_text())
-    return [Equivalent(e["module"], e["line"].strip(), e["mutant"].strip(), e["reason"])
-            for e in data.get("equivalent", [])]
+    return [
+        Equivalent(e["module"], e["line"].strip(), e["mutant"].strip(), e["reason"],
+                   e.get("after", "").strip())
+        for e in data.get("equivalent", [])
+    ]
 
 
 # ---------------------------------------------------------------- running
@@ -531,8 +535,9 @@ def run_module_group(copies: list[Path], modules: list[str], args: list[str], sa
         for mutant in mutants:
             text = mutant.line_text(lines)
             changed = mutant.mutated_line(original)
+            above = lines[mutant.line - 2].strip() if mutant.line > 1 else ""
             eq = next((e for e in equivalents if e.module == module and e.line == text
-                       and e.mutant == changed), None)
+                       and e.mutant == changed and e.after in ("", above)), None)
             if eq is not None:
                 results[mutant] = Outcome(mutant, "equivalent", eq.reason)
             elif known.get(key_of(mutant, original)) in ("killed", "timeout"):
