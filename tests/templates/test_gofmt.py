@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from trellis.templates.gofmt import go_quote, sprint, sprintf, sprintln
+from trellis.templates.values import ExecFailure
 
 INF = float("inf")
 NAN = float("nan")
@@ -115,3 +116,8 @@ def test_sprintln_separates_everything_and_ends_the_line() -> None:
 )
 def test_go_quote_escapes_what_is_not_printable(text: str, quoted: str) -> None:
     assert go_quote(text) == quoted
+
+
+def test_a_value_that_is_not_data_is_refused_not_printed() -> None:
+    with pytest.raises(ExecFailure, match="cannot print a value of type object: templates print only"):
+        sprintf("%d", (object(),))
