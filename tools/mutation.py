@@ -394,11 +394,19 @@ def run_forked(copy: Path, args: list[str], timeout: float, log: Path,
     """Exit status of pytest in a forked child, or None if it ran past timeout."""
     pid = start_forked(copy, args, log, plugins, after)
     deadline = time.monotonic() + timeout
-    while True:
-        done, status = finished(pid, deadline)
-        if done:
-            return status
-        time.sleep(0.02)
+    try:
+        while True:
+            done, status = finished(pid, deadline)
+            if done:
+                return status
+            time.sleep(0.02)
+    except BaseException:  # stopped meanwhile (Ctrl+C, SIGTERM): take the child along
+        try:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        raise
 
 
 IGNORED = shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache",
