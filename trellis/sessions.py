@@ -136,7 +136,9 @@ class SessionManager:
         self._check_step = check_step
         if step_store is not None and locker is not None:
             raise ValueError("give a locker or a step_store, not both (a step_store locks itself)")
-        self._steps = step_store if step_store is not None else step_store_for(store, locker)
+        if step_store is None:
+            step_store = step_store_for(store, locker, logger=self._logger)
+        self._steps = step_store
         self._unlocked = self._steps if optimistic and isinstance(self._steps, OptimisticStepStore) else None
         self._locks = KeyedLocks()
         # Sessions recently contended: session ID -> loop time until which they lock directly.
