@@ -28,6 +28,7 @@ everything a terminal runner would have printed.
 from __future__ import annotations
 
 import builtins
+import contextvars
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -35,6 +36,7 @@ from types import TracebackType
 from typing import Final
 
 from trellis.diff import diff
+from trellis.dispatching import DispatchContext
 from trellis.domain import (
     Action,
     ActionType,
@@ -64,6 +66,9 @@ from trellis.streams import QueueStream
 
 _WAITING: Final = (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK)
 _WATCH_QUEUE_SIZE: Final = 256
+# The fencing token of the lock the running step holds, passed to the dispatcher so that
+# a sidecar can refuse calls from a holder that has since lost the lock.
+_STEP_FENCE: contextvars.ContextVar[int] = contextvars.ContextVar("trellis_step_fence", default=0)
 
 # What a step's work returns: the state to keep, what to show, and whether to save it.
 _Outcome = tuple[State, RenderResult, bool]
@@ -217,6 +222,7 @@ class SessionManager:
         _check_id(session_id)
         async with self._locks.hold(session_id):
             handle, loaded = await self._steps.lock_and_load(session_id, self._lock_ttl)
+            _STEP_FENCE.set(handle.token)
             try:
                 state, render, changed = await work(loaded)
             except BaseException:
@@ -251,7 +257,7 @@ class SessionManager:
                 if call is None or self._dispatcher is None or not self._dispatcher.serves(call.name):
                     return state, _shown_then(shown, render)  # the caller runs this tool
                 moves = self._count_move(state, moves)
-                result = await self._dispatcher.dispatch(call)
+                result = await self._dispatcher.dispatch(call, _dispatch_context(state, call))
                 shown.extend(_passed(render))
                 state = await self._engine.navigate(state, result)
                 continue
@@ -330,6 +336,15 @@ def _pending_call(render: RenderResult, pending_id: str) -> ToolCall | None:
             if action.payload.id == pending_id:
                 return action.payload
     return None
+
+
+def _dispatch_context(state: State, call: ToolCall) -> DispatchContext:
+    return DispatchContext(
+        session_id=state.session_id,
+        node_id=state.current_node_id,
+        idempotency_key=call.idempotency_key,
+        fencing_token=_STEP_FENCE.get(),
+    )
 
 
 def _check_id(session_id: str) -> None:
