@@ -164,6 +164,9 @@ class Sidecar:
     def serves(self, tool_name: str) -> bool:
         return tool_name in self._tools
 
+    def serves_any(self) -> bool:
+        return bool(self._tools)
+
     async def list_tools(self) -> Sequence[ToolInfo]:
         return [entry.info for entry in self._tools.values()]
 

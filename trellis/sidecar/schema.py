@@ -89,21 +89,26 @@ def _type_name(value: Any) -> str:
 
 def schema_of(function: Callable[..., Any], skip: frozenset[str] = frozenset()) -> dict[str, JSONValue]:
     """A JSON Schema of ``function``'s keyword arguments from its annotations: parameters
-    without a default are required; unknown arguments are refused."""
+    without a default are required; unknown arguments are refused unless it takes ``**``."""
     try:
         hints = get_type_hints(function)
     except Exception:
         hints = {}
     properties: dict[str, JSONValue] = {}
     required: list[JSONValue] = []
+    open_ended = False
     for name, parameter in inspect.signature(function).parameters.items():
+        if parameter.kind is parameter.VAR_KEYWORD:
+            open_ended = True  # **kwargs: any other argument is welcome
         if name in skip or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         kind = _PYTHON_TYPES.get(hints.get(name))
         properties[name] = {"type": kind} if kind else {}
         if parameter.default is parameter.empty:
             required.append(name)
-    schema: dict[str, JSONValue] = {"type": "object", "properties": properties, "additionalProperties": False}
+    schema: dict[str, JSONValue] = {"type": "object", "properties": properties}
+    if not open_ended:
+        schema["additionalProperties"] = False
     if required:
         schema["required"] = required
     return schema
