@@ -108,3 +108,26 @@ async def socket_dir() -> AsyncIterator[Path]:
     """A short directory for Unix sockets (a socket path must stay under ~100 bytes)."""
     with tempfile.TemporaryDirectory(prefix="trellis-sc-", dir="/tmp") as name:
         yield Path(name)
+
+
+NODE_DIR = ROOT / "clients" / "node"
+
+
+def node_ready() -> str | None:
+    """Why the Node sidecar cannot run here (None: it can), after `npm ci` when needed."""
+    import shutil
+    import subprocess
+
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "node and npm are not installed (the Node sidecar tests need them)"
+    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"npm ci failed:\n{done.stdout}\n{done.stderr}")
+    return None
