@@ -110,6 +110,14 @@ class SidecarServer:
                 ("grpc.max_receive_message_length", options.max_message_bytes),
                 ("grpc.max_send_message_length", options.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # The same keepalive terms as the trellis server: its clients (a server's
+                # RemoteDispatcher) ping every 30 s, also between calls, and must not be
+                # sent away with "too many pings".
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_pings_without_data", 0),
             ],
             interceptors=[TokenInterceptor(tokens)] if tokens else [],
         )
