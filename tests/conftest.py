@@ -25,7 +25,7 @@ SLOW_MODULES = frozenset(
         "packaging/test_plugins.py",
         "sidecars/test_python_sidecars.py",
         "sidecars/test_node_sidecar.py",
-        "sidecars/test_fencing_etcd.py",
+        "etcd_system/test_sidecar_fencing.py",
     }
 )
 _TESTS = Path(__file__).parent

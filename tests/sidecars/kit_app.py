@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from trellis.sidecar import DispatchContext, RetryPolicy, Sidecar
@@ -43,6 +44,23 @@ async def charge(amount: int, context: DispatchContext) -> dict[str, Any]:
 def note(what: str, context: DispatchContext) -> None:
     with open(os.environ["RUNS_FILE"], "a", encoding="utf-8") as runs:
         runs.write(f"{what} {context.session_id} {context.idempotency_key} {context.fencing_token}\n")
+
+
+@sidecar.tool()
+async def hold(who: str, context: DispatchContext) -> dict[str, str]:
+    """For the fencing test: blocks the call for "ada" until $RUNS_FILE.release exists."""
+    note(f"hold-{who}", context)
+    release = Path(os.environ["RUNS_FILE"] + ".release")
+    # Another process writes the file: nothing to await but polling.
+    while who == "ada" and not await asyncio.to_thread(release.exists):  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    return {"held": who}
+
+
+@sidecar.tool()
+def record(who: str, context: DispatchContext) -> dict[str, str]:
+    note(f"record-{who}", context)
+    return {"recorded": who}
 
 
 if os.environ.get("EXTRA_TOOL"):

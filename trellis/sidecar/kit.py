@@ -42,10 +42,12 @@ from trellis.dispatching import (
     ToolInfo,
 )
 from trellis.domain import JSONValue, ToolCall, ToolResult
-from trellis.errors import ConfigError
+from trellis.errors import ConfigError, LockLost
 from trellis.sidecar.guards import FenceBook, IdempotencyCache
 from trellis.sidecar.schema import problems, schema_of
 from trellis.sidecar.server import SidecarOptions, SidecarServer, announce
+
+LOG = logging.getLogger("trellis.sidecar")
 
 Runner = Callable[[ToolCall, DispatchContext], Awaitable[ToolResult]]
 
@@ -176,7 +178,11 @@ class Sidecar:
         if entry is None:
             return _failure(call, f"tool not found: {call.name}", TOOL_NOT_FOUND_ERROR)
         # A caller that lost its lock must not act: refused before anything runs.
-        self.fences.admit(context.session_id, context.fencing_token)
+        try:
+            self.fences.admit(context.session_id, context.fencing_token)
+        except LockLost as exc:
+            LOG.warning("call %r of tool %r refused: %s", call.id, call.name, exc.message)
+            raise
         if entry.info.args_schema:
             found = problems(dict(call.args or {}), entry.info.args_schema)
             if found:

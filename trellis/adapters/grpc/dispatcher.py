@@ -33,7 +33,7 @@ from trellis.api.v1 import dispatcher_pb2 as dpb
 from trellis.api.v1 import dispatcher_pb2_grpc
 from trellis.dispatching import TIMEOUT_ERROR, UNAVAILABLE_ERROR, DispatchContext, ToolInfo, ToolPolicy
 from trellis.domain import ToolCall, ToolResult
-from trellis.errors import BackendUnavailable, DispatchError, InvalidInput, TrellisError
+from trellis.errors import BackendUnavailable, DispatchError, InvalidInput, LockLost, TrellisError
 
 LOG = logging.getLogger("trellis.dispatcher")
 
@@ -197,8 +197,8 @@ class RemoteDispatcher:
             )
         except BackendUnavailable as exc:
             return None, exc
-        except DispatchError:
-            raise
+        except (DispatchError, LockLost):
+            raise  # LockLost: the sidecar refused a stale fencing token; the step must fail as such
         except TrellisError as exc:
             raise DispatchError(
                 f"tool {call.name!r} (call {call.id!r}) could not be dispatched: {exc}"
