@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Final
 
 from trellis.diff import diff
-from trellis.dispatching import DispatchContext
+from trellis.dispatching import STEP_DEADLINE, DispatchContext
 from trellis.domain import (
     Action,
     ActionType,
@@ -342,6 +342,7 @@ def _dispatch_context(state: State, call: ToolCall) -> DispatchContext:
     return DispatchContext(
         session_id=state.session_id,
         node_id=state.current_node_id,
+        deadline=STEP_DEADLINE.get(),
         idempotency_key=call.idempotency_key,
         fencing_token=_STEP_FENCE.get(),
     )

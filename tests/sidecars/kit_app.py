@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ async def charge(amount: int, context: DispatchContext) -> dict[str, Any]:
 
 def note(what: str, context: DispatchContext) -> None:
     with open(os.environ["RUNS_FILE"], "a", encoding="utf-8") as runs:
-        runs.write(f"{what} {context.session_id} {context.idempotency_key} {context.fencing_token}\n")
+        left = f"{context.deadline - time.time():.1f}" if context.deadline is not None else "none"
+        runs.write(f"{what} {context.session_id} {context.idempotency_key} {context.fencing_token} {left}\n")
 
 
 @sidecar.tool()

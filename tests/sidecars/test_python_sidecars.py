@@ -4,6 +4,7 @@ check, and a server runs flows whose tools they serve (discovery, faults, timeou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -257,6 +258,8 @@ async def test_a_sidecar_slower_than_the_timeout_is_cancelled_and_on_error_taken
                 await wait_for(lambda: any(r[0] == "cancelled" for r in runs(runs_file)), "the cancel")
     assert step.terminal and step.state.current_node_id == "failed"
     assert [r[0] for r in runs(runs_file)] == ["started", "cancelled"]
+    # The call carried the caller's deadline (1.5 s), not the tool's own 30 s.
+    assert float(runs(runs_file)[0][4]) < 5
 
 
 async def test_a_sidecar_drains_running_calls_on_sigterm(tmp_path: Path) -> None:
@@ -306,3 +309,24 @@ async def test_an_edit_reaches_the_server_through_the_loader_sidecar(tmp_path: P
 def test_trellis_dispatcher_refuses_to_start_without_tools() -> None:
     done = subprocess.run([*TRELLIS, "dispatcher"], cwd=ROOT, capture_output=True, text=True, timeout=BOUND)
     assert done.returncode == 2 and "no tools to serve" in done.stderr
+
+
+async def test_the_steps_deadline_becomes_the_tool_calls_and_cancels_it(tmp_path: Path) -> None:
+    flow = write_flow(tmp_path / "flow", PAY_FLOW)
+    runs_file = tmp_path / "runs"
+    no_retry = {"charge": ToolPolicy(retry=RetryPolicy(maximum_attempts=1))}
+    async with socket_dir() as sockets:
+        address = f"unix://{sockets}/kit.sock"
+        env = {"RUNS_FILE": str(runs_file), "CHARGE_DELAY": "30"}
+        async with running([*KIT_APP, address], env=env):
+            async with server(flow, dispatcher=address, tool_policies=no_retry) as target:
+                async with Client(target) as client:
+                    await client.sessions.start("s1")
+                # The tool may take 30 s by its own timeout; the caller waits 1.5 s.
+                async with Client(target, timeout=1.5) as hurried:
+                    with contextlib.suppress(TimeoutError):
+                        await hurried.sessions.navigate("s1", "me")
+                await wait_for(lambda: any(r[0] == "cancelled" for r in runs(runs_file)), "the cancel")
+    assert [r[0] for r in runs(runs_file)] == ["started", "cancelled"]
+    # The call carried the caller's deadline (1.5 s), not the tool's own 30 s.
+    assert float(runs(runs_file)[0][4]) < 5

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 
 from trellis.api import error_table
+from trellis.dispatching import STEP_DEADLINE
 from trellis.server.observe import Observer, StepRecord
 
 LOG = logging.getLogger("trellis.server")
@@ -73,7 +75,9 @@ def guarded_unary(fn: Unary) -> Unary:
                     response = await fn(self, request, context)
                 else:
                     # Pass the caller's deadline down: lock waits, dispatches and
-                    # store calls inside the step stop when the caller gives up.
+                    # store calls inside the step stop when the caller gives up, and a
+                    # tool call carries it to its sidecar (this task's own context).
+                    STEP_DEADLINE.set(time.time() + remaining)
                     async with asyncio.timeout(remaining):
                         response = await fn(self, request, context)
             except (grpc.aio.AbortError, asyncio.CancelledError):
