@@ -15,10 +15,11 @@ import pytest
 
 from trellis.adapters.grpc.channel import RemoteChannel
 from trellis.adapters.grpc.dispatcher import RemoteDispatcher
+from trellis.api.transport import ChannelOptions
 from trellis.contracts.dispatcher import ActionDispatcherContract
 from trellis.dispatching import DispatchContext, RetryPolicy, ToolPolicy
 from trellis.domain import ToolCall
-from trellis.errors import ConfigError, LockLost
+from trellis.errors import ConfigError, LockLost, Unauthenticated
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.server.config import load_config
 from trellis.sidecar import Sidecar, SidecarServer
@@ -301,3 +302,19 @@ def test_server_policies_and_sidecars_come_from_the_configuration_file(tmp_path:
         ConfigError, match=r"charge\.retry\.maximum_attempts: must be an integer from 0 to 100"
     ):
         load_config(file=str(config), flags={}, environ={})
+
+
+async def test_a_sidecar_with_a_token_refuses_callers_without_it() -> None:
+    server = await contract_sidecar().serve("127.0.0.1:0", token="s3cret")
+    anonymous = RemoteDispatcher(RemoteChannel(server.address))
+    trusted = RemoteDispatcher(RemoteChannel(server.address, ChannelOptions(token="s3cret")))
+    try:
+        with pytest.raises(Unauthenticated):
+            await anonymous.refresh()
+        await trusted.probe()
+        assert trusted.tools == frozenset({"echo", "fail"})
+        assert (await trusted.dispatch(call("echo", x=1))).result == {"x": 1}
+    finally:
+        await anonymous.aclose()
+        await trusted.aclose()
+        await server.stop(0)
