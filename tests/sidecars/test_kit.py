@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -13,13 +14,15 @@ from typing import Any
 
 import pytest
 
+from tests.pki import make_pki
+from tests.requirements import missing
 from trellis.adapters.grpc.channel import RemoteChannel
 from trellis.adapters.grpc.dispatcher import RemoteDispatcher
 from trellis.api.transport import ChannelOptions
 from trellis.contracts.dispatcher import ActionDispatcherContract
 from trellis.dispatching import DispatchContext, RetryPolicy, ToolPolicy
 from trellis.domain import ToolCall
-from trellis.errors import ConfigError, LockLost, Unauthenticated
+from trellis.errors import BackendUnavailable, ConfigError, LockLost, Unauthenticated
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.server.config import load_config
 from trellis.sidecar import Sidecar, SidecarServer
@@ -317,4 +320,29 @@ async def test_a_sidecar_with_a_token_refuses_callers_without_it() -> None:
     finally:
         await anonymous.aclose()
         await trusted.aclose()
+        await server.stop(0)
+
+
+async def test_a_tls_sidecar_serves_a_server_with_its_ca(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        missing("the openssl command (to make certificates) is not installed")
+    pki = make_pki(tmp_path / "pki")
+    server = await contract_sidecar().serve(
+        "127.0.0.1:0",
+        tls_cert=str(pki / "server.pem"),
+        tls_key=str(pki / "server.key"),
+        tls_client_ca=str(pki / "ca.pem"),
+    )
+    port = server.address.rpartition(":")[2]
+    ca, cert, key = pki / "ca.pem", pki / "client.pem", pki / "client.key"
+    trusted = RemoteDispatcher(RemoteChannel.from_target(f"127.0.0.1:{port}?ca={ca}&cert={cert}&key={key}"))
+    plain = RemoteDispatcher(RemoteChannel(f"127.0.0.1:{port}", ChannelOptions(timeout=5)))
+    try:
+        await trusted.probe()
+        assert (await trusted.dispatch(call("echo", x=2))).result == {"x": 2}
+        with pytest.raises(BackendUnavailable):
+            await plain.refresh()
+    finally:
+        await trusted.aclose()
+        await plain.aclose()
         await server.stop(0)
