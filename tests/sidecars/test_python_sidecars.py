@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -330,3 +331,32 @@ async def test_the_steps_deadline_becomes_the_tool_calls_and_cancels_it(tmp_path
     assert [r[0] for r in runs(runs_file)] == ["started", "cancelled"]
     # The call carried the caller's deadline (1.5 s), not the tool's own 30 s.
     assert float(runs(runs_file)[0][4]) < 5
+
+
+async def test_trellis_dispatcher_serves_an_entry_point_group(tmp_path: Path) -> None:
+    # A distribution installed on the path: its entry points name the tool functions.
+    site = tmp_path / "site"
+    info = site / "shop_tools-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shop-tools\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[shop.tools]\nprice = shop_tools:price\n")
+    tool = "def price(item: str) -> dict:\n    return {'item': item, 'eur': 3}\n"
+    (site / "shop_tools.py").write_text(tool)
+    async with socket_dir() as sockets:
+        argv = [*TRELLIS, "dispatcher", "--entry-points", "shop.tools", "--listen", f"unix://{sockets}/e.sock"]
+        env = {"PYTHONPATH": f"{ROOT}{os.pathsep}{site}"}
+        async with running(argv, env=env) as sidecar:
+            code, table = await conformance("dispatcher", sidecar.address)
+            flow = write_flow(
+                tmp_path / "flow",
+                {
+                    "start.md": (
+                        "---\ndo:\n  name: price\n  args:\n    item: tea\nsave_to: p\nto: done\n---\n"
+                    ),
+                    "done.md": "---\n---\nTea costs {{ .p.eur }}.\n",
+                },
+            )
+            async with server(flow, sidecars=[sidecar.url]) as target, Client(target) as client:
+                step = await client.sessions.start("e1")
+    assert code == 0 and "1 tools: price" in table, table
+    assert step.terminal and step.state.context["p"] == {"item": "tea", "eur": 3}
