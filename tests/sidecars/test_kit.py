@@ -346,3 +346,33 @@ async def test_a_tls_sidecar_serves_a_server_with_its_ca(tmp_path: Path) -> None
         await trusted.aclose()
         await plain.aclose()
         await server.stop(0)
+
+
+async def test_configured_tool_names_override_the_sidecars_list() -> None:
+    server = await contract_sidecar().serve("127.0.0.1:0")
+    narrowed = RemoteDispatcher(RemoteChannel(server.address), tools=["echo"])
+    listed = RemoteDispatcher(RemoteChannel(server.address), claims_unknown=False)
+    try:
+        assert not listed.serves("echo")  # not heard from yet: claims nothing
+        await narrowed.refresh()
+        await listed.refresh()
+        assert narrowed.serves("echo") and not narrowed.serves("fail")
+        assert listed.serves("echo") and listed.serves("fail") and not listed.serves("other")
+    finally:
+        await narrowed.aclose()
+        await listed.aclose()
+        await server.stop(0)
+
+
+async def test_an_unreachable_sidecar_is_named_with_the_tool() -> None:
+    server = await contract_sidecar().serve("127.0.0.1:0")
+    address = server.address
+    await server.stop(0)
+    dispatcher = RemoteDispatcher(RemoteChannel(address, ChannelOptions(timeout=5)))
+    try:
+        with pytest.raises(
+            BackendUnavailable, match=rf"tool 'echo' .* dispatcher sidecar {address} is unavailable"
+        ):
+            await dispatcher.dispatch(call("echo", x=1))
+    finally:
+        await dispatcher.aclose()

@@ -196,6 +196,12 @@ class RemoteDispatcher:
                 None,
             )
         except BackendUnavailable as exc:
+            # Say which tool and which sidecar: the channel's words are about "a server".
+            exc.message = (
+                f"tool {call.name!r} (call {call.id!r}, attempt {context.attempt}) was not run: "
+                f"dispatcher sidecar {self.address} is unavailable ({exc.message})"
+            )
+            exc.args = (exc.message,)
             return None, exc
         except (DispatchError, LockLost):
             raise  # LockLost: the sidecar refused a stale fencing token; the step must fail as such
