@@ -43,7 +43,7 @@ if __package__ in (None, ""):
 import aetcd
 from aetcd import rpc
 
-from tests.etcd.etcd_process import EtcdCluster
+from tests.support.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdConfig, EtcdLocker
 from trellis.adapters.etcd.locker import absent
 

@@ -45,9 +45,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Load, bench_parser, client_process, run_workers
-from tests.etcd.etcd_process import EtcdCluster
 from tests.etcd_system.flows import counter_node, write_counter_flow
 from tests.etcd_system.replicas import Replica, serve_args
+from tests.support.etcd_process import EtcdCluster
 
 CHAIN = 20
 PREFIX = "/bench"

@@ -30,6 +30,10 @@ SLOW_MODULES = frozenset(
 )
 _TESTS = Path(__file__).parent
 
+# The etcd fixtures (etcd_server, private_etcd, etcd_cluster3, etcd_config, etcd_client),
+# for every folder that needs a real etcd.
+pytest_plugins = ["tests.support.etcd_fixtures"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "etcd: starts etcd servers on loopback")

@@ -26,7 +26,11 @@ Differences from the original's string-splitting evaluator, on purpose (§17 #6)
   compiled, naming where it is, instead of silently evaluating to false.
 
 At run time an evaluation error (e.g. a missing key) or a non-boolean result counts
-as false (§3.6.1).
+as false (§3.6.1). Work is budgeted (trellis.condition_cost): a condition with
+comprehensions whose estimated cost on the data at hand is over
+``max_condition_cost`` is not run; it raises ConditionOverBudget, which fails the
+step like any other engine error (it does not count as false: a step must not
+take another branch because its data was large).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from typing import Any
 
 import cel
 
-from trellis.errors import ConditionError
+from trellis.condition_cost import comprehension_degree, first_collection_over, largest_allowed
+from trellis.errors import ConditionError, ConditionOverBudget
+from trellis.evaluation_limits import DEFAULT_LIMITS, EvaluationLimits
 from trellis.go_values import go_str
 
 # Left part: plain words only (no operators, parentheses or quotes), as in
@@ -58,7 +64,7 @@ _FIXED_NAMES = frozenset({"input", "context", "sys"})
 
 
 class Condition:
-    """A compiled condition. ``evaluate`` never raises."""
+    """A compiled condition. ``evaluate`` raises only ConditionOverBudget."""
 
     __slots__ = ("source",)
 
@@ -100,15 +106,48 @@ class InputEqualsCondition(Condition):
 class CelCondition(Condition):
     """A CEL expression; only the variables it references are handed to CEL."""
 
-    __slots__ = ("_context_names", "_program", "_wants_context", "_wants_input", "_wants_sys")
+    __slots__ = (
+        "_context_names",
+        "_degree",
+        "_limit",
+        "_max_items",
+        "_program",
+        "_wants_context",
+        "_wants_input",
+        "_wants_sys",
+        "_where",
+    )
 
-    def __init__(self, source: str, program: Any, variables: list[str]) -> None:
+    def __init__(
+        self,
+        source: str,
+        program: Any,
+        variables: list[str],
+        *,
+        where: str = "",
+        limits: EvaluationLimits = DEFAULT_LIMITS,
+    ) -> None:
         super().__init__(source)
         self._program = program
         self._wants_input = "input" in variables
         self._wants_context = "context" in variables
         self._wants_sys = "sys" in variables
         self._context_names = tuple(v for v in variables if v not in _FIXED_NAMES)
+        self._where = where
+        self._limit = limits.max_condition_cost
+        self._degree = comprehension_degree(source)
+        self._max_items = largest_allowed(self._limit, self._degree) if self._degree else 0
+
+    def _check_budget(self, scope: Mapping[str, Any]) -> None:
+        size = first_collection_over(scope.values(), self._max_items)
+        if size:
+            where = f"{self._where}: " if self._where else ""
+            raise ConditionOverBudget(
+                f"{where}condition {self.source!r} is over its evaluation budget: it would iterate "
+                f"over a collection of {size} elements with comprehensions of degree {self._degree} "
+                f"(filter and map count 2, nested ones add up); at most {self._max_items} elements "
+                f"fit the limit of {self._limit} (max_condition_cost)"
+            )
 
     def evaluate(self, input: Any, context: Mapping[str, Any], system_context: Mapping[str, Any]) -> bool:
         scope: dict[str, Any] = {}
@@ -123,6 +162,8 @@ class CelCondition(Condition):
             # variables too; they are simply absent from the context.
             if name in context:
                 scope[name] = context[name]
+        if self._degree:
+            self._check_budget(scope)
         try:
             result = self._program.execute(scope)
         except Exception:
@@ -136,7 +177,7 @@ def _legacy_literal(quoted: str) -> str:
     return inner.strip("'\"")
 
 
-def compile_condition(expr: str, *, where: str) -> Condition:
+def compile_condition(expr: str, *, where: str, limits: EvaluationLimits = DEFAULT_LIMITS) -> Condition:
     """Compile ``expr``; ``where`` (file/node and transition index) names it in errors."""
     match = _LEGACY_FORM.match(expr)
     if match is not None:
@@ -150,4 +191,4 @@ def compile_condition(expr: str, *, where: str) -> Condition:
             return InputEqualsCondition(expr, _legacy_literal(loose.group("lit")))
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConditionError(f"{where}: invalid condition {expr!r}: {first_line}") from exc
-    return CelCondition(expr, program, variables)
+    return CelCondition(expr, program, variables, where=where, limits=limits)

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -22,14 +21,6 @@ UNAVAILABLE_ERROR = "Unavailable"
 STALE_FENCE_ERROR = "StaleFencingToken"
 INVALID_ARGUMENTS_ERROR = "InvalidArguments"
 TOOL_NOT_FOUND_ERROR = "ToolNotFound"
-
-
-# When the caller of the running step stops waiting (time.time()), set by the server for
-# each request that has a deadline: the session manager passes it to the dispatcher, so a
-# step's deadline becomes the tool call's.
-STEP_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "trellis_step_deadline", default=None
-)
 
 
 @dataclass(frozen=True, slots=True)

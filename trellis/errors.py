@@ -172,6 +172,13 @@ class ConditionError(TrellisError):
     reason = "CONDITION_INVALID"
 
 
+class ConditionOverBudget(ConditionError):
+    """A condition would do more work on the data at hand than max_condition_cost allows
+    (trellis.evaluation_limits); it is refused before it runs."""
+
+    reason = "CONDITION_OVER_BUDGET"
+
+
 class InvalidInput(TrellisError):
     """Input rejected before it reaches the engine (size, encoding, shape)."""
 
@@ -195,6 +202,12 @@ class InvalidSessionId(TrellisError):
 
 class StateTooLarge(TrellisError):
     reason = "STATE_TOO_LARGE"
+
+
+class StoreFull(TrellisError):
+    """A store at its configured quota (sessions or bytes) refused a new session or a bigger state."""
+
+    reason = "STORE_FULL"
 
 
 class ConflictError(TrellisError):
@@ -223,6 +236,13 @@ class DispatchError(TrellisError):
 
 class ConfigError(TrellisError):
     reason = "CONFIG_INVALID"
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, for a log line: the exception's text, or its class when the text
+    is empty (``TimeoutError()``, a bare ``ConnectionError()`` say nothing by themselves)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def all_error_classes() -> list[type[TrellisError]]:

@@ -30,13 +30,14 @@ from __future__ import annotations
 import builtins
 import contextvars
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Final
 
 from trellis.diff import diff
-from trellis.dispatching import STEP_DEADLINE, DispatchContext
+from trellis.dispatching import DispatchContext
 from trellis.domain import (
     Action,
     ActionType,
@@ -62,6 +63,7 @@ from trellis.ports.engine import EnginePort
 from trellis.ports.locker import DistributedLocker, LockHandle
 from trellis.ports.store import SessionPage, StateStore, StepStore
 from trellis.sanitize import input_limit_from_env, sanitize_input
+from trellis.step_deadline import check_deadline, current_deadline
 from trellis.streams import QueueStream
 
 _WAITING: Final = (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK)
@@ -88,13 +90,16 @@ class SessionManager:
         max_auto_steps: int = 1000,
         logger: logging.Logger | None = None,
         input_limit: int | None = None,
+        check_step: Callable[[StepResult], None] | None = None,
     ) -> None:
         """``lock_ttl`` must exceed the longest step (tools included) when a locker is used: a
         step that outlives its lock is refused at save time (LockLost). ``step_store``: how a
         step locks, loads and saves (default: ``store`` itself when it is a StepStore and no
         ``locker`` is given, else trellis.locked_store.LockedStore(store, locker)); give one to
         wrap it, e.g. to meter lock waits. ``input_limit``: bytes of one text input (default:
-        TRELLIS_MAX_INPUT_SIZE or 4096)."""
+        TRELLIS_MAX_INPUT_SIZE or 4096). ``check_step``: called with every step's outcome
+        before it is saved; what it raises refuses the step (nothing saved), e.g. a reply that
+        would not fit the server's message limit."""
         if max_auto_steps < 1:
             raise ValueError(f"max_auto_steps must be at least 1, got {max_auto_steps}")
         self._engine = engine
@@ -104,6 +109,7 @@ class SessionManager:
         self._max_auto_steps = max_auto_steps
         self._logger = logger or logging.getLogger("trellis.sessions")
         self._input_limit = input_limit if input_limit is not None else input_limit_from_env()
+        self._check_step = check_step
         if step_store is not None and locker is not None:
             raise ValueError("give a locker or a step_store, not both (a step_store locks itself)")
         self._steps = step_store if step_store is not None else step_store_for(store, locker)
@@ -225,6 +231,10 @@ class SessionManager:
             _STEP_FENCE.set(handle.token)
             try:
                 state, render, changed = await work(loaded)
+                if changed:
+                    check_deadline()  # a step its caller gave up on is abandoned, not saved
+                    if self._check_step is not None:
+                        self._check_step(StepResult(state=state, render=render))
             except BaseException:
                 await self._unlock(handle, session_id)
                 raise
@@ -342,10 +352,19 @@ def _dispatch_context(state: State, call: ToolCall) -> DispatchContext:
     return DispatchContext(
         session_id=state.session_id,
         node_id=state.current_node_id,
-        deadline=STEP_DEADLINE.get(),
+        deadline=_wall_clock_deadline(),
         idempotency_key=call.idempotency_key,
         fencing_token=_STEP_FENCE.get(),
     )
+
+
+def _wall_clock_deadline() -> float | None:
+    """The step's deadline (trellis.step_deadline, monotonic) as wall-clock time, the form a
+    dispatch context carries to another process: the step's deadline becomes the call's."""
+    deadline = current_deadline()
+    if deadline is None or deadline.at is None:
+        return None
+    return time.time() + (deadline.at - time.monotonic())
 
 
 def _check_id(session_id: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.adapters.tool_scripts import ECHO, FAIL, write_tools
+from tests.support.tool_scripts import ECHO, FAIL, write_tools
 from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.process_dispatcher import ProcessDispatcher
 from trellis.adapters.tool_router import ToolRouter

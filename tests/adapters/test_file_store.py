@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from trellis.adapters.file_store import FileStore
+from trellis.adapters.file_store import LEFTOVER_AGE, FileStore
 from trellis.domain import State
 from trellis.errors import InvalidSessionId, TrellisError
 
@@ -82,3 +83,19 @@ async def test_a_save_leaves_no_temporary_files(tmp_path: Path) -> None:
     for n in range(5):
         await store.save("s", State.new("s", f"n{n}"))
     assert every_file(tmp_path) == {"s.json"}
+
+
+def test_temporaries_left_by_a_crash_are_removed_at_start(tmp_path: Path) -> None:
+    tmp_path.joinpath("kept.json").write_text("{}")
+    old = tmp_path / ".tmp-0123456789abcdef"
+    old.write_bytes(b'{"half": ')
+    fresh = tmp_path / ".tmp-fedcba9876543210"
+    fresh.write_bytes(b"{")
+    # Pretend the old one is from before a crash (mtime far in the past): a file's age, not a clock.
+    stamp = os.stat(fresh).st_mtime - LEFTOVER_AGE - 1
+    os.utime(old, (stamp, stamp))
+    store = FileStore(tmp_path)
+    assert not old.exists()
+    assert fresh.exists(), "a temporary another process may be writing right now must stay"
+    assert tmp_path.joinpath("kept.json").exists()
+    assert store.remove_leftovers(older_than=-1) == 1 and not fresh.exists()

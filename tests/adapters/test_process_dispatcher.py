@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapters.tool_scripts import ECHO, write_tools
+from tests.support.tool_scripts import ECHO, write_tools
 from trellis.adapters.process_dispatcher import ProcessDispatcher
 from trellis.domain import ToolCall
 from trellis.errors import ConfigError
@@ -239,3 +239,49 @@ async def test_a_tool_that_exits_on_sigterm_is_not_kept_waiting_for_the_grace_pe
     async with asyncio.timeout(30):
         result = await dispatcher.dispatch(call("sleepy"))
     assert result.is_error and "timed out after 500ms" in result.error
+
+
+PRINT_ENV = """
+import json, os
+print(json.dumps(dict(os.environ)))
+"""
+
+
+async def test_tools_never_see_the_servers_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The documented way to give the server its secrets is its environment.
+    monkeypatch.setenv("TRELLIS_TOKEN", "server-token")
+    monkeypatch.setenv("TRELLIS_SIGNING_KEY", "server-signing-key")
+    monkeypatch.setenv("CLOUD_SECRET", "not-for-tools")
+    monkeypatch.setenv("SHARED_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ONLY_FOR_ENV", "from-server")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    tools = write_tools(tmp_path, {"env": PRINT_ENV, "other": PRINT_ENV})
+    text = tools.read_text().replace(
+        "args: ['env.py']", "args: ['env.py']\n    env: {OWN: mine}\n    pass_env: [ONLY_FOR_ENV]"
+    )
+    tools.write_text("pass_env: [SHARED_URL]\n" + text)
+    dispatcher = ProcessDispatcher.from_file(tools)
+    async with asyncio.timeout(30):
+        seen = await dispatcher.dispatch(call("env"))
+        other = await dispatcher.dispatch(call("other"))
+    assert not seen.is_error, seen.error
+    env = seen.result
+    assert isinstance(env, dict)
+    assert "server-token" not in str(env) and "server-signing-key" not in str(env)
+    assert "TRELLIS_TOKEN" not in env and "TRELLIS_SIGNING_KEY" not in env and "CLOUD_SECRET" not in env
+    assert env["OWN"] == "mine" and env["SHARED_URL"] == "http://127.0.0.1:9"
+    assert env["ONLY_FOR_ENV"] == "from-server" and env["LANG"] == "C.UTF-8" and "PATH" in env
+    assert set(env) <= {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TRELLIS_ARGS",
+                        "OWN", "SHARED_URL", "ONLY_FOR_ENV"}
+    assert isinstance(other.result, dict) and "ONLY_FOR_ENV" not in other.result and "OWN" not in other.result
+
+
+@pytest.mark.parametrize("where", ["top", "tool"])
+async def test_trellis_names_cannot_be_passed_to_tools(tmp_path: Path, where: str) -> None:
+    tools = write_tools(tmp_path, {"env": PRINT_ENV})
+    if where == "top":
+        tools.write_text("pass_env: [TRELLIS_TOKEN]\n" + tools.read_text())
+    else:
+        tools.write_text(tools.read_text() + "    pass_env: [trellis_signing_key]\n")
+    with pytest.raises(ConfigError, match="cannot be passed to tools"):
+        ProcessDispatcher.from_file(tools)

@@ -10,7 +10,7 @@ import pytest
 from trellis.adapters.file_store import FileStore
 from trellis.adapters.memory_store import MemoryStore
 from trellis.domain import State
-from trellis.errors import InvalidInput, SessionNotFound, StateTooLarge
+from trellis.errors import InvalidInput, SessionNotFound, StateTooLarge, StoreFull
 from trellis.ports.store import StateStore
 
 STORES: dict[str, Callable[[Path, int | None], StateStore]] = {
@@ -46,3 +46,27 @@ async def test_a_state_over_the_limit_is_refused(
     with pytest.raises(StateTooLarge, match="limit is 1000 bytes"):
         await store.save("s", state)
     assert "big" not in (await store.load("s")).context
+
+
+async def test_the_memory_store_quota_counts_sessions_and_bytes() -> None:
+    store = MemoryStore(max_sessions=2, max_bytes=5000)
+    small = State.new("a", "start")
+    await store.save("a", small)
+    await store.save("b", State.new("b", "start"))
+    with pytest.raises(StoreFull, match="2 sessions"):
+        await store.save("c", State.new("c", "start"))
+    with pytest.raises(SessionNotFound):
+        await store.load("c")
+    # Growing a stored session counts the difference; past the byte limit nothing changes.
+    small.context["text"] = "x" * 3000
+    await store.save("a", small)
+    small.context["text"] = "x" * 6000
+    with pytest.raises(StoreFull, match="limit is 5000 bytes"):
+        await store.save("a", small)
+    assert len((await store.load("a")).context["text"]) == 3000  # type: ignore[arg-type]
+    # Deleting frees both.
+    await store.delete("a")
+    await store.delete("a")  # twice: counted once
+    sessions, held = store.size
+    assert sessions == 1 and 0 < held < 500
+    await store.save("c", State.new("c", "start"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cli.cli_support import EXAMPLES, run_cli
+from tests.support.cli import EXAMPLES, run_cli
 
 SAGA = str(EXAMPLES / "saga")
 

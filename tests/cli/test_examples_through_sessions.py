@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli.cli_support import EXAMPLES
-from tests.compat.flows_support import SessionsLike
-from tests.grpc_clients.conftest import flow_server
+from tests.support.cli import EXAMPLES
+from tests.support.compat_flows import SessionsLike
+from tests.support.servers import flow_server
 from trellis.adapters.memory_store import MemoryStore
 from trellis.adapters.process_dispatcher import ProcessDispatcher
 from trellis.cli.project import open_flow

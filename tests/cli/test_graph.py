@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli.cli_support import run_cli, write_flow
+from tests.support.cli import run_cli, write_flow
 
 FLOW = {
     "start.md": (

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.cli_support import EXAMPLES, run_cli
-from tests.etcd.etcd_process import EtcdCluster, running_cluster
+from tests.support.cli import EXAMPLES, run_cli
+from tests.support.etcd_process import EtcdCluster, running_cluster
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cli.cli_support import run_cli
+from tests.support.cli import run_cli
 from trellis import __version__
 from trellis.cli.common import CliError, parse_context
 from trellis.cli.main import main

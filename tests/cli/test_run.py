@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cli.cli_support import EXAMPLES, run_cli, write_flow
+from tests.support.cli import EXAMPLES, run_cli, write_flow
 
 TOUR = str(EXAMPLES / "tour")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli.cli_support import copy_example, run_cli
+from tests.support.cli import copy_example, run_cli
 
 
 def test_a_session_is_saved_in_the_flow_directory_and_resumed(tmp_path: Path) -> None:

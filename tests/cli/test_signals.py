@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cli.cli_support import EXAMPLES, Interactive, write_flow
+from tests.support.cli import EXAMPLES, Interactive, write_flow
 
 
 def test_ctrl_c_goes_to_the_entry_nodes_interrupt_handler() -> None:

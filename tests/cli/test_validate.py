@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.cli_support import EXAMPLES, run_cli, write_flow
+from tests.support.cli import EXAMPLES, run_cli, write_flow
 
 BROKEN = {
     "start.md": (

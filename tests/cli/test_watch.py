@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cli.cli_support import Interactive, write_flow
+from tests.support.cli import Interactive, write_flow
 
 
 def _edit_until_seen(run: Interactive, file: Path, text: str, expected: str) -> None:

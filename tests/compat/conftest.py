@@ -1,7 +1,7 @@
 """The compat tests run twice: over an in-process SessionManager, and through a real
-server's Sessions service with the SDK (``open_manager`` in flows_support.py serves the
+server's Sessions service with the SDK (``open_manager`` in compat_flows.py serves the
 flow). Tests that drive no sessions carry ``@pytest.mark.in_process_only(reason=...)``
-(see tests/transports.py)."""
+(see tests/support/transports.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests import transports
-from tests.compat import flows_support
+from tests.support import compat_flows, transports
 
 SESSIONS = "sessions"
 
@@ -23,12 +22,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     transports.parametrize(metafunc, SESSIONS)
 
 
-def _install(servers: flows_support.ServedFlows | None) -> None:
-    flows_support.served_flows = servers
+def _install(servers: compat_flows.ServedFlows | None) -> None:
+    compat_flows.served_flows = servers
 
 
 @pytest.fixture(autouse=True)
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """The transport of this run; through Sessions, the servers it started stop at teardown."""
-    async for name in transports.run(request, SESSIONS, flows_support.ServedFlows, _install):
+    async for name in transports.run(request, SESSIONS, compat_flows.ServedFlows, _install):
         yield name

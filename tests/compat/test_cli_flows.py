@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.cli_support import run_cli
-from tests.compat.flows_support import FLOWS, require_flows
+from tests.support.cli import run_cli
+from tests.support.compat_flows import FLOWS, require_flows
 
 pytestmark = pytest.mark.in_process_only(reason="runs the command line, which opens the flow itself")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.flows_support import (
+from tests.support.compat_flows import (
     CONTEXTS,
     FLOWS,
     StandInTools,

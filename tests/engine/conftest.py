@@ -3,7 +3,7 @@ server's gRPC Engine service (``make_engine`` in helpers.py serves the same node
 
 A test that needs the in-process object itself (lifecycle hook recorders, the compiled
 cache, options a server cannot be given) or that builds no engine at all carries
-``@pytest.mark.in_process_only(reason=...)`` (see tests/transports.py).
+``@pytest.mark.in_process_only(reason=...)`` (see tests/support/transports.py).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests import transports
 from tests.engine import helpers
+from tests.support import transports
 
 GRPC = "grpc"
 

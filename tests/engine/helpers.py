@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
-from tests.grpc_clients.servers import serving
+from tests.support.servers import serving
 from trellis.adapters.grpc import RemoteChannel, RemoteEngine
 from trellis.adapters.memory_loader import MemoryLoader
 from trellis.domain import HookKind, JSONValue, LifecycleEvent, Node, RenderResult, State, ToolResult

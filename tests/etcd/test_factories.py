@@ -72,3 +72,29 @@ def test_a_bad_etcd_section_is_named() -> None:
         EtcdConfig.from_mapping({"request_timeout": "soon"})
     config = EtcdConfig.from_mapping({"endpoints": "a:1, b:2", "lease_ttl": 15, "dial_timeout": "2s"})
     assert config.endpoints == ("a:1", "b:2") and config.lease_ttl == 15.0 and config.dial_timeout == 2.0
+
+
+async def test_a_composed_server_on_etcd_records_its_lock_waits(
+    etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    # The store locks itself (one round trip to lock and load): the wait is metered around it.
+    from trellis.server.compose import build_composition
+    from trellis.server.config import ServerConfig
+    from trellis.server.observe import Observer
+
+    (tmp_path / "start.md").write_text("---\nwait: true\n---\nHello\n")
+    config = ServerConfig(
+        flow_dir=str(tmp_path),
+        store="etcd:",
+        locker="etcd:",
+        etcd={"endpoints": list(etcd_config.endpoints), "prefix": etcd_config.prefix},
+    )
+    observer = Observer()
+    composition = await build_composition(config, observer)
+    try:
+        await composition.sessions.start("metered")
+        await composition.sessions.navigate("metered", "hi")
+    finally:
+        await composition.aclose()
+    count = observer.registry.get_sample_value("trellis_lock_wait_seconds_count")
+    assert count == 2  # one per durable step

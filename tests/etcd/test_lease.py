@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.etcd.conftest import config_for
-from tests.etcd.etcd_process import EtcdCluster
+from tests.support.etcd_fixtures import config_for
+from tests.support.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdLocker, EtcdStateStore, Health
 from trellis.domain import State
 from trellis.errors import BackendUnavailable, LockLost

@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 from aetcd import rpc
 
-from tests.etcd.etcd_process import EtcdCluster
-from tests.etcd.tcp_proxy import TcpProxy
+from tests.support.etcd_process import EtcdCluster
+from tests.support.tcp_proxy import TcpProxy
 from trellis.adapters.etcd import EtcdClient, EtcdConfig, EtcdGraphLoader
 from trellis.adapters.etcd.publish import main, publish, pull
 from trellis.errors import GraphError, NodeDefinitionError

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.etcd.conftest import config_for
-from tests.etcd.etcd_process import EtcdCluster
+from tests.support.etcd_fixtures import config_for
+from tests.support.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdGraphLoader
 from trellis.adapters.etcd.publish import publish
 from trellis.contracts.loader import Definition, GraphLoaderContract

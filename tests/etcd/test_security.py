@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from aetcd import rpc
 
-from tests.etcd.conftest import config_for
-from tests.etcd.etcd_process import EtcdCluster, EtcdUnavailable
-from tests.requirements import missing
+from tests.support.etcd_fixtures import config_for
+from tests.support.etcd_process import EtcdCluster, EtcdUnavailable
+from tests.support.requirements import missing
 from trellis.adapters.etcd import EtcdClient, EtcdGraphLoader, EtcdLocker, EtcdStateStore
 from trellis.adapters.etcd.publish import publish
 from trellis.domain import State

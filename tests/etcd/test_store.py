@@ -10,8 +10,8 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 from aetcd import rpc
 
-from tests.etcd.conftest import config_for
-from tests.etcd.etcd_process import EtcdCluster
+from tests.support.etcd_fixtures import config_for
+from tests.support.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdConfig, EtcdLocker, EtcdStateStore
 from trellis.adapters.etcd.locker import EtcdLockHandle
 from trellis.domain import State

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.etcd.conftest import config_for
-from tests.etcd.etcd_process import EtcdCluster
+from tests.support.etcd_fixtures import config_for
+from tests.support.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdLocker, EtcdStateStore
 from trellis.contracts.store import StateStoreContract
 from trellis.ports.locker import LockHandle

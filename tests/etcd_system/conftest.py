@@ -1,75 +1,15 @@
-"""Fixtures: real etcd (the fixtures of tests/etcd, imported, never a mock) and real
-trellis server replicas started as processes on loopback and stopped by PID."""
+"""Fixtures: deployments of real trellis server replicas (processes on loopback, stopped
+by PID) on real etcd (tests/support/etcd_fixtures.py, never a mock)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.etcd.conftest import etcd_cluster3, etcd_server, private_etcd  # noqa: F401 (fixtures)
-from tests.etcd.etcd_process import EtcdCluster
-from tests.etcd_system.replicas import Replica, serve_args, start_replicas
-from trellis.adapters.etcd import EtcdClient, EtcdConfig
-from trellis.adapters.etcd.publish import publish
-
-
-class Deployment:
-    """One trellis deployment (a fresh key prefix) on an etcd cluster: publishes flows
-    and starts replicas; every replica it started is stopped at the end."""
-
-    def __init__(self, cluster: EtcdCluster, log_dir: Path) -> None:
-        self.cluster = cluster
-        self.prefix = f"/sys-{uuid.uuid4().hex[:8]}"
-        self.log_dir = log_dir
-        self.replicas: list[Replica] = []
-
-    def config(self, **changes: object) -> EtcdConfig:
-        values: dict[str, object] = {
-            "endpoints": tuple(self.cluster.endpoints),
-            "prefix": self.prefix,
-            "request_timeout": 3.0,
-            "dial_timeout": 5.0,
-        }
-        values.update(changes)
-        return EtcdConfig(**values)  # type: ignore[arg-type]
-
-    async def publish(self, graph: str, directory: Path) -> None:
-        async with EtcdClient(self.config()) as client:
-            await publish(client, graph, directory)
-
-    def replicas_for(
-        self,
-        count: int,
-        graph: str,
-        *,
-        name: str = "r",
-        env: dict[str, str] | None = None,
-        options: dict[str, object] | None = None,
-    ) -> list[Replica]:
-        """``count`` replicas serving ``graph`` (started, serving); ``options`` go to serve_args
-        (``endpoints`` replaces the cluster's, e.g. to go through a proxy)."""
-        options = dict(options or {})
-        endpoints = options.pop("endpoints", self.cluster.endpoints)
-        made = [
-            Replica(
-                f"{name}{i}",
-                serve_args(endpoints, self.prefix, graph, **options),  # type: ignore[arg-type]
-                self.log_dir,
-                env=dict(env or {}),
-            )
-            for i in range(len(self.replicas), len(self.replicas) + count)
-        ]
-        self.replicas.extend(made)
-        start_replicas(made)
-        return made
-
-    def close(self) -> None:
-        for replica in self.replicas:
-            replica.kill()
+from tests.etcd_system.deployment import Deployment
+from tests.support.etcd_process import EtcdCluster
 
 
 def _deployment(cluster: EtcdCluster, tmp_path: Path) -> Iterator[Deployment]:
@@ -81,30 +21,18 @@ def _deployment(cluster: EtcdCluster, tmp_path: Path) -> Iterator[Deployment]:
 
 
 @pytest.fixture
-def deployment(etcd_server: EtcdCluster, tmp_path: Path) -> Iterator[Deployment]:  # noqa: F811
+def deployment(etcd_server: EtcdCluster, tmp_path: Path) -> Iterator[Deployment]:
     """A deployment on the shared single-member etcd."""
     yield from _deployment(etcd_server, tmp_path)
 
 
 @pytest.fixture
-def private_deployment(private_etcd: EtcdCluster, tmp_path: Path) -> Iterator[Deployment]:  # noqa: F811
+def private_deployment(private_etcd: EtcdCluster, tmp_path: Path) -> Iterator[Deployment]:
     """A deployment on an etcd of its own (the test may stop it)."""
     yield from _deployment(private_etcd, tmp_path)
 
 
 @pytest.fixture
-def cluster_deployment(etcd_cluster3: EtcdCluster, tmp_path: Path) -> Iterator[Deployment]:  # noqa: F811
+def cluster_deployment(etcd_cluster3: EtcdCluster, tmp_path: Path) -> Iterator[Deployment]:
     """A deployment on a 3-member etcd cluster (the test may kill a member)."""
     yield from _deployment(etcd_cluster3, tmp_path)
-
-
-@asynccontextmanager
-async def channels(replicas: Sequence[Replica]) -> AsyncIterator[list[object]]:
-    import grpc  # type: ignore[import-untyped]
-
-    opened = [grpc.aio.insecure_channel(r.target) for r in replicas]
-    try:
-        yield opened
-    finally:
-        for channel in opened:
-            await channel.close()

@@ -69,6 +69,7 @@ def write_slow_flow(directory: Path) -> Path:
         (directory / name).write_text(text, encoding="utf-8")
     (directory / "slow.py").write_text(SLOW_TOOL, encoding="utf-8")
     (directory / "tools.yaml").write_text(
+        "pass_env: [SLOW_MARKER]\n"
         f"tools:\n  - name: slow\n    command: {sys.executable!r}\n    args: ['slow.py']\n    timeout: 90s\n",
         encoding="utf-8",
     )

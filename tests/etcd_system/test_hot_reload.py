@@ -10,12 +10,12 @@ from pathlib import Path
 
 from aetcd import rpc
 
-from tests.etcd.tcp_proxy import TcpProxy
-from tests.etcd_system.conftest import Deployment, channels
+from tests.etcd_system.deployment import Deployment, channels
 from tests.etcd_system.flows import counter_node, write_counter_flow
 from tests.etcd_system.replicas import ROOT
 from tests.etcd_system.stepping import Ledger, check_counter, step_until_acked
-from tests.etcd_system.waiting import eventually
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import eventually
 from trellis.adapters.etcd import EtcdClient
 from trellis.adapters.etcd.publish import publish
 from trellis.api.v1 import graph_pb2, graph_pb2_grpc, sessions_pb2_grpc

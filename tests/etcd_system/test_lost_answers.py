@@ -20,9 +20,9 @@ import orjson
 import pytest
 from aetcd import rpc
 
-from tests.etcd.conftest import config_for
-from tests.etcd.etcd_process import EtcdCluster
-from tests.etcd_system.waiting import eventually
+from tests.support.etcd_fixtures import config_for
+from tests.support.etcd_process import EtcdCluster
+from tests.support.waiting import eventually
 from trellis.adapters.etcd import EtcdClient, EtcdConfig, EtcdStateStore
 from trellis.adapters.etcd.client import prefix_end
 from trellis.adapters.etcd.locker import EtcdLockHandle

@@ -13,11 +13,11 @@ import grpc  # type: ignore[import-untyped]
 import orjson
 from grpc_health.v1 import health_pb2
 
-from tests.etcd_system.conftest import Deployment, channels
+from tests.etcd_system.deployment import Deployment, channels
 from tests.etcd_system.flows import write_slow_flow
 from tests.etcd_system.replicas import Replica, health_of
 from tests.etcd_system.stepping import navigate
-from tests.etcd_system.waiting import eventually
+from tests.support.waiting import eventually
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 

@@ -5,6 +5,7 @@ changes (the store is compared before and after)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.grpc_clients.conftest import flow_server
+from tests.support.servers import flow_server
 from trellis.api import error_table
 from trellis.api.v1 import dispatcher_pb2 as dpb
 from trellis.api.v1 import (
@@ -50,7 +51,7 @@ huge = st.integers(min_value=5_000, max_value=600_000).map(lambda n: "ü" * n)
 huge_context = st.integers(min_value=140_000, max_value=600_000).map(lambda n: '{"a": "%s"}' % ("ü" * n))
 odd_ids = st.sampled_from(["", ".hidden", "../etc/passwd", "a/b", "a\\b", "nul\x00byte", "tab\there", " "])
 random_ids = st.one_of(st.text(max_size=40), huge, odd_ids).filter(lambda s: s not in SEEDED)
-FLOW_NODES = ("start", "lookup", "done", "stopped", "tools")
+FLOW_NODES = ("start", "lookup", "done", "stopped", "tools", "filtered", "counted", "padded")
 node_ids = st.one_of(st.text(max_size=40), odd_ids, huge).filter(lambda s: s not in FLOW_NODES)
 bad_json = st.one_of(
     st.sampled_from(["{", "[1,", "nul", "{'a': 1}", "NaN", '{"a": }', "\x00"]),
@@ -96,8 +97,21 @@ class Rig:
         return out
 
 
+# Nodes whose condition and templates iterate over, or pad by, what the caller sends.
+HOSTILE_NODES = {
+    "filtered.md": (
+        "---\nwait: true\ntransitions:\n  - to: done\n    condition: items.filter(x, x > 5).size() > 0\n"
+        "to: filtered\n---\nFilter\n"
+    ),
+    "counted.md": "---\nwait: true\nto: counted\n---\n{{ range .n }}.{{ end }}\n",
+    "padded.md": '---\nwait: true\nto: padded\n---\n{{ printf "%*d" .w 1 }}\n',
+}
+
+
 @pytest.fixture
 async def rig(quiz: Path) -> AsyncIterator[Rig]:
+    for name, text in HOSTILE_NODES.items():
+        (quiz / name).write_text(text, encoding="utf-8")
     (quiz / "echo.py").write_text("import os, sys\nsys.stdout.write(os.environ['TRELLIS_ARGS'])\n")
     (quiz / "tools.yaml").write_text(
         f"tools:\n  - name: echo\n    command: {__import__('sys').executable!r}\n    args: ['echo.py']\n"
@@ -271,6 +285,26 @@ async def test_sessions_and_store_list(rig: Rig, size: int, token: str) -> None:
     await check(rig, rig.sessions.List(spb.SessionsListRequest(page_size=2, page_token=token)), {OK})
 
 
+# The issue's three cases: a filter over 30,000 elements (66 s before), range over 3e7
+# (9.8 s, 357 MB), printf width 3e8 (840 MB). Each is refused, by Sessions and Engine alike.
+HOSTILE = [
+    ("filtered", {"items": [7] * 30_000}, "CONDITION_OVER_BUDGET"),
+    ("counted", {"n": 30_000_000}, "TEMPLATE_ERROR"),
+    ("padded", {"w": 300_000_000}, "TEMPLATE_ERROR"),
+]
+
+
+@pytest.mark.parametrize(("node", "context", "reason"), HOSTILE, ids=[case[0] for case in HOSTILE])
+async def test_hostile_evaluation(rig: Rig, node: str, context: dict[str, Any], reason: str) -> None:
+    state = pb.State(session_id=node, current_node_id=node, history=[node], context_json=json.dumps(context))
+    await rig.store.Save(stpb.SaveRequest(session_id=node, state=state))
+    step = spb.SessionsNavigateRequest(session_id=node, input=pb.Input(text="go"))
+    assert await check(rig, rig.sessions.Navigate(step), {C.FAILED_PRECONDITION}) == reason
+    state.session_id = "e"
+    engine_step = epb.EngineNavigateRequest(state=state, input=pb.Input(text="go"))
+    assert await check(rig, rig.engine.Navigate(engine_step), {C.FAILED_PRECONDITION}) == reason
+
+
 # --- Engine -----------------------------------------------------------------------------------
 
 
@@ -392,3 +426,61 @@ async def test_a_huge_signal_name_gets_invalid_argument(rig: Rig) -> None:
 
 async def test_a_huge_node_id_is_not_found(rig: Rig) -> None:
     await check(rig, rig.loader.GetNode(gpb.GetNodeRequest(node_id="ü" * 5000)), {C.NOT_FOUND})
+
+
+# --- bytes that are not protobuf ----------------------------------------------------------------
+
+UNARY_METHODS = [
+    f"/trellis.v1.{service}/{method}"
+    for service, methods in {
+        "Engine": ("Start", "Render", "Navigate", "Signal"),
+        "Sessions": ("Start", "Get", "Navigate", "Signal", "Delete", "List"),
+        "StateStore": ("Save", "Load", "Delete", "List"),
+        "GraphLoader": ("GetNode",),
+        "ActionDispatcher": ("Dispatch",),
+    }.items()
+    for method in methods
+]
+# A string field (field 1, length-delimited) holding invalid UTF-8 fails every request type
+# whose field 1 is a string or a message; random bytes mostly fail to parse at all.
+bad_utf8 = st.binary(min_size=1, max_size=40).map(lambda b: b"\x0a" + bytes([len(b) + 1]) + b"\xff" + b)
+raw_bodies = st.one_of(bad_utf8, st.binary(min_size=1, max_size=200))
+
+
+@EXAMPLES
+@given(method=st.sampled_from(UNARY_METHODS), body=raw_bodies)
+async def test_bytes_that_are_not_protobuf(rig: Rig, method: str, body: bytes) -> None:
+    # Bodies that happen to parse are ordinary (odd) requests: any deliberate status will do,
+    # and the OK ones cannot change the seeded sessions (their IDs are never all-parseable).
+    reason = await check(
+        rig,
+        rig.channel.unary_unary(method)(body),
+        {OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ABORTED},
+    )
+    if body[:1] == b"\x0a" and body[2:3] == b"\xff" and body[1] == len(body) - 2 and _string_first(method):
+        assert reason == "INVALID_INPUT"
+
+
+def _string_first(method: str) -> bool:
+    """Whether field 1 of the method's request is a string (bad UTF-8 in it cannot parse)."""
+    from google.protobuf import descriptor_pool
+    from google.protobuf.descriptor import FieldDescriptor
+
+    service, name = method.strip("/").rsplit("/", 1)
+    request = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name).input_type
+    first = request.fields_by_number.get(1)
+    return first is not None and first.type == FieldDescriptor.TYPE_STRING
+
+
+async def test_a_huge_tool_result_is_refused_and_nothing_is_saved(rig: Rig) -> None:
+    # 1.5 MB, under the 4 MiB message limit; held three times in the state it would not fit a reply.
+    result = pb.ToolResult(id=rig.pending_call_id, result_json='"' + "x" * 1_500_000 + '"')
+    navigate = spb.SessionsNavigateRequest(session_id="waiting", input=pb.Input(tool_result=result))
+    # The next node prints the result: its render budget (1 MiB of output) may refuse it
+    # before the state limit does. Either way nothing is saved.
+    reason = await check(rig, rig.sessions.Navigate(navigate), {C.INVALID_ARGUMENT, C.FAILED_PRECONDITION})
+    assert reason in ("STATE_TOO_LARGE", "TEMPLATE_ERROR")
+    # The session is still readable both ways, and still waits for the same call.
+    got = await rig.sessions.Get(spb.SessionsGetRequest(session_id="waiting"))
+    assert got.step.state.pending_tool_call == rig.pending_call_id
+    assert (await rig.store.Load(stpb.LoadRequest(session_id="waiting"))).state.pending_tool_call

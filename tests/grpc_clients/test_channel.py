@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.grpc_clients.servers import serving
-from tests.pki import make_pki
-from tests.requirements import missing
+from tests.support.pki import make_pki
+from tests.support.requirements import missing
+from tests.support.servers import serving
 from trellis.adapters.grpc import (
     ChannelOptions,
     RemoteChannel,

@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from tests.grpc_clients.conftest import flow_server
+from tests.support.servers import flow_server
 from trellis.clients import Client
 from trellis.domain import ActionType, State, StepResult, ToolResult
 from trellis.server.app import TrellisServer

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.grpc_clients.conftest import flow_server
 from tests.grpc_clients.flows import chain_flow
+from tests.support.servers import flow_server
 from trellis.clients import Client
 from trellis.domain import StepResult
 from trellis.errors import ConflictError, LockLost

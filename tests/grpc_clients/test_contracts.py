@@ -8,8 +8,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from tests.adapters.tool_scripts import ECHO, FAIL, write_tools
-from tests.grpc_clients.servers import serving
+from tests.support.servers import serving
+from tests.support.tool_scripts import ECHO, FAIL, write_tools
 from trellis.adapters.grpc import RemoteChannel, RemoteDispatcher, RemoteGraphLoader, RemoteStateStore
 from trellis.adapters.memory_loader import MemoryLoader
 from trellis.adapters.memory_store import MemoryStore

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.grpc_clients.conftest import ROOT, flow_server
-from tests.requirements import missing
+from tests.support.requirements import missing
+from tests.support.servers import ROOT, flow_server
 from trellis.clients import Client
 
 NODE_DIR = ROOT / "clients" / "node"

@@ -9,7 +9,7 @@ import socket
 import sys
 from typing import Any
 
-from tests.grpc_clients.conftest import EXAMPLES, ROOT, flow_server
+from tests.support.servers import EXAMPLES, ROOT, flow_server
 from trellis.clients import Client
 
 TOUR = EXAMPLES / "tour"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.grpc_clients.conftest import EXAMPLES, flow_server
+from tests.support.servers import EXAMPLES, flow_server
 from trellis.clients import Client, SyncClient
 from trellis.domain import ActionType, State, StateDiff, Status, StepResult, ToolResult
 from trellis.errors import (

@@ -9,11 +9,18 @@ import json
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from trellis.adapters.file_store import FileStore
 from trellis.clients import Client
 from trellis.errors import BackendUnavailable
+from trellis.server.app import TrellisServer
+from trellis.server.config import ServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSIONS = 6
@@ -149,3 +156,83 @@ async def test_sigterm_finishes_in_flight_steps_and_leaves_a_consistent_file_sto
         assert state.history == ["start"] + ["work", "start"] * len(tags), (sid, tags, state.history)
         assert state.context.get("v") == (tags[-1] if tags else None)
         assert state.context.get("r") == (f"done {tags[-1]}" if tags else None)
+
+
+
+HELD_TOOL = """
+import json, os, pathlib, sys, time
+args = json.loads(os.environ["TRELLIS_ARGS"])
+markers = pathlib.Path(os.environ["MARKERS"])
+(markers / args["tag"]).write_text("started")
+for _ in range(6000):  # until the test releases it (bounded: 60 s)
+    if (markers / "release").exists():
+        break
+    time.sleep(0.01)
+print("done " + args["tag"])
+"""
+
+
+@asynccontextmanager
+async def held_server(tmp_path: Path) -> AsyncIterator[tuple[TrellisServer, Path]]:
+    """A server whose tool runs until the test writes ``markers/release``."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    flow = write_flow(tmp_path / "flow", markers)
+    (flow / "slow.py").write_text(HELD_TOOL)
+    server = TrellisServer(ServerConfig(flow_dir=str(flow), listen="127.0.0.1:0", shutdown_grace=60))
+    await server.start()
+    try:
+        yield server, markers
+    finally:
+        (markers / "release").write_text("")
+        await server.stop()
+
+
+async def wait_started(markers: Path, tags: set[str]) -> None:
+    async with asyncio.timeout(60):
+        while started(markers) != tags:  # noqa: ASYNC110 - a file another process writes
+            await asyncio.sleep(0.01)
+
+
+async def test_calls_arriving_while_steps_drain_are_refused_as_unavailable(tmp_path: Path) -> None:
+    """The race of the SIGTERM test, made deterministic: a stop begins while a step runs (its
+    tool waits for the test); a call arriving then is refused as retryable UNAVAILABLE saying
+    why, the running step finishes and is acknowledged, and only then does the server stop."""
+    async with held_server(tmp_path) as (server, markers):
+        async with Client(f"127.0.0.1:{server.port}?retries=0", timeout=60) as client:
+            await client.sessions.start("a")
+            running = asyncio.ensure_future(client.sessions.navigate("a", "a1"))
+            await wait_started(markers, {"a1"})
+            stopping = asyncio.ensure_future(server.stop())
+            health = health_pb2_grpc.HealthStub(client.channel.channel)
+            async with asyncio.timeout(60):
+                while True:  # until the server says it is stopping
+                    reply = await health.Check(health_pb2.HealthCheckRequest())
+                    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                        break
+                    await asyncio.sleep(0.01)
+            for late in (client.sessions.start("b"), client.sessions.navigate("a", "a2")):
+                with pytest.raises(BackendUnavailable, match="shutting down") as caught:
+                    await late
+                assert caught.value.reason == "BACKEND_UNAVAILABLE"
+            assert not stopping.done()
+            (markers / "release").write_text("")
+            async with asyncio.timeout(60):
+                step = await running
+                await stopping
+            assert step.state.context["r"] == "done a1"
+
+
+async def test_a_call_the_server_cancels_reaches_the_client_as_unavailable(tmp_path: Path) -> None:
+    """A stop without grace (a second SIGTERM) cancels the running step: the client gets
+    BackendUnavailable (the outcome of a non-idempotent call is unknown, as after a broken
+    connection), not an unclassified CANCELLED error."""
+    async with held_server(tmp_path) as (server, markers):
+        async with Client(f"127.0.0.1:{server.port}?retries=0", timeout=60) as client:
+            await client.sessions.start("a")
+            running = asyncio.ensure_future(client.sessions.navigate("a", "a1"))
+            await wait_started(markers, {"a1"})
+            await server.stop_now()
+            with pytest.raises(BackendUnavailable):
+                async with asyncio.timeout(60):
+                    await running

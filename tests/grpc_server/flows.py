@@ -67,7 +67,7 @@ def write_flow(directory: Path) -> Path:
         (directory / name).write_text(textwrap.dedent(text), encoding="utf-8")
     (directory / "shout.py").write_text(textwrap.dedent(SHOUT), encoding="utf-8")
     (directory / "tools.yaml").write_text(
-        f"tools:\n  - name: shout\n    command: {sys.executable!r}\n"
+        f"pass_env: [SHOUT_MARKER, SHOUT_SLEEP]\ntools:\n  - name: shout\n    command: {sys.executable!r}\n"
         "    args: ['shout.py']\n    timeout: 30s\n",
         encoding="utf-8",
     )

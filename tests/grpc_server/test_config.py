@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from trellis.errors import ConfigError
+from trellis.evaluation_limits import EvaluationLimits
 from trellis.plugins import BuildContext, build
 from trellis.server.config import load_config
 
@@ -87,6 +88,17 @@ def test_the_sanitiser_variable_sets_the_default_input_limit() -> None:
     assert load_config(environ={"TRELLIS_MAX_INPUT_SIZE": "100"}).max_input_bytes == 100
     both = {"TRELLIS_MAX_INPUT_SIZE": "100", "TRELLIS_MAX_INPUT_BYTES": "200"}
     assert load_config(environ=both).max_input_bytes == 200
+
+
+def test_evaluation_budgets_come_from_file_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "trellis.yaml"
+    path.write_text("max_condition_cost: 50\nmax_printf_width: 80\n")
+    env = {"TRELLIS_MAX_RANGE_ITERATIONS": "7", "TRELLIS_MAX_PRINTF_WIDTH": "90"}
+    limits = load_config(file=str(path), environ=env).evaluation_limits()
+    assert limits == EvaluationLimits(max_condition_cost=50, max_range_iterations=7, max_printf_width=90)
+    assert load_config(environ={}).evaluation_limits() == EvaluationLimits()
+    with pytest.raises(ConfigError, match=r"environment: 'max_range_iterations' must be a positive integer"):
+        load_config(environ={"TRELLIS_MAX_RANGE_ITERATIONS": "0"})
 
 
 def test_entry_and_error_nodes_are_picked_from_the_flow_directory_like_run(tmp_path: Path) -> None:

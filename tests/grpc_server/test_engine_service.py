@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import orjson
 
-from tests.grpc_server.conftest import failure, running
+from tests.support.grpc_server import failure, running
 from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc, sessions_pb2_grpc
 from trellis.api.v1 import sessions_pb2 as spb

@@ -73,6 +73,8 @@ def test_the_codes_a_client_relies_on() -> None:
     assert code(errors.ConflictError("x")) == grpc.StatusCode.ABORTED
     assert code(errors.LockLost("x")) == grpc.StatusCode.ABORTED
     assert code(errors.BackendUnavailable("x")) == grpc.StatusCode.UNAVAILABLE
+    assert code(errors.StoreFull("x")) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code(errors.StateTooLarge("x")) == grpc.StatusCode.INVALID_ARGUMENT
     assert code(errors.UnhandledSignal("s", "n")) == grpc.StatusCode.FAILED_PRECONDITION
     assert code(TimeoutError()) == grpc.StatusCode.DEADLINE_EXCEEDED
     assert code(ZeroDivisionError()) == grpc.StatusCode.INTERNAL
@@ -91,5 +93,8 @@ def test_statuses_without_trellis_details_still_map_to_useful_errors() -> None:
         errors.BackendUnavailable,
     )
     assert isinstance(error_table.error_from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "late"), TimeoutError)
+    # A call the server cut (a stop dropping it): as uncertain as a broken connection, and retryable.
+    cut = error_table.error_from_status(grpc.StatusCode.CANCELLED, "Received RST_STREAM with error code 8")
+    assert isinstance(cut, errors.BackendUnavailable) and "CANCELLED" in cut.message
     other = error_table.error_from_status(grpc.StatusCode.PERMISSION_DENIED, "no")
     assert isinstance(other, errors.TrellisError) and "PERMISSION_DENIED" in other.message

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.grpc_server.conftest import running
+from tests.support.grpc_server import running
 from trellis.errors import BackendUnavailable
 from trellis.server.compose import build_composition
 from trellis.server.config import ServerConfig
@@ -112,3 +114,24 @@ async def test_reflection_lists_every_service_and_serves_their_descriptors(serve
         reflection_pb2.ServerReflectionRequest(file_containing_symbol="trellis.v1.Sessions")
     )
     assert described.file_descriptor_response.file_descriptor_proto
+
+
+async def test_an_unreachable_backend_is_logged_with_a_reason(
+    flow: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = ServerConfig(flow_dir=str(flow))
+    ports = await build_composition(config, Observer())
+
+    async def silent_failure() -> None:  # an exception without a message
+        raise ConnectionResetError()
+
+    ports.probes["loader"] = silent_failure
+    caplog.set_level(logging.WARNING, logger="trellis.server")
+    try:
+        async with running(config, ports=ports):
+            pass
+    finally:
+        await ports.aclose()
+    lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert lines and all(not line.rstrip().endswith(":") for line in lines), lines
+    assert "backend loader unreachable: ConnectionResetError" in lines

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.grpc_server.conftest import failure, running
+from tests.support.grpc_server import failure, running
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb

@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import orjson
 
-from tests.grpc_server.conftest import failure
+from tests.support.grpc_server import failure
 from trellis.api.v1 import dispatcher_pb2 as dpb
 from trellis.api.v1 import dispatcher_pb2_grpc, engine_pb2_grpc, graph_pb2_grpc, store_pb2_grpc
 from trellis.api.v1 import engine_pb2 as epb

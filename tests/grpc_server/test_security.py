@@ -9,9 +9,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.grpc_server.conftest import failure, running
-from tests.pki import make_pki
-from tests.requirements import missing
+from tests.support.grpc_server import failure, running
+from tests.support.pki import make_pki
+from tests.support.requirements import missing
 from trellis.api.transport import bearer_metadata, channel_credentials
 from trellis.api.v1 import graph_pb2 as gpb
 from trellis.api.v1 import graph_pb2_grpc, sessions_pb2_grpc

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.flows_support import FLOWS, require_flows
+from tests.support.compat_flows import FLOWS, require_flows
 from trellis.adapters.directory_loader import DirectoryLoader, entry_node_id
 from trellis.domain import Node, Tool, ToolCall, Transition
 from trellis.loading import NODE_EXTENSIONS

@@ -30,6 +30,7 @@ from trellis.errors import (
 )
 from trellis.ports.locker import LockHandle
 from trellis.sessions import SessionManager
+from trellis.step_deadline import step_deadline
 
 Setup = Callable[[Path], dict[str, Any]]
 SETUPS: dict[str, Setup] = {
@@ -227,6 +228,23 @@ async def test_a_step_that_outlives_its_lock_is_refused_and_changes_nothing() ->
             await step
         await other.unlock()
     assert await snapshot(manager, "s") == before
+
+
+@pytest.mark.parametrize("setup", SETUPS.values(), ids=SETUPS.keys())
+async def test_a_step_whose_callers_deadline_passed_is_abandoned_not_saved(
+    tmp_path: Path, setup: Setup
+) -> None:
+    manager = SessionManager(engine(PAYMENT), **setup(tmp_path))
+    await manager.start("s")
+    before = await snapshot(manager, "s")
+    with step_deadline(0.0):  # the caller's deadline has passed by the time the step would save
+        with pytest.raises(TimeoutError, match="nothing was saved"):
+            await manager.navigate("s", "yes")
+    assert await snapshot(manager, "s") == before
+    assert manager.lock_count() == 0
+    with step_deadline(30.0):
+        await manager.navigate("s", "yes")  # the lock was released; a step in time is saved
+    assert (await snapshot(manager, "s"))[1] == before[1] + 1
 
 
 async def test_an_endless_pass_through_loop_is_stopped_and_saves_nothing() -> None:

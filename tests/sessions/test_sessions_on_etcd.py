@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.etcd.conftest import config_for, etcd_server
-from tests.etcd.etcd_process import EtcdCluster
 from tests.sessions.flows import COUNTER, CountingTool, engine
+from tests.support.etcd_fixtures import config_for
+from tests.support.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdStateStore
 from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.sessions import SessionManager
-
-__all__ = ["etcd_server"]  # the fixture, imported so this directory can use it
 
 
 async def test_replicas_on_etcd_lose_and_duplicate_nothing(etcd_server: EtcdCluster) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.pki import make_pki
-from tests.requirements import missing
+from tests.support.pki import make_pki
+from tests.support.requirements import missing
 from trellis.adapters.grpc.channel import RemoteChannel
 from trellis.adapters.grpc.dispatcher import RemoteDispatcher
 from trellis.api.transport import ChannelOptions

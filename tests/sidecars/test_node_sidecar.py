@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.requirements import missing
 from tests.sidecars.processes import NODE_DIR, node_ready, running, socket_dir
 from tests.sidecars.test_python_sidecars import conformance, server, write_flow
+from tests.support.requirements import missing
 from trellis.clients import Client
 
 GREETING_FLOW = {

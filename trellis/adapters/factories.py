@@ -38,16 +38,28 @@ async def memory_loader(spec: PortSpec, ctx: BuildContext) -> Component:
     return Component.of(MemoryLoader())
 
 
+def _limit(ctx: BuildContext, name: str) -> int | None:
+    """A store limit from the ``limits`` section (the server's configuration; None = none)."""
+    value = ctx.section("limits").get(name)
+    return int(value) if value else None
+
+
 async def memory_store(spec: PortSpec, ctx: BuildContext) -> Component:
     from trellis.adapters.memory_store import MemoryStore
 
-    return Component.of(MemoryStore())
+    return Component.of(
+        MemoryStore(
+            max_state_bytes=_limit(ctx, "max_state_bytes"),
+            max_sessions=_limit(ctx, "memory_max_sessions"),
+            max_bytes=_limit(ctx, "memory_max_bytes"),
+        )
+    )
 
 
 async def file_store(spec: PortSpec, ctx: BuildContext) -> Component:
     from trellis.adapters.file_store import FileStore
 
-    return Component.of(FileStore(_path(spec)))
+    return Component.of(FileStore(_path(spec), max_state_bytes=_limit(ctx, "max_state_bytes")))
 
 
 async def local_locker(spec: PortSpec, ctx: BuildContext) -> Component:

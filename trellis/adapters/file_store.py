@@ -17,7 +17,9 @@ File format: ``<base_dir>/<session_id>.json`` holds the pretty-printed
 Writes are atomic: the new content goes to a hidden temporary file
 (``.tmp-<random>``) in the same directory, is fsynced, then renamed over the
 destination, and the directory is fsynced; a reader sees the old or the new
-file, never half of one. Session IDs are checked (store_rules) so a file can
+file, never half of one. A crash between the two leaves the temporary behind:
+a new FileStore removes those older than a minute (younger ones may belong to
+another process writing right now). Session IDs are checked (store_rules) so a file can
 never land outside ``base_dir``; hidden files (temporaries, leftovers) are never
 listed.
 
@@ -30,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import os
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -44,9 +48,12 @@ from trellis.keyed_locks import KeyedLocks
 from trellis.ports.locker import LockHandle
 from trellis.ports.store import SessionPage
 
+LOG = logging.getLogger("trellis.store")
 DEFAULT_BASE_DIR = ".trellis/sessions"
 _SUFFIX = ".json"
 _TEMP_PREFIX = ".tmp-"
+LEFTOVER_AGE = 60.0
+"""Seconds after which a temporary file is a crash's leftover (a write takes milliseconds)."""
 _T = TypeVar("_T")
 
 
@@ -59,10 +66,35 @@ class FileStore:
         self._base = Path(base_dir)
         self._max_state_bytes = max_state_bytes
         self._locks = KeyedLocks()
+        self.remove_leftovers()
 
     @property
     def base_dir(self) -> Path:
         return self._base
+
+    def remove_leftovers(self, older_than: float = LEFTOVER_AGE) -> int:
+        """Delete temporary files a crashed save left (those modified more than ``older_than``
+        seconds ago); returns how many. Never fails: a directory that cannot be read now
+        will fail the store's first call with a clear error."""
+        removed = 0
+        try:
+            entries = list(os.scandir(self._base))
+        except OSError:
+            return 0
+        cutoff = time.time() - older_than
+        for entry in entries:
+            if not entry.name.startswith(_TEMP_PREFIX):
+                continue
+            try:
+                stat = entry.stat(follow_symlinks=False)
+                if entry.is_file(follow_symlinks=False) and stat.st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                continue  # gone already, or not ours to remove
+        if removed:
+            LOG.info("removed %d leftover temporary file(s) from %s", removed, self._base)
+        return removed
 
     def _path(self, session_id: str) -> Path:
         check_session_id(session_id)

@@ -6,14 +6,20 @@
       - name: greet                 # the ToolCall name it serves (entries without one are skipped)
         command: python3            # program to run: no shell, looked up on PATH unless it has a '/'
         args: ["./greet.py", "-v"]  # fixed command-line arguments
-        env: {GREETING: "hello"}    # added to the inherited environment
+        env: {GREETING: "hello"}    # set for this tool
+        pass_env: [GREETER_URL]     # names this tool takes from the server's environment
         timeout: 10s                # Go duration; default 30s
         description: "Greets"       # for people and LLM hosts
+    pass_env: [HTTPS_PROXY]         # names every tool takes from the server's environment
 
 Each call runs ``command args…`` directly (no shell) in its own process group,
 with the working directory set to ``base_dir`` (by default the directory of
-tools.yaml) and the environment of this process plus the tool's ``env``
-(fixes of spec §17 #15). The call's arguments reach the program ONLY as the
+tools.yaml) and a minimal environment (fixes of spec §17 #15): ``BASE_ENV``
+(PATH, HOME, locale and time zone) and the names listed in ``pass_env`` (top
+level and the tool's own) taken from this process, then the tool's ``env``.
+Nothing else is inherited: the server's secrets (TRELLIS_TOKEN,
+TRELLIS_SIGNING_KEY, cloud credentials) never reach a tool, and ``pass_env``
+refuses TRELLIS_* names. The call's arguments reach the program ONLY as the
 environment variable ``TRELLIS_ARGS``: compact JSON with sorted keys (``null``
 when the call has no arguments), never on the command line.
 
@@ -51,6 +57,9 @@ from trellis.go_values import format_duration, go_str, parse_duration
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_GRACE_PERIOD = 5.0
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+"""Names every tool takes from this process's environment (when set there)."""
+_SECRET_PREFIX = "TRELLIS_"
 _STDERR_KEEP_BYTES = 64 * 1024
 _READ_CHUNK = 64 * 1024
 
@@ -63,6 +72,8 @@ class ProcessTool:
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
     description: str = ""
+    pass_env: tuple[str, ...] = ()
+    """Names this tool takes from the dispatcher's environment, besides BASE_ENV and the registry's."""
 
 
 class ProcessDispatcher:
@@ -74,8 +85,12 @@ class ProcessDispatcher:
         allow_inline: bool = False,
         grace_period: float = DEFAULT_GRACE_PERIOD,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        pass_env: Iterable[str] = (),
     ) -> None:
+        """``pass_env``: names every tool takes from this process's environment, on top of
+        BASE_ENV (TRELLIS_* names are refused: they hold the server's secrets)."""
         self._tools = {tool.name: tool for tool in tools}
+        self._pass_env = tuple(_check_pass_env(list(pass_env), "pass_env"))
         # Absolute now, so a later chdir of this process does not move the tools.
         self._base_dir = Path(base_dir).absolute()
         self._allow_inline = allow_inline
@@ -96,9 +111,10 @@ class ProcessDispatcher:
         ConfigError naming the file and the field. ``base_dir`` (default: the file's
         directory) is where the tools run."""
         file = Path(path)
-        tools = load_tools(file)
+        registry = load_registry(file)
         return cls(
-            tools,
+            registry.tools,
+            pass_env=registry.pass_env,
             base_dir=base_dir if base_dir is not None else file.parent,
             allow_inline=allow_inline,
             grace_period=grace_period,
@@ -130,8 +146,7 @@ class ProcessDispatcher:
         return await self._run(call, tool)
 
     async def _run(self, call: ToolCall, tool: ProcessTool) -> ToolResult:
-        env = dict(os.environ)
-        env.update(tool.env)
+        env = self._environment(tool)
         env["TRELLIS_ARGS"] = orjson.dumps(
             dict(call.args) if call.args is not None else None, option=orjson.OPT_SORT_KEYS
         ).decode()
@@ -165,6 +180,9 @@ class ProcessDispatcher:
                     overflow = await stdout_task
                     if overflow:
                         _signal_group(process, signal.SIGKILL)
+                        # Read on to the end of the pipe: asyncio resolves wait() only once
+                        # every pipe is closed, and a paused reader never sees the EOF.
+                        await _read_capped(process.stdout, bytearray(), 0, drain=True)
                     await process.wait()
                     await stderr_task
             except TimeoutError:
@@ -199,6 +217,17 @@ class ProcessDispatcher:
                 call, f"execution failed: output is not UTF-8 text ({exc.reason} at byte {exc.start})"
             )
         return ToolResult(id=call.id, result=_parse_output(text))
+
+    def _environment(self, tool: ProcessTool) -> dict[str, str]:
+        """BASE_ENV and the pass-through names read from this process, then the tool's own
+        ``env``; never the rest of the server's environment (its secrets live there)."""
+        env = {
+            name: os.environ[name]
+            for name in (*BASE_ENV, *self._pass_env, *tool.pass_env)
+            if name in os.environ
+        }
+        env.update(tool.env)
+        return env
 
     async def _stop(self, process: asyncio.subprocess.Process) -> None:
         _signal_group(process, signal.SIGTERM)
@@ -265,12 +294,25 @@ def _failure(call: ToolCall, message: str) -> ToolResult:
 # --- tools.yaml ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ToolRegistry:
+    """What a tools file declares: its tools and the top-level ``pass_env`` names."""
+
+    tools: list[ProcessTool] = field(default_factory=list)
+    pass_env: tuple[str, ...] = ()
+
+
 def load_tools(path: Path) -> list[ProcessTool]:
-    """Parse a tools file (YAML, or JSON for ``.json``). Missing file → []."""
+    """The tools of a tools file (see load_registry). Missing file → []."""
+    return load_registry(path).tools
+
+
+def load_registry(path: Path) -> ToolRegistry:
+    """Parse a tools file (YAML, or JSON for ``.json``). Missing file → an empty registry."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return []
+        return ToolRegistry()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if path.suffix == ".json":
@@ -284,12 +326,13 @@ def load_tools(path: Path) -> list[ProcessTool]:
         except YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
     if document is None:
-        return []
+        return ToolRegistry()
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with a 'tools' list")
+    pass_env = tuple(_check_pass_env(document.get("pass_env"), f"{path}: pass_env"))
     entries = document.get("tools")
     if entries is None:
-        return []
+        return ToolRegistry(pass_env=pass_env)
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: field 'tools' must be a list")
     tools: list[ProcessTool] = []
@@ -308,7 +351,25 @@ def load_tools(path: Path) -> list[ProcessTool]:
             )
         first_seen[tool.name] = index
         tools.append(tool)
-    return tools
+    return ToolRegistry(tools=tools, pass_env=pass_env)
+
+
+def _check_pass_env(names: Any, where: str) -> list[str]:
+    """A ``pass_env`` list: variable names, none of them TRELLIS_* (the server's own settings
+    and secrets; TRELLIS_ARGS is set per call anyway)."""
+    if names is None:
+        return []
+    if not isinstance(names, list):
+        raise ConfigError(f"{where}: must be a list of environment variable names")
+    for name in names:
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ConfigError(f"{where}: invalid variable name {name!r}")
+        if name.upper().startswith(_SECRET_PREFIX):
+            raise ConfigError(
+                f"{where}: {name!r} cannot be passed to tools: TRELLIS_* variables hold the "
+                "server's settings and secrets (give the tool its own value in 'env')"
+            )
+    return list(names)
 
 
 def _scalar(value: Any, where: str) -> str:
@@ -358,6 +419,7 @@ def _parse_tool(entry: dict[str, Any], where: str) -> ProcessTool | None:
     description = entry.get("description") or ""
     if not isinstance(description, str):
         raise ConfigError(f"{where}.description: must be a string")
+    pass_env = tuple(_check_pass_env(entry.get("pass_env"), f"{where}.pass_env"))
     return ProcessTool(
         name=name,
         command=command,
@@ -365,4 +427,5 @@ def _parse_tool(entry: dict[str, Any], where: str) -> ProcessTool | None:
         env={key: _scalar(value, f"{where}.env.{key}") for key, value in env.items()},
         timeout=timeout,
         description=description,
+        pass_env=pass_env,
     )

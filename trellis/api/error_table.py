@@ -57,6 +57,7 @@ CODES: dict[type[e.TrellisError], grpc.StatusCode] = {
     e.StateSignatureInvalid: C.INVALID_ARGUMENT,
     e.InvalidSessionId: C.INVALID_ARGUMENT,
     e.StateTooLarge: C.INVALID_ARGUMENT,
+    e.StoreFull: C.RESOURCE_EXHAUSTED,
     e.SessionNotFound: C.NOT_FOUND,
     # concurrency: retry the whole step
     e.ConflictError: C.ABORTED,
@@ -215,7 +216,7 @@ def error_from_status(code: grpc.StatusCode, message: str, details: bytes | None
 
     With a trellis ErrorInfo: an instance of the class registered for its reason
     (or the nearest one for the code), fields restored. Without one (a proxy, a
-    transport failure): UNAVAILABLE → BackendUnavailable, DEADLINE_EXCEEDED →
+    transport failure): UNAVAILABLE or CANCELLED → BackendUnavailable, DEADLINE_EXCEEDED →
     TimeoutError, anything else → TrellisError carrying the code in its message.
     """
     info = error_info_from(details)
@@ -234,7 +235,10 @@ def error_from_status(code: grpc.StatusCode, message: str, details: bytes | None
 
 
 def _fallback_class(code: grpc.StatusCode) -> type[e.TrellisError]:
-    if code == C.UNAVAILABLE:
+    # CANCELLED reaches a caller only when the other end (or a proxy) cut the call: a caller
+    # that cancels its own call sees asyncio.CancelledError instead. A server stopping without
+    # grace does that; like a broken connection, the call's outcome is unknown: unavailable.
+    if code in (C.UNAVAILABLE, C.CANCELLED):
         return e.BackendUnavailable
     if code == C.UNAUTHENTICATED:
         return e.Unauthenticated

@@ -15,18 +15,28 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from trellis.conditions import Condition, compile_condition
 from trellis.domain import SYS_NAMESPACE, Action, ActionType, FormatItem, InputRequest, Node, ToolCall
 from trellis.engine.context_checks import TypeCheck, parse_schema_type
 from trellis.errors import NodeDefinitionError, TemplateError
+from trellis.evaluation_limits import DEFAULT_LIMITS, EvaluationLimits
 from trellis.go_values import parse_duration
 from trellis.templates import compile_template
 
 _ROLLBACK = "rollback"
 _FORMAT_CACHE_LIMIT = 256
+# A {{range}} action: the one construct whose work grows with the data it is given.
+_RANGE_ACTION = re.compile(r"\{\{-?\s*range\b")
+
+
+def iterates(texts: Iterable[str]) -> bool:
+    """Does any of these templates loop over data (so that rendering it is worth moving
+    off the event loop)?"""
+    return any(_RANGE_ACTION.search(text) for text in texts)
 
 
 class Renderable(Protocol):
@@ -54,9 +64,9 @@ class _BrokenTemplate:
         raise self._error
 
 
-def _template(text: str, *, html: bool, name: str) -> Renderable:
+def _template(text: str, *, html: bool, name: str, limits: EvaluationLimits) -> Renderable:
     try:
-        compiled: Renderable = compile_template(text, html=html, name=name)
+        compiled: Renderable = compile_template(text, html=html, name=name, limits=limits)
     except TemplateError as exc:
         return _BrokenTemplate(exc)
     return compiled
@@ -86,9 +96,11 @@ class CompiledCall:
     """A do/undo call ready to emit: ID defaulted to the name (§17 #10), metadata
     merged with the node's, argument templates compiled (top level only, §5.4)."""
 
-    __slots__ = ("arg_templates", "args", "args_nested", "id", "metadata", "name")
+    __slots__ = ("arg_templates", "args", "args_nested", "id", "iterates", "metadata", "name")
 
-    def __init__(self, call: ToolCall, node: Node, *, html: bool, field: str) -> None:
+    def __init__(
+        self, call: ToolCall, node: Node, *, html: bool, field: str, limits: EvaluationLimits
+    ) -> None:
         self.id = call.id or call.name
         self.name = call.name
         self.args: Mapping[str, Any] | None = call.args
@@ -99,10 +111,11 @@ class CompiledCall:
         self.metadata: Mapping[str, str] = merged
         where = node.source or node.id
         self.arg_templates: tuple[tuple[str, Renderable], ...] = tuple(
-            (key, _template(value, html=html, name=f"{where}:{field}.args.{key}"))
+            (key, _template(value, html=html, name=f"{where}:{field}.args.{key}", limits=limits))
             for key, value in (call.args or {}).items()
             if isinstance(value, str) and "{{" in value
         )
+        self.iterates = iterates(v for v in (call.args or {}).values() if isinstance(v, str))
 
 
 class CompiledNode:
@@ -127,6 +140,8 @@ class CompiledNode:
         "input_request",
         "is_confirm",
         "is_format",
+        "iterates",
+        "limits",
         "messages",
         "node",
         "on_denied",
@@ -145,13 +160,21 @@ class CompiledNode:
         "undo",
     )
 
-    def __init__(self, node: Node, *, html: bool = False, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        html: bool = False,
+        logger: logging.Logger | None = None,
+        limits: EvaluationLimits = DEFAULT_LIMITS,
+    ) -> None:
         log = logger or logging.getLogger("trellis.engine")
         where = node.source or node.id
         self.node = node
         self.id = node.id
         self.type = node.type
         self.html = html
+        self.limits = limits
 
         # §3.3 step 3: a node either acts or listens, never both.
         listens = node.wait or bool(node.input_type) or node.type == "question"
@@ -175,13 +198,13 @@ class CompiledNode:
 
         # §3.3 step 5 and §5.6: content.
         self.is_format = node.type == "format"
-        self.content = _template(node.content, html=html, name=f"{where}:content")
+        self.content = _template(node.content, html=html, name=f"{where}:content", limits=limits)
         self.content_always = node.type in ("text", "question") or node.content != ""
         self.content_constant = _constant_text(self.content)
         self.messages: dict[str, tuple[tuple[str, Condition | None], ...]] = {}
         for locale, items in node.messages.items():
             self.messages[locale] = tuple(
-                self._format_item(item, where, locale, index) for index, item in enumerate(items)
+                self._format_item(item, where, locale, index, limits) for index, item in enumerate(items)
             )
         self._format_memo: dict[tuple[str, tuple[int, ...]], Renderable] = {}
 
@@ -209,8 +232,18 @@ class CompiledNode:
         self.input_default = node.input_default
 
         # §3.3 step 7: tool calls.
-        self.do = CompiledCall(node.do, node, html=html, field="do") if node.do is not None else None
-        self.undo = CompiledCall(node.undo, node, html=html, field="undo") if node.undo is not None else None
+        self.do: CompiledCall | None = None
+        self.undo: CompiledCall | None = None
+        if node.do is not None:
+            self.do = CompiledCall(node.do, node, html=html, field="do", limits=limits)
+        if node.undo is not None:
+            self.undo = CompiledCall(node.undo, node, html=html, field="undo", limits=limits)
+        # Rendering a node whose templates loop over data runs off the event loop (Engine.render).
+        self.iterates = (
+            iterates([node.content])
+            or iterates(item.text for items in node.messages.values() for item in items)
+            or any(call is not None and call.iterates for call in (self.do, self.undo))
+        )
 
         # §3.6: transitions, conditional ones compiled, the first unconditional one kept.
         conditional: list[tuple[str, Condition]] = []
@@ -218,7 +251,7 @@ class CompiledNode:
         for index, transition in enumerate(node.transitions):
             if transition.condition:
                 condition = compile_condition(
-                    transition.condition, where=f"{where}: transitions[{index}].condition"
+                    transition.condition, where=f"{where}: transitions[{index}].condition", limits=limits
                 )
                 conditional.append((transition.to_node_id, condition))
             elif unconditional is None:
@@ -241,11 +274,13 @@ class CompiledNode:
         self.on_signal_default = node.on_signal_default
 
     @staticmethod
-    def _format_item(item: FormatItem, where: str, locale: str, index: int) -> tuple[str, Condition | None]:
+    def _format_item(
+        item: FormatItem, where: str, locale: str, index: int, limits: EvaluationLimits
+    ) -> tuple[str, Condition | None]:
         if not item.condition:
             return item.text, None
         return item.text, compile_condition(
-            item.condition, where=f"{where}: messages[{locale!r}][{index}].condition"
+            item.condition, where=f"{where}: messages[{locale!r}][{index}].condition", limits=limits
         )
 
     def format_items(self, locale: str) -> tuple[str, tuple[tuple[str, Condition | None], ...]] | None:
@@ -266,7 +301,8 @@ class CompiledNode:
         if template is None:
             items = self.messages[locale_key]
             text = "".join(items[i][0] for i in included)
-            template = _template(text, html=self.html, name=f"{self.node.source or self.id}:messages")
+            name = f"{self.node.source or self.id}:messages"
+            template = _template(text, html=self.html, name=name, limits=self.limits)
             if len(self._format_memo) < _FORMAT_CACHE_LIMIT:
                 self._format_memo[memo_key] = template
         return template

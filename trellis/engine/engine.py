@@ -39,6 +39,12 @@ docs/engine-differences.md:
 * Start swallows only node load/parse errors of the entry node (as the original
   did); a backend that cannot be reached is reported.
 * Hook exceptions are logged and never change the operation's result.
+
+Evaluation is budgeted (``limits``, trellis.evaluation_limits). Rendering a node
+whose templates loop over data (``{{range}}``) runs in an evaluation thread so
+that the event loop keeps serving other calls meanwhile; every other render and
+all conditions run inline (a thread hop costs more than a typical render, and
+the CEL library holds the GIL, so a thread would not free the loop for it).
 """
 
 from __future__ import annotations
@@ -76,10 +82,12 @@ from trellis.errors import (
     UnhandledSignal,
     UnhandledToolError,
 )
+from trellis.evaluation_limits import EvaluationLimits
 from trellis.go_values import go_str
 from trellis.ports.content import ContentConverter
 from trellis.ports.engine import LifecycleHook
 from trellis.ports.loader import GraphLoader
+from trellis.step_deadline import run_off_loop
 
 _ACTIVE = Status.ACTIVE
 _WAITING = Status.WAITING_FOR_TOOL
@@ -114,11 +122,14 @@ class Engine:
         content_converter: ContentConverter | None = None,
         html: bool = False,
         logger: logging.Logger | None = None,
+        limits: EvaluationLimits | None = None,
     ) -> None:
+        """``limits``: evaluation budgets (default: EvaluationLimits.from_env())."""
         self.loader = loader
         self.entry_node = entry_node or "start"
         self.default_error_node = default_error_node
         self.html = html
+        self.limits = limits if limits is not None else EvaluationLimits.from_env()
         self._hooks = tuple(hooks)
         self._converter = content_converter
         self._log = logger or logging.getLogger("trellis.engine")
@@ -137,7 +148,7 @@ class Engine:
     async def _compile(self, node_id: str) -> CompiledNode:
         generation = self._generation
         node = await self.loader.get_node(node_id)
-        compiled = CompiledNode(node, html=self.html, logger=self._log)
+        compiled = CompiledNode(node, html=self.html, logger=self._log, limits=self.limits)
         if node.on_signal_default and node.id != self.entry_node:
             self._log.warning(
                 "node %s defines on_signal_default, which is only honoured on the entry node %s",
@@ -196,12 +207,15 @@ class Engine:
     ) -> None:
         events.append(LifecycleEvent(kind, node_id, node.type, tool_name, data, is_error, time.time()))
 
-    def _tool_call_event(self, events: list[LifecycleEvent], node: CompiledNode, state: State) -> None:
+    async def _tool_call_event(self, events: list[LifecycleEvent], node: CompiledNode, state: State) -> None:
         call = node.undo if state.status is _ROLLING_BACK else node.do
         if call is None:
             return
         try:
-            args = interpolate_args(call, template_data(state), node.id)
+            if call.iterates:
+                args = await run_off_loop(interpolate_args, call, template_data(state), node.id)
+            else:
+                args = interpolate_args(call, template_data(state), node.id)
         except TemplateError:
             args = dict(call.args) if call.args is not None else None
         self._event(events, HookKind.TOOL_CALL, node, state.current_node_id, call.name, args)
@@ -229,7 +243,7 @@ class Engine:
         if self._hooks:
             events: list[LifecycleEvent] = []
             self._event(events, HookKind.NODE_ENTER, node, entry)
-            self._tool_call_event(events, node, state)
+            await self._tool_call_event(events, node, state)
             self._emit(events)
         return state
 
@@ -244,6 +258,8 @@ class Engine:
         node = self._cache.get(node_id)
         if node is None:
             node = await self._load(node_id, "failed to load node")
+        if node.iterates:
+            return await run_off_loop(render_node, node, state, self._converter)
         return render_node(node, state, self._converter)
 
     async def navigate(self, state: State, input: JSONValue | ToolResult) -> State:
@@ -332,12 +348,12 @@ class Engine:
         if events is not None:
             self._event(events, HookKind.NODE_ENTER, node, target)
             if node.do is not None:
-                self._tool_call_event(events, node, state)
+                await self._tool_call_event(events, node, state)
 
     async def _unwind(self, state: State, pop: bool, events: Events) -> State:
         state, pending = await unwind(state, pop=pop, load=self._load_for_rollback)
         if pending is not None and events is not None:
-            self._tool_call_event(events, pending, state)
+            await self._tool_call_event(events, pending, state)
         return state
 
     async def _tool_result(

@@ -37,15 +37,16 @@ from trellis.api.v1 import (
     store_pb2_grpc,
 )
 from trellis.engine.follow import follow_graph
-from trellis.errors import ConfigError
+from trellis.errors import ConfigError, describe
 from trellis.plugins import Probe
 from trellis.ports.loader import GraphChange, Watchable
-from trellis.server.compose import Composition, build_composition
+from trellis.server.compose import Composition, build_composition, reply_limits
 from trellis.server.config import ServerConfig
 from trellis.server.dispatcher_service import ActionDispatcherService
+from trellis.server.draining import DrainingGate
 from trellis.server.engine_service import EngineService
 from trellis.server.graph_service import GraphLoaderService
-from trellis.server.limits import Limits
+from trellis.server.malformed import MalformedRequestInterceptor
 from trellis.server.observe import Observer
 from trellis.server.security import TokenInterceptor, load_tokens
 from trellis.server.sessions_service import SessionsService
@@ -129,6 +130,7 @@ class TrellisServer:
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
         self._services: list[str] = []
+        self._gate = DrainingGate()
 
     async def start(self) -> int:
         """Build the ports, bind and start serving; returns the bound port."""
@@ -144,9 +146,13 @@ class TrellisServer:
             self.composition = await build_composition(config, self.observer)
         ports = self.composition
         try:
-            interceptors = [TokenInterceptor(tokens)] if tokens else []
+            # The gate first: once stopping, a call is refused before anything else looks at it.
+            interceptors: list[Any] = [self._gate]
+            if tokens:
+                interceptors.append(TokenInterceptor(tokens))
+            interceptors.append(MalformedRequestInterceptor())
             server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
-            limits = Limits(config.max_input_bytes, config.max_context_bytes)
+            limits = reply_limits(config)
             engine_pb2_grpc.add_EngineServicer_to_server(
                 EngineService(ports.engine, self.observer, limits, signer), server
             )
@@ -222,8 +228,11 @@ class TrellisServer:
             return True
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            LOG.warning("backend %s unreachable: no answer to its probe within %.1fs", name, PROBE_TIMEOUT)
+            return False
         except Exception as exc:
-            LOG.warning("backend %s unreachable: %s", name, exc)
+            LOG.warning("backend %s unreachable: %s", name, describe(exc))
             return False
 
     async def _probe_all(self) -> None:
@@ -265,9 +274,10 @@ class TrellisServer:
     # --- shutdown ---------------------------------------------------------------------
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting calls, let in-flight steps finish within ``grace`` seconds
-        (default: shutdown_grace), cancel the rest (their locks are released by the
-        cancelled steps), then close every port. Safe to call more than once."""
+        """Refuse new calls (UNAVAILABLE, retryable), let in-flight steps finish within
+        ``grace`` seconds (default: shutdown_grace), cancel the rest (their locks are
+        released by the cancelled steps) and open streams, then close every port. Safe to
+        call more than once."""
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._stop(grace))
         await asyncio.shield(self._stopping)
@@ -281,9 +291,15 @@ class TrellisServer:
     async def _stop(self, grace: float | None) -> None:
         grace = self.config.shutdown_grace if grace is None else grace
         LOG.info("shutting down: finishing in-flight calls (grace %.1fs)", grace)
+        self._gate.close()
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
-            await self._server.stop(grace)
+            # gRPC's own graceful stop would drop calls arriving meanwhile (trellis.server.draining):
+            # drain through the gate, then stop gRPC with nothing left worth waiting for.
+            if not await self._gate.wait_idle(grace):
+                LOG.warning("shutting down: %d call(s) still running after the grace period are cancelled",
+                            self._gate.in_flight)
+            await self._server.stop(0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

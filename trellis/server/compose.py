@@ -21,6 +21,7 @@ from trellis.ports.locker import DistributedLocker
 from trellis.ports.sessions import SessionsPort
 from trellis.ports.store import StateStore, StepStore
 from trellis.server.config import ServerConfig
+from trellis.server.limits import Limits
 from trellis.server.observe import MeteredDispatcher, MeteredStepStore, Observer
 from trellis.sessions import SessionManager
 
@@ -53,6 +54,16 @@ async def _close_all(closers: list[Closer]) -> None:
     closers.clear()
 
 
+def reply_limits(config: ServerConfig) -> Limits:
+    """The limits of what the server receives and sends, from its configuration."""
+    return Limits(
+        config.max_input_bytes,
+        config.max_context_bytes,
+        config.max_message_bytes,
+        config.effective_max_state_bytes(),
+    )
+
+
 def assemble(
     loader: GraphLoader,
     store: StateStore,
@@ -68,6 +79,7 @@ def assemble(
         entry_node=config.effective_entry_node(),
         default_error_node=config.effective_error_node(),
         hooks=[observer.hook],
+        limits=config.evaluation_limits(),
     )
     metered_dispatcher = MeteredDispatcher(dispatcher, observer) if dispatcher is not None else None
     sessions = SessionManager(
@@ -77,6 +89,8 @@ def assemble(
         dispatcher=metered_dispatcher,
         lock_ttl=config.lock_ttl,
         input_limit=config.max_input_bytes,
+        # A step whose reply could not be sent is refused before it is saved.
+        check_step=reply_limits(config).check_step,
     )
     return Composition(loader=loader, store=store, dispatcher=dispatcher, engine=engine, sessions=sessions)
 
@@ -117,7 +131,12 @@ async def _dispatcher(config: ServerConfig, ctx: BuildContext) -> tuple[ActionDi
 async def build_composition(config: ServerConfig, observer: Observer) -> Composition:
     """Every port from ``config``. Raises ConfigError naming the setting that is wrong;
     on failure, whatever was already built is closed again."""
-    ctx = BuildContext(sections={"etcd": config.etcd})
+    limits = {
+        "max_state_bytes": config.effective_max_state_bytes(),
+        "memory_max_sessions": config.memory_max_sessions,
+        "memory_max_bytes": config.memory_max_bytes,
+    }
+    ctx = BuildContext(sections={"etcd": config.etcd, "limits": limits})
     try:
         loader = await build("loader", config.effective_loader(), ctx)
         store = await build("store", config.store, ctx)

@@ -30,12 +30,42 @@ from trellis.adapters.directory_loader import entry_node_id, has_default_error_n
 from trellis.api import DEFAULT_MAX_MESSAGE_BYTES
 from trellis.dispatching import ToolPolicy
 from trellis.errors import ConfigError
+from trellis.evaluation_limits import (
+    DEFAULT_MAX_CONDITION_COST,
+    DEFAULT_MAX_PRINTF_WIDTH,
+    DEFAULT_MAX_RANGE_ITERATIONS,
+    DEFAULT_MAX_TEMPLATE_OUTPUT_BYTES,
+    EvaluationLimits,
+)
 from trellis.go_values import parse_duration
 from trellis.plugins import Kind, parse_url
 from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
 
 # Contexts carried in a request: larger than one answer, but never megabytes of JSON per step.
 DEFAULT_MAX_CONTEXT_BYTES = 256 * 1024
+REPLY_ENVELOPE_BYTES = 16 * 1024
+"""What a step reply holds besides the state and the actions: tags and lengths of the
+nested messages, the state's signature, the terminal flag (a few hundred bytes; the
+rest is margin)."""
+
+
+def derived_state_limit(max_message_bytes: int) -> int:
+    """The default state limit: half of a reply after its envelope (the render gets the other half).
+
+    A state is counted as its encoded JSON document, which is never smaller than the
+    state's protobuf form in a reply (same JSON for the contexts, longer field names)."""
+    return (max_message_bytes - REPLY_ENVELOPE_BYTES) // 2
+
+
+def check_state_limit(max_state_bytes: int, max_message_bytes: int) -> None:
+    """A configured state limit must leave a reply room for a render as big as its envelope."""
+    room = max_message_bytes - 2 * REPLY_ENVELOPE_BYTES
+    if max_state_bytes > room:
+        raise ConfigError(
+            f"max_state_bytes ({max_state_bytes}) must be at most {room}: a reply of "
+            f"max_message_bytes ({max_message_bytes}) holds the state, its render and "
+            f"{REPLY_ENVELOPE_BYTES} bytes of envelope"
+        )
 
 ENV_PREFIX = "TRELLIS_"
 CONFIG_ENV = "TRELLIS_CONFIG"
@@ -64,6 +94,11 @@ class ServerConfig:
     # where a failed or denied tool goes when its node names no target (spec §3.4.3); "" = none
     default_error_node: str = ""
     lock_ttl: float = 30.0
+    # evaluation budgets (trellis.evaluation_limits)
+    max_condition_cost: int = DEFAULT_MAX_CONDITION_COST
+    max_range_iterations: int = DEFAULT_MAX_RANGE_ITERATIONS
+    max_template_output_bytes: int = DEFAULT_MAX_TEMPLATE_OUTPUT_BYTES
+    max_printf_width: int = DEFAULT_MAX_PRINTF_WIDTH
     # etcd connection for etcd:// schemes (endpoints, tls, auth, prefix), read by their factories
     etcd: dict[str, Any] = field(default_factory=dict)
     # observability
@@ -81,10 +116,23 @@ class ServerConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_input_bytes: int = DEFAULT_INPUT_LIMIT
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES
+    # one encoded state, in every store and every reply; 0 = derived from max_message_bytes
+    max_state_bytes: int = 0
+    # the memory store's quota (other stores have their own backends' limits)
+    memory_max_sessions: int = 10_000
+    memory_max_bytes: int = 64 * 1024 * 1024
     keepalive_time: float = 60.0
     keepalive_timeout: float = 20.0
     shutdown_grace: float = 10.0
     health_probe_interval: float = 5.0
+
+    def evaluation_limits(self) -> EvaluationLimits:
+        return EvaluationLimits(
+            max_condition_cost=self.max_condition_cost,
+            max_range_iterations=self.max_range_iterations,
+            max_template_output_bytes=self.max_template_output_bytes,
+            max_printf_width=self.max_printf_width,
+        )
 
     def effective_loader(self) -> str:
         if self.loader:
@@ -111,6 +159,13 @@ class ServerConfig:
             spec = parse_url("loader", self.loader)
             return spec.target if spec.scheme == "dir" else ""
         return self.flow_dir
+
+    def effective_max_state_bytes(self) -> int:
+        """The state limit: as configured, or half of a reply (trellis.server.limits)."""
+        if not self.max_state_bytes:
+            return derived_state_limit(self.max_message_bytes)
+        check_state_limit(self.max_state_bytes, self.max_message_bytes)
+        return self.max_state_bytes
 
     def effective_dispatcher(self) -> str:
         if self.dispatcher:

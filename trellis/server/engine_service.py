@@ -23,7 +23,7 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
     def __init__(
         self, engine: EnginePort, observer: Observer, limits: Limits, signer: StateSigner | None = None
     ) -> None:
-        super().__init__(observer)
+        super().__init__(observer, limits)
         self._engine = engine
         self._limits = limits
         self._signer = signer
@@ -41,6 +41,8 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         of its render."""
         render = await self._engine.render(state)
         convert.fill_step(step, StepResult(state, render))
+        # The client carries the state: one too big to come back in a request is refused here.
+        self._limits.check_step_message(step)
         if self._signer is not None:
             step.state.signature = self._signer.sign(state)
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 
 from trellis.api import error_table
-from trellis.dispatching import STEP_DEADLINE
+from trellis.server.limits import Limits
 from trellis.server.observe import Observer, StepRecord
+from trellis.step_deadline import step_deadline
 
 LOG = logging.getLogger("trellis.server")
 
@@ -54,12 +54,14 @@ def _dispatch_session(request: Any) -> str:
 
 
 class Servicer:
-    """Base of every servicer: the observer its guarded methods report to."""
+    """Base of every servicer: the observer its guarded methods report to and, when given,
+    the limits every reply is checked against before it is sent."""
 
     service_name = ""
 
-    def __init__(self, observer: Observer) -> None:
+    def __init__(self, observer: Observer, limits: Limits | None = None) -> None:
         self.observer = observer
+        self.reply_limits = limits
 
 
 Unary = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -77,15 +79,20 @@ def guarded_unary(fn: Unary) -> Unary:
             record.session = getattr(request, "session_id", "") or _dispatch_session(request)
             try:
                 remaining = context.time_remaining()
-                if remaining is None:
-                    response = await fn(self, request, context)
-                else:
-                    # Pass the caller's deadline down: lock waits, dispatches and
-                    # store calls inside the step stop when the caller gives up, and a
-                    # tool call carries it to its sidecar (this task's own context).
-                    STEP_DEADLINE.set(time.time() + remaining)
-                    async with asyncio.timeout(remaining):
+                # The deadline is also recorded for the step itself: evaluation that does
+                # not await cannot be interrupted by the timeout, so the session manager
+                # checks it before saving, off-loop renders stop by it, and a tool call
+                # carries it to its sidecar.
+                with step_deadline(remaining):
+                    if remaining is None:
                         response = await fn(self, request, context)
+                    else:
+                        # Pass the caller's deadline down: lock waits, dispatches and
+                        # store calls inside the step stop when the caller gives up.
+                        async with asyncio.timeout(remaining):
+                            response = await fn(self, request, context)
+                if self.reply_limits is not None:
+                    self.reply_limits.check_reply(response, f"{self.service_name}.{name}")
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 record.outcome = "aborted"
                 raise
@@ -106,6 +113,8 @@ def guarded_stream(fn: Stream) -> Stream:
         record = StepRecord(self.service_name, fn.__name__, getattr(request, "session_id", "") or "")
         try:
             async for item in fn(self, request, context):
+                if self.reply_limits is not None:
+                    self.reply_limits.check_reply(item, f"{self.service_name}.{fn.__name__}")
                 yield item
         except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
             raise

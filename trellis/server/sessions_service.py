@@ -30,7 +30,7 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     service_name = "Sessions"
 
     def __init__(self, sessions: SessionsPort, observer: Observer, limits: Limits) -> None:
-        super().__init__(observer)
+        super().__init__(observer, limits)
         self._sessions = sessions
         self._limits = limits
 

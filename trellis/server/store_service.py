@@ -22,7 +22,7 @@ class StateStoreService(Servicer, store_pb2_grpc.StateStoreServicer):
     service_name = "StateStore"
 
     def __init__(self, store: StateStore, observer: Observer, limits: Limits) -> None:
-        super().__init__(observer)
+        super().__init__(observer, limits)
         self._store = store
         self._limits = limits
 
@@ -33,7 +33,7 @@ class StateStoreService(Servicer, store_pb2_grpc.StateStoreServicer):
                 f"state.session_id {request.state.session_id!r} does not match "
                 f"session_id {request.session_id!r}"
             )
-        self._limits.check_state(request.state)
+        self._limits.check_stored_state(request.state, request.session_id)
         state = convert.state_from_proto(request.state)
         state.session_id = request.session_id
         expected = request.expected_revision if request.HasField("expected_revision") else None

@@ -214,6 +214,18 @@ def printf(template: Any, *args: Any) -> str:
     return sprintf(template, args)
 
 
+def limited_printf(max_width: int) -> Function:
+    """``printf`` refusing a width or precision over ``max_width`` (which a caller could
+    otherwise pass through ``%*d`` to make one call build gigabytes)."""
+
+    def printf_limited(template: Any, *args: Any) -> str:
+        if not isinstance(template, str):
+            raise ExecFailure(f"printf format must be a string, not {go_type_name(template)}")
+        return sprintf(template, args, max_width)
+
+    return printf_limited
+
+
 def html(*args: Any) -> str:
     return html_escape(sprint(args))
 

@@ -15,9 +15,26 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from trellis.templates.values import data_str, go_type_name, sorted_keys
+from trellis.evaluation_limits import DEFAULT_MAX_PRINTF_WIDTH
+from trellis.templates.values import ExecFailure, data_str, go_type_name, sorted_keys
 
 _FLAG_CHARS = "-+# 0"
+
+
+def _checked(number: int, what: str, max_width: int) -> int:
+    if number > max_width:
+        raise ExecFailure(f"{what} {number} exceeds the limit of {max_width} (max_printf_width)")
+    return number
+
+
+def _digits(template: str, start: int, end: int, what: str, max_width: int) -> int:
+    # A literal with more digits than the limit is over it whatever it says (and is
+    # not converted: int() refuses strings of thousands of digits).
+    if end - start > len(str(max_width)):
+        raise ExecFailure(
+            f"{what} {template[start : start + 20]}… exceeds the limit of {max_width} (max_printf_width)"
+        )
+    return _checked(int(template[start:end]), what, max_width)
 
 
 def sprint(args: tuple[Any, ...]) -> str:
@@ -183,8 +200,9 @@ def format_value(spec: _Spec, value: Any) -> str:
     return _bad(spec, value)
 
 
-def sprintf(template: str, args: tuple[Any, ...]) -> str:
-    """``fmt.Sprintf`` for the verbs listed in the module docstring."""
+def sprintf(template: str, args: tuple[Any, ...], max_width: int = DEFAULT_MAX_PRINTF_WIDTH) -> str:
+    """``fmt.Sprintf`` for the verbs listed in the module docstring; a width or precision
+    over ``max_width`` is an ExecFailure."""
     out: list[str] = []
     index = 0
     used = 0
@@ -209,6 +227,7 @@ def sprintf(template: str, args: tuple[Any, ...]) -> str:
                 if width < 0:
                     flags += "-"
                     width = -width
+                _checked(width, "width", max_width)
             else:
                 out.append("%!(BADWIDTH)")
             used += 1
@@ -216,14 +235,14 @@ def sprintf(template: str, args: tuple[Any, ...]) -> str:
             start = index
             while index < length and template[index].isdigit():
                 index += 1
-            width = int(template[start:index]) if index > start else None
+            width = _digits(template, start, index, "width", max_width) if index > start else None
         if index < length and template[index] == ".":
             index += 1
             if index < length and template[index] == "*":
                 index += 1
                 arg = args[used] if used < len(args) else None
                 if isinstance(arg, int) and not isinstance(arg, bool) and arg >= 0:
-                    precision = arg
+                    precision = _checked(arg, "precision", max_width)
                 else:
                     out.append("%!(BADPREC)")
                 used += 1
@@ -231,7 +250,7 @@ def sprintf(template: str, args: tuple[Any, ...]) -> str:
                 start = index
                 while index < length and template[index].isdigit():
                     index += 1
-                precision = int(template[start:index]) if index > start else 0
+                precision = _digits(template, start, index, "precision", max_width) if index > start else 0
         if index >= length:
             out.append("%!(NOVERB)")
             break

@@ -250,6 +250,18 @@ class EtcdClient:
         prefix = self.config.key("locks") + b"/"
         await self.lock_deletions.watch(self.watches, prefix, prefix_end(prefix), revision + 1)
 
+    def delete_when_settled(self, request: asyncio.Future[Any], key: bytes) -> None:
+        """Delete ``key`` in the background once ``request`` (a call its caller abandoned,
+        which may still write it) has settled. The request's outcome is collected here:
+        nobody else will look at it (asyncio would log each one as never retrieved)."""
+
+        def settled(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled():
+                done.exception()
+            self.delete_later(key)
+
+        request.add_done_callback(settled)
+
     def delete_later(self, key: bytes) -> None:
         """Delete ``key`` in the background, retrying until etcd answers (used when
         releasing a lock fails: the key must not outlive the release)."""

@@ -96,6 +96,9 @@ def _shared(ctx: BuildContext) -> tuple[ClientPool, EtcdConfig]:
 async def store_factory(spec: PortSpec, ctx: BuildContext) -> Component:
     pool, base = _shared(ctx)
     store = await store_from_url(spec.url, base, pool)
+    # The server's state limit, on top of etcd's own request limit (whichever is smaller wins).
+    limit = ctx.section("limits").get("max_state_bytes")
+    store.max_state_bytes = int(limit) if limit else None
     return Component(store, probe=store.client.probe)
 
 

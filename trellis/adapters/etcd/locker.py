@@ -142,7 +142,7 @@ async def acquire_lock(
         response = await asyncio.shield(sent)
     except asyncio.CancelledError:
         # The put may still land: remove our key once the transaction has settled.
-        sent.add_done_callback(lambda _: client.delete_later(my_key))
+        client.delete_when_settled(sent, my_key)
         raise
     predecessor: bytes | None
     if response.succeeded:

@@ -77,17 +77,21 @@ class EtcdStateStore:
     """StateStore and StepStore on etcd. ``session_ttl`` (seconds, 0 = keep forever)
     defaults to the client configuration's."""
 
-    def __init__(self, client: EtcdClient, *, session_ttl: float | None = None) -> None:
+    def __init__(
+        self, client: EtcdClient, *, session_ttl: float | None = None, max_state_bytes: int | None = None
+    ) -> None:
         self.client = client
         self._prefix = client.config.key("sessions") + b"/"
         ttl = client.config.session_ttl if session_ttl is None else session_ttl
         self._leases = _SessionLeases(client, ttl)
+        self.max_state_bytes = max_state_bytes
+        """Bytes of one encoded state (None: only etcd's request limit applies)."""
 
     def _key(self, session_id: str) -> bytes:
         return self._prefix + check_session_id(session_id).encode()
 
     def _encode(self, state: State) -> bytes:
-        return encode_document(state_document(state))
+        return encode_document(state_document(state), limit=self.max_state_bytes)
 
     def _check_size(self, session_id: str, request: Any) -> None:
         size = request.ByteSize() + _ENVELOPE
@@ -220,7 +224,7 @@ class EtcdStateStore:
             response, attempts = await asyncio.shield(sent)
         except (asyncio.CancelledError, BackendUnavailable):
             # Whether it was applied is unknown; the lock key must go in any case.
-            sent.add_done_callback(lambda _: self.client.delete_later(handle.etcd_key))
+            self.client.delete_when_settled(sent, handle.etcd_key)
             raise
         if response.succeeded:
             return int(response.header.revision)

@@ -161,7 +161,10 @@ class WatchMux:
             # A create refused (etcd answers with watch ID -1, e.g. when the token the
             # stream was opened with expired): a new stream, opened with a fresh token,
             # creates every watch again from where it stopped.
-            log.warning("etcd refused a watch (%s); reopening the watch stream", response.cancel_reason)
+            log.warning(
+                "etcd refused a watch (%s); reopening the watch stream",
+                response.cancel_reason or f"no reason given, watch ID {response.watch_id}",
+            )
             return False
         sub = self._subs.get(response.watch_id)
         if sub is None:

@@ -1,4 +1,5 @@
-"""Fixtures: real etcd processes on loopback (never a mock).
+"""Fixtures: real etcd processes on loopback (never a mock), loaded for every test
+folder by tests/conftest.py (pytest_plugins).
 
 ``etcd_server`` is one member shared by the whole session; tests stay apart by
 using a fresh key prefix each (``etcd_config``). Tests that stop or kill etcd
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from tests.etcd.etcd_process import EtcdCluster, running_cluster
+from tests.support.etcd_process import EtcdCluster, running_cluster
 from trellis.adapters.etcd import EtcdClient, EtcdConfig
 
 

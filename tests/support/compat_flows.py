@@ -7,8 +7,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
-from tests.grpc_clients.servers import serving
-from tests.requirements import missing
+from tests.support.requirements import missing
+from tests.support.servers import serving
 from trellis.adapters.directory_loader import DirectoryLoader, entry_node_id, has_default_error_node
 from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.memory_store import MemoryStore

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.pki import make_pki
+from tests.support.pki import make_pki
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -271,7 +271,7 @@ class EtcdCluster:
 def running_cluster(size: int) -> Iterator[EtcdCluster]:
     """A started cluster of ``size`` members for a fixture to yield from, closed after.
     Without etcd: a skip on a developer's machine, a failure under CI=true."""
-    from tests.requirements import missing
+    from tests.support.requirements import missing
 
     try:
         cluster = EtcdCluster(size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from trellis.adapters.local_locker import LocalLocker
 from trellis.adapters.memory_loader import MemoryLoader
@@ -65,3 +66,20 @@ async def serving(
         yield Served(server, ports)
     finally:
         await server.stop(grace=1.0)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+
+@asynccontextmanager
+async def flow_server(flow_dir: Path, **settings: object) -> AsyncIterator[TrellisServer]:
+    config = ServerConfig(flow_dir=str(flow_dir), listen="127.0.0.1:0")
+    for key, value in settings.items():
+        setattr(config, key, value)
+    server = TrellisServer(config)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=2.0)
