@@ -42,7 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextvars
 import logging
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,6 +52,7 @@ from types import TracebackType
 from typing import Final
 
 from trellis.diff import diff
+from trellis.dispatching import DispatchContext
 from trellis.domain import (
     Action,
     ActionType,
@@ -75,11 +78,14 @@ from trellis.ports.engine import EnginePort
 from trellis.ports.locker import DistributedLocker, LockHandle
 from trellis.ports.store import OptimisticStepStore, SessionPage, StateStore, StepConflict, StepStore
 from trellis.sanitize import input_limit_from_env, sanitize_input
-from trellis.step_deadline import check_deadline
+from trellis.step_deadline import check_deadline, current_deadline
 from trellis.streams import QueueStream
 
 _WAITING: Final = (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK)
 _WATCH_QUEUE_SIZE: Final = 256
+# The fencing token of the lock the running step holds, passed to the dispatcher so that
+# a sidecar can refuse calls from a holder that has since lost the lock.
+_STEP_FENCE: contextvars.ContextVar[int] = contextvars.ContextVar("trellis_step_fence", default=0)
 
 _UNLOCKED_ATTEMPTS: Final = 2
 """Tries of a step without the lock before it queues for the lock."""
@@ -262,6 +268,7 @@ class SessionManager:
                 if done is not None:
                     return done
             handle, loaded = await self._steps.lock_and_load(session_id, self._lock_ttl)
+            _STEP_FENCE.set(handle.token)
             try:
                 state, render, changed = await work(loaded, True)
                 if changed:
@@ -366,7 +373,7 @@ class SessionManager:
                 if not may_dispatch:
                     raise _NeedsLock
                 moves = self._count_move(state, moves)
-                result = await self._dispatcher.dispatch(call)
+                result = await self._dispatcher.dispatch(call, _dispatch_context(state, call))
                 shown.extend(_passed(render))
                 state = await self._engine.navigate(state, result)
                 continue
@@ -445,6 +452,25 @@ def _pending_call(render: RenderResult, pending_id: str) -> ToolCall | None:
             if action.payload.id == pending_id:
                 return action.payload
     return None
+
+
+def _dispatch_context(state: State, call: ToolCall) -> DispatchContext:
+    return DispatchContext(
+        session_id=state.session_id,
+        node_id=state.current_node_id,
+        deadline=_wall_clock_deadline(),
+        idempotency_key=call.idempotency_key,
+        fencing_token=_STEP_FENCE.get(),
+    )
+
+
+def _wall_clock_deadline() -> float | None:
+    """The step's deadline (trellis.step_deadline, monotonic) as wall-clock time, the form a
+    dispatch context carries to another process: the step's deadline becomes the call's."""
+    deadline = current_deadline()
+    if deadline is None or deadline.at is None:
+        return None
+    return time.time() + (deadline.at - time.monotonic())
 
 
 def _check_id(session_id: str) -> None:

@@ -32,7 +32,8 @@ of DIR/tools.yaml. Each port can be switched with a URL:
   --store       memory: | file:PATH | grpc://HOST:PORT
                 | etcd: | etcd://HOST:PORT[,HOST:PORT...]/PREFIX
   --locker      local: | etcd: | etcd://HOST:PORT[,...]/PREFIX
-  --dispatcher  process:PATH/tools.yaml | grpc://HOST:PORT   (--route TOOL=URL per tool)
+  --dispatcher  process:PATH/tools.yaml | grpc://HOST:PORT | unix:///PATH
+                (--route TOOL=URL per tool; --sidecar URL: a sidecar serving what it lists)
 
 Settings come from a YAML file (--config or TRELLIS_CONFIG), then TRELLIS_*
 environment variables (TRELLIS_STORE, TRELLIS_LISTEN, TRELLIS_TOKEN, ...), then
@@ -112,6 +113,14 @@ def register(subparsers: Any) -> None:
         default=None,
         help="send calls of TOOL to another dispatcher (repeatable)",
     )
+    ports.add_argument(
+        "--sidecar",
+        metavar="URL",
+        action="append",
+        default=None,
+        help="a dispatcher sidecar (grpc://HOST:PORT or unix:///PATH) serving the tools its "
+        "ListTools answer lists, re-read when it restarts (repeatable)",
+    )
     engine = parser.add_argument_group("engine")
     engine.add_argument(
         "--entry",
@@ -169,6 +178,8 @@ def flags_from(args: argparse.Namespace) -> dict[str, Any]:
         flags["flow_dir"] = args.dir
     if args.route:
         flags["tool_routes"] = parse_routes(",".join(args.route), "--route")
+    if args.sidecar:
+        flags["sidecars"] = list(args.sidecar)
     return flags
 
 

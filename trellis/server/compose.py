@@ -97,10 +97,21 @@ def assemble(
 
 async def _dispatcher(config: ServerConfig, ctx: BuildContext) -> tuple[ActionDispatcher | None, list[Probe]]:
     built: dict[str, Component] = {}
+    section = {"policies": config.tool_policies}
+    # Sidecars serve what their ListTools answer lists (none before they have answered),
+    # so that one not started yet does not claim every tool.
+    sidecar_ctx = BuildContext(
+        sections={**ctx.sections, "dispatcher": {**section, "listed_only": True}},
+        shared=ctx.shared,
+        closers=ctx.closers,
+    )
+    ctx = BuildContext(
+        sections={**ctx.sections, "dispatcher": section}, shared=ctx.shared, closers=ctx.closers
+    )
 
-    async def get(url: str) -> Component:
+    async def get(url: str, in_ctx: BuildContext = ctx) -> Component:
         if url not in built:
-            built[url] = await build("dispatcher", url, ctx)
+            built[url] = await build("dispatcher", url, in_ctx)
         return built[url]
 
     default_url = config.effective_dispatcher()
@@ -108,12 +119,13 @@ async def _dispatcher(config: ServerConfig, ctx: BuildContext) -> tuple[ActionDi
     routes: Mapping[str, ActionDispatcher] = {
         tool: (await get(url)).value for tool, url in config.tool_routes.items()
     }
+    sidecars = [(await get(url, sidecar_ctx)).value for url in config.sidecars]
     probes = [c.probe for c in built.values() if c.probe is not None]
-    if not routes:
+    if not routes and not sidecars:
         return default, probes
     from trellis.adapters.tool_router import ToolRouter
 
-    return ToolRouter(routes, default=default), probes
+    return ToolRouter(routes, default=default, discovered=sidecars), probes
 
 
 async def build_composition(config: ServerConfig, observer: Observer) -> Composition:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from trellis.dispatching import DispatchContext
 from trellis.domain import LifecycleEvent, State, ToolCall, ToolResult
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.locker import LockHandle
@@ -163,9 +164,9 @@ class MeteredDispatcher:
     def serves(self, tool_name: str) -> bool:
         return self._inner.serves(tool_name)
 
-    async def dispatch(self, call: ToolCall) -> ToolResult:
+    async def dispatch(self, call: ToolCall, context: DispatchContext | None = None) -> ToolResult:
         try:
-            result = await self._inner.dispatch(call)
+            result = await self._inner.dispatch(call, context)
         except Exception:
             self._observer.dispatches.labels("failed").inc()
             raise
