@@ -52,15 +52,19 @@ EQUIVALENTS_FILE = ROOT / "tools" / "mutation_equivalents.toml"
 
 # Which fast tests (no etcd, no sidecar processes) guard which part of the core.
 # The first matching prefix wins. Each entry: (path prefix, pytest arguments).
+_SESSION_TESTS = [
+    "tests/sessions/test_durable_step.py", "tests/sessions/test_registry_watch_repair.py",
+    "tests/sessions/test_step_outcomes.py", "tests/sessions/test_manager_limits.py",
+]
 TEST_SETS: list[tuple[str, list[str]]] = [
     ("trellis/engine/", ["tests/engine", "-k", "not grpc"]),
     ("trellis/conditions.py", ["tests/engine", "-k", "not grpc"]),
     ("trellis/templates/", ["tests/templates"]),
     ("trellis/loading/", ["tests/loading"]),
-    ("trellis/sessions.py", [
-        "tests/sessions/test_durable_step.py", "tests/sessions/test_registry_watch_repair.py",
-        "tests/sessions/test_step_outcomes.py", "tests/sessions/test_manager_limits.py",
-    ]),
+    ("trellis/sessions.py", _SESSION_TESTS),
+    # The step path SessionManager goes through, and the stream its watches are.
+    ("trellis/locked_store.py", _SESSION_TESTS),
+    ("trellis/streams.py", [*_SESSION_TESTS, "tests/loading/test_streams.py"]),
     ("trellis/adapters/", [
         "tests/adapters/test_store_contracts.py", "tests/adapters/test_store_limits.py",
         "tests/adapters/test_store_rules.py", "tests/adapters/test_memory_store.py",
