@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -178,8 +179,8 @@ async def test_cache_keeps_compiled_node_until_invalidated() -> None:
     assert (await engine.render(state)).actions[0].payload == "v3"
 
 
-@pytest.mark.in_process_only(reason="changes the loader under the engine, followed by follow_graph")
-async def test_cache_follows_a_change_of_the_whole_graph() -> None:
+async def _followed_change(change: Callable[[MemoryLoader], None]) -> None:
+    """The engine, following its loader, renders what ``change`` made of the start node."""
     loader = MemoryLoader([{"id": "start", "content": "v1"}])
     engine = Engine(loader)
     task = asyncio.create_task(follow_graph(engine, loader))
@@ -187,7 +188,7 @@ async def test_cache_follows_a_change_of_the_whole_graph() -> None:
         state = await engine.start("s")
         assert (await engine.render(state)).actions[0].payload == "v1"
         await asyncio.sleep(0)
-        loader.replace_all([{"id": "start", "content": "v2"}])  # a change naming no node: all of them
+        change(loader)
         payload = "v1"
         for _ in range(100):  # bounded: the watch task needs a few loop turns
             await asyncio.sleep(0)
@@ -198,28 +199,17 @@ async def test_cache_follows_a_change_of_the_whole_graph() -> None:
     finally:
         task.cancel()
         loader.close()
+
+
+@pytest.mark.in_process_only(reason="changes the loader under the engine, followed by follow_graph")
+async def test_cache_follows_a_change_of_the_whole_graph() -> None:
+    # A change naming no node: all of them.
+    await _followed_change(lambda loader: loader.replace_all([{"id": "start", "content": "v2"}]))
 
 
 @pytest.mark.in_process_only(reason="changes the loader under the engine, followed by follow_graph")
 async def test_cache_follows_loader_watch() -> None:
-    loader = MemoryLoader([{"id": "start", "content": "v1"}])
-    engine = Engine(loader)
-    task = asyncio.create_task(follow_graph(engine, loader))
-    try:
-        state = await engine.start("s")
-        assert (await engine.render(state)).actions[0].payload == "v1"
-        await asyncio.sleep(0)
-        loader.put({"id": "start", "content": "v2"})
-        payload = "v1"
-        for _ in range(100):  # bounded: the watch task needs a few loop turns
-            await asyncio.sleep(0)
-            payload = (await engine.render(state)).actions[0].payload  # type: ignore[assignment]
-            if payload == "v2":
-                break
-        assert payload == "v2"
-    finally:
-        task.cancel()
-        loader.close()
+    await _followed_change(lambda loader: loader.put({"id": "start", "content": "v2"}))
 
 
 class AliasingLoader(MemoryLoader):
