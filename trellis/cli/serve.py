@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -167,11 +169,48 @@ def handle(args: argparse.Namespace) -> int:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
     logging.getLogger("trellis").setLevel(level)
+    _check_free(config.listen, "listen")
+    if config.metrics_listen:
+        _check_free(config.metrics_listen, "metrics-listen")
     try:
         asyncio.run(_serve(config))
     except TrellisError as exc:
         raise CliError(exc.message) from None
+    except RuntimeError as exc:
+        # grpc refuses a port it cannot bind with a bare RuntimeError; the check above
+        # catches the usual case first, this one a port taken in between.
+        if "Failed to bind" in str(exc):
+            raise CliError(_busy(config.listen, "listen")) from None
+        raise
     return 0
+
+
+def _busy(address: str, option: str) -> str:
+    return f"cannot serve on {address} ({option}): address already in use; is another server running there?"
+
+
+def _check_free(address: str, option: str) -> None:
+    """Refuse an address another process holds before grpc tries it: grpc's own failure
+    is a C-core log line and a traceback. Port 0 and unresolvable hosts are left to the
+    server, which reports them itself."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # the server sets SO_REUSEADDR too: a port in TIME_WAIT is not "in use"
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise CliError(_busy(address, option)) from None
 
 
 async def _serve(config: Any) -> None:
