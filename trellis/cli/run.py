@@ -31,8 +31,9 @@ examples:
   printf 'Ada\\nfinish\\n\\n' | trellis run examples/tour --json
 
 While a prompt waits: a number or an option's text picks an option; Enter takes the
-default; q, quit or exit ends the run (a saved session can be resumed); Ctrl+C sends
-the 'interrupt' signal to the flow (exit code 130 when no node handles it); a prompt
+default; q, quit or exit ends the run (a saved session can be resumed), and a leading
+backslash sends the rest as typed (\\q answers a literal q); Ctrl+C sends the
+'interrupt' signal to the flow (exit code 130 when no node handles it); a prompt
 with a timeout sends the 'timeout' signal when it passes.
 
 --json: one JSON object per line on standard output ({"type": "step"|"tool"|
