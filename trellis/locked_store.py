@@ -33,8 +33,10 @@ class LockedStore:
             return handle, await self._store.load(session_id)
         except SessionNotFound:
             return handle, None
-        except BaseException:
+        except BaseException as exc:
             await _unlock(handle)
+            if _foreign(exc):
+                raise BackendUnavailable(f"loading session {session_id!r} failed: {exc}") from exc
             raise
 
     async def save_and_unlock(self, handle: LockHandle, session_id: str, state: State | None) -> int:
@@ -42,7 +44,14 @@ class LockedStore:
             if state is None:
                 return 0
             fence = None if handle is _NO_LOCK else handle
-            return await self._store.save(session_id, state, expected_revision=state.revision, fence=fence)
+            try:
+                return await self._store.save(
+                    session_id, state, expected_revision=state.revision, fence=fence
+                )
+            except Exception as exc:
+                if _foreign(exc):
+                    raise BackendUnavailable(f"saving session {session_id!r} failed: {exc}") from exc
+                raise
         finally:
             await _unlock(handle)
 
@@ -63,6 +72,15 @@ def step_store_for(store: StateStore, locker: DistributedLocker | None) -> StepS
     if locker is None and isinstance(store, StepStore):
         return store
     return LockedStore(store, locker)
+
+
+def _foreign(exc: BaseException) -> bool:
+    """A store's own error (an OSError, a driver's exception), to be reported as
+    BackendUnavailable saying what was being done; trellis errors, cancellation and
+    deadlines keep their meaning."""
+    return isinstance(exc, Exception) and not isinstance(
+        exc, (TrellisError, asyncio.CancelledError, TimeoutError)
+    )
 
 
 async def _unlock(handle: LockHandle) -> None:
