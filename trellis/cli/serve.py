@@ -59,6 +59,8 @@ _PLAIN = (
     "dispatcher",
     "entry_node",
     "default_error_node",
+    "no_default_error_node",
+    "html",
     "lock_ttl",
     "metrics_listen",
     "log_level",
@@ -116,6 +118,19 @@ def register(subparsers: Any) -> None:
         metavar="NODE",
         help="where failed or denied tools go when their node names no target "
         "(default: the flow's 'error' node if it has one)",
+    )
+    engine.add_argument(
+        "--no-error-node",
+        dest="no_default_error_node",
+        action="store_true",
+        default=None,
+        help="no default error node, even when the flow has an 'error' node",
+    )
+    engine.add_argument(
+        "--html",
+        action="store_true",
+        default=None,
+        help="HTML-escape the values templates interpolate (for flows rendered into web pages)",
     )
     engine.add_argument("--lock-ttl", type=str, metavar="DURATION", help="session lock TTL (default 30s)")
     ops = parser.add_argument_group("operations")

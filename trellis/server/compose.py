@@ -78,6 +78,7 @@ def assemble(
         loader,
         entry_node=config.effective_entry_node(),
         default_error_node=config.effective_error_node(),
+        html=config.html,
         hooks=[observer.hook],
         limits=config.evaluation_limits(),
     )
