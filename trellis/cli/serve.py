@@ -69,6 +69,7 @@ _PLAIN = (
     "tls_client_ca",
     "token_file",
     "signing_key_file",
+    "store_keys_file",
     "max_message_bytes",
     "max_input_bytes",
     "max_context_bytes",
@@ -159,6 +160,11 @@ def register(subparsers: Any) -> None:
         "--signing-key-file",
         metavar="FILE",
         help="sign the states the Engine service returns and refuse altered ones (HMAC-SHA256)",
+    )
+    sec.add_argument(
+        "--store-keys-file",
+        metavar="FILE",
+        help="encrypt sessions at rest (AES-256-GCM): KEY_ID:BASE64 lines, the first is active",
     )
     parser.set_defaults(handler=handle)
 

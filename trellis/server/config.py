@@ -79,6 +79,8 @@ class ServerConfig:
     loader: str = ""
     store: str = "memory:"
     locker: str = "local:"
+    # encryption at rest: a file of KEY_ID:BASE64 lines, the first the active key (docs/server.md)
+    store_keys_file: str = ""
     dispatcher: str = ""
     tool_routes: dict[str, str] = field(default_factory=dict)
     # engine
@@ -301,7 +303,15 @@ def read_file(path: Path) -> dict[str, Any]:
         values[key] = value
     base = path.parent
     # Relative paths in a file are relative to the file, not to the working directory.
-    for key in ("flow_dir", "tls_cert", "tls_key", "tls_client_ca", "token_file", "signing_key_file"):
+    for key in (
+        "flow_dir",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "token_file",
+        "signing_key_file",
+        "store_keys_file",
+    ):
         if isinstance(values.get(key), str) and values[key] and not Path(values[key]).is_absolute():
             values[key] = str(base / values[key])
     for key in ("loader", "store", "dispatcher"):
