@@ -84,3 +84,15 @@ def test_dry_run_prints_the_diff_and_publishes_nothing(etcd: EtcdCluster, tmp_pa
     pulled = run_cli("graph", "pull", str(tmp_path / "out"), *common)
     assert pulled.code == 0
     assert (tmp_path / "out" / "a.md").read_text() == "---\nto: b\n---\nA\n"  # unchanged by the dry run
+
+
+def test_push_checks_the_entry_only_when_one_is_named(etcd: EtcdCluster, tmp_path: Path) -> None:
+    # Replicas may serve a graph with their own --entry: no start node is not an error...
+    flow = write_flow(tmp_path / "flow", {"first.md": "---\nto: second\n---\n1\n", "second.md": "2\n"})
+    common = ["--etcd", ",".join(etcd.endpoints), "--graph", "g", "--prefix", f"/t-{uuid.uuid4().hex[:8]}"]
+    assert run_cli("graph", "push", str(flow), *common, "--dry-run").code == 0
+    # ... but a named entry must exist.
+    named = run_cli("graph", "push", str(flow), *common, "--entry", "zeroth", "--dry-run")
+    assert named.code == 1
+    assert "entry node 'zeroth' not found" in named.err
+    assert run_cli("graph", "push", str(flow), *common, "--entry", "first", "--dry-run").code == 0

@@ -88,9 +88,12 @@ def _refuse_invalid(publisher: Any, args: list[str]) -> int | None:
     if not directory.is_dir():
         return None  # the publisher reports a missing directory itself
     error_node = DEFAULT_ERROR_NODE if has_default_error_node(directory) else ""
-    report = run_async(
-        lambda: validate_flow(directory, entry_node_id(directory), default_error_node=error_node)
-    )
+    entry = parsed.entry or entry_node_id(directory)
+    report = run_async(lambda: validate_flow(directory, entry, default_error_node=error_node))
+    if not parsed.entry:
+        # Replicas may serve the graph with their own --entry: without one named here, a
+        # directory lacking start/main/index is not an error (nor checked for reachability).
+        report.problems = [p for p in report.problems if p.field != "entry"]
     for problem in report.problems:
         print(problem, file=sys.stderr)
     if report.errors:

@@ -233,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", help="client key (PEM)")
     parser.add_argument("--user", help="etcd user; the password is read from $TRELLIS_ETCD_PASSWORD")
     parser.add_argument(
+        "--entry",
+        metavar="NODE",
+        help="push: the entry node the replicas serve, checked by the validation "
+        "(default: start, main, index or the directory's name, when one exists)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="push: publish even when 'trellis validate' reports errors in the flow",
