@@ -25,6 +25,9 @@ SLOW_MODULES = frozenset(
         "grpc_server/test_codegen.py",
         "packaging/test_no_extras.py",
         "packaging/test_plugins.py",
+        "sidecars/test_python_sidecars.py",
+        "sidecars/test_node_sidecar.py",
+        "etcd_system/test_sidecar_fencing.py",
     }
 )
 _TESTS = Path(__file__).parent

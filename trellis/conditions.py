@@ -83,13 +83,11 @@ class Condition:
 class InputEqualsCondition(Condition):
     """The original's ``input == 'literal'``: trimmed, case-insensitive, Go-printed input."""
 
-    __slots__ = ("_expected", "_lower", "_upper")
+    __slots__ = ("_expected",)
 
     def __init__(self, source: str, expected: str) -> None:
         super().__init__(source)
         self._expected = expected
-        self._lower = expected.lower()
-        self._upper = expected.upper()
 
     @property
     def expected(self) -> str:
@@ -97,10 +95,18 @@ class InputEqualsCondition(Condition):
 
     def evaluate(self, input: Any, context: Mapping[str, Any], system_context: Mapping[str, Any]) -> bool:
         actual = (input if type(input) is str else go_str(input)).strip()
-        if actual == self._expected:
-            return True
-        # Approximates Go's strings.EqualFold (simple case folding).
-        return actual.lower() == self._lower or actual.upper() == self._upper
+        return actual == self._expected or _equal_fold(actual, self._expected)
+
+
+def _equal_fold(a: str, b: str) -> bool:
+    """Go's strings.EqualFold, approximately: equal under simple case folding, which maps one
+    character to one character (``σ``, ``ς`` and ``Σ`` are equal; ``ß`` is not ``SS``)."""
+    if len(a) != len(b):
+        return False
+    if a.isascii() and b.isascii():
+        return a.lower() == b.lower()
+    # Character by character: a whole-string upper() would let "ß" match "SS" (full folding).
+    return all(x == y or x.lower() == y.lower() or x.upper() == y.upper() for x, y in zip(a, b, strict=True))
 
 
 class CelCondition(Condition):

@@ -44,6 +44,9 @@ class ToolResult:
     is_error: bool = False
     is_denied: bool = False
     error: str = ""
+    # What kind of failure (an exception's class name, "Timeout", ...): retry policies
+    # name the types not worth retrying. Empty = unknown.
+    error_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -269,3 +269,9 @@ class Unauthenticated(TrellisError):
     """A call without a valid bearer token to a server that requires one."""
 
     reason = "UNAUTHENTICATED"
+
+
+class TooManyWatchStreams(TrellisError):
+    """A watch stream refused: the server already holds as many as it allows (max_watch_streams)."""
+
+    reason = "TOO_MANY_WATCH_STREAMS"

@@ -23,9 +23,17 @@ LOG = logging.getLogger("trellis.sessions")
 
 
 class LockedStore:
-    def __init__(self, store: StateStore, locker: DistributedLocker | None = None) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        locker: DistributedLocker | None = None,
+        *,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        """``logger``: where a failed release is reported (default ``trellis.sessions``)."""
         self._store = store
         self._locker = locker
+        self._logger = logger or LOG
 
     async def lock_and_load(self, session_id: str, ttl: float) -> tuple[LockHandle, State | None]:
         handle = await self._acquire(session_id, ttl)
@@ -34,7 +42,7 @@ class LockedStore:
         except SessionNotFound:
             return handle, None
         except BaseException as exc:
-            await _unlock(handle)
+            await self._unlock(handle)
             if _foreign(exc):
                 raise BackendUnavailable(f"loading session {session_id!r} failed: {exc}") from exc
             raise
@@ -53,7 +61,7 @@ class LockedStore:
                     raise BackendUnavailable(f"saving session {session_id!r} failed: {exc}") from exc
                 raise
         finally:
-            await _unlock(handle)
+            await self._unlock(handle)
 
     async def _acquire(self, session_id: str, ttl: float) -> LockHandle:
         if self._locker is None:
@@ -65,13 +73,22 @@ class LockedStore:
         except Exception as exc:
             raise BackendUnavailable(f"failed to acquire distributed lock: {exc}") from exc
 
+    async def _unlock(self, handle: LockHandle) -> None:
+        try:
+            await handle.unlock()
+        except Exception as exc:
+            # Never fail a step that already happened: the lock expires by its TTL anyway.
+            self._logger.warning("failed to release the lock of session %r: %s", handle.key, exc)
 
-def step_store_for(store: StateStore, locker: DistributedLocker | None) -> StepStore:
+
+def step_store_for(
+    store: StateStore, locker: DistributedLocker | None, *, logger: logging.Logger | None = None
+) -> StepStore:
     """The store itself when it is its own lock service and no separate locker was asked
     for; otherwise the store and locker combined."""
     if locker is None and isinstance(store, StepStore):
         return store
-    return LockedStore(store, locker)
+    return LockedStore(store, locker, logger=logger)
 
 
 def _foreign(exc: BaseException) -> bool:
@@ -81,14 +98,6 @@ def _foreign(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and not isinstance(
         exc, (TrellisError, asyncio.CancelledError, TimeoutError)
     )
-
-
-async def _unlock(handle: LockHandle) -> None:
-    try:
-        await handle.unlock()
-    except Exception as exc:
-        # Never fail a step that already happened: the lock expires by its TTL anyway.
-        LOG.warning("failed to release the lock of session %r: %s", handle.key, exc)
 
 
 class _NoLock:

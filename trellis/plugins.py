@@ -136,7 +136,7 @@ def factory_for(spec: PortSpec) -> Factory:
         ) from exc
 
 
-_EXTRA = {"grpc": "client", "etcd": "etcd"}
+_EXTRA = {"grpc": "client", "unix": "client", "etcd": "etcd"}
 
 
 async def build(kind: Kind, url: str, ctx: BuildContext) -> Component:

@@ -18,6 +18,19 @@ and 4-5 go through one ``trellis.ports.StepStore``: a store that is its own lock
 service (etcd) does each in one round trip; any other store and locker are
 combined by trellis.locked_store.LockedStore.
 
+When the store is also an ``OptimisticStepStore`` (etcd), a step first tries
+without the distributed lock: it starts from this replica's cached view of the
+session (Start: a fresh read), computes the step, and saves it in ONE
+transaction that holds only if the revision is still the one it started from
+and nobody holds or waits for the session's lock. It never dispatches a tool:
+a step that would is abandoned before dispatching anything and redone on the
+lock path, so a tool never runs twice for one step. A refused save (the
+session moved) is retried once from the state read in the same transaction;
+a lock holder or waiter, or a second refusal, sends the step to the lock path,
+which is FIFO-fair under contention; for a second after that, steps of that
+session take the lock path directly. Errors computed from a cached (possibly
+stale) state are not trusted either: the lock path recomputes them.
+
 What a step returns: the new state (with its stored revision) and the actions
 to show. Nodes the runner loop passed through on the way (pass-through text,
 served tools) contribute their non-empty content (and system messages) in
@@ -27,14 +40,19 @@ everything a terminal runner would have printed.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextvars
 import logging
+import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Final
 
 from trellis.diff import diff
+from trellis.dispatching import DispatchContext
 from trellis.domain import (
     Action,
     ActionType,
@@ -59,17 +77,33 @@ from trellis.no_match import matched_nothing, with_no_match_notice
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.engine import EnginePort
 from trellis.ports.locker import DistributedLocker, LockHandle
-from trellis.ports.store import SessionPage, StateStore, StepStore
+from trellis.ports.store import OptimisticStepStore, SessionPage, StateStore, StepConflict, StepStore
 from trellis.sanitize import input_limit_from_env, sanitize_input
-from trellis.step_deadline import check_deadline
+from trellis.step_deadline import check_deadline, current_deadline
 from trellis.streams import QueueStream
 
 _WAITING: Final = (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK)
 _WATCH_QUEUE_SIZE: Final = 256
+# The fencing token of the lock the running step holds, passed to the dispatcher so that
+# a sidecar can refuse calls from a holder that has since lost the lock.
+_STEP_FENCE: contextvars.ContextVar[int] = contextvars.ContextVar("trellis_step_fence", default=0)
+
+_UNLOCKED_ATTEMPTS: Final = 2
+"""Tries of a step without the lock before it queues for the lock."""
+_CONTENDED_FOR: Final = 1.0
+"""Seconds a session whose step had to queue for the lock takes the lock path directly
+(its next attempts without the lock would most likely be refused too)."""
+_CONTENDED_REMEMBERED: Final = 4096
 
 # What a step's work returns: the state to keep, what to show, and whether to save it.
 _Outcome = tuple[State, RenderResult, bool]
-_Work = Callable[[State | None], Awaitable[_Outcome]]
+# The work gets the loaded state and whether it may dispatch tools (only under the lock).
+_Work = Callable[[State | None, bool], Awaitable[_Outcome]]
+
+
+class _NeedsLock(Exception):
+    """A step without the lock reached a tool a dispatcher serves: nothing was dispatched,
+    the step is redone on the lock path."""
 
 
 class SessionManager:
@@ -86,6 +120,7 @@ class SessionManager:
         logger: logging.Logger | None = None,
         input_limit: int | None = None,
         check_step: Callable[[StepResult], None] | None = None,
+        optimistic: bool = True,
     ) -> None:
         """``lock_ttl`` must exceed the longest step (tools included) when a locker is used: a
         step that outlives its lock is refused at save time (LockLost). ``step_store``: how a
@@ -94,7 +129,8 @@ class SessionManager:
         wrap it, e.g. to meter lock waits. ``input_limit``: bytes of one text input (default:
         TRELLIS_MAX_INPUT_SIZE or 4096). ``check_step``: called with every step's outcome
         before it is saved; what it raises refuses the step (nothing saved), e.g. a reply that
-        would not fit the server's message limit."""
+        would not fit the server's message limit. ``optimistic``: try steps without the lock
+        first when the step store offers it (an OptimisticStepStore); False: always lock."""
         if max_auto_steps < 1:
             raise ValueError(f"max_auto_steps must be at least 1, got {max_auto_steps}")
         self._engine = engine
@@ -107,8 +143,13 @@ class SessionManager:
         self._check_step = check_step
         if step_store is not None and locker is not None:
             raise ValueError("give a locker or a step_store, not both (a step_store locks itself)")
-        self._steps = step_store if step_store is not None else step_store_for(store, locker)
+        if step_store is None:
+            step_store = step_store_for(store, locker, logger=self._logger)
+        self._steps = step_store
+        self._unlocked = self._steps if optimistic and isinstance(self._steps, OptimisticStepStore) else None
         self._locks = KeyedLocks()
+        # Sessions recently contended: session ID -> loop time until which they lock directly.
+        self._contended: OrderedDict[str, float] = OrderedDict()
         # Weak: a watch nobody holds any more unsubscribes itself (SessionWatch.__del__).
         self._watchers: dict[str, weakref.WeakSet[SessionWatch]] = {}
 
@@ -119,13 +160,14 @@ class SessionManager:
         a new one is created with the engine's Start (defaults, a pending entry tool) and
         advanced like any step."""
 
-        async def work(loaded: State | None) -> _Outcome:
+        async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
             if loaded is not None:
                 return loaded, await self._engine.render(loaded), False
-            state, render = await self._advance(await self._engine.start(session_id, context))
+            state, render = await self._advance(await self._engine.start(session_id, context), may_dispatch)
             return state, render, True
 
-        return await self._step(session_id, work)
+        # Not from the cache: an existing session is returned as stored, without a write to check it.
+        return await self._step(session_id, work, cached=False)
 
     async def get(self, session_id: str) -> StepResult:
         """The stored state and the actions of its current node. Raises SessionNotFound."""
@@ -138,26 +180,26 @@ class SessionManager:
         if isinstance(input, str):
             input = sanitize_input(input, self._input_limit)
 
-        async def work(loaded: State | None) -> _Outcome:
+        async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
             if loaded is None:
                 raise SessionNotFound(session_id)
-            state, render = await self._advance(await self._engine.navigate(loaded, input))
+            state, render = await self._advance(await self._engine.navigate(loaded, input), may_dispatch)
             if matched_nothing(loaded, state, input):
                 render = with_no_match_notice(render)
             return state, render, True
 
-        return await self._step(session_id, work)
+        return await self._step(session_id, work, cached=True)
 
     async def signal(self, session_id: str, name: str) -> StepResult:
         """One durable step after a signal (``interrupt``, ``timeout``, a custom name)."""
 
-        async def work(loaded: State | None) -> _Outcome:
+        async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
             if loaded is None:
                 raise SessionNotFound(session_id)
-            state, render = await self._advance(await self._engine.signal(loaded, name))
+            state, render = await self._advance(await self._engine.signal(loaded, name), may_dispatch)
             return state, render, True
 
-        return await self._step(session_id, work)
+        return await self._step(session_id, work, cached=True)
 
     async def delete(self, session_id: str) -> None:
         """Remove the session (idempotent) and end its watchers' streams."""
@@ -221,16 +263,19 @@ class SessionManager:
 
     # --- the critical section -------------------------------------------------------------
 
-    async def _step(self, session_id: str, work: _Work) -> StepResult:
+    async def _step(self, session_id: str, work: _Work, *, cached: bool) -> StepResult:
         _check_id(session_id)
         async with self._locks.hold(session_id):
+            if self._unlocked is not None and not self._recently_contended(session_id):
+                done = await self._step_unlocked(self._unlocked, session_id, work, cached)
+                if done is not None:
+                    return done
             handle, loaded = await self._steps.lock_and_load(session_id, self._lock_ttl)
+            _STEP_FENCE.set(handle.token)
             try:
-                state, render, changed = await work(loaded)
+                state, render, changed = await work(loaded, True)
                 if changed:
-                    check_deadline()  # a step its caller gave up on is abandoned, not saved
-                    if self._check_step is not None:
-                        self._check_step(StepResult(state=state, render=render))
+                    self._check_before_save(state, render)
             except BaseException:
                 await self._unlock(handle, session_id)
                 raise
@@ -243,6 +288,71 @@ class SessionManager:
             self._publish(session_id, loaded, state)
             return StepResult(state=state, render=render)
 
+    async def _step_unlocked(
+        self, store: OptimisticStepStore, session_id: str, work: _Work, cached: bool
+    ) -> StepResult | None:
+        """The step without the lock: one transaction when the cached view is current.
+        None: take the lock path (nothing was saved or dispatched)."""
+        loaded = store.load_cached(session_id) if cached else None
+        fresh = loaded is None
+        if fresh:
+            loaded = await store.load_unlocked(session_id)
+        for _ in range(_UNLOCKED_ATTEMPTS):
+            try:
+                state, render, changed = await work(loaded, False)
+            except _NeedsLock:
+                return None
+            except TimeoutError:
+                raise  # the caller's deadline passed: no path would save this step
+            except Exception:
+                if fresh:
+                    raise  # computed from the stored state: what the lock path would say
+                return None  # maybe only because the cached state is stale
+            if not changed:
+                return StepResult(state=state, render=render) if fresh else None
+            try:
+                self._check_before_save(state, render)
+            except TimeoutError:
+                raise
+            except Exception:
+                if fresh:
+                    raise
+                return None  # judged on a maybe stale cached state: the lock path decides
+            # Conditioned on the revision started from (0: the session must not exist yet).
+            state.revision = loaded.revision if loaded is not None else 0
+            try:
+                state.revision = await store.save_if_unlocked(session_id, state)
+            except StepConflict as conflict:
+                if conflict.locked:
+                    self._note_contended(session_id)
+                    return None  # queue behind the holder and its waiters (FIFO)
+                loaded, fresh = conflict.current, True
+                continue
+            self._publish(session_id, loaded, state)
+            return StepResult(state=state, render=render)
+        self._note_contended(session_id)
+        return None
+
+    def _check_before_save(self, state: State, render: RenderResult) -> None:
+        check_deadline()  # a step its caller gave up on is abandoned, not saved
+        if self._check_step is not None:
+            self._check_step(StepResult(state=state, render=render))
+
+    def _recently_contended(self, session_id: str) -> bool:
+        until = self._contended.get(session_id)
+        if until is None:
+            return False
+        if until > asyncio.get_running_loop().time():
+            return True
+        del self._contended[session_id]
+        return False
+
+    def _note_contended(self, session_id: str) -> None:
+        self._contended[session_id] = asyncio.get_running_loop().time() + _CONTENDED_FOR
+        self._contended.move_to_end(session_id)
+        while len(self._contended) > _CONTENDED_REMEMBERED:
+            self._contended.popitem(last=False)
+
     async def _unlock(self, handle: LockHandle, session_id: str) -> None:
         try:
             await self._steps.save_and_unlock(handle, session_id, None)
@@ -252,8 +362,9 @@ class SessionManager:
 
     # --- the runner loop ------------------------------------------------------------------
 
-    async def _advance(self, state: State) -> tuple[State, RenderResult]:
-        """Run served tools and pass-through nodes until the session needs the caller."""
+    async def _advance(self, state: State, may_dispatch: bool) -> tuple[State, RenderResult]:
+        """Run served tools and pass-through nodes until the session needs the caller.
+        ``may_dispatch`` False: raise _NeedsLock instead of dispatching a served tool."""
         shown: builtins.list[Action] = []
         moves = 0
         while state.status is not Status.TERMINATED:
@@ -262,8 +373,10 @@ class SessionManager:
                 call = _pending_call(render, state.pending_tool_call)
                 if call is None or self._dispatcher is None or not self._dispatcher.serves(call.name):
                     return state, _shown_then(shown, render)  # the caller runs this tool
+                if not may_dispatch:
+                    raise _NeedsLock
                 moves = self._count_move(state, moves)
-                result = await self._dispatcher.dispatch(call)
+                result = await self._dispatcher.dispatch(call, _dispatch_context(state, call))
                 shown.extend(_passed(render))
                 state = await self._engine.navigate(state, result)
                 continue
@@ -342,6 +455,25 @@ def _pending_call(render: RenderResult, pending_id: str) -> ToolCall | None:
             if action.payload.id == pending_id:
                 return action.payload
     return None
+
+
+def _dispatch_context(state: State, call: ToolCall) -> DispatchContext:
+    return DispatchContext(
+        session_id=state.session_id,
+        node_id=state.current_node_id,
+        deadline=_wall_clock_deadline(),
+        idempotency_key=call.idempotency_key,
+        fencing_token=_STEP_FENCE.get(),
+    )
+
+
+def _wall_clock_deadline() -> float | None:
+    """The step's deadline (trellis.step_deadline, monotonic) as wall-clock time, the form a
+    dispatch context carries to another process: the step's deadline becomes the call's."""
+    deadline = current_deadline()
+    if deadline is None or deadline.at is None:
+        return None
+    return time.time() + (deadline.at - time.monotonic())
 
 
 def _check_id(session_id: str) -> None:

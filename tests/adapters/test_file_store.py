@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from trellis.adapters.file_store import LEFTOVER_AGE, FileStore
+from trellis.adapters.local_locker import LocalLocker
 from trellis.domain import State
-from trellis.errors import InvalidSessionId, TrellisError
+from trellis.errors import BackendUnavailable, InvalidSessionId, LockLost, TrellisError
 
 
 def every_file(root: Path) -> set[str]:
@@ -99,3 +102,132 @@ def test_temporaries_left_by_a_crash_are_removed_at_start(tmp_path: Path) -> Non
     assert fresh.exists(), "a temporary another process may be writing right now must stay"
     assert tmp_path.joinpath("kept.json").exists()
     assert store.remove_leftovers(older_than=-1) == 1 and not fresh.exists()
+
+
+@pytest.mark.parametrize("revision", [-1, True, "3", 1.5])
+async def test_a_file_with_an_impossible_revision_is_damaged(tmp_path: Path, revision: object) -> None:
+    store = FileStore(tmp_path)
+    await store.save("s", State.new("s", "start"))
+    document = json.loads((tmp_path / "s.json").read_text())
+    document["revision"] = revision
+    (tmp_path / "s.json").write_text(json.dumps(document))
+    problem = f"field 'revision' must be a non-negative integer, got {revision!r}"
+    with pytest.raises(TrellisError, match=re.escape(problem)):
+        await store.load("s")
+    with pytest.raises(TrellisError, match=re.escape(problem)):
+        await store.save("s", State.new("s", "start"))
+
+
+async def test_a_file_without_a_revision_is_at_revision_zero(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await store.save("s", State.new("s", "start"))
+    document = json.loads((tmp_path / "s.json").read_text())
+    del document["revision"]
+    (tmp_path / "s.json").write_text(json.dumps(document))
+    assert (await store.load("s")).revision == 0
+    assert await store.save("s", State.new("s", "start"), expected_revision=0) == 1
+
+
+async def test_a_directory_that_cannot_be_used_is_a_backend_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the directory should be")
+    store = FileStore(blocked)
+    with pytest.raises(BackendUnavailable, match="cannot list session directory"):
+        await store.list()
+    with pytest.raises(BackendUnavailable, match="cannot read session file"):
+        await store.load("s")
+    with pytest.raises(BackendUnavailable, match="cannot read session file"):
+        await store.save("s", State.new("s", "start"))
+    # A dangling link: nothing to read, and no directory can be made there.
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")
+    with pytest.raises(BackendUnavailable, match="cannot write session file"):
+        await FileStore(dangling).save("s", State.new("s", "start"))
+
+
+async def test_a_session_file_that_is_a_directory_is_a_backend_error(tmp_path: Path) -> None:
+    (tmp_path / "s.json").mkdir()
+    store = FileStore(tmp_path)
+    with pytest.raises(BackendUnavailable, match="cannot read session file"):
+        await store.load("s")
+    with pytest.raises(BackendUnavailable, match="cannot delete session file"):
+        await store.delete("s")
+    assert (tmp_path / "s.json").is_dir()
+
+
+class FlakyFence:
+    """A lock handle that is held when asked first and lost by the time of the write."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    @property
+    def key(self) -> str:
+        return "locks/s"
+
+    @property
+    def token(self) -> int:
+        return 1
+
+    def held(self) -> bool:
+        self.asked += 1
+        return self.asked == 1
+
+    async def unlock(self) -> None:
+        pass
+
+
+async def test_a_lock_lost_during_the_write_leaves_the_old_file(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await store.save("s", State.new("s", "old"))
+    fence = FlakyFence()
+    with pytest.raises(LockLost, match="lock 'locks/s' was lost; session 's' not saved"):
+        await store.save("s", State.new("s", "new"), fence=fence)  # type: ignore[arg-type]
+    assert fence.asked == 2
+    assert (await store.load("s")).current_node_id == "old"
+    assert every_file(tmp_path) == {"s.json"}
+
+
+async def test_a_save_refused_for_a_lost_lock_says_so_before_writing(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    assert store.base_dir == tmp_path
+    locker = LocalLocker()
+    handle = await locker.acquire("s", ttl=30)
+    await handle.unlock()
+    with pytest.raises(LockLost, match="lock 's' is no longer held; session 's' not saved"):
+        await store.save("s", State.new("s", "start"), fence=handle)
+    assert every_file(tmp_path) == set()
+
+
+async def test_links_are_not_listed_as_sessions(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "sessions")
+    await store.save("real", State.new("real", "start"))
+    (tmp_path / "sessions" / "link.json").symlink_to(tmp_path / "sessions" / "real.json")
+    assert (await store.list()).session_ids == ["real"]
+
+
+def open_descriptors() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open descriptors in /proc")
+async def test_saves_and_deletes_leave_no_descriptor_open(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await store.save("warm-up", State.new("warm-up", "start"))
+    before = open_descriptors()
+    for n in range(20):
+        await store.save(f"s{n}", State.new(f"s{n}", "start"))
+        await store.delete(f"s{n}")
+    assert open_descriptors() == before
+
+
+async def test_a_cancelled_save_returns_only_once_its_write_is_done(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    saving = asyncio.create_task(store.save("s", State.new("s", "written")))
+    await asyncio.sleep(0)  # the save now waits for its thread
+    saving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await saving
+    # The lock was held until the thread finished: the file is complete, not half there.
+    assert (await store.load("s")).current_node_id == "written"
+    assert every_file(tmp_path) == {"s.json"}

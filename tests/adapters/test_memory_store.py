@@ -4,6 +4,8 @@ for every state, and a load must still be a copy nobody else holds."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,3 +51,21 @@ async def test_two_loads_share_no_nested_value_with_each_other_or_the_store() ->
     assert second.context == {"items": [{"n": 1}]}
     assert second.system_context == {"ans": ["x"]}
     assert second.history == ["a"]
+
+
+async def test_a_small_stored_state_costs_well_under_a_kilobyte() -> None:
+    store = MemoryStore()
+    state = State.new("s", "start")
+    state.context["n"] = 1
+    sessions = 2000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(sessions):
+            state.session_id = f"s{n:05d}"
+            await store.save(state.session_id, state)
+        per_session = (tracemalloc.get_traced_memory()[0] - before) / sessions
+    finally:
+        tracemalloc.stop()
+    # A ~120-byte state kept orjson's 4 KiB output buffer alive until it was copied.
+    assert per_session < 1024, per_session

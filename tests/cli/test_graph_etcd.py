@@ -23,6 +23,8 @@ def test_push_then_pull_gives_back_the_same_flow(etcd: EtcdCluster, tmp_path: Pa
     pushed = run_cli("graph", "push", str(EXAMPLES / "tour"), *common)
     assert pushed.code == 0, pushed.err
     assert "published graph 'tour'" in pushed.out
+    # The tour's tools.yaml names a process tool: push says where it must run.
+    assert "names process tools (word_stats)" in pushed.err and "trellis dispatcher" in pushed.err
 
     copy = tmp_path / "tour"
     pulled = run_cli("graph", "pull", str(copy), *common)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -37,6 +38,13 @@ from .helpers import make_engine
         ('foo-bar input == "x"', "y", False),
         ("input == 'yes'", "no", False),
         ("input == 'don\\'t'", "don't", True),  # escaped quote from an option text (§17 #6)
+        ("input == 'σ'", "ς", True),  # beyond ASCII: Greek sigma and its final form fold together
+        ("input == 'été'", "ÉTÉ", True),
+        ("input == 'ß'", "ẞ", True),
+        ("input == 's'", "ſ", True),  # long s folds to s, though it lower-cases to itself
+        ("input == 'ß'", "SS", False),  # simple folding: one letter never matches two
+        ("input == 'Straße'", "STRASSE", False),
+        ("input == 'sß'", "ßs", False),
     ],
 )
 def test_4_input_equals_form(expr: str, value: Any, expected: bool) -> None:
@@ -73,6 +81,30 @@ def test_4_cel_conditions(expr: str, value: Any, context: dict[str, Any], expect
 def test_4_invalid_cel_raises_naming_where() -> None:
     with pytest.raises(ConditionError, match=r"flows/a\.md: transitions\[2\]\.condition: invalid condition"):
         compile_condition("input ===", where="flows/a.md: transitions[2].condition")
+
+
+@pytest.mark.in_process_only(reason="builds no engine: compiles a condition")
+def test_4_an_invalid_condition_reports_the_first_line_of_the_cel_error() -> None:
+    # CEL reports several errors, each with a picture of the expression; the message keeps
+    # the first line only, which names the first error and where it is.
+    with pytest.raises(ConditionError) as caught:
+        compile_condition("input ===", where="w")
+    message = str(caught.value)
+    assert message.startswith("w: invalid condition 'input ===': ")
+    assert message.endswith("1:9: Syntax error: token recognition error at: '='")
+    assert "\n" not in message
+
+
+@pytest.mark.in_process_only(reason="builds no engine: compiles a condition")
+def test_4_a_compiled_condition_shows_its_source() -> None:
+    legacy = compile_condition("Pick input == ' Yes '", where="t")
+    assert isinstance(legacy, InputEqualsCondition)
+    assert legacy.source == "Pick input == ' Yes '"
+    assert legacy.expected == " Yes "
+    assert repr(legacy) == "InputEqualsCondition(\"Pick input == ' Yes '\")"
+    cel_condition = compile_condition("age >= 18", where="t")
+    assert cel_condition.source == "age >= 18"
+    assert repr(cel_condition) == "CelCondition('age >= 18')"
 
 
 async def test_4_invalid_condition_fails_loading_the_node() -> None:
@@ -169,6 +201,46 @@ async def test_9_3_all_failures_collected() -> None:
     assert len(err.errors) == 3
     assert 'field "name": required' in err.errors
     assert any(e.startswith('field "age"') for e in err.errors)
+
+
+@pytest.mark.parametrize(
+    ("schema_type", "value", "named"),
+    [
+        ("[int]", None, "null"),
+        ("[int]", True, "bool"),
+        ("[int]", 7, "int"),
+        ("[int]", 1.5, "float"),
+        ("[int]", "x", "string"),
+        ("[int]", {"a": 1}, "map"),
+        ("string", [1], "list"),
+    ],
+)
+async def test_9_3_a_wrong_type_is_reported_with_the_kind_of_value_found(
+    schema_type: str, value: Any, named: str
+) -> None:
+    engine = make_engine(Node(id="start", context_schema={"v": schema_type}))
+    state = State.new("s", "start")
+    state.context["v"] = value
+    with pytest.raises(ContextTypeValidationError) as info:
+        await engine.render(state)
+    assert info.value.errors == [f'field "v": expected {schema_type}, got {named}']
+
+
+@pytest.mark.in_process_only(reason="a Python set cannot cross the wire")
+async def test_9_3_a_value_json_has_no_name_for_is_reported_by_its_python_type() -> None:
+    engine = make_engine(Node(id="start", context_schema={"v": "[int]"}))
+    state = State.new("s", "start")
+    state.context["v"] = {1}
+    with pytest.raises(ContextTypeValidationError) as info:
+        await engine.render(state)
+    assert info.value.errors == ['field "v": expected [int], got set']
+
+
+@pytest.mark.parametrize("half_list", ["[string", "string]"])
+async def test_9_3_a_list_type_needs_both_brackets(half_list: str) -> None:
+    engine = make_engine(Node(id="start", context_schema={"v": half_list}, source="flows/start.md"))
+    with pytest.raises(NodeDefinitionError, match=rf"unsupported type '{re.escape(half_list)}'"):
+        await engine.render(State.new("s", "start"))
 
 
 async def test_9_3_schema_reads_system_context_when_key_not_in_context() -> None:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from trellis.adapters.memory_loader import MemoryLoader
-from trellis.domain import HookKind, State, Status
+from trellis.domain import HookKind, Node, State, Status
 from trellis.engine import Engine, follow_graph
-from trellis.errors import ConditionError, NodeLoadError, NodeNotFound, UnhandledSignal
+from trellis.errors import (
+    ConditionError,
+    InvalidInput,
+    NodeLoadError,
+    NodeNotFound,
+    UnhandledSignal,
+    WatchNotSupported,
+)
 
 from .helpers import HOOK_EVENTS, Recorder, make_engine, ok
 
@@ -132,6 +140,7 @@ async def test_12_hook_payloads_carry_node_type_and_tool_data() -> None:
     assert (leave.kind, leave.node_id, leave.node_type) == (HookKind.NODE_LEAVE, "start", "question")
     assert (enter.kind, enter.node_id, enter.node_type) == (HookKind.NODE_ENTER, "act", "tool")
     assert (call.kind, call.tool_name, call.data) == (HookKind.TOOL_CALL, "t", {"n": "2"})
+    assert (leave.is_error, enter.is_error, call.is_error) == (False, False, False)
     assert call.timestamp > 0
     await engine.navigate(state, ok("t", "r"))
     ret = hooks.events[4]
@@ -139,13 +148,16 @@ async def test_12_hook_payloads_carry_node_type_and_tool_data() -> None:
 
 
 @pytest.mark.in_process_only(reason=HOOK_EVENTS)
-async def test_12_failing_hook_does_not_change_the_result() -> None:
+async def test_12_failing_hook_does_not_change_the_result(caplog: pytest.LogCaptureFixture) -> None:
     def broken(event: object) -> None:
         raise RuntimeError("hook bug")
 
     engine = make_engine({"id": "start", "to": "end"}, {"id": "end"}, hooks=[broken])
     moved = await engine.navigate(await engine.start("s"), "")
     assert moved.current_node_id == "end"
+    # ... but it is logged, with its traceback, for whoever runs the hook.
+    failures = [r for r in caplog.records if r.getMessage() == "lifecycle hook failed on node_leave"]
+    assert failures and failures[0].exc_info is not None
 
 
 # --- compiled-node cache ---------------------------------------------------------------------------
@@ -164,6 +176,28 @@ async def test_cache_keeps_compiled_node_until_invalidated() -> None:
     loader.put({"id": "start", "content": "v3"})
     engine.invalidate()
     assert (await engine.render(state)).actions[0].payload == "v3"
+
+
+@pytest.mark.in_process_only(reason="changes the loader under the engine, followed by follow_graph")
+async def test_cache_follows_a_change_of_the_whole_graph() -> None:
+    loader = MemoryLoader([{"id": "start", "content": "v1"}])
+    engine = Engine(loader)
+    task = asyncio.create_task(follow_graph(engine, loader))
+    try:
+        state = await engine.start("s")
+        assert (await engine.render(state)).actions[0].payload == "v1"
+        await asyncio.sleep(0)
+        loader.replace_all([{"id": "start", "content": "v2"}])  # a change naming no node: all of them
+        payload = "v1"
+        for _ in range(100):  # bounded: the watch task needs a few loop turns
+            await asyncio.sleep(0)
+            payload = (await engine.render(state)).actions[0].payload  # type: ignore[assignment]
+            if payload == "v2":
+                break
+        assert payload == "v2"
+    finally:
+        task.cancel()
+        loader.close()
 
 
 @pytest.mark.in_process_only(reason="changes the loader under the engine, followed by follow_graph")
@@ -186,3 +220,71 @@ async def test_cache_follows_loader_watch() -> None:
     finally:
         task.cancel()
         loader.close()
+
+
+class AliasingLoader(MemoryLoader):
+    """Serves a node under a second name, the way a loader resolving paths or letter
+    case would; ``gate``, when set, holds every load (after reading) until it is opened."""
+
+    def __init__(self, nodes: list[dict[str, Any]], aliases: dict[str, str]) -> None:
+        super().__init__(nodes)
+        self.aliases = aliases
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    async def get_node(self, node_id: str) -> Node:
+        node = await super().get_node(self.aliases.get(node_id, node_id))
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        return node
+
+
+@pytest.mark.in_process_only(reason="changes the loader under the engine and calls engine.invalidate")
+async def test_invalidating_a_node_forgets_it_under_every_name_it_was_asked_by() -> None:
+    nodes = [{"id": "start", "content": "v1"}, {"id": "b", "content": "b"}]
+    loader = AliasingLoader(nodes, {"Start": "start"})
+    engine = Engine(loader)
+    assert (await engine.compiled("Start")).node.content == "v1"
+    await engine.compiled("b")
+    loader.put({"id": "start", "content": "v2"})
+    engine.invalidate(["b"])  # another node: the compiled "Start" stays
+    assert (await engine.compiled("Start")).node.content == "v1"
+    engine.invalidate(["start"])  # by its canonical ID
+    assert (await engine.compiled("Start")).node.content == "v2"
+    loader.put({"id": "start", "content": "v3"})
+    engine.invalidate(["Start"])  # by the name it was asked by
+    assert (await engine.compiled("Start")).node.content == "v3"
+
+
+@pytest.mark.in_process_only(reason="changes the loader under the engine and calls engine.invalidate")
+async def test_a_node_that_changed_while_it_was_loading_is_not_kept() -> None:
+    loader = AliasingLoader([{"id": "start", "content": "v1"}], {})
+    engine = Engine(loader)
+    loader.gate = asyncio.Event()
+    loading = asyncio.create_task(engine.compiled("start"))
+    async with asyncio.timeout(10):
+        await loader.entered.wait()
+        loader.put({"id": "start", "content": "v2"})
+        engine.invalidate(["start"])
+        loader.gate.set()
+        assert (await loading).node.content == "v1"  # what was read before the change
+    loader.gate = None
+    assert (await engine.compiled("start")).node.content == "v2"  # read again, not the stale one
+
+
+@pytest.mark.in_process_only(reason="hands the engine a loader that cannot watch")
+@pytest.mark.parametrize(
+    "loader", [object(), type("NotCallable", (), {"watch": 5})()], ids=["no-watch", "watch-not-callable"]
+)
+async def test_a_loader_that_cannot_watch_is_refused(loader: object) -> None:
+    engine = make_engine({"id": "start"})
+    with pytest.raises(WatchNotSupported, match="does not support watching"):
+        await follow_graph(engine, loader)  # type: ignore[arg-type]
+
+
+@pytest.mark.in_process_only(reason="calls the engine with no state, which the wire cannot carry")
+async def test_3_8_a_signal_needs_a_state() -> None:
+    engine = make_engine({"id": "start"})
+    with pytest.raises(InvalidInput, match="signal needs a state"):
+        await engine.signal(None, "interrupt")  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from trellis.errors import (
     NodeLoadError,
     NodeNotFound,
     TemplateError,
+    TrellisError,
 )
 
 from .helpers import HOOK_EVENTS, RENDERED_STEP, Recorder, make_engine
@@ -149,6 +150,17 @@ async def test_3_3_5_content_converter_post_processes_content() -> None:
     state.context["n"] = "bo"
     result = await engine.render(state)
     assert result.actions[0].payload == "HI BO"
+
+
+@pytest.mark.in_process_only(reason="a content converter is an in-process object; a server takes none")
+async def test_3_3_5_a_failing_content_converter_is_an_error_naming_the_node() -> None:
+    class Broken:
+        def convert(self, content: str) -> str:
+            raise ValueError("no markdown today")
+
+    engine = make_engine({"id": "start", "content": "hi"}, content_converter=Broken())
+    with pytest.raises(TrellisError, match="content conversion failed in node 'start': no markdown today"):
+        await engine.render(State.new("s", "start"))
 
 
 async def test_3_3_6_input_request_defaults_and_timeout() -> None:

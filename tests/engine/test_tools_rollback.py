@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from trellis.domain import Node, State, Status, ToolCall, ToolResult, Transition
-from trellis.errors import NodeLoadError, UnhandledToolError
+from trellis.domain import HookKind, Node, State, Status, ToolCall, ToolResult, Transition
+from trellis.errors import ContextValidationError, NodeLoadError, UnhandledToolError
 
-from .helpers import HOOK_EVENTS, Recorder, denied, failed, make_engine, ok
+from .helpers import HOOK_EVENTS, RENDERED_STEP, Recorder, denied, failed, make_engine, ok
 
 
 def _tool(node_id: str = "act", **extra: Any) -> dict[str, Any]:
@@ -384,3 +384,68 @@ async def test_7_idempotency_key_of_undo_uses_undo_name() -> None:
     call = (await engine.render(rolling)).tool_call()
     assert call is not None
     assert call.idempotency_key == idempotency_key("s", "book", 2, "cancel_flight")
+
+
+_OWN_UNDO: list[dict[str, Any]] = [
+    {"id": "start", "to": "book"},
+    {"id": "book", "do": {"name": "book_flight"}, "undo": {"name": "cancel_flight"}, "to": "pay"},
+    {
+        "id": "pay",
+        "do": {"name": "charge"},
+        "undo": {"name": "refund"},
+        "on_error": "rollback",
+        "on_denied": "rollback",
+        "to": "end",
+    },
+    {"id": "end"},
+]
+
+
+@pytest.mark.parametrize("outcome", [failed, denied], ids=["error", "denied"])
+async def test_7_a_node_whose_tool_failed_is_not_compensated(outcome: Any) -> None:
+    # Its do did not succeed, so its own undo (refund) must not run: the rollback starts before it.
+    engine = make_engine(*_OWN_UNDO)
+    state = await engine.navigate(await engine.start("s"), "")
+    state = await engine.navigate(state, ok("book_flight"))
+    assert state.current_node_id == "pay"
+    rolling = await engine.navigate(state, outcome("charge"))
+    assert rolling.status is Status.ROLLING_BACK
+    assert (rolling.current_node_id, rolling.pending_tool_call) == ("book", "cancel_flight")
+    assert rolling.history == ["start", "book"]
+
+
+async def test_3_4_3_an_unhandled_tool_error_names_the_tool_not_the_call_id() -> None:
+    engine = make_engine({"id": "start", "do": {"name": "charge", "id": "pay-1"}, "to": "end"}, {"id": "end"})
+    state = await engine.start("s")
+    assert state.pending_tool_call == "pay-1"
+    with pytest.raises(UnhandledToolError, match="charge") as caught:
+        await engine.navigate(state, failed("pay-1", "card declined"))
+    assert "card declined" in str(caught.value)
+    assert caught.value.tool_name == "charge"
+
+
+@pytest.mark.in_process_only(reason=RENDERED_STEP)
+async def test_3_4_4_a_tool_result_is_refused_when_the_nodes_context_contract_is_not_met() -> None:
+    engine = make_engine(
+        {"id": "start", "wait": True, "to": "pay"},
+        {"id": "pay", "do": {"name": "charge"}, "required_context": ["card"], "to": "end"},
+        {"id": "end"},
+    )
+    state = await engine.navigate(await engine.start("s"), "go")
+    assert state.current_node_id == "pay"
+    with pytest.raises(ContextValidationError, match="card"):
+        await engine.navigate(state, ok("charge"))
+
+
+@pytest.mark.in_process_only(reason=HOOK_EVENTS)
+async def test_12_a_tool_call_whose_arguments_cannot_be_rendered_reports_them_as_written() -> None:
+    hooks = Recorder()
+    engine = make_engine(
+        {"id": "start", "wait": True, "to": "act"},
+        {"id": "act", "do": {"name": "t", "args": {"a": "{{ .x ", "b": 2}}, "to": "end"},
+        {"id": "end"},
+        hooks=[hooks],
+    )
+    await engine.navigate(await engine.start("s"), "go")
+    calls = [e for e in hooks.events if e.kind is HookKind.TOOL_CALL]
+    assert [(c.tool_name, c.data) for c in calls] == [("t", {"a": "{{ .x ", "b": 2})]

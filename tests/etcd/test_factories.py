@@ -72,3 +72,39 @@ def test_a_bad_etcd_section_is_named() -> None:
         EtcdConfig.from_mapping({"request_timeout": "soon"})
     config = EtcdConfig.from_mapping({"endpoints": "a:1, b:2", "lease_ttl": 15, "dial_timeout": "2s"})
     assert config.endpoints == ("a:1", "b:2") and config.lease_ttl == 15.0 and config.dial_timeout == 2.0
+
+
+async def test_a_composed_server_on_etcd_records_its_lock_waits(
+    etcd_config: EtcdConfig, tmp_path: Path
+) -> None:
+    # A step that runs a served tool takes the session's lock (the store locks itself, in
+    # one round trip with the load): that wait is metered. Uncontended steps that run no
+    # tool take no lock (one transaction) and wait for none.
+    import sys
+
+    from trellis.server.compose import build_composition
+    from trellis.server.config import ServerConfig
+    from trellis.server.observe import Observer
+
+    (tmp_path / "start.md").write_text("---\nwait: true\nto: greet\n---\nName?\n")
+    (tmp_path / "greet.md").write_text("---\ndo: {name: hello}\nto: done\n---\n")
+    (tmp_path / "done.md").write_text("---\nwait: true\n---\nDone\n")
+    (tmp_path / "tools.yaml").write_text(
+        f"tools:\n  - name: hello\n    command: {sys.executable!r}\n    args: ['-c', 'print(1)']\n"
+    )
+    config = ServerConfig(
+        flow_dir=str(tmp_path),
+        store="etcd:",
+        locker="etcd:",
+        etcd={"endpoints": list(etcd_config.endpoints), "prefix": etcd_config.prefix},
+    )
+    observer = Observer()
+    composition = await build_composition(config, observer)
+    try:
+        await composition.sessions.start("metered")
+        assert observer.registry.get_sample_value("trellis_lock_wait_seconds_count") == 0
+        step = await composition.sessions.navigate("metered", "Ada")
+        assert step.state.current_node_id == "done"
+    finally:
+        await composition.aclose()
+    assert observer.registry.get_sample_value("trellis_lock_wait_seconds_count") == 1

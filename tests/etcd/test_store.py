@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc  # type: ignore[import-untyped]
 import pytest
 from aetcd import rpc
 
+from tests.support.etcd_counting import CountingInterceptor, state_with
 from tests.support.etcd_fixtures import config_for
 from tests.support.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdConfig, EtcdLocker, EtcdStateStore
+from trellis.adapters.etcd.client import prefix_end
 from trellis.adapters.etcd.locker import EtcdLockHandle
-from trellis.domain import State
 from trellis.errors import ConflictError, LockLost, SessionNotFound, StateTooLarge
-
-
-def state_with(session_id: str, **context: Any) -> State:
-    state = State.new(session_id, "start")
-    state.context.update(context)
-    return state
+from trellis.ports.store import StepConflict
 
 
 async def revoke(client: EtcdClient, handle: EtcdLockHandle) -> None:
@@ -83,18 +77,6 @@ async def test_creating_a_session_through_a_step(etcd_client: EtcdClient) -> Non
     # A second creation from a stale "does not exist" read conflicts.
     with pytest.raises(ConflictError):
         await store.save("new", state_with("new"), expected_revision=0)
-
-
-class CountingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.methods: list[str] = []
-
-    async def intercept_unary_unary(
-        self, continuation: Callable[[Any, Any], Awaitable[Any]], call_details: Any, request: Any
-    ) -> Any:
-        method = call_details.method
-        self.methods.append(method.decode() if isinstance(method, bytes) else method)
-        return await continuation(call_details, request)
 
 
 async def test_an_uncontended_step_costs_two_round_trips(etcd_config: EtcdConfig) -> None:
@@ -240,3 +222,99 @@ async def test_stores_keep_working_while_a_cluster_member_is_down(etcd_cluster3:
                     await store.save_and_unlock(handle, "s", state)
             etcd_cluster3.restart(victim)
         assert (await store.load("s")).context == {"n": 10}
+
+
+# --- steps without the lock (OptimisticStepStore) ---------------------------------------
+
+
+async def test_a_write_without_the_lock_is_refused_while_the_lock_is_held_or_the_session_moved(
+    etcd_config: EtcdConfig,
+) -> None:
+    async with EtcdClient(etcd_config) as ours, EtcdClient(etcd_config) as theirs:
+        store, holder = EtcdStateStore(ours), EtcdStateStore(theirs)
+        first = await store.save("s", state_with("s", v=0))
+        cached = store.load_cached("s")
+        assert cached is not None and cached.revision == first
+
+        handle, held = await holder.lock_and_load("s", ttl=30)
+        assert held is not None
+        cached.context["v"] = "unlocked"
+        with pytest.raises(StepConflict) as refused:
+            await store.save_if_unlocked("s", cached)
+        assert refused.value.locked
+        assert (await store.load("s")).revision == first  # nothing written
+
+        held.context["v"] = "holder"
+        second = await holder.save_and_unlock(handle, "s", held)
+        with pytest.raises(StepConflict) as moved:
+            await store.save_if_unlocked("s", cached)  # still conditioned on ``first``
+        assert not moved.value.locked
+        current = moved.value.current
+        assert current is not None and current.revision == second and current.context == {"v": "holder"}
+        assert (await store.load("s")).context == {"v": "holder"}
+        # The refusal read the current state: the retry from it commits.
+        current.context["v"] = "unlocked"
+        third = await store.save_if_unlocked("s", current)
+        assert third > second and (await holder.load("s")).context == {"v": "unlocked"}
+
+
+async def test_creating_a_session_without_the_lock_happens_once(etcd_client: EtcdClient) -> None:
+    store = EtcdStateStore(etcd_client)
+    assert await store.load_unlocked("new") is None
+    created = await store.save_if_unlocked("new", state_with("new", n=1))  # revision 0: must not exist
+    with pytest.raises(StepConflict) as again:
+        await store.save_if_unlocked("new", state_with("new", n=2))
+    assert again.value.current is not None and again.value.current.revision == created
+    assert (await store.load("new")).context == {"n": 1}
+
+
+async def distinct_keys_written(client: EtcdClient, since: int) -> set[bytes]:
+    """Every key put or deleted under the client's prefix after revision ``since``, read back
+    from etcd's history with a watch (a deleted key still costs etcd until compaction)."""
+    prefix = client.config.key("")
+    now = (await client.call("Range", rpc.RangeRequest(key=prefix, count_only=True))).header.revision
+    seen: set[bytes] = set()
+    done = asyncio.Event()
+
+    def on_events(events: Any, revision: int) -> None:
+        seen.update(event.kv.key for event in events)
+        if any(event.kv.mod_revision >= now for event in events):
+            done.set()
+
+    def on_resync(revision: int) -> None:
+        return None
+
+    sub = await client.watches.subscribe(prefix, prefix_end(prefix), since + 1, on_events, on_resync)
+    try:
+        async with asyncio.timeout(60):
+            await done.wait()
+    finally:
+        await client.watches.unsubscribe(sub)
+    return seen
+
+
+async def test_ten_thousand_steps_on_one_session_leave_no_keys_behind(etcd_client: EtcdClient) -> None:
+    """Half of the steps without the lock, half under it (as steps that run tools are):
+    the lock's key is named per process lease, so 5,000 locked steps reuse one name."""
+    store = EtcdStateStore(etcd_client)
+    await etcd_client.lease(30)
+    start = await store.save("s", state_with("s", n=0))
+    state = store.load_cached("s")
+    assert state is not None
+    async with asyncio.timeout(600):
+        for n in range(1, 10_001):
+            if n % 2:
+                state.context["n"] = n
+                state.revision = await store.save_if_unlocked("s", state)
+            else:
+                handle, loaded = await store.lock_and_load("s", ttl=30)
+                assert loaded is not None and loaded.context["n"] == n - 1
+                loaded.context["n"] = n
+                state = loaded
+                state.revision = await store.save_and_unlock(handle, "s", loaded)
+    assert (await store.load("s")).context == {"n": 10_000}
+    keys = await distinct_keys_written(etcd_client, start)
+    locks = etcd_client.config.key("locks")
+    assert store._key("s") in keys
+    assert len([key for key in keys if key.startswith(locks)]) == 1, sorted(keys)[:5]
+    assert len(keys) == 2

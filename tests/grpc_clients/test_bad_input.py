@@ -5,6 +5,7 @@ changes (the store is compared before and after)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ class Rig:
     dispatcher: Any
     health: Any
     pending_call_id: str
+    internal: grpc.aio.Channel
+    """The internal listener's channel (StateStore, ActionDispatcher)."""
 
     async def snapshot(self) -> dict[str, Any]:
         store = self.server.composition.store  # type: ignore[union-attr]
@@ -116,8 +119,11 @@ async def rig(quiz: Path) -> AsyncIterator[Rig]:
     (quiz / "tools.yaml").write_text(
         f"tools:\n  - name: echo\n    command: {__import__('sys').executable!r}\n    args: ['echo.py']\n"
     )
-    async with flow_server(quiz) as server:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with flow_server(quiz, internal_listen="127.0.0.1:0") as server:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+            grpc.aio.insecure_channel(f"127.0.0.1:{server.internal_port}") as internal,
+        ):
             sessions = sessions_pb2_grpc.SessionsStub(channel)
             for sid in SEEDED:
                 await sessions.Start(spb.SessionsStartRequest(session_id=sid))
@@ -131,10 +137,11 @@ async def rig(quiz: Path) -> AsyncIterator[Rig]:
                 sessions,
                 engine_pb2_grpc.EngineStub(channel),
                 graph_pb2_grpc.GraphLoaderStub(channel),
-                store_pb2_grpc.StateStoreStub(channel),
-                dispatcher_pb2_grpc.ActionDispatcherStub(channel),
+                store_pb2_grpc.StateStoreStub(internal),
+                dispatcher_pb2_grpc.ActionDispatcherStub(internal),
                 health_pb2_grpc.HealthStub(channel),
                 waiting.step.state.pending_tool_call,
+                internal,
             )
 
 
@@ -452,9 +459,11 @@ raw_bodies = st.one_of(bad_utf8, st.binary(min_size=1, max_size=200))
 async def test_bytes_that_are_not_protobuf(rig: Rig, method: str, body: bytes) -> None:
     # Bodies that happen to parse are ordinary (odd) requests: any deliberate status will do,
     # and the OK ones cannot change the seeded sessions (their IDs are never all-parseable).
+    internal = method.startswith(("/trellis.v1.StateStore/", "/trellis.v1.ActionDispatcher/"))
+    channel = rig.internal if internal else rig.channel
     reason = await check(
         rig,
-        rig.channel.unary_unary(method)(body),
+        channel.unary_unary(method)(body),
         {OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ABORTED},
     )
     if body[:1] == b"\x0a" and body[2:3] == b"\xff" and body[1] == len(body) - 2 and _string_first(method):
@@ -484,3 +493,39 @@ async def test_a_huge_tool_result_is_refused_and_nothing_is_saved(rig: Rig) -> N
     got = await rig.sessions.Get(spb.SessionsGetRequest(session_id="waiting"))
     assert got.step.state.pending_tool_call == rig.pending_call_id
     assert (await rig.store.Load(stpb.LoadRequest(session_id="waiting"))).state.pending_tool_call
+
+
+# --- many watch streams (issue 8.3) --------------------------------------------------------------
+
+
+async def test_many_watch_streams_are_capped_and_share_one_file_watcher(rig: Rig, quiz: Path) -> None:
+    """Past max_watch_streams a watch is refused with RESOURCE_EXHAUSTED (not an OK end);
+    the open ones share the loader's one file watcher and keep working."""
+    from trellis.adapters.directory_loader import DirectoryLoader
+
+    loader = rig.server.composition.loader  # type: ignore[union-attr]
+    assert isinstance(loader, DirectoryLoader)
+    limit = rig.server.config.max_watch_streams
+    before = await rig.snapshot()
+    streams = [rig.loader.Watch(gpb.GraphLoaderWatchRequest()) for _ in range(limit)]
+    try:
+        pending = {asyncio.ensure_future(stream.read()) for stream in streams}
+        async with asyncio.timeout(60):  # bounded: edit until every stream has reported
+            attempt = 0
+            while pending:
+                attempt += 1
+                (quiz / "extra.md").write_text(f"edit {attempt}\n")
+                done, pending = await asyncio.wait(pending, timeout=0.5)
+                for task in done:
+                    assert task.result().revision > 0
+        assert loader.watcher_count() == 1
+        for extra in (
+            first_of(rig.loader.Watch(gpb.GraphLoaderWatchRequest())),
+            first_of(rig.sessions.Watch(spb.SessionsWatchRequest(session_id="fresh"))),
+        ):
+            refused = asyncio.wait_for(extra, 30)  # (without a cap it would wait for events)
+            assert await check(rig, refused, {C.RESOURCE_EXHAUSTED}) == "TOO_MANY_WATCH_STREAMS"
+    finally:
+        for stream in streams:
+            stream.cancel()
+    assert await rig.snapshot() == before

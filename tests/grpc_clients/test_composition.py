@@ -21,9 +21,11 @@ def texts(step: StepResult) -> str:
 
 
 async def test_a_server_with_remote_loader_and_store(quiz: Path) -> None:
-    async with flow_server(quiz) as sidecar:
-        remote = f"grpc://127.0.0.1:{sidecar.port}"
-        front = TrellisServer(ServerConfig(listen="127.0.0.1:0", loader=remote, store=remote))
+    async with flow_server(quiz, internal_listen="127.0.0.1:0") as sidecar:
+        # The graph is public (GraphLoader on the sidecar's port), its store internal.
+        loader = f"grpc://127.0.0.1:{sidecar.port}"
+        store = f"grpc://127.0.0.1:{sidecar.internal_port}"
+        front = TrellisServer(ServerConfig(listen="127.0.0.1:0", loader=loader, store=store))
         await front.start()
         try:
             async with (
@@ -62,8 +64,8 @@ async def test_a_tool_routed_to_a_dispatcher_sidecar(quiz: Path, tmp_path: Path)
     (tools / "lookup.py").write_text(script, encoding="utf-8")
     registry = f"tools:\n  - name: lookup\n    command: {sys.executable!r}\n    args: ['lookup.py']\n"
     (tools / "tools.yaml").write_text(registry, encoding="utf-8")
-    async with flow_server(tools) as sidecar:
-        route = f"grpc://127.0.0.1:{sidecar.port}?tools=lookup&timeout=20s"
+    async with flow_server(tools, internal_listen="127.0.0.1:0") as sidecar:
+        route = f"grpc://127.0.0.1:{sidecar.internal_port}?tools=lookup&timeout=20s"
         async with flow_server(quiz, tool_routes={"lookup": route}) as front:
             async with Client(f"127.0.0.1:{front.port}") as client:
                 await client.sessions.start("routed")

@@ -42,7 +42,7 @@ class TestRemoteStateStoreContract(StateStoreContract):
     async def make_store(self, tmp_path: Path) -> StateStore:
         stack = AsyncExitStack()
         served = await stack.enter_async_context(serving(store=MemoryStore()))
-        store = RemoteStateStore(RemoteChannel(served.target))
+        store = RemoteStateStore(RemoteChannel(served.internal_target))
         self.servers.stacks[id(store)] = stack
         return store
 
@@ -81,7 +81,9 @@ class TestRemoteDispatcherContract(ActionDispatcherContract):
         stack = AsyncExitStack()
         served = await stack.enter_async_context(serving(dispatcher=tools))
         # The sidecar runs both tools; this client is configured to serve exactly those.
-        dispatcher = RemoteDispatcher(RemoteChannel(served.target), tools=[self.ECHO_TOOL, self.FAILING_TOOL])
+        dispatcher = RemoteDispatcher(
+            RemoteChannel(served.internal_target), tools=[self.ECHO_TOOL, self.FAILING_TOOL]
+        )
         self.servers.stacks[id(dispatcher)] = stack
         return dispatcher
 

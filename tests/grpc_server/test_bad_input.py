@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.grpc_server import failure, running
+from tests.support.grpc_server import failure, internal_channel, running
 from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc, sessions_pb2_grpc, store_pb2_grpc
 from trellis.api.v1 import sessions_pb2 as spb
@@ -24,11 +24,11 @@ from trellis.server.config import ServerConfig
 NASTY_JSON = ["{", "[1, 2]", '"text"', "1e400", "NaN", "[" * 2000 + "]" * 2000, '{"a": }', "\x00"]
 
 
-async def test_malformed_requests_get_deliberate_errors(served) -> None:
+async def test_malformed_requests_get_deliberate_errors(served, internal) -> None:
     server, channel = served
     engine = engine_pb2_grpc.EngineStub(channel)
     sessions = sessions_pb2_grpc.SessionsStub(channel)
-    store = store_pb2_grpc.StateStoreStub(channel)
+    store = store_pb2_grpc.StateStoreStub(internal)
     await sessions.Start(spb.SessionsStartRequest(session_id="ok"))
 
     calls: list[Any] = []
@@ -192,12 +192,13 @@ RAW_METHODS = [
 
 
 async def test_malformed_protobuf_gets_invalid_argument_and_no_error_log(
-    served: Any, caplog: pytest.LogCaptureFixture
+    served: Any, internal: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _server, channel = served
+    _server, public = served
     caplog.set_level(logging.DEBUG)
     codes: dict[grpc.StatusCode, int] = {}
     for method in RAW_METHODS:
+        channel = internal if method.startswith("/trellis.v1.StateStore/") else public
         for body in MALFORMED:
             if method.endswith("/Watch"):
                 call: Any = channel.unary_stream(method)(body)
@@ -218,7 +219,7 @@ async def test_malformed_protobuf_gets_invalid_argument_and_no_error_log(
     assert not noisy, [r.getMessage() for r in noisy]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     # Still serving.
-    sessions = sessions_pb2_grpc.SessionsStub(channel)
+    sessions = sessions_pb2_grpc.SessionsStub(public)
     started = await sessions.Start(spb.SessionsStartRequest(session_id="after"))
     assert started.step.state.session_id == "after"
 
@@ -230,8 +231,10 @@ async def _drain(call: Any) -> None:
 
 async def test_a_huge_tool_result_is_refused_and_the_session_stays_readable(flow: Path) -> None:
     # The flow prints the result: a render budget above it lets the state limit be what refuses it.
-    config = ServerConfig(flow_dir=str(flow), max_template_output_bytes=8 * 1024 * 1024)
-    async with running(config) as (_server, channel):
+    config = ServerConfig(
+        flow_dir=str(flow), max_template_output_bytes=8 * 1024 * 1024, internal_listen="127.0.0.1:0"
+    )
+    async with running(config) as (server, channel), internal_channel(server) as internal:
         sessions = sessions_pb2_grpc.SessionsStub(channel)
         await sessions.Start(spb.SessionsStartRequest(session_id="big"))
         waiting = await sessions.Navigate(
@@ -245,5 +248,5 @@ async def test_a_huge_tool_result_is_refused_and_the_session_stays_readable(flow
         assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "STATE_TOO_LARGE"), message
         got = await sessions.Get(spb.SessionsGetRequest(session_id="big"))
         assert got.step.state.pending_tool_call == call_id
-        loaded = await store_pb2_grpc.StateStoreStub(channel).Load(stpb.LoadRequest(session_id="big"))
+        loaded = await store_pb2_grpc.StateStoreStub(internal).Load(stpb.LoadRequest(session_id="big"))
         assert loaded.state.revision == got.step.state.revision

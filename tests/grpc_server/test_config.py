@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
+from trellis.cli import serve as cli
 from trellis.errors import ConfigError
 from trellis.evaluation_limits import EvaluationLimits
 from trellis.plugins import BuildContext, build
@@ -121,3 +123,43 @@ def test_entry_and_error_nodes_are_picked_from_the_flow_directory_like_run(tmp_p
     # A loader that is not a directory has nothing to look at: the engine's defaults.
     remote = load_config(flags={"loader": "memory:"}, environ={})
     assert (remote.effective_entry_node(), remote.effective_error_node()) == ("start", "")
+
+
+def test_the_internal_listener_and_the_watch_cap_come_from_environment_and_flags() -> None:
+    defaults = load_config(environ={})
+    assert defaults.internal_listen == "" and defaults.max_watch_streams == 256
+    env = {"TRELLIS_INTERNAL_LISTEN": "127.0.0.1:7010", "TRELLIS_MAX_WATCH_STREAMS": "12"}
+    from_env = load_config(environ=env)
+    assert (from_env.internal_listen, from_env.max_watch_streams) == ("127.0.0.1:7010", 12)
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--internal-listen", "127.0.0.1:7011", "--max-watch-streams", "3"])
+    flagged = load_config(environ=env, flags=cli.flags_from(args))
+    assert (flagged.internal_listen, flagged.max_watch_streams) == ("127.0.0.1:7011", 3)
+    with pytest.raises(ConfigError, match="max_watch_streams"):
+        load_config(environ={"TRELLIS_MAX_WATCH_STREAMS": "0"})
+
+
+def test_the_event_loop_setting() -> None:
+    import asyncio
+
+    from trellis.cli.serve import loop_factory
+
+    assert load_config(environ={}).event_loop == "asyncio"
+    assert loop_factory("asyncio") is None
+    try:
+        import uvloop
+    except ImportError:
+        with pytest.raises(ConfigError, match="uvloop is not installed"):
+            loop_factory("uvloop")
+    else:
+        chosen = loop_factory("uvloop")
+        assert chosen is uvloop.new_event_loop
+        loop = chosen()
+        try:
+            assert isinstance(loop, asyncio.AbstractEventLoop) and type(loop).__module__.startswith("uvloop")
+        finally:
+            loop.close()
+    with pytest.raises(ConfigError, match="event_loop must be asyncio or uvloop, got 'trio'"):
+        loop_factory("trio")
+    assert load_config(environ={"TRELLIS_EVENT_LOOP": "uvloop"}).event_loop == "uvloop"

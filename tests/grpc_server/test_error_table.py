@@ -76,6 +76,7 @@ def test_the_codes_a_client_relies_on() -> None:
     assert code(errors.StoreFull("x")) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert code(errors.StateTooLarge("x")) == grpc.StatusCode.INVALID_ARGUMENT
     assert code(errors.UnhandledSignal("s", "n")) == grpc.StatusCode.FAILED_PRECONDITION
+    assert code(errors.TooManyWatchStreams("x")) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert code(TimeoutError()) == grpc.StatusCode.DEADLINE_EXCEEDED
     assert code(ZeroDivisionError()) == grpc.StatusCode.INTERNAL
 

@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.support.grpc_server import running
+from tests.support.grpc_server import internal_channel, running
 from trellis.errors import BackendUnavailable
 from trellis.server.compose import build_composition
 from trellis.server.config import ServerConfig
@@ -26,21 +26,16 @@ async def status(channel: grpc.aio.Channel, service: str) -> int:
     return (await stub.Check(health_pb2.HealthCheckRequest(service=service))).status
 
 
-async def test_every_service_is_serving_on_the_embedded_default(served) -> None:
+async def test_every_service_is_serving_on_the_embedded_default(served, internal) -> None:
     _, channel = served
-    for service in (
-        "",
-        "trellis.v1.Engine",
-        "trellis.v1.Sessions",
-        "trellis.v1.GraphLoader",
-        "trellis.v1.StateStore",
-        "trellis.v1.ActionDispatcher",
-    ):
+    for service in ("", "trellis.v1.Engine", "trellis.v1.Sessions", "trellis.v1.GraphLoader"):
         assert await status(channel, service) == SERVING, service
+    for service in ("", "trellis.v1.StateStore", "trellis.v1.ActionDispatcher"):
+        assert await status(internal, service) == SERVING, service
 
 
 async def test_services_needing_an_unreachable_backend_are_not_serving(flow: Path) -> None:
-    config = ServerConfig(flow_dir=str(flow), health_probe_interval=0.05)
+    config = ServerConfig(flow_dir=str(flow), health_probe_interval=0.05, internal_listen="127.0.0.1:0")
     observer = Observer()
     ports = await build_composition(config, observer)
     reachable = asyncio.Event()
@@ -51,14 +46,14 @@ async def test_services_needing_an_unreachable_backend_are_not_serving(flow: Pat
 
     ports.probes["store"] = store_probe
     try:
-        async with running(config, ports=ports) as (_, channel):
-            assert await status(channel, "trellis.v1.StateStore") == NOT_SERVING
+        async with running(config, ports=ports) as (server, channel), internal_channel(server) as internal:
+            assert await status(internal, "trellis.v1.StateStore") == NOT_SERVING
             assert await status(channel, "trellis.v1.Sessions") == NOT_SERVING
             assert await status(channel, "trellis.v1.Engine") == SERVING
             assert await status(channel, "trellis.v1.GraphLoader") == SERVING
             reachable.set()
             for _ in range(200):  # the probe loop notices the recovery (bounded)
-                if await status(channel, "trellis.v1.StateStore") == SERVING:
+                if await status(internal, "trellis.v1.StateStore") == SERVING:
                     break
                 await asyncio.sleep(0.02)
             assert await status(channel, "trellis.v1.Sessions") == SERVING
@@ -67,8 +62,8 @@ async def test_services_needing_an_unreachable_backend_are_not_serving(flow: Pat
 
 
 async def test_the_loader_is_not_serving_while_its_directory_is_gone(flow: Path) -> None:
-    config = ServerConfig(flow_dir=str(flow), health_probe_interval=0.05)
-    async with running(config) as (_, channel):
+    config = ServerConfig(flow_dir=str(flow), health_probe_interval=0.05, internal_listen="127.0.0.1:0")
+    async with running(config) as (server, channel), internal_channel(server) as internal:
         assert await status(channel, "trellis.v1.GraphLoader") == SERVING
         moved = flow.with_name("moved-away")
         await asyncio.to_thread(flow.rename, moved)
@@ -78,7 +73,7 @@ async def test_the_loader_is_not_serving_while_its_directory_is_gone(flow: Path)
                     break
                 await asyncio.sleep(0.02)
             assert await status(channel, "trellis.v1.Engine") == NOT_SERVING
-            assert await status(channel, "trellis.v1.StateStore") == SERVING
+            assert await status(internal, "trellis.v1.StateStore") == SERVING
         finally:
             await asyncio.to_thread(moved.rename, flow)
         for _ in range(200):
@@ -88,30 +83,33 @@ async def test_the_loader_is_not_serving_while_its_directory_is_gone(flow: Path)
         assert await status(channel, "trellis.v1.Engine") == SERVING
 
 
-async def test_reflection_lists_every_service_and_serves_their_descriptors(served) -> None:
+async def _reflect(
+    channel: grpc.aio.Channel, request: reflection_pb2.ServerReflectionRequest
+) -> reflection_pb2.ServerReflectionResponse:
+    call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+    await call.write(request)
+    await call.done_writing()
+    response = await call.read()
+    call.cancel()
+    return response
+
+
+async def _listed(channel: grpc.aio.Channel) -> set[str]:
+    listed = await _reflect(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
+    return {s.name for s in listed.list_services_response.service}
+
+
+async def test_reflection_lists_every_service_and_serves_their_descriptors(served, internal) -> None:
     _, channel = served
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-
-    async def ask(request: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
-        call = stub.ServerReflectionInfo()
-        await call.write(request)
-        await call.done_writing()
-        response = await call.read()
-        call.cancel()
-        return response
-
-    listed = await ask(reflection_pb2.ServerReflectionRequest(list_services=""))
-    names = {s.name for s in listed.list_services_response.service}
-    assert {
-        "trellis.v1.Engine",
-        "trellis.v1.Sessions",
-        "trellis.v1.GraphLoader",
-        "trellis.v1.StateStore",
-        "trellis.v1.ActionDispatcher",
-        "grpc.health.v1.Health",
-    } <= names
-    described = await ask(
-        reflection_pb2.ServerReflectionRequest(file_containing_symbol="trellis.v1.Sessions")
+    public = await _listed(channel)
+    assert {"trellis.v1.Engine", "trellis.v1.Sessions", "trellis.v1.GraphLoader"} <= public
+    assert "grpc.health.v1.Health" in public
+    assert not {"trellis.v1.StateStore", "trellis.v1.ActionDispatcher"} & public
+    inside = await _listed(internal)
+    assert {"trellis.v1.StateStore", "trellis.v1.ActionDispatcher", "grpc.health.v1.Health"} <= inside
+    assert "trellis.v1.Sessions" not in inside
+    described = await _reflect(
+        channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol="trellis.v1.Sessions")
     )
     assert described.file_descriptor_response.file_descriptor_proto
 

@@ -1,4 +1,5 @@
-"""GraphLoader, StateStore and ActionDispatcher services: any port, exposed as is."""
+"""GraphLoader, StateStore and ActionDispatcher services: any port, exposed as is
+(the last two on the internal listener)."""
 
 from __future__ import annotations
 
@@ -59,9 +60,8 @@ async def test_graph_watch_reports_edits_and_the_server_reloads(served, flow: Pa
     assert "edit" in content and reloads() >= 1
 
 
-async def test_state_store_conditional_saves(served) -> None:
-    _, channel = served
-    store = store_pb2_grpc.StateStoreStub(channel)
+async def test_state_store_conditional_saves(internal) -> None:
+    store = store_pb2_grpc.StateStoreStub(internal)
     state = pb.State(session_id="k", current_node_id="start", context_json='{"a": 1}', history=["start"])
     rev = (await store.Save(spb.SaveRequest(session_id="k", state=state, expected_revision=0))).revision
     assert rev > 0
@@ -90,9 +90,8 @@ async def test_state_store_conditional_saves(served) -> None:
     assert "does not match" in message
 
 
-async def test_dispatcher_runs_served_tools_and_reports_unknown_ones_as_tool_errors(served) -> None:
-    _, channel = served
-    dispatcher = dispatcher_pb2_grpc.ActionDispatcherStub(channel)
+async def test_dispatcher_runs_served_tools_and_reports_unknown_ones_as_tool_errors(internal) -> None:
+    dispatcher = dispatcher_pb2_grpc.ActionDispatcherStub(internal)
     call = pb.ToolCall(id="c1", name="shout", args_json='{"text": "hey"}', idempotency_key="k1")
     result = (await dispatcher.Dispatch(dpb.DispatchRequest(call=call))).result
     assert result.id == "c1" and not result.is_error

@@ -19,7 +19,7 @@ import grpc
 import orjson
 import pytest
 
-from tests.support.grpc_server import failure, running
+from tests.support.grpc_server import failure, internal_channel, running
 from trellis.adapters.grpc.channel import RemoteChannel
 from trellis.adapters.grpc.store import RemoteStateStore
 from trellis.api.v1 import engine_pb2 as epb
@@ -29,6 +29,7 @@ from trellis.api.v1 import store_pb2 as stpb
 from trellis.api.v1 import types_pb2 as pb
 from trellis.domain import State
 from trellis.errors import ConfigError, StateTooLarge
+from trellis.server.app import TrellisServer
 from trellis.server.config import REPLY_ENVELOPE_BYTES, ServerConfig, derived_state_limit
 
 C = grpc.StatusCode
@@ -68,15 +69,22 @@ async def serve(tmp_path: Path, store: str, **settings: Any) -> Any:
     # The flow prints what it is given: a render budget far above the message limit
     # leaves the state and reply limits as what refuses a step here.
     settings.setdefault("max_template_output_bytes", 64 * 1024 * 1024)
-    config = ServerConfig(flow_dir=str(write_flow(tmp_path / "flow")), store=store, **settings)
+    config = ServerConfig(
+        flow_dir=str(write_flow(tmp_path / "flow")), store=store, internal_listen="127.0.0.1:0", **settings
+    )
     return running(config)
 
 
 class Rig:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, server: TrellisServer, channel: grpc.aio.Channel) -> None:
         self.sessions = sessions_pb2_grpc.SessionsStub(channel)
-        self.store = store_pb2_grpc.StateStoreStub(channel)
         self.engine = engine_pb2_grpc.EngineStub(channel)
+        # StateStore is served on the internal listener only.
+        self._internal = internal_channel(server)
+        self.store = store_pb2_grpc.StateStoreStub(self._internal)
+
+    async def close(self) -> None:
+        await self._internal.close()
 
     async def waiting(self, sid: str, copies: int = 1) -> str:
         """Start ``sid``; it waits for ``fetch``. Returns the pending call's ID."""
@@ -93,16 +101,18 @@ class Rig:
 
 @pytest.fixture
 async def small(tmp_path: Path, store_url: str) -> AsyncIterator[Rig]:
-    async with await serve(tmp_path, store_url, max_message_bytes=SMALL) as (_server, channel):
-        yield Rig(channel)
+    async with await serve(tmp_path, store_url, max_message_bytes=SMALL) as (server, channel):
+        rig = Rig(server, channel)
+        yield rig
+        await rig.close()
 
 
 async def test_a_huge_tool_result_is_refused_and_the_session_stays_readable(
     tmp_path: Path, store_url: str
 ) -> None:
     # The issue's attack: 1.5 MB (under the 4 MiB message limit), held three times in the state.
-    async with await serve(tmp_path, store_url) as (_server, channel):
-        rig = Rig(channel)
+    async with await serve(tmp_path, store_url) as (server, channel):
+        rig = Rig(server, channel)
         call_id = await rig.waiting("big")
         code, reason, message = await failure(rig.answer("big", call_id, 1_500_000))
         assert (code, reason) == (C.INVALID_ARGUMENT, "STATE_TOO_LARGE"), message
@@ -177,7 +187,7 @@ async def test_the_store_service_refuses_a_state_over_the_limit_and_the_remote_s
     async with await serve(tmp_path, store_url, max_message_bytes=SMALL) as (server, _channel):
         state = State.new("s", "start")
         state.context["big"] = "x" * derived_state_limit(SMALL)
-        async with RemoteChannel(f"127.0.0.1:{server.port}") as remote:
+        async with RemoteChannel(f"127.0.0.1:{server.internal_port}") as remote:
             store = RemoteStateStore(remote, owns_channel=False)
             with pytest.raises(StateTooLarge, match="limit is"):
                 await store.save("s", state)

@@ -3,6 +3,7 @@ tool lists (§2.7), metadata flattening (§2.8)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from trellis.domain import FormatItem, Tool, ToolCall, Transition
 from trellis.errors import NodeDefinitionError
 from trellis.loading import NodeDraft, ToolImport, build_draft, build_node
+from trellis.loading.tools import importers_of
 
 
 def build(data: dict[str, Any], content: str | None = None, node_id: str = "x") -> Any:
@@ -318,6 +320,11 @@ def test_string_tool_items_are_imports_with_the_extension_stripped() -> None:
     assert isinstance(draft, NodeDraft)
     assert draft.tool_items == (ToolImport("lib/tools"), Tool("own"))
     assert draft.imports == ("lib/tools",)
+    # Loaders cache drafts and share them between lookups: nobody may change one.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        draft.tool_items = ()  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        draft.tool_items[0].node_id = "other"  # type: ignore[misc]
 
 
 def test_build_node_cannot_resolve_imports_without_a_lookup() -> None:
@@ -406,3 +413,136 @@ def test_unknown_fields_are_ignored() -> None:
 
 def test_non_json_values_are_rejected() -> None:
     assert "unsupported value of type bytes" in fails({"default_context": {"b": b"x"}}, "default_context.b")
+
+
+@pytest.mark.parametrize(
+    ("value", "described"),
+    [
+        ("x" * 40, 'string "' + "x" * 40 + '"'),
+        ("y" * 41, 'string "' + "y" * 37 + '..."'),  # long strings are cut
+        (3, "number 3"),
+        (2.5, "number 2.5"),
+        ([1], "list"),
+        ({"a": 1}, "mapping"),
+        ({1, 2}, "set"),  # only a program can pass one; files hold JSON-like values
+    ],
+)
+def test_a_wrong_value_is_described_briefly(value: object, described: str) -> None:
+    assert fails({"wait": value}, "wait").endswith(f"expected a boolean, got {described}")
+
+
+def nested_list(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_values_may_nest_64_levels_deep_and_no_deeper() -> None:
+    build({"default_context": {"v": nested_list(64)}})
+    field = "default_context.v" + "[0]" * 65
+    assert fails({"default_context": {"v": nested_list(65)}}, field).endswith(
+        "values nested more than 64 levels deep"
+    )
+
+
+def test_one_definition_holds_at_most_100000_values() -> None:
+    build({"default_context": {"v": list(range(99_999))}})  # the list and its items: 100000
+    message = fails({"default_context": {"v": list(range(100_000))}}, "default_context.v[99999]")
+    assert message.endswith(
+        "too many values (more than 100000; YAML aliases expand each time they are used)"
+    )
+
+
+def test_a_definition_must_be_a_mapping_and_name_its_node() -> None:
+    with pytest.raises(NodeDefinitionError, match=r"flows/x\.md: expected a mapping of fields, got list"):
+        build_node("x", [1], None, source="flows/x.md")  # type: ignore[arg-type]
+    with pytest.raises(NodeDefinitionError, match="field 'id': is required"):
+        build_node("", {}, None, source="flows/x.md")
+
+
+def test_only_a_confirm_input_gets_yes_and_no_options() -> None:
+    assert build({"input_type": "text"}).input_options == ()
+    assert build({"input_type": "confirm"}).input_options == ("yes", "no")
+
+
+def nested_mapping(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+def test_mappings_count_towards_the_depth_limit_too() -> None:
+    build({"default_context": {"v": nested_mapping(64)}})
+    field = "default_context.v" + ".k" * 65
+    message = fails({"default_context": {"v": nested_mapping(65)}}, field)
+    assert message.endswith("nested more than 64 levels deep")
+
+
+def test_metadata_depth_and_size_are_limited() -> None:
+    # The top-level key is not a level: 65 nested mappings under it are the deepest allowed.
+    node = build({"metadata": {"a": nested_mapping(65)}})
+    assert node.metadata == {"a" + "-k" * 65: "1"}
+    message = fails({"metadata": {"a": nested_mapping(66)}}, "metadata")
+    assert message.endswith("nested more than 64 levels deep")
+    assert build({"metadata": {"l": nested_list(64)}}).metadata == {"l": "[" * 63 + "1" + "]" * 63}
+    with pytest.raises(NodeDefinitionError, match="nested more than 64 levels deep"):
+        build({"metadata": {"l": nested_list(65)}})
+    assert len(build({"metadata": {"m": {f"k{n}": n for n in range(100_000)}}}).metadata) == 100_000
+    assert "too many values" in fails({"metadata": {"m": {f"k{n}": n for n in range(100_001)}}}, "metadata")
+
+
+def nested_schema(depth: int) -> object:
+    value: object = "int"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_list_types_in_a_context_schema_are_limited_in_depth() -> None:
+    schema = build({"context_schema": {"v": nested_schema(64)}}).context_schema
+    assert schema == {"v": "[" * 64 + "int" + "]" * 64}
+    assert fails({"context_schema": {"v": nested_schema(65)}}, "context_schema.v").endswith(
+        "nested more than 64 levels deep"
+    )
+
+
+@pytest.mark.parametrize("type_text", ["[intx", "x[int]", "[int"])
+def test_a_schema_type_with_unbalanced_brackets_is_refused(type_text: str) -> None:
+    message = fails({"context_schema": {"v": type_text}}, "context_schema.v")
+    assert f"unsupported type '{type_text}'" in message
+
+
+def test_the_from_fields_of_a_transition_must_be_strings() -> None:
+    message = fails({"transitions": [{"to": "a", "from": 3}]}, "transitions[0].from")
+    assert message.endswith("expected a string, got number 3")
+    build({"transitions": [{"to": "a", "from_node_id": "b"}]})
+
+
+def test_tool_calls_must_be_mappings_and_imports_named() -> None:
+    assert "expected a mapping with 'name'" in fails({"do": "charge"}, "do")
+    assert fails({"tools": [None]}, "tools[0]").endswith(
+        "expected a tool mapping or the ID of a node to import tools from, got null"
+    )
+    assert "empty tool import" in fails({"tools": [""]}, "tools[0]")
+
+
+def test_a_change_to_a_tool_library_reaches_every_importer_however_indirect() -> None:
+    drafts = {
+        "lib": build_draft("lib", {"tools": [{"name": "t"}]}, None, source="lib.yaml"),
+        "mid": build_draft("mid", {"tools": ["lib"]}, None, source="mid.yaml"),
+        "top": build_draft("top", {"tools": ["mid"]}, None, source="top.yaml"),
+        "other": build_draft("other", {}, None, source="other.yaml"),
+    }
+    assert importers_of(drafts, ["lib"]) == {"lib", "mid", "top"}
+    assert importers_of(drafts, ["mid"]) == {"mid", "top"}
+    assert importers_of(drafts, ["other"]) == {"other"}
+
+
+def test_lists_of_fields_and_schema_entries_count_towards_the_size_limit() -> None:
+    assert "too many values" in fails({"input_options": ["x"] * 100_001}, "input_options")
+    schema = {f"k{n}": "int" for n in range(100_000)}
+    assert len(build({"context_schema": schema}).context_schema) == 100_000  # one value each: at the limit
+    schema["one-more"] = "int"
+    assert "too many values" in fails({"context_schema": schema}, "context_schema.one-more")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import weakref
 from pathlib import Path
 
@@ -457,11 +458,16 @@ async def test_dropping_a_watch_stream_stops_its_watcher(graph: Path) -> None:
         await loader.aclose()  # returns once the (already stopped) watcher task has finished
 
 
-async def test_watching_a_missing_directory_ends_the_stream(tmp_path: Path) -> None:
-    loader = DirectoryLoader(tmp_path / "absent")
+async def test_watching_a_missing_directory_reports_it_once_it_exists(tmp_path: Path) -> None:
+    loader = DirectoryLoader(tmp_path / "later")
     stream = loader.watch()
-    async with asyncio.timeout(WATCH_BOUND):
-        assert [change async for change in stream] == []
+    try:
+        await asyncio.sleep(0)
+        write(tmp_path / "later", "start.md", "Here")
+        await _next_naming(stream, lambda c: not c.node_ids)  # a full reload
+        assert (await loader.get_node("start")).content == "Here"
+    finally:
+        await stream.aclose()
 
 
 async def _ids_until(stream: QueueStream[GraphChange], wanted: str) -> set[str] | None:
@@ -499,3 +505,94 @@ async def test_a_file_named_with_extension_whose_id_differs_is_not_that_node(gra
     with pytest.raises(NodeNotFound, match=r"choice\.json declares id 'crossroads'"):
         await loader.get_node("choice.json")
     assert (await loader.get_node("crossroads")).id == "crossroads"
+
+
+# --- one watcher per directory (issue 8.3) ------------------------------------------------------
+
+
+def _inotify_instances() -> int:
+    """inotify instances this process holds (each is one of the user's limited ones)."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += os.readlink(fd) == "anon_inode:inotify"
+        except OSError:
+            continue  # closed while listing
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts inotify instances through /proc")
+async def test_many_watch_streams_share_one_file_watcher(graph: Path) -> None:
+    write(graph, "start.md", "Hi")
+    loader = DirectoryLoader(graph)
+    before = _inotify_instances()
+    first = await _live(loader)
+    streams = [loader.watch() for _ in range(40)]
+    try:
+        assert loader.watcher_count() == 1
+        assert _inotify_instances() - before <= 1
+        write(graph, "start.md", "Changed")
+        for stream in (first, *streams):
+            await _next_naming(stream, lambda c: "start" in c.node_ids)
+        for stream in streams:
+            await stream.aclose()
+        assert loader.watcher_count() == 1  # the first stream still watches
+    finally:
+        await first.aclose()
+    assert loader.watcher_count() == 0
+    for _ in range(300):  # bounded: the instance goes with the last subscriber
+        if _inotify_instances() <= before:
+            break
+        await asyncio.sleep(0.05)
+    assert _inotify_instances() <= before
+
+
+async def test_a_new_subscriber_after_the_last_left_gets_a_new_watcher(graph: Path) -> None:
+    write(graph, "start.md", "Hi")
+    loader = DirectoryLoader(graph)
+    stream = await _live(loader)
+    await stream.aclose()
+    assert loader.watcher_count() == 0
+    again = await _live(loader)
+    try:
+        assert loader.watcher_count() == 1
+        write(graph, "start.md", "Again")
+        await _next_naming(again, lambda c: "start" in c.node_ids)
+    finally:
+        await again.aclose()
+
+
+async def test_a_removed_and_recreated_directory_resumes_reloads(graph: Path) -> None:
+    write(graph, "start.md", "Before")
+    loader = DirectoryLoader(graph)
+    stream = await _live(loader)
+    try:
+        await asyncio.to_thread(shutil.rmtree, graph)
+        await asyncio.to_thread(write, graph, "start.md", "After")
+        # The return of the directory is a full reload (nothing can tell what changed meanwhile).
+        await _next_naming(stream, lambda c: not c.node_ids)
+        assert (await loader.get_node("start")).content == "After"
+        # And edits in the new directory are seen again, one by one.
+        write(graph, "start.md", "Edited")
+        await _next_naming(stream, lambda c: "start" in c.node_ids)
+        assert (await loader.get_node("start")).content == "Edited"
+        assert loader.watcher_count() == 1
+    finally:
+        await stream.aclose()
+
+
+async def test_a_directory_that_is_gone_for_a_while_resumes_reloads(graph: Path) -> None:
+    write(graph, "start.md", "Before")
+    loader = DirectoryLoader(graph)
+    stream = await _live(loader)
+    try:
+        await asyncio.to_thread(graph.rename, graph.with_name("elsewhere"))
+        # Gone long enough for the watcher to notice (it passes either way: a directory
+        # re-created under the same name is another inode, which the watcher notices too).
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(write, graph, "start.md", "After")
+        await _next_naming(stream, lambda c: not c.node_ids)
+        assert (await loader.get_node("start")).content == "After"
+    finally:
+        await stream.aclose()

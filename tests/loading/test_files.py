@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trellis.errors import NodeDefinitionError
-from trellis.loading import draft_from_bytes
+from trellis.loading import draft_from_bytes, strip_node_extension
 
 
 def test_the_path_gives_format_and_default_id() -> None:
@@ -32,6 +32,7 @@ def test_a_parse_error_carries_the_path_id() -> None:
 def test_size_and_encoding_are_checked_with_the_file_named() -> None:
     with pytest.raises(NodeDefinitionError, match=r"^g/a\.md: file is larger than the limit of 4 bytes$"):
         draft_from_bytes(b"hello", "a.md", source="g/a.md", max_bytes=4)
+    assert draft_from_bytes(b"hello", "a.md", source="g/a.md", max_bytes=5).node.content == "hello"
     with pytest.raises(NodeDefinitionError, match=r"^g/a\.md: file is not valid UTF-8"):
         draft_from_bytes(b"\xff\xfe", "a.md", source="g/a.md")
 
@@ -39,3 +40,8 @@ def test_size_and_encoding_are_checked_with_the_file_named() -> None:
 def test_a_path_that_is_not_a_node_file_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="not a node file"):
         draft_from_bytes(b"", "notes.txt", source="notes.txt")
+    # An extension alone is no file name: there would be no ID.
+    with pytest.raises(ValueError, match="not a node file"):
+        draft_from_bytes(b"", ".md", source=".md")
+    assert strip_node_extension(".json") == ".json"
+    assert strip_node_extension("a.json") == "a"

@@ -149,3 +149,28 @@ def test_empty_yaml_document_is_an_empty_definition() -> None:
 def test_yaml_document_that_is_a_scalar_is_an_error() -> None:
     with pytest.raises(NodeDefinitionError, match=r"f\.yaml: the document must be a mapping"):
         parse_document("just text\n", ".yaml", source="f.yaml", node_id="f")
+
+
+def test_a_yaml_file_reports_errors_at_the_files_own_lines() -> None:
+    with pytest.raises(NodeDefinitionError, match=r"invalid YAML at line 3: expected the node content"):
+        parse_document("a: 1\nb: [\n", ".yaml", source="s.yaml", node_id="s")
+    with pytest.raises(NodeDefinitionError, match=r"invalid YAML at line 1: found undefined alias 'x'"):
+        parse_document("a: *x\n", ".yaml", source="s.yaml", node_id="s")
+
+
+def test_a_crlf_frontmatter_reports_errors_at_the_files_own_lines() -> None:
+    # The list opened on line 3 is still open at the closing dashes, on line 4.
+    for newline in ("\n", "\r\n"):
+        text = newline.join(["---", "a: 1", "b: [", "---", "body"])
+        with pytest.raises(NodeDefinitionError, match=r"invalid YAML at line 4: "):
+            parse_document(text, ".md", source="s.md", node_id="s")
+
+
+def test_yaml_1_2_reads_yes_and_on_as_strings_in_a_yaml_file() -> None:
+    data, _ = parse_document("a: yes\nb: on\nc: true\n", ".yaml", source="s.yaml", node_id="s")
+    assert data == {"a": "yes", "b": "on", "c": True}
+
+
+def test_a_character_yaml_does_not_allow_is_an_error_naming_it() -> None:
+    with pytest.raises(NodeDefinitionError, match=r"s\.yaml: invalid YAML: unacceptable character #x0007"):
+        parse_document("a: \x07", ".yaml", source="s.yaml", node_id="s")

@@ -40,7 +40,7 @@ LOOP: list[dict[str, Any]] = [
 
 
 def engine(flow: list[dict[str, Any]]) -> Engine:
-    return Engine(MemoryLoader(flow))
+    return Engine(MemoryLoader(flow), entry_node=flow[0]["id"])
 
 
 class CountingTool:
@@ -86,3 +86,14 @@ class LockingMemoryStore(MemoryStore):
             return await self.save(session_id, state, expected_revision=state.revision, fence=handle)
         finally:
             await handle.unlock()
+
+
+def chain(length: int) -> list[dict[str, Any]]:
+    """``c0 -> c1 -> ... -> c<length>``: each node waits for input and saves it to
+    ``got_<i>``, no tools — every step can commit without the lock. The inputs stored
+    tell which steps were applied, in which order, and that none was applied twice."""
+    nodes: list[dict[str, Any]] = [
+        {"id": f"c{i}", "content": f"step {i}", "wait": True, "save_to": f"got_{i}", "to": f"c{i + 1}"}
+        for i in range(length)
+    ]
+    return [*nodes, {"id": f"c{length}", "content": "end", "wait": True}]

@@ -16,6 +16,7 @@ from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.local_locker import LocalLocker
 from trellis.adapters.memory_store import MemoryStore
 from trellis.adapters.process_dispatcher import ProcessDispatcher
+from trellis.dispatching import DispatchContext
 from trellis.domain import ActionType, Status, ToolCall, ToolResult
 from trellis.errors import (
     BackendUnavailable,
@@ -134,21 +135,32 @@ async def test_served_tools_run_and_unserved_tools_are_left_pending() -> None:
     assert contents(done) == ["Paid: r-42"]
 
 
-async def test_served_tools_get_their_idempotency_key() -> None:
+async def test_served_tools_get_their_idempotency_key_and_dispatch_context() -> None:
     seen: list[ToolCall] = []
+    contexts: list[DispatchContext | None] = []
 
     class Recording(InProcessDispatcher):
-        async def dispatch(self, call: ToolCall) -> ToolResult:
+        async def dispatch(self, call: ToolCall, context: DispatchContext | None = None) -> ToolResult:
             seen.append(call)
-            return await super().dispatch(call)
+            contexts.append(context)
+            return await super().dispatch(call, context)
 
     manager = SessionManager(
-        engine(PAYMENT), MemoryStore(), dispatcher=Recording({"charge_card": lambda a: "r-1"})
+        engine(PAYMENT),
+        MemoryStore(),
+        locker=LocalLocker(),
+        dispatcher=Recording({"charge_card": lambda a: "r-1"}),
     )
     await manager.start("s")
     done = await manager.navigate("s", "y")
     assert done.state.status is Status.TERMINATED and done.state.context["receipt"] == "r-1"
     assert len(seen) == 1 and len(seen[0].idempotency_key) == 64
+    context = contexts[0]
+    assert context is not None
+    assert (context.session_id, context.idempotency_key) == ("s", seen[0].idempotency_key)
+    assert context.node_id == "charge"
+    # The fencing token of the step's lock: the second step's lock is a later one.
+    assert context.fencing_token >= 2
 
 
 async def test_pass_through_nodes_up_to_a_terminal_node_terminate_the_session() -> None:

@@ -6,11 +6,16 @@ import asyncio
 import gc
 from typing import Any
 
+import pytest
+
 from tests.sessions.flows import COUNTER, PAYMENT, CountingTool, engine
 from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
 from trellis.adapters.local_locker import LocalLocker
+from trellis.adapters.memory_loader import MemoryLoader
 from trellis.adapters.memory_store import MemoryStore
-from trellis.domain import StateDiff, Status
+from trellis.domain import Node, StateDiff, Status
+from trellis.engine import Engine
+from trellis.errors import NodeLoadError
 from trellis.sessions import SessionManager
 
 
@@ -135,3 +140,40 @@ async def test_repair_after_reload_resets_only_states_whose_tool_is_gone() -> No
         assert repaired.status is Status.ACTIVE and repaired.pending_tool_call == ""
         assert repaired.current_node_id == "charge" and repaired.history == waiting.history
     assert waiting.status is Status.WAITING_FOR_TOOL  # the caller's state is not changed
+
+
+async def test_repair_leaves_a_state_that_waits_for_no_tool_alone() -> None:
+    manager = SessionManager(engine(PAYMENT), MemoryStore())
+    active = (await manager.start("s")).state
+    assert active.status is Status.ACTIVE
+    assert await manager.repair_after_reload(active) is active
+
+
+async def test_repair_says_why_it_resumed_a_session(caplog: pytest.LogCaptureFixture) -> None:
+    original = SessionManager(engine(PAYMENT), MemoryStore())
+    await original.start("s")
+    waiting = (await original.navigate("s", "yes")).state
+    gone = {"id": "charge", "content": "gone", "to": "done"}
+    no_tool = [gone if n["id"] == "charge" else n for n in PAYMENT]
+    removed = [n for n in PAYMENT if n["id"] != "charge"]
+    for flow in (no_tool, removed):
+        await SessionManager(engine(flow), MemoryStore()).repair_after_reload(waiting)
+    waited = f"session 's' was waiting for tool call {waiting.pending_tool_call!r} but node 'charge'"
+    assert caplog.messages == [
+        f"{waited} no longer calls a tool; resuming it as active",
+        f"{waited} no longer exists; resuming it as active",
+    ]
+
+
+async def test_repair_resumes_when_the_graph_cannot_be_inspected(caplog: pytest.LogCaptureFixture) -> None:
+    class Blind(Engine):
+        async def inspect(self) -> list[Node]:
+            raise NodeLoadError("graph", "directory unreadable")
+
+    original = SessionManager(engine(PAYMENT), MemoryStore())
+    await original.start("s")
+    waiting = (await original.navigate("s", "yes")).state
+    repaired = await SessionManager(Blind(MemoryLoader(PAYMENT)), MemoryStore()).repair_after_reload(waiting)
+    assert repaired.status is Status.ACTIVE and repaired.pending_tool_call == ""
+    assert caplog.messages[0].startswith("cannot inspect the graph to check session 's': ")
+    assert "directory unreadable" in caplog.messages[0]

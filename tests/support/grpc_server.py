@@ -20,6 +20,8 @@ async def running(
     config: ServerConfig, *, ports: Composition | None = None, metadata: Any = None
 ) -> AsyncIterator[tuple[TrellisServer, grpc.aio.Channel]]:
     config.listen = "127.0.0.1:0"
+    if config.internal_listen:
+        config.internal_listen = "127.0.0.1:0"
     server = TrellisServer(config, composition=ports)
     port = await server.start()
     try:
@@ -27,6 +29,11 @@ async def running(
             yield server, channel
     finally:
         await server.stop(grace=1.0)
+
+
+def internal_channel(server: TrellisServer) -> grpc.aio.Channel:
+    assert server.internal_port, "the server has no internal listener"
+    return grpc.aio.insecure_channel(f"127.0.0.1:{server.internal_port}")
 
 
 async def failure(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str, str]:

@@ -29,7 +29,13 @@ class Served:
 
     @property
     def target(self) -> str:
+        """The public port: Engine, Sessions, GraphLoader."""
         return f"127.0.0.1:{self.server.port}"
+
+    @property
+    def internal_target(self) -> str:
+        """The internal listener: StateStore, ActionDispatcher."""
+        return f"127.0.0.1:{self.server.internal_port}"
 
 
 def ports_of(
@@ -54,10 +60,13 @@ async def serving(
     dispatcher: ActionDispatcher | None = None,
     config: ServerConfig | None = None,
 ) -> AsyncIterator[Served]:
-    """A started server exposing the given in-process ports; stopped on exit."""
+    """A started server exposing the given in-process ports, with its internal listener
+    on (``Served.internal_target``); stopped on exit."""
     config = config or ServerConfig()
     if config.listen == DEFAULT_LISTEN:
         config.listen = "127.0.0.1:0"
+    if not config.internal_listen:
+        config.internal_listen = "127.0.0.1:0"
     observer = Observer()
     ports = ports_of(config, observer, loader=loader, store=store, dispatcher=dispatcher)
     server = TrellisServer(config, composition=ports, observer=observer)

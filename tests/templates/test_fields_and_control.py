@@ -147,6 +147,13 @@ def test_comments_produce_nothing() -> None:
     assert render("a {{- /* trimmed */ -}} b") == "ab"
 
 
+def test_comments_beside_actions_keep_the_text_around_them() -> None:
+    assert render("a{{.x}}b{{/* c */}}d", {"x": "X"}) == "aXbd"
+    assert render("a{{/* c */}}b{{.x}}d", {"x": "X"}) == "abXd"
+    assert render("a {{.x}} b {{- /* c */ -}} d {{.x}}", {"x": "X"}) == "a X bd X"
+    assert render("{{.x}}{{/* c */}}{{/* d */}}{{.x}}e", {"x": "X"}) == "XXe"
+
+
 def test_parenthesised_pipelines_and_fields_on_them() -> None:
     data = {"l": [{"n": "first"}], "a": 2}
     assert render("{{ (index .l 0).n }}", data) == "first"
@@ -188,3 +195,85 @@ def test_range_over_a_copy_of_data_does_not_mutate_it() -> None:
     data = {"l": [3, 1, 2], "m": {"b": 1, "a": 2}}
     render("{{ range .l }}{{ end }}{{ range .m }}{{ end }}{{ $x := .l }}", data)
     assert data == {"l": [3, 1, 2], "m": {"b": 1, "a": 2}}
+
+
+def test_a_function_name_as_an_argument_is_called_with_no_arguments() -> None:
+    assert render('{{ printf "[%s]" print }}') == "[]"
+    assert render('{{ printf "[%v|%v]" html urlquery }}') == "[|]"
+
+
+def test_range_over_an_int_counts_from_zero() -> None:
+    assert render("{{ range $v := 3 }}{{ $v }}{{ end }}") == "012"
+    assert render("{{ range 0 }}x{{ else }}none{{ end }}") == "none"
+
+
+@pytest.mark.parametrize(
+    ("text", "printed"),
+    [
+        ("{{ `raw {{ }}` }}", "raw {{ }}"),
+        ("{{ 'a' }}|{{ 'a' | printf \"%c\" }}", "97|a"),
+        ('{{ "a\\"b" }}', 'a"b'),
+        ("{{ 0x1F }} {{ 0b101 }} {{ 0o17 }} {{ 1_000 }}", "31 5 15 1000"),
+        ("{{ .5 }} {{ 1e3 }} {{ -3 }} {{ +3 }} {{ 1. }}", "0.5 1000 -3 3 1"),
+        ('{{ printf "%v" -1.5e2 }}', "-150"),
+        ("{{ . }}|{{ $ }}", "map[l:[5 6] x:1]|map[l:[5 6] x:1]"),
+        ("{{ $x := 1 }}{{ $x = 2 }}{{ $x }}", "2"),
+        ("{{.x}}|{{- .x -}}|{{3 -}} |{{- 3}}", "1|1|3|3"),
+        ("{{ .x}}{{/* c */ -}}  d", "1d"),
+        ("a  {{- /* c */}}b|{{/**/}}", "ab|"),
+        ("{{ .x }} {{ .x -}}\n\n  z", "1 1z"),
+        ("{{ if 0 }}a{{ else if .x }}b{{ else }}c{{ end }}", "b"),
+        # nothing between the tokens
+        ('{{.x|printf "%d"}}|{{(.x)}}|{{.x}}{{.x}}|{{1}}|{{-1}}|{{.5}}', "1|1|11|1|-1|0.5"),
+        ("{{$a:=.x}}{{$a}}|{{$b:=1}}{{$b=2}}{{$b}}", "1|2"),
+        ("{{range $i,$v:=.l}}{{$i}}{{$v}}{{end}}", "0516"),
+        ("{{ `` }}|{{`a`}}", "|a"),
+        # whitespace and trim markers at the edges
+        ("  a{{.x}}", "  a1"),
+        ("x- {{ .x }}  ", "x- 1  "),
+        ("{{ .x -}}ab", "1ab"),
+        ("{{ .x  -}} y|{{.x -}}  \n y", "1y|1y"),
+        ("a{{/*/ x */}}b", "ab"),
+    ],
+)
+def test_literals_and_delimiters(text: str, printed: str) -> None:
+    assert render(text, {"x": 1, "l": [5, 6]}) == printed
+
+
+@pytest.mark.parametrize(
+    ("text", "printed"),
+    [
+        (r'{{ printf "%q" "\a\b\f\n\r\t\v\\\"" }}', r'"\a\b\f\n\r\t\v\\\""'),
+        (r"{{ '\'' }}|{{ '\x41' }}|{{ 'é' }}", "39|65|233"),
+        (r'{{ "\x41\u00e9\U0001F600" }}|{{ "\101" }}|{{ "\101BC" }}', "Aé😀|A|ABC"),
+        (r'{{ "\377" | len }}', "3"),  # the highest octal escape is accepted (a lone byte prints as U+FFFD)
+        (r'{{ "\U0010FFFF" | len }}|{{ "\uE000" | len }}|{{ "\uD7FF" | len }}', "4|3|3"),
+        ("{{ -0x10 }} {{ +0b11 }} {{ 0o17 }} {{ 017 }} {{ -017 }} {{ 0x_1 }}", "-16 3 15 15 -15 1"),
+        ("{{ 1_000 }} {{ 1.5e3 }} {{ 0 }} {{ 00 }} {{ -2.5 }}", "1000 1500 0 0 -2.5"),
+        ("{{ 1E2 }} {{ 1e+2 }} {{ .5e1 }}", "100 100 5"),
+    ],
+)
+def test_escapes_and_number_literals(text: str, printed: str) -> None:
+    assert render(text) == printed
+
+
+@pytest.mark.parametrize(
+    ("text", "printed"),
+    [
+        ("{{ with .a }}x{{ else with .b }}y{{ else }}z{{ end }}", "y"),
+        ("{{ if .a }}x{{ else if .b }}y{{ end }}", "y"),
+        # an inner $x ends with its block
+        ("{{ $x := 1 }}{{ if 1 }}{{ $x := 2 }}{{ $x }}{{ end }}{{ $x }}", "21"),
+        ("{{ $x := 1 }}{{ $x := $x }}{{ $x }}", "1"),  # the right side sees the outer $x
+        ("{{ $i := 0 }}{{ $v := 0 }}{{ range $i, $v = .l }}{{ end }}{{ $i }}{{ $v }}", "12"),
+        ("{{ with $a := .b }}{{ $a }}{{ end }}", "B"),
+        ('{{ (index .m "k").z }}', "7"),
+    ],
+)
+def test_branches_variables_and_chains(text: str, printed: str) -> None:
+    assert render(text, {"l": [1, 2], "b": "B", "m": {"k": {"z": 7}}}) == printed
+
+
+def test_a_break_in_an_inner_ranges_else_leaves_the_outer_range() -> None:
+    text = "{{ range .l }}{{ . }}{{ range $.e }}{{ else }}{{ break }}{{ end }}x{{ end }}"
+    assert render(text, {"l": [1, 2], "e": []}) == "1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -179,3 +180,57 @@ def test_to_json_failures_are_template_errors() -> None:
 def test_html_and_urlquery_builtins() -> None:
     assert render('{{ html "<a href=\'x\'>" }}') == "&lt;a href=&#39;x&#39;&gt;"
     assert render('{{ urlquery "a b&c" }}') == "a+b%26c"
+
+
+# name → (fewest, most arguments; None = no limit), as Go's text/template has them.
+ARITY = {
+    "eq": (2, None), "ne": (2, 2), "lt": (2, 2), "le": (2, 2), "gt": (2, 2), "ge": (2, 2),
+    "and": (1, None), "or": (1, None), "not": (1, 1), "len": (1, 1), "index": (1, None),
+    "print": (0, None), "println": (0, None), "printf": (1, None), "html": (0, None),
+    "urlquery": (0, None), "default": (2, 2), "coalesce": (0, None), "toJson": (1, 1),
+}
+
+
+@pytest.mark.parametrize("name", ARITY)
+def test_each_function_takes_the_number_of_arguments_go_allows(name: str) -> None:
+    low, high = ARITY[name]
+    want = f"{low}" if high == low else f"at least {low}" if high is None else f"{low} to {high}"
+
+    def call(count: int) -> str:
+        return "{{ " + " ".join([name, *['"1"'] * count]) + " }}"
+
+    wrong = f"wrong number of args for {name}: want {want} got"
+    compile_template(call(low))
+    if low > 0:
+        with pytest.raises(TemplateError, match=rf"{wrong} {low - 1}"):
+            compile_template(call(low - 1))
+    if high is None:
+        compile_template(call(low + 3))
+    else:
+        with pytest.raises(TemplateError, match=rf"{wrong} {high + 1}"):
+            compile_template(call(high + 1))
+
+
+def test_comparing_with_maps_and_lists() -> None:
+    data = {"m": {"a": 1}}
+    # A map is equal to nothing, but can be compared with nil, on either side ...
+    assert render("{{ eq .m nil }} {{ eq nil .m }} {{ ne .m nil }}", data) == "false false true"
+    # ... and with nothing else.
+    assert "non-comparable types map[string]interface {} and int" in fails("{{ eq .m 1 }}", data)
+    assert "non-comparable types int and map[string]interface {}" in fails("{{ eq 1 .m }}", data)
+    assert render("{{ eq false 0 }} {{ ne false 0 }}") == "false true"  # false is a bool, not a number
+
+
+def test_index_edges() -> None:
+    data = {"l": ["a", "b", "c"], "m": {"a": 1}, "k": [1]}
+    assert render("{{ index .l 2 }}", data) == "c"
+    assert "index out of range: 3" in fails("{{ index .l 3 }}", data)
+    assert "cannot index map with key of type []interface {}" in fails("{{ index .m .k }}", data)
+
+
+def test_to_json_takes_any_mapping() -> None:
+    assert render("{{ toJson .p }}", {"p": MappingProxyType({"b": 1, "a": [2]})}) == '{"a":[2],"b":1}'
+
+
+def test_printf_needs_a_string_format() -> None:
+    assert "printf format must be a string, not int" in fails("{{ printf 1 }}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from trellis.templates import compile_template
+from trellis.templates import Template, compile_template
 
 
 @pytest.mark.parametrize(
@@ -48,6 +48,11 @@ def test_html_variant_escapes_function_results_and_collections() -> None:
     )
 
 
+def test_html_variant_prints_text_without_special_characters_as_it_is() -> None:
+    plain = "plain words, 100%"
+    assert compile_template("[{{ .v }}]", html=True).render({"v": plain}) == f"[{plain}]"
+
+
 def test_html_variant_prints_nothing_for_missing_values() -> None:
     # Go's html/template drops untyped nil instead of printing "<no value>".
     assert compile_template("[{{ .missing }}]", html=True).render({}) == "[]"
@@ -56,3 +61,7 @@ def test_html_variant_prints_nothing_for_missing_values() -> None:
 
 def test_text_variant_does_not_escape() -> None:
     assert compile_template("{{ .v }}").render({"v": "<b>&</b>"}) == "<b>&</b>"
+
+
+def test_a_template_made_directly_is_a_text_template() -> None:
+    assert Template("{{ .x }}").render({"x": "<b>"}) == "<b>"

@@ -22,13 +22,12 @@ import hashlib
 import logging
 import os
 import stat
-import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from watchfiles import Change, awatch
+from watchfiles import Change
 
+from trellis.adapters.directory_watch import SharedDirectoryWatch
 from trellis.domain import Node
 from trellis.errors import GraphError, NodeDefinitionError, NodeNotFound
 from trellis.loading import (
@@ -43,8 +42,6 @@ from trellis.loading import (
 from trellis.loading.ids import node_extension
 from trellis.ports.loader import GraphChange
 from trellis.streams import QueueStream
-
-_Stream = QueueStream[GraphChange]
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +103,12 @@ class DirectoryLoader:
         # Errors name files as "<flow directory name>/<path>", as the user knows them.
         self._label = Path(os.path.abspath(self.root)).name or str(self.root)
         self._cache: dict[str, _Entry] = {}
-        self._revision = 0
-        self._watches: list[tuple[asyncio.Event, asyncio.Task[None], weakref.ref[_Stream]]] = []
+        # What the shared watch last saw (None: take the cache as it stands), so each
+        # change can be told by comparing whole snapshots.
+        self._known: _Snapshot | None = None
+        self._watch = SharedDirectoryWatch(
+            self._real_root, describe=self._describe, watch_filter=self._relevant, debounce=debounce
+        )
 
     # --- GraphLoader ------------------------------------------------------------------
 
@@ -122,46 +123,19 @@ class DirectoryLoader:
     def watch(self) -> QueueStream[GraphChange]:
         """Changes from now on: one GraphChange per (debounced) edit, naming the changed node
         IDs and the nodes importing tools from them; an empty set when that cannot be told
-        (e.g. a directory renamed). Watching starts at the next turn of the event loop.
-        Close the stream (``aclose``) or drop it to stop watching."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        holder: list[asyncio.Task[None]] = []
+        (e.g. a directory renamed, or the flow directory removed and re-created). All the
+        streams of one loader share one file watcher (see SharedDirectoryWatch), started
+        at the next turn of the event loop. Close the stream (``aclose``) or drop it to
+        stop watching."""
+        return self._watch.subscribe()
 
-        def on_close(_stream: QueueStream[GraphChange]) -> None:
-            stop.set()  # lets the watcher thread return promptly
-            for task in holder:
-                if not loop.is_closed():
-                    loop.call_soon_threadsafe(task.cancel)
-
-        async def wait_closed() -> None:
-            for task in holder:
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
-
-        stream = QueueStream[GraphChange](on_close=on_close, wait_closed=wait_closed)
-        task = loop.create_task(self._pump(weakref.ref(stream), stop))
-        holder.append(task)
-        self._watches = [watch for watch in self._watches if not watch[1].done()]
-        self._watches.append((stop, task, weakref.ref(stream)))
-        return stream
+    def watcher_count(self) -> int:
+        """File watchers (inotify instances) this loader runs now: 0 or 1, however many streams."""
+        return self._watch.watcher_count()
 
     async def aclose(self) -> None:
-        """Stop every watch and end its stream."""
-        watches, self._watches = self._watches, []
-        for stop, task, stream_ref in watches:
-            stop.set()
-            task.cancel()
-            stream = stream_ref()
-            if stream is not None:
-                stream.end()
-        for _stop, task, _ref in watches:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        """Stop watching and end every watch stream."""
+        await self._watch.aclose()
 
     # --- reading ------------------------------------------------------------------------
 
@@ -331,10 +305,9 @@ class DirectoryLoader:
         """IDs affected since the previous event (the empty set means "cannot tell, reload
         all"), and the new snapshot of the graph's files.
 
-        ``known`` is the snapshot this watch took at its previous event (on a first event
-        the loader's cache stands in for it). Comparing whole snapshots, not only the event's
-        paths, also catches a change whose own event has not been processed yet; and two
-        watches of one loader each report the IDs a file had before.
+        ``known`` is the snapshot taken at the previous event (on a first event the loader's
+        cache stands in for it). Comparing whole snapshots, not only the event's paths, also
+        catches a change whose own event has not been processed yet.
         """
         if known is None:
             known = {rel: (entry.node_id, entry.digest) for rel, entry in list(self._cache.items())}
@@ -354,40 +327,21 @@ class DirectoryLoader:
         drafts = {entry.node_id: entry.draft for entry in entries if entry.draft is not None}
         return frozenset(importers_of(drafts, changed)), after
 
-    async def _pump(self, stream_ref: Callable[[], _Stream | None], stop: asyncio.Event) -> None:
-        debounce_ms = max(1, round(self.debounce * 1000))
-        known: _Snapshot | None = None
+    async def _describe(self, paths: set[str] | None) -> frozenset[str]:
+        """For the shared watch: the node IDs a batch of changed paths affects; with None,
+        as a watch opens, take the files as they are now as the snapshot to compare with."""
+        if paths is None:
+            try:
+                entries = await asyncio.to_thread(self._scan)
+                self._known = {entry.rel: (entry.node_id, entry.digest) for entry in entries}
+            except Exception:
+                self._known = None  # the first event compares with the cache instead
+            return frozenset()
         try:
-            if not self._real_root.is_dir():
-                log.error("graph watch: directory '%s' does not exist or is not a directory", self.root)
-                return
-            async for changes in awatch(
-                self._real_root,
-                stop_event=stop,
-                debounce=debounce_ms,
-                step=min(50, debounce_ms),
-                watch_filter=self._relevant,
-            ):
-                try:
-                    paths = {path for _change, path in changes}
-                    node_ids, known = await asyncio.to_thread(self._changed_ids, paths, known)
-                except Exception:
-                    # A broken file is reported by get_node; the watch must survive anything here.
-                    log.warning("graph watch: cannot tell which nodes changed", exc_info=True)
-                    node_ids, known = frozenset(), None
-                stream = stream_ref()
-                if stream is None or stream.closed:
-                    return
-                self._revision += 1
-                stream.publish(GraphChange(node_ids=node_ids, revision=self._revision))
-                del stream
-        except asyncio.CancelledError:
-            raise
-        except OSError as exc:  # e.g. the directory does not exist or was removed
-            log.error("graph watch of %s stopped: %s", self.root, exc)
+            node_ids, self._known = await asyncio.to_thread(self._changed_ids, paths, self._known)
         except Exception:
-            log.exception("graph watch of %s stopped", self.root)
-        finally:
-            stream = stream_ref()
-            if stream is not None:
-                stream.end()
+            # A broken file is reported by get_node; the watch must survive anything here.
+            log.warning("graph watch: cannot tell which nodes changed", exc_info=True)
+            self._known = None
+            return frozenset()
+        return node_ids

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 
+from trellis.dispatching import DispatchContext
 from trellis.domain import JSONValue, ToolCall, ToolResult
 
 ToolFunction = Callable[[dict[str, JSONValue]], JSONValue | Awaitable[JSONValue]]
@@ -26,7 +27,7 @@ class InProcessDispatcher:
     def serves(self, tool_name: str) -> bool:
         return tool_name in self._tools
 
-    async def dispatch(self, call: ToolCall) -> ToolResult:
+    async def dispatch(self, call: ToolCall, context: DispatchContext | None = None) -> ToolResult:
         function = self._tools.get(call.name)
         if function is None:
             return ToolResult(id=call.id, is_error=True, error=f"tool not found: {call.name}")
@@ -37,7 +38,12 @@ class InProcessDispatcher:
             if inspect.isawaitable(outcome):
                 outcome = await outcome
         except Exception as exc:
-            return ToolResult(id=call.id, is_error=True, error=f"tool {call.name} failed: {_describe(exc)}")
+            return ToolResult(
+                id=call.id,
+                is_error=True,
+                error=f"tool {call.name} failed: {_describe(exc)}",
+                error_type=type(exc).__name__,
+            )
         try:
             # Results go into the session's context: they must survive a JSON round trip.
             result = orjson.loads(orjson.dumps(outcome))

@@ -56,7 +56,8 @@ class MemoryStore:
         held = self._bytes + len(data) - (len(current[1]) if current else -len(session_id))
         self._check_quota(session_id, current is None, held)
         self._last_revision += 1
-        self._sessions[session_id] = (self._last_revision, data)
+        # A compact copy: orjson's output keeps its whole (4 KiB+) buffer allocated.
+        self._sessions[session_id] = (self._last_revision, memoryview(data).tobytes())
         self._bytes = held
         return self._last_revision
 

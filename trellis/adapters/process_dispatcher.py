@@ -49,6 +49,7 @@ import orjson
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from trellis.dispatching import DispatchContext
 from trellis.domain import ToolCall, ToolResult
 from trellis.errors import ConfigError
 from trellis.go_values import format_duration, go_str, parse_duration
@@ -128,7 +129,7 @@ class ProcessDispatcher:
         # With inline execution on, any call may carry its own command in its metadata.
         return tool_name in self._tools or self._allow_inline
 
-    async def dispatch(self, call: ToolCall) -> ToolResult:
+    async def dispatch(self, call: ToolCall, context: DispatchContext | None = None) -> ToolResult:
         tool = self._tools.get(call.name)
         if tool is None:
             metadata = call.metadata or {}

@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
+from trellis.api.v1 import dispatcher_pb2 as dpb
 from trellis.api.v1 import types_pb2 as pb
+from trellis.dispatching import DispatchContext, RetryPolicy, ToolInfo
 from trellis.domain import (
     Action,
     ActionType,
@@ -140,6 +142,7 @@ def tool_result_to_proto(result: ToolResult) -> pb.ToolResult:
         is_error=result.is_error,
         is_denied=result.is_denied,
         error=result.error,
+        error_type=result.error_type,
     )
 
 
@@ -150,6 +153,96 @@ def tool_result_from_proto(msg: pb.ToolResult, field: str = "tool_result") -> To
         is_error=msg.is_error,
         is_denied=msg.is_denied,
         error=msg.error,
+        error_type=msg.error_type,
+    )
+
+
+def dispatch_context_to_proto(context: DispatchContext) -> dpb.DispatchContext:
+    msg = dpb.DispatchContext(
+        session_id=context.session_id,
+        node_id=context.node_id,
+        attempt=context.attempt,
+        idempotency_key=context.idempotency_key,
+        fencing_token=context.fencing_token,
+    )
+    if context.deadline is not None:
+        msg.deadline.CopyFrom(_timestamp(context.deadline))
+    return msg
+
+
+def dispatch_context_from_proto(msg: dpb.DispatchContext) -> DispatchContext:
+    return DispatchContext(
+        session_id=msg.session_id,
+        node_id=msg.node_id,
+        attempt=msg.attempt or 1,
+        deadline=msg.deadline.seconds + msg.deadline.nanos / 1e9 if msg.HasField("deadline") else None,
+        idempotency_key=msg.idempotency_key,
+        fencing_token=msg.fencing_token,
+    )
+
+
+def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    whole = int(seconds)
+    return timestamp_pb2.Timestamp(seconds=whole, nanos=round((seconds - whole) * 1e9) % 1_000_000_000)
+
+
+def retry_policy_to_proto(policy: RetryPolicy) -> dpb.RetryPolicy:
+    msg = dpb.RetryPolicy(
+        initial_interval=duration_to_proto(policy.initial_interval),
+        backoff_coefficient=policy.backoff_coefficient,
+        maximum_attempts=policy.maximum_attempts,
+        non_retryable_error_types=sorted(policy.non_retryable_error_types),
+    )
+    if policy.maximum_interval is not None:
+        msg.maximum_interval.CopyFrom(duration_to_proto(policy.maximum_interval))
+    return msg
+
+
+def retry_policy_from_proto(msg: dpb.RetryPolicy, field: str = "retry") -> RetryPolicy:
+    coefficient = msg.backoff_coefficient or 2.0
+    if coefficient < 1:
+        raise InvalidInput(f"{field}.backoff_coefficient: must be at least 1, got {coefficient}")
+    initial = duration_from_proto(msg.initial_interval) if msg.HasField("initial_interval") else 1.0
+    if initial < 0:
+        raise InvalidInput(f"{field}.initial_interval: must not be negative")
+    return RetryPolicy(
+        initial_interval=initial,
+        backoff_coefficient=coefficient,
+        maximum_interval=(
+            duration_from_proto(msg.maximum_interval) if msg.HasField("maximum_interval") else None
+        ),
+        maximum_attempts=msg.maximum_attempts,
+        non_retryable_error_types=frozenset(msg.non_retryable_error_types),
+    )
+
+
+def tool_info_to_proto(info: ToolInfo) -> dpb.ToolInfo:
+    msg = dpb.ToolInfo(
+        name=info.name,
+        description=info.description,
+        args_schema_json=dump_json(dict(info.args_schema), "args schema") if info.args_schema else "",
+        idempotent=info.idempotent,
+    )
+    if info.timeout is not None:
+        msg.timeout.CopyFrom(duration_to_proto(info.timeout))
+    if info.retry is not None:
+        msg.retry.CopyFrom(retry_policy_to_proto(info.retry))
+    return msg
+
+
+def tool_info_from_proto(msg: dpb.ToolInfo, field: str = "tool") -> ToolInfo:
+    if not msg.name:
+        raise InvalidInput(f"{field}.name: must not be empty")
+    timeout = duration_from_proto(msg.timeout) if msg.HasField("timeout") else None
+    if timeout is not None and timeout <= 0:
+        raise InvalidInput(f"{field}.timeout: must be positive")
+    return ToolInfo(
+        name=msg.name,
+        description=msg.description,
+        args_schema=load_json_object(msg.args_schema_json, f"{field}.args_schema_json"),
+        idempotent=msg.idempotent,
+        timeout=timeout,
+        retry=retry_policy_from_proto(msg.retry, f"{field}.retry") if msg.HasField("retry") else None,
     )
 
 

@@ -67,6 +67,8 @@ CODES: dict[type[e.TrellisError], grpc.StatusCode] = {
     e.DispatchError: C.UNAVAILABLE,
     e.ConfigError: C.FAILED_PRECONDITION,
     e.Unauthenticated: C.UNAUTHENTICATED,
+    # a server-wide budget is used up: retry later
+    e.TooManyWatchStreams: C.RESOURCE_EXHAUSTED,
 }
 
 # Fields of the exception classes carried in ErrorInfo.metadata (string values;

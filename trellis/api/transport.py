@@ -52,7 +52,7 @@ _BOOL = {
 
 
 def parse_target(target: str, base: ChannelOptions | None = None) -> tuple[str, ChannelOptions]:
-    """``HOST:PORT[?key=value&...]`` → the address and its options.
+    """``HOST:PORT[?key=value&...]`` or ``unix:PATH[?...]`` → the address and its options.
 
     Keys: ``tls`` (1/0), ``ca``, ``cert``, ``key`` (PEM files; any of them implies
     TLS), ``token_file`` (a file whose first line is the bearer token), ``timeout``
@@ -61,7 +61,11 @@ def parse_target(target: str, base: ChannelOptions | None = None) -> tuple[str, 
     address, _, query = target.partition("?")
     address = address.rstrip("/")
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if address.startswith("unix:"):
+        # A Unix domain socket (``unix:PATH`` or ``unix:///ABSOLUTE``), as grpc spells it.
+        if not address[len("unix:"):].strip("/"):
+            raise ConfigError(f"grpc target {target!r}: unix: needs a socket path")
+    elif not sep or not host or not port.isdigit():
         raise ConfigError(f"grpc target {target!r} is not HOST:PORT (e.g. grpc://127.0.0.1:50051)")
     options = base or ChannelOptions()
     changes: dict[str, Any] = {}

@@ -26,6 +26,9 @@ SUBCOMMAND_MODULES: list[str] = [
     "trellis.cli.graph",
     "trellis.cli.session",
     "trellis.cli.serve",
+    "trellis.cli.dispatcher",
+    "trellis.cli.loader",
+    "trellis.cli.conformance",
 ]
 
 EPILOG = """\

@@ -23,12 +23,15 @@ import sys
 
 from trellis.cli.common import CliError, flow_dir, parse_context, run_async
 from trellis.clients.client import Client
+from trellis.domain import State
+from trellis.errors import InvalidInput
+from trellis.ports.locker import LockHandle
+from trellis.ports.store import SessionPage
 
 TOKEN_ENV = "TRELLIS_TOKEN"
 
 
 def handle_remote(args: argparse.Namespace) -> int:
-    from trellis.adapters.grpc.store import RemoteStateStore
     from trellis.adapters.process_dispatcher import ProcessDispatcher
     from trellis.cli.inputs import InputSource
     from trellis.cli.runner import Runner, RunOptions
@@ -38,6 +41,10 @@ def handle_remote(args: argparse.Namespace) -> int:
     for flag, given in (("--watch", args.watch), ("--store-dir", args.store_dir)):
         if given:
             raise CliError(f"{flag} is not available with --server: the server keeps and reloads the flow", 2)
+    if args.locale:
+        # Setting it means saving the state as is, which only the server's internal
+        # StateStore accepts (never served on its public port).
+        raise CliError("--locale is not available with --server: a server session keeps its own locale", 2)
     directory = flow_dir(args.dir)
     context = parse_context(args.context)
     persistent = bool(args.session)
@@ -55,7 +62,7 @@ def handle_remote(args: argparse.Namespace) -> int:
             except BackendUnavailable as exc:
                 raise CliError(f"cannot reach the trellis server at {args.server}: {exc.message}") from None
             dispatcher = ProcessDispatcher.from_file(tools_file, allow_inline=args.unsafe_inline)
-            store = RemoteStateStore(client.channel, owns_channel=False)
+            store = SessionsView(client)
             async with InputSource(sys.stdin.buffer) as inputs:
                 runner = Runner(
                     client.sessions,
@@ -96,3 +103,31 @@ async def _forget(client: Client, session_id: str) -> None:
             await client.sessions.delete(session_id)
     except Exception:
         pass  # nothing useful to tell the user at the end of the run
+
+
+class SessionsView:
+    """The runner's StateStore over the server's public Sessions service: stored sessions
+    are read through ``Sessions.Get``; a state is never written as is (the server's
+    StateStore, which would, is only on its internal listener)."""
+
+    def __init__(self, client: Client) -> None:
+        self._sessions = client.sessions
+
+    async def load(self, session_id: str) -> State:
+        return (await self._sessions.get(session_id)).state
+
+    async def save(
+        self,
+        session_id: str,
+        state: State,
+        *,
+        expected_revision: int | None = None,
+        fence: LockHandle | None = None,
+    ) -> int:
+        raise InvalidInput(f"session {session_id!r}: a server session changes only by its steps")
+
+    async def delete(self, session_id: str) -> None:
+        await self._sessions.delete(session_id)
+
+    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
+        return await self._sessions.list(page_size, page_token)

@@ -10,18 +10,20 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from trellis.cli.common import CliError, import_extra
-from trellis.errors import TrellisError
+from trellis.errors import ConfigError, TrellisError
 from trellis.server.config import DEFAULT_LISTEN, load_config, parse_routes
 
 COMMAND = "serve"
 
 DESCRIPTION = """\
-Serve the flow in DIR over gRPC: the Engine (stateless), Sessions (durable),
-GraphLoader, StateStore and ActionDispatcher services, plus grpc.health.v1
-health checks and server reflection (grpcurl works without the .proto files).
+Serve the flow in DIR over gRPC: the Engine (stateless), Sessions (durable) and
+GraphLoader services, plus grpc.health.v1 health checks and server reflection
+(grpcurl works without the .proto files). StateStore and ActionDispatcher, which
+replicas and sidecars use, are served only on --internal-listen, if given.
 
 With no other option it runs embedded, nothing else to start: the directory
 loader with hot reload, sessions in memory, local locks and the process tools
@@ -32,7 +34,8 @@ of DIR/tools.yaml. Each port can be switched with a URL:
   --store       memory: | file:PATH | grpc://HOST:PORT
                 | etcd: | etcd://HOST:PORT[,HOST:PORT...]/PREFIX
   --locker      local: | etcd: | etcd://HOST:PORT[,...]/PREFIX
-  --dispatcher  process:PATH/tools.yaml | grpc://HOST:PORT   (--route TOOL=URL per tool)
+  --dispatcher  process:PATH/tools.yaml | grpc://HOST:PORT | unix:///PATH
+                (--route TOOL=URL per tool; --sidecar URL: a sidecar serving what it lists)
 
 Settings come from a YAML file (--config or TRELLIS_CONFIG), then TRELLIS_*
 environment variables (TRELLIS_STORE, TRELLIS_LISTEN, TRELLIS_TOKEN, ...), then
@@ -47,12 +50,14 @@ examples:
   trellis serve --loader 'etcd://127.0.0.1:2379/trellis?graph=tour' \
       --store etcd://127.0.0.1:2379/trellis --locker etcd://127.0.0.1:2379/trellis
   trellis serve examples/tour --metrics-listen 127.0.0.1:9464 --token-file secrets/token
+  trellis serve examples/tour --internal-listen 127.0.0.1:50061
   grpcurl -plaintext 127.0.0.1:50051 list
 """
 
 # flag dest -> configuration key, for the flags whose value goes straight into the config
 _PLAIN = (
     "listen",
+    "internal_listen",
     "loader",
     "store",
     "locker",
@@ -73,6 +78,7 @@ _PLAIN = (
     "max_message_bytes",
     "max_input_bytes",
     "max_context_bytes",
+    "max_watch_streams",
     "shutdown_grace",
 )
 
@@ -92,6 +98,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--listen", metavar="HOST:PORT", help=f"address to serve on (default {DEFAULT_LISTEN}; port 0 = any)"
     )
+    parser.add_argument(
+        "--internal-listen",
+        metavar="HOST:PORT",
+        help="also serve StateStore and ActionDispatcher, for replicas and sidecars, on this "
+        "(loopback) address; they are never served on --listen (default: not served)",
+    )
     ports = parser.add_argument_group("ports (URL per port)")
     ports.add_argument("--loader", metavar="URL", help="graph loader (default dir:DIR)")
     ports.add_argument("--store", metavar="URL", help="session store (default memory:)")
@@ -105,6 +117,14 @@ def register(subparsers: Any) -> None:
         action="append",
         default=None,
         help="send calls of TOOL to another dispatcher (repeatable)",
+    )
+    ports.add_argument(
+        "--sidecar",
+        metavar="URL",
+        action="append",
+        default=None,
+        help="a dispatcher sidecar (grpc://HOST:PORT or unix:///PATH) serving the tools its "
+        "ListTools answer lists, re-read when it restarts (repeatable)",
     )
     engine = parser.add_argument_group("engine")
     engine.add_argument(
@@ -147,6 +167,12 @@ def register(subparsers: Any) -> None:
     ops.add_argument(
         "--max-context-bytes", type=int, metavar="N", help="context JSON limit (default 256 KiB)"
     )
+    ops.add_argument(
+        "--max-watch-streams",
+        type=int,
+        metavar="N",
+        help="concurrent GraphLoader.Watch and Sessions.Watch streams (default 256)",
+    )
     sec = parser.add_argument_group("security")
     sec.add_argument("--tls-cert", metavar="FILE", help="server certificate (PEM); enables TLS")
     sec.add_argument("--tls-key", metavar="FILE", help="server private key (PEM)")
@@ -175,6 +201,8 @@ def flags_from(args: argparse.Namespace) -> dict[str, Any]:
         flags["flow_dir"] = args.dir
     if args.route:
         flags["tool_routes"] = parse_routes(",".join(args.route), "--route")
+    if args.sidecar:
+        flags["sidecars"] = list(args.sidecar)
     return flags
 
 
@@ -194,7 +222,8 @@ def handle(args: argparse.Namespace) -> int:
     if config.metrics_listen:
         _check_free(config.metrics_listen, "metrics-listen")
     try:
-        asyncio.run(_serve(config))
+        with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
+            runner.run(_serve(config))
     except TrellisError as exc:
         raise CliError(exc.message) from None
     except RuntimeError as exc:
@@ -234,6 +263,22 @@ def _check_free(address: str, option: str) -> None:
                     raise CliError(_busy(address, option)) from None
 
 
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The server's event loop (``event_loop``); None: asyncio's own, the default. uvloop
+    is opt-in: bench/etcd_steps.py found it no steady gain, and with it a process tool
+    run by a server replica died of SIGSEGV in tests/etcd_system (fine on asyncio)."""
+    if choice == "asyncio":
+        return None
+    if choice != "uvloop":
+        raise ConfigError(f"event_loop must be asyncio or uvloop, got {choice!r}")
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError("event_loop is uvloop but uvloop is not installed") from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 async def _serve(config: Any) -> None:
     app = import_extra("trellis.server.app", "server", "'trellis serve'")
     server = app.TrellisServer(config)
@@ -245,6 +290,9 @@ async def _serve(config: Any) -> None:
         else ""
     )
     print(f"trellis: serving on {host}:{port}{metrics}", file=sys.stderr, flush=True)
+    if server.internal_port:
+        internal = f"{config.internal_listen.rpartition(':')[0]}:{server.internal_port}"
+        print(f"trellis: internal services on {internal}", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Future[None]] = []
 

@@ -17,12 +17,14 @@ and must not serve ``"no-such-tool"``. Run it in a few lines::
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
+from trellis.dispatching import DispatchContext
 from trellis.domain import ToolCall
 from trellis.ports.dispatcher import ActionDispatcher
 
@@ -69,6 +71,22 @@ class ActionDispatcherContract:
         assert not result.is_error and not result.is_denied, result.error
         assert result.result == args
         assert isinstance(result.result["count"], int) and isinstance(result.result["ratio"], float)
+
+    async def test_a_call_with_a_dispatch_context_is_run_like_one_without(
+        self, dispatcher: ActionDispatcher
+    ) -> None:
+        context = DispatchContext(
+            session_id="session-1",
+            node_id="node-1",
+            attempt=1,
+            deadline=time.time() + _BOUND,
+            idempotency_key="k-context",
+            fencing_token=7,
+        )
+        call = ToolCall(id="call-context", name=self.ECHO_TOOL, args={"a": 1}, idempotency_key="k-context")
+        async with asyncio.timeout(_BOUND):
+            result = await dispatcher.dispatch(call, context)
+        assert (result.id, result.result, result.is_error) == ("call-context", {"a": 1}, False), result.error
 
     async def test_a_failing_tool_is_an_error_result_not_an_exception(
         self, dispatcher: ActionDispatcher

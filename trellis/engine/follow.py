@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
+from trellis.errors import WatchNotSupported
 from trellis.ports.engine import EnginePort
 from trellis.ports.loader import GraphChange, Watchable
 
@@ -33,7 +34,10 @@ async def follow_graph(
     """Until cancelled: invalidate the nodes each change names (all of them when it
     names none), then call ``on_change``. ``on_watching(False)`` is called when the
     watch is lost and ``on_watching(True)`` when a new one is open again, so a host
-    can report the loader unhealthy meanwhile."""
+    can report the loader unhealthy meanwhile. Raises WatchNotSupported at once for a
+    loader that cannot watch (retrying would never help)."""
+    if not callable(getattr(loader, "watch", None)):
+        raise WatchNotSupported(f"loader {type(loader).__name__} does not support watching")
     delay = first_delay
     lost = False
     while True:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from trellis.dispatching import DispatchContext, ToolInfo
 from trellis.domain import ToolCall, ToolResult
 
 
@@ -14,10 +16,19 @@ class ActionDispatcher(Protocol):
         dispatcher serves go back to the caller as pending CALL_TOOL actions."""
         ...
 
-    async def dispatch(self, call: ToolCall) -> ToolResult:
+    async def dispatch(self, call: ToolCall, context: DispatchContext | None = None) -> ToolResult:
         """Run ``call`` and report its outcome. A tool that fails, hangs past its
         timeout or prints garbage is a ToolResult with ``is_error`` set, never an
         exception. ``call.idempotency_key`` lets the tool ignore a retry.
+        ``context`` (optional): the session, node, attempt, deadline and the fencing
+        token of the session's lock, for dispatchers that pass them on.
         Raises DispatchError (or BackendUnavailable for a remote dispatcher) only
         when the call could not be attempted at all."""
         ...
+
+
+@runtime_checkable
+class ToolLister(Protocol):
+    """A dispatcher that can say which tools it serves and how to call them."""
+
+    async def list_tools(self) -> Sequence[ToolInfo]: ...

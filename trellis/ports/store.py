@@ -72,3 +72,46 @@ class StepStore(Protocol):
         nothing was written). Raises LockLost or ConflictError and changes nothing;
         the lock is released in every case."""
         ...
+
+
+class StepConflict(Exception):
+    """An optimistic step's write was refused (OptimisticStepStore.save_if_unlocked) and
+    nothing changed: the session moved since it was read (``current``: its stored state
+    now, read in the same transaction; None when it is gone), or its lock is held or
+    waited for (``locked``: the step must queue for it). Not a TrellisError: the session
+    manager always handles it (retry, or take the lock), it never reaches a caller."""
+
+    def __init__(self, message: str, *, current: State | None, locked: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.current = current
+        self.locked = locked
+
+
+@runtime_checkable
+class OptimisticStepStore(StepStore, Protocol):
+    """Optional capability of a StepStore whose backend can compare and write in one
+    transaction (etcd): an uncontended step takes no lock at all. The session
+    manager starts from what this replica last saw of the session (``load_cached``,
+    else ``load_unlocked``), computes the step, and commits it with
+    ``save_if_unlocked``, which refuses the write if the session moved or anyone
+    holds or waits for its lock. A refused
+    attempt changes nothing; the manager retries it or falls back to the lock path
+    (``lock_and_load``), which stays the fair one under contention.
+    """
+
+    def load_cached(self, session_id: str) -> State | None:
+        """This replica's last view of the session (a fresh copy), None when it has none.
+        Possibly stale: only ``save_if_unlocked``'s compare validates it."""
+        ...
+
+    async def load_unlocked(self, session_id: str) -> State | None:
+        """The stored state, read without taking the lock (None: it does not exist)."""
+        ...
+
+    async def save_if_unlocked(self, session_id: str, state: State) -> int:
+        """Write ``state`` in one transaction if the stored revision is still
+        ``state.revision`` (0: the session must not exist) and no lock of the
+        session is held or waited for. Returns the new revision. Raises
+        StepConflict (nothing changed) when a compare fails."""
+        ...

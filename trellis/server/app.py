@@ -11,11 +11,19 @@ Transport settings (also in docs/server.md), chosen on purpose:
   flight (long-lived Watch clients behind NATs need that).
 * SO_REUSEPORT is off: a second server on a busy port fails instead of silently
   sharing it.
+
+Two listeners (docs/server.md, "Exposure"): ``listen`` serves what clients use
+(Engine, Sessions, GraphLoader reads); ``internal_listen``, off unless set,
+serves what replicas and sidecars use (StateStore, ActionDispatcher). Those two
+trust their caller completely (a saved state is taken as is, any tool runs with
+any arguments), so they are never on the public port. Both listeners have health,
+reflection and the same token check and TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from typing import Any
 
@@ -52,6 +60,7 @@ from trellis.server.security import TokenInterceptor, load_tokens
 from trellis.server.sessions_service import SessionsService
 from trellis.server.signing import StateSigner
 from trellis.server.store_service import StateStoreService
+from trellis.server.watch_streams import WatchStreams
 
 LOG = logging.getLogger("trellis.server")
 
@@ -71,6 +80,26 @@ SERVICE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
 }
 PROBE_TIMEOUT = 2.0
 CLIENT_PING_MIN_INTERVAL_MS = 10_000
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_internal_listen(config: ServerConfig, tokens: list[str]) -> None:
+    """The internal services on a reachable address only behind a credential."""
+    host, _port = split_host_port(config.internal_listen, "internal_listen")
+    if not _is_loopback(host) and not tokens and not config.tls_client_ca:
+        raise ConfigError(
+            f"internal_listen: {config.internal_listen!r} is not a loopback address; StateStore "
+            "and ActionDispatcher trust their callers, so serve them there only with a token "
+            "(token_file) or client certificates (tls_client_ca)"
+        )
 
 
 def split_host_port(address: str, what: str) -> tuple[str, int]:
@@ -121,8 +150,11 @@ class TrellisServer:
         self.composition = composition
         self._owns_composition = composition is None
         self.port = 0
+        self.internal_port = 0
         self._server: Any = None
+        self._internal: Any = None
         self._health = health.aio.HealthServicer()
+        self._internal_health = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         # False while hot reload has no open graph watch: the loader then counts as down.
         self._graph_watch_ok = True
@@ -131,6 +163,12 @@ class TrellisServer:
         self._stopping: asyncio.Task[None] | None = None
         self._services: list[str] = []
         self._gate = DrainingGate()
+        self._internal_services: list[str] = []
+
+    @property
+    def internal_services(self) -> list[str]:
+        """The services of the internal listener (none when it is off)."""
+        return list(self._internal_services)
 
     async def start(self) -> int:
         """Build the ports, bind and start serving; returns the bound port."""
@@ -142,6 +180,8 @@ class TrellisServer:
         if config.tls_cert or config.tls_key or config.tls_client_ca:
             credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         host, _port = split_host_port(config.listen, "listen")
+        if config.internal_listen:
+            check_internal_listen(config, tokens)
         if self.composition is None:
             self.composition = await build_composition(config, self.observer)
         ports = self.composition
@@ -153,38 +193,44 @@ class TrellisServer:
             interceptors.append(MalformedRequestInterceptor())
             server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
             limits = reply_limits(config)
+            watch_streams = WatchStreams(config.max_watch_streams)
             engine_pb2_grpc.add_EngineServicer_to_server(
                 EngineService(ports.engine, self.observer, limits, signer), server
             )
             sessions_pb2_grpc.add_SessionsServicer_to_server(
-                SessionsService(ports.sessions, self.observer, limits), server
+                SessionsService(ports.sessions, self.observer, limits, watch_streams), server
             )
             graph_pb2_grpc.add_GraphLoaderServicer_to_server(
-                GraphLoaderService(ports.loader, self.observer), server
+                GraphLoaderService(ports.loader, self.observer, watch_streams), server
             )
-            store_pb2_grpc.add_StateStoreServicer_to_server(
-                StateStoreService(ports.store, self.observer, limits), server
-            )
-            self._services = [ENGINE, SESSIONS, GRAPH_LOADER, STATE_STORE]
-            if ports.dispatcher is not None:
-                dispatcher_pb2_grpc.add_ActionDispatcherServicer_to_server(
-                    ActionDispatcherService(ports.dispatcher, self.observer), server
+            self._services = [ENGINE, SESSIONS, GRAPH_LOADER]
+            self.port = _bind(server, self._health, self._services, config.listen, "listen", credentials)
+            internal = None
+            if config.internal_listen:
+                internal = grpc.aio.server(options=server_options(config), interceptors=interceptors)
+                store_pb2_grpc.add_StateStoreServicer_to_server(
+                    StateStoreService(ports.store, self.observer, limits), internal
                 )
-                self._services.append(DISPATCHER)
-            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            reflection.enable_server_reflection(
-                [*self._services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-            )
-            address = config.listen
-            if credentials is not None:
-                self.port = server.add_secure_port(address, credentials)
-            else:
-                self.port = server.add_insecure_port(address)
-            if not self.port:
-                raise ConfigError(f"listen: cannot bind {address}")
+                self._internal_services = [STATE_STORE]
+                if ports.dispatcher is not None:
+                    dispatcher_pb2_grpc.add_ActionDispatcherServicer_to_server(
+                        ActionDispatcherService(ports.dispatcher, self.observer), internal
+                    )
+                    self._internal_services.append(DISPATCHER)
+                self.internal_port = _bind(
+                    internal,
+                    self._internal_health,
+                    self._internal_services,
+                    config.internal_listen,
+                    "internal_listen",
+                    credentials,
+                )
             await self._probe_all()
             await server.start()
             self._server = server
+            if internal is not None:
+                await internal.start()
+                self._internal = internal
             self._start_background()
             self._start_metrics()
         except BaseException:
@@ -195,6 +241,13 @@ class TrellisServer:
             "trellis server listening on %s (port %d%s%s)",
             host, self.port, ", TLS" if credentials is not None else "", ", token required" if tokens else "",
         )
+        if self._internal is not None:
+            LOG.info(
+                "internal services (%s) on %s (port %d)",
+                ", ".join(self._internal_services),
+                config.internal_listen.rpartition(":")[0],
+                self.internal_port,
+            )
         return self.port
 
     # --- background: hot reload and health probes ------------------------------------
@@ -244,10 +297,14 @@ class TrellisServer:
         results["loader"] = results.get("loader", True) and self._graph_watch_ok
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in self._services:
-            ok = all(results.get(dep, True) for dep in SERVICE_DEPENDENCIES[service])
-            await self._health.set(service, serving if ok else not_serving)
-        await self._health.set("", serving)
+        for checker, services in (
+            (self._health, self._services),
+            (self._internal_health, self._internal_services),
+        ):
+            for service in services:
+                ok = all(results.get(dep, True) for dep in SERVICE_DEPENDENCIES[service])
+                await checker.set(service, serving if ok else not_serving)
+            await checker.set("", serving)
 
     async def _probe_loop(self) -> None:
         while True:
@@ -284,8 +341,9 @@ class TrellisServer:
 
     async def stop_now(self) -> None:
         """Cancel in-flight calls at once (a second SIGTERM during a graceful stop)."""
-        if self._server is not None:
-            await self._server.stop(0)
+        for server in (self._server, self._internal):
+            if server is not None:
+                await server.stop(0)
         await self.stop()
 
     async def _stop(self, grace: float | None) -> None:
@@ -293,13 +351,17 @@ class TrellisServer:
         LOG.info("shutting down: finishing in-flight calls (grace %.1fs)", grace)
         self._gate.close()
         await self._health.enter_graceful_shutdown()
-        if self._server is not None:
-            # gRPC's own graceful stop would drop calls arriving meanwhile (trellis.server.draining):
-            # drain through the gate, then stop gRPC with nothing left worth waiting for.
-            if not await self._gate.wait_idle(grace):
-                LOG.warning("shutting down: %d call(s) still running after the grace period are cancelled",
-                            self._gate.in_flight)
-            await self._server.stop(0)
+        await self._internal_health.enter_graceful_shutdown()
+        # gRPC's own graceful stop would drop calls arriving meanwhile (trellis.server.draining):
+        # drain through the gate (it guards both listeners), then stop gRPC with nothing left
+        # worth waiting for.
+        if not await self._gate.wait_idle(grace):
+            LOG.warning(
+                "shutting down: %d call(s) still running after the grace period are cancelled",
+                self._gate.in_flight,
+            )
+        servers = [server for server in (self._server, self._internal) if server is not None]
+        await asyncio.gather(*(server.stop(0) for server in servers))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -316,3 +378,18 @@ class TrellisServer:
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+
+def _bind(
+    server: Any, checker: Any, services: list[str], address: str, what: str, credentials: Any
+) -> int:
+    """Health and reflection for ``services`` on ``server``, bound to ``address``; the port."""
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if credentials is not None:
+        port = int(server.add_secure_port(address, credentials))
+    else:
+        port = int(server.add_insecure_port(address))
+    if not port:
+        raise ConfigError(f"{what}: cannot bind {address}")
+    return port

@@ -23,7 +23,7 @@ from trellis.ports.sessions import SessionsPort
 from trellis.ports.store import StateStore, StepStore
 from trellis.server.config import ServerConfig
 from trellis.server.limits import Limits
-from trellis.server.observe import MeteredDispatcher, MeteredStepStore, Observer
+from trellis.server.observe import MeteredDispatcher, Observer, metered_step_store
 from trellis.sessions import SessionManager
 
 LOG = logging.getLogger("trellis.server")
@@ -87,7 +87,7 @@ def assemble(
     sessions = SessionManager(
         engine,
         store,
-        step_store=MeteredStepStore(step_store_for(store, locker), observer),
+        step_store=metered_step_store(step_store_for(store, locker), observer),
         dispatcher=metered_dispatcher,
         lock_ttl=config.lock_ttl,
         input_limit=config.max_input_bytes,
@@ -99,10 +99,21 @@ def assemble(
 
 async def _dispatcher(config: ServerConfig, ctx: BuildContext) -> tuple[ActionDispatcher | None, list[Probe]]:
     built: dict[str, Component] = {}
+    section = {"policies": config.tool_policies}
+    # Sidecars serve what their ListTools answer lists (none before they have answered),
+    # so that one not started yet does not claim every tool.
+    sidecar_ctx = BuildContext(
+        sections={**ctx.sections, "dispatcher": {**section, "listed_only": True}},
+        shared=ctx.shared,
+        closers=ctx.closers,
+    )
+    ctx = BuildContext(
+        sections={**ctx.sections, "dispatcher": section}, shared=ctx.shared, closers=ctx.closers
+    )
 
-    async def get(url: str) -> Component:
+    async def get(url: str, in_ctx: BuildContext = ctx) -> Component:
         if url not in built:
-            built[url] = await build("dispatcher", url, ctx)
+            built[url] = await build("dispatcher", url, in_ctx)
         return built[url]
 
     default_url = config.effective_dispatcher()
@@ -110,12 +121,13 @@ async def _dispatcher(config: ServerConfig, ctx: BuildContext) -> tuple[ActionDi
     routes: Mapping[str, ActionDispatcher] = {
         tool: (await get(url)).value for tool, url in config.tool_routes.items()
     }
+    sidecars = [(await get(url, sidecar_ctx)).value for url in config.sidecars]
     probes = [c.probe for c in built.values() if c.probe is not None]
-    if not routes:
+    if not routes and not sidecars:
         return default, probes
     from trellis.adapters.tool_router import ToolRouter
 
-    return ToolRouter(routes, default=default), probes
+    return ToolRouter(routes, default=default, discovered=sidecars), probes
 
 
 def _at_rest(store: StateStore, config: ServerConfig) -> StateStore:

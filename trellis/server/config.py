@@ -10,7 +10,9 @@ Every port is one URL-like setting (see trellis.plugins for how schemes are foun
     tool_routes: {charge: grpc://localhost:50053}   (per tool; others go to dispatcher)
 
 The YAML file holds the keys of ServerConfig (flat), except that ``dispatcher``
-may also be a mapping ``{default: URL, routes: {tool: URL}}``. The environment
+may also be a mapping ``{default: URL, routes: {tool: URL}, sidecars: [URL],
+policies: {tool: {timeout, idempotent, retry}}}`` (sidecars: dispatchers whose
+ListTools answers route the tools they list; policies: trellis.server.tool_policies). The environment
 variable of a key is TRELLIS_ + the key in upper case (TRELLIS_STORE,
 TRELLIS_TLS_CERT, ...); TRELLIS_TOOL_ROUTES is ``tool=URL,tool=URL``.
 """
@@ -26,6 +28,7 @@ from typing import Any, cast
 
 from trellis.adapters.directory_loader import entry_node_id, has_default_error_node
 from trellis.api import DEFAULT_MAX_MESSAGE_BYTES
+from trellis.dispatching import ToolPolicy
 from trellis.errors import ConfigError
 from trellis.evaluation_limits import (
     DEFAULT_MAX_CONDITION_COST,
@@ -37,6 +40,7 @@ from trellis.evaluation_limits import (
 from trellis.go_values import parse_duration
 from trellis.plugins import Kind, parse_url
 from trellis.sanitize import DEFAULT_INPUT_LIMIT, input_limit_from_env
+from trellis.server.watch_streams import DEFAULT_MAX_WATCH_STREAMS
 
 # Contexts carried in a request: larger than one answer, but never megabytes of JSON per step.
 DEFAULT_MAX_CONTEXT_BYTES = 256 * 1024
@@ -75,6 +79,9 @@ class ServerConfig:
     # where the flow lives; the default loader and tools file derive from it
     flow_dir: str = ""
     listen: str = DEFAULT_LISTEN
+    # the services for composing replicas and sidecars (StateStore, ActionDispatcher) are
+    # served only here, never on `listen`; "" = not served at all (see docs/server.md, Exposure)
+    internal_listen: str = ""
     # ports, one URL each ("" = the embedded default)
     loader: str = ""
     store: str = "memory:"
@@ -83,6 +90,10 @@ class ServerConfig:
     store_keys_file: str = ""
     dispatcher: str = ""
     tool_routes: dict[str, str] = field(default_factory=dict)
+    # dispatcher sidecars whose ListTools answers route the tools they list
+    sidecars: list[str] = field(default_factory=list)
+    # per-tool timeout/retry policy, winning over the sidecars' (trellis.server.tool_policies)
+    tool_policies: dict[str, ToolPolicy] = field(default_factory=dict)
     # engine
     # "" = as `trellis run` picks them for a flow directory (start, main, index or the
     # directory's name; `error` when the flow has one), else "start" and none.
@@ -122,10 +133,14 @@ class ServerConfig:
     # the memory store's quota (other stores have their own backends' limits)
     memory_max_sessions: int = 10_000
     memory_max_bytes: int = 64 * 1024 * 1024
+    # concurrent GraphLoader.Watch + Sessions.Watch streams, server-wide
+    max_watch_streams: int = DEFAULT_MAX_WATCH_STREAMS
     keepalive_time: float = 60.0
     keepalive_timeout: float = 20.0
     shutdown_grace: float = 10.0
     health_probe_interval: float = 5.0
+    # the event loop: asyncio (its own) | uvloop (opt-in, when installed; docs/server.md)
+    event_loop: str = "asyncio"
 
     def evaluation_limits(self) -> EvaluationLimits:
         return EvaluationLimits(
@@ -236,6 +251,16 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         ):
             raise ConfigError(f"{where}: 'tool_routes' must map tool names to dispatcher URLs")
         return dict(value)
+    if name == "sidecars":
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        if not isinstance(value, list) or not all(isinstance(url, str) for url in value):
+            raise ConfigError(f"{where}: 'sidecars' must be a list of dispatcher URLs")
+        return list(value)
+    if name == "tool_policies":
+        from trellis.server.tool_policies import parse_policies
+
+        return parse_policies(value, f"{where}: dispatcher.policies")
     if name == "etcd":
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: 'etcd' must be a mapping")
@@ -290,11 +315,16 @@ def read_file(path: Path) -> dict[str, Any]:
         if key in _NOT_IN_FILE:
             raise ConfigError(f"{path}: '{key}' is a secret: use '{key}_file' or {ENV_PREFIX}{key.upper()}")
         if key == "dispatcher" and isinstance(value, Mapping):
-            unknown = set(value) - {"default", "routes"}
+            unknown = set(value) - {"default", "routes", "sidecars", "policies"}
             if unknown:
                 raise ConfigError(
-                    f"{path}: dispatcher: unknown keys {sorted(unknown)} (known: default, routes)"
+                    f"{path}: dispatcher: unknown keys {sorted(unknown)} "
+                    "(known: default, routes, sidecars, policies)"
                 )
+            if "sidecars" in value:
+                values["sidecars"] = value["sidecars"]
+            if "policies" in value:
+                values["tool_policies"] = value["policies"]
             if "default" in value:
                 values["dispatcher"] = value["default"]
             if "routes" in value:

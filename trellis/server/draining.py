@@ -19,16 +19,18 @@ Health checks pass through so probes see NOT_SERVING during phase 1.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from trellis.api import error_table
 from trellis.errors import BackendUnavailable
+from trellis.server.guards import abort_for
+from trellis.server.handlers import guard_handler
 
 _OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+_SHUTTING_DOWN = BackendUnavailable("the trellis server is shutting down; retry (another replica, or later)")
 
 
 class DrainingGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -56,53 +58,25 @@ class DrainingGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return False
         return True
 
-    async def _refuse(self, context: Any) -> None:
-        refusal = BackendUnavailable("the trellis server is shutting down; retry (another replica, or later)")
-        code, message, status = error_table.status_for(refusal)
-        await context.abort(code, message, trailing_metadata=((error_table.STATUS_DETAILS_KEY, status),))
+    async def _refuse_when_closing(self, request: Any, context: Any) -> None:
+        if self._closing:
+            await abort_for(context, _SHUTTING_DOWN)
 
-    def _enter(self) -> None:
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
         self._in_flight += 1
         self._idle.clear()
-
-    def _leave(self) -> None:
-        self._in_flight -= 1
-        if self._in_flight == 0:
-            self._idle.set()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
     ) -> Any:
         handler = await continuation(details)
-        if handler is None or handler.request_streaming or details.method.startswith(_OPEN):
+        if handler is None or details.method.startswith(_OPEN):
             return handler
-        kwargs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.response_streaming:
-            stream = handler.unary_stream
-            if not inspect.isasyncgenfunction(stream):
-                return handler
-
-            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                if self._closing:
-                    await self._refuse(context)
-                async for item in stream(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
-        unary = handler.unary_unary
-        if not inspect.iscoroutinefunction(unary):
-            return handler
-
-        async def unary_unary(request: Any, context: Any) -> Any:
-            if self._closing:
-                await self._refuse(context)
-            self._enter()
-            try:
-                return await unary(request, context)
-            finally:
-                self._leave()
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
+        return guard_handler(handler, self._refuse_when_closing, unary_scope=self._running)

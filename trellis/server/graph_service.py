@@ -13,14 +13,18 @@ from trellis.errors import WatchNotSupported
 from trellis.ports.loader import GraphLoader, Watchable
 from trellis.server.guards import Servicer, guarded_stream, guarded_unary
 from trellis.server.observe import Observer
+from trellis.server.watch_streams import WatchStreams
 
 
 class GraphLoaderService(Servicer, graph_pb2_grpc.GraphLoaderServicer):
     service_name = "GraphLoader"
 
-    def __init__(self, loader: GraphLoader, observer: Observer) -> None:
+    def __init__(
+        self, loader: GraphLoader, observer: Observer, watch_streams: WatchStreams | None = None
+    ) -> None:
         super().__init__(observer)
         self._loader = loader
+        self._watch_streams = watch_streams or WatchStreams()
 
     @guarded_unary
     async def GetNode(
@@ -41,12 +45,13 @@ class GraphLoaderService(Servicer, graph_pb2_grpc.GraphLoaderServicer):
     ) -> AsyncIterator[gpb.GraphLoaderWatchResponse]:
         if not isinstance(self._loader, Watchable):
             raise WatchNotSupported(f"the server's loader ({type(self._loader).__name__}) cannot watch")
-        changes = self._loader.watch()
-        try:
-            async for change in changes:
-                node_ids, revision = convert.graph_change_fields(change)
-                yield gpb.GraphLoaderWatchResponse(node_ids=node_ids, revision=revision)
-        finally:
-            close = getattr(changes, "aclose", None)
-            if close is not None:
-                await close()
+        with self._watch_streams.slot("GraphLoader.Watch"):
+            changes = self._loader.watch()
+            try:
+                async for change in changes:
+                    node_ids, revision = convert.graph_change_fields(change)
+                    yield gpb.GraphLoaderWatchResponse(node_ids=node_ids, revision=revision)
+            finally:
+                close = getattr(changes, "aclose", None)
+                if close is not None:
+                    await close()

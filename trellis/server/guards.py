@@ -47,6 +47,12 @@ def _note_step(record: StepRecord, response: Any) -> None:
         record.node = step.state.current_node_id
 
 
+def _dispatch_session(request: Any) -> str:
+    """The session of an ActionDispatcher.Dispatch (in its dispatch context), for the step log."""
+    context = getattr(request, "context", None)
+    return str(getattr(context, "session_id", "") or "")
+
+
 class Servicer:
     """Base of every servicer: the observer its guarded methods report to and, when given,
     the limits every reply is checked against before it is sent."""
@@ -70,12 +76,13 @@ def guarded_unary(fn: Unary) -> Unary:
         observer = self.observer
         record = observer.begin(self.service_name, name)
         try:
-            record.session = getattr(request, "session_id", "") or ""
+            record.session = getattr(request, "session_id", "") or _dispatch_session(request)
             try:
                 remaining = context.time_remaining()
                 # The deadline is also recorded for the step itself: evaluation that does
                 # not await cannot be interrupted by the timeout, so the session manager
-                # checks it before saving and off-loop renders stop by it.
+                # checks it before saving, off-loop renders stop by it, and a tool call
+                # carries it to its sidecar.
                 with step_deadline(remaining):
                     if remaining is None:
                         response = await fn(self, request, context)

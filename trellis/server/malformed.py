@@ -11,15 +11,15 @@ debug level.
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from trellis.api import error_table
 from trellis.errors import InvalidInput
+from trellis.server.guards import abort_for
+from trellis.server.handlers import guard_handler
 
 LOG = logging.getLogger("trellis.server")
 
@@ -54,45 +54,20 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
-async def _refuse(context: Any, method: str, request: _Malformed) -> None:
-    LOG.debug("refused a malformed request to %s: %s", method, request.problem)
-    code, message, status = error_table.status_for(InvalidInput(request.problem))
-    await context.abort(code, message, trailing_metadata=((error_table.STATUS_DETAILS_KEY, status),))
-
-
 class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
     ) -> Any:
         handler = await continuation(details)
-        # Client streams (only reflection has one) and handlers that are not coroutines are left
-        # as they are: wrapping them would change how grpc.aio runs them.
-        if handler is None or handler.request_deserializer is None or handler.request_streaming:
+        if handler is None or handler.request_deserializer is None:
             return handler
         method = details.method
-        kwargs = {
-            "request_deserializer": _tolerant(handler.request_deserializer),
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.response_streaming:
-            stream = handler.unary_stream
-            if not inspect.isasyncgenfunction(stream):
-                return handler
 
-            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                if isinstance(request, _Malformed):
-                    await _refuse(context, method, request)
-                async for item in stream(request, context):
-                    yield item
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
-        unary = handler.unary_unary
-        if not inspect.iscoroutinefunction(unary):
-            return handler
-
-        async def unary_unary(request: Any, context: Any) -> Any:
+        async def refuse_malformed(request: Any, context: Any) -> None:
             if isinstance(request, _Malformed):
-                await _refuse(context, method, request)
-            return await unary(request, context)
+                LOG.debug("refused a malformed request to %s: %s", method, request.problem)
+                await abort_for(context, InvalidInput(request.problem))
 
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
+        return guard_handler(
+            handler, refuse_malformed, request_deserializer=_tolerant(handler.request_deserializer)
+        )

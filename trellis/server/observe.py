@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from trellis.dispatching import DispatchContext
 from trellis.domain import LifecycleEvent, State, ToolCall, ToolResult
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.locker import LockHandle
-from trellis.ports.store import StepStore
+from trellis.ports.store import OptimisticStepStore, StepStore
 
 STEP_LOG = logging.getLogger("trellis.server.steps")
 HOOK_LOG = logging.getLogger("trellis.server.hooks")
@@ -129,6 +130,30 @@ class MeteredStepStore:
         return await self._inner.save_and_unlock(handle, session_id, state)
 
 
+class MeteredOptimisticStepStore(MeteredStepStore):
+    """MeteredStepStore of an OptimisticStepStore: a step without the lock waits for none."""
+
+    def __init__(self, inner: OptimisticStepStore, observer: Observer) -> None:
+        super().__init__(inner, observer)
+        self._optimistic = inner
+
+    def load_cached(self, session_id: str) -> State | None:
+        return self._optimistic.load_cached(session_id)
+
+    async def load_unlocked(self, session_id: str) -> State | None:
+        return await self._optimistic.load_unlocked(session_id)
+
+    async def save_if_unlocked(self, session_id: str, state: State) -> int:
+        return await self._optimistic.save_if_unlocked(session_id, state)
+
+
+def metered_step_store(inner: StepStore, observer: Observer) -> MeteredStepStore:
+    """``inner`` with its lock waits metered, keeping its optimistic capability if it has one."""
+    if isinstance(inner, OptimisticStepStore):
+        return MeteredOptimisticStepStore(inner, observer)
+    return MeteredStepStore(inner, observer)
+
+
 class MeteredDispatcher:
     """An ActionDispatcher that counts dispatches by outcome."""
 
@@ -139,9 +164,9 @@ class MeteredDispatcher:
     def serves(self, tool_name: str) -> bool:
         return self._inner.serves(tool_name)
 
-    async def dispatch(self, call: ToolCall) -> ToolResult:
+    async def dispatch(self, call: ToolCall, context: DispatchContext | None = None) -> ToolResult:
         try:
-            result = await self._inner.dispatch(call)
+            result = await self._inner.dispatch(call, context)
         except Exception:
             self._observer.dispatches.labels("failed").inc()
             raise

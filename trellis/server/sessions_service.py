@@ -21,6 +21,7 @@ from trellis.ports.sessions import SessionsPort
 from trellis.server.guards import Servicer, guarded_stream, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
+from trellis.server.watch_streams import WatchStreams
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -29,10 +30,17 @@ MAX_PAGE_SIZE = 1000
 class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     service_name = "Sessions"
 
-    def __init__(self, sessions: SessionsPort, observer: Observer, limits: Limits) -> None:
+    def __init__(
+        self,
+        sessions: SessionsPort,
+        observer: Observer,
+        limits: Limits,
+        watch_streams: WatchStreams | None = None,
+    ) -> None:
         super().__init__(observer, limits)
         self._sessions = sessions
         self._limits = limits
+        self._watch_streams = watch_streams or WatchStreams()
 
     @guarded_unary
     async def Start(self, request: spb.SessionsStartRequest, context: grpc.aio.ServicerContext) -> Any:
@@ -93,12 +101,13 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     async def Watch(
         self, request: spb.SessionsWatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[spb.SessionsWatchResponse]:
-        # Subscribe before checking that the session exists so no step slips in between.
-        watch = self._sessions.watch(request.session_id)
-        try:
-            await self._sessions.get(request.session_id)
-            async for diff in watch:
-                assert isinstance(diff, StateDiff)
-                yield spb.SessionsWatchResponse(diff=convert.diff_to_proto(diff))
-        finally:
-            await watch.aclose()
+        with self._watch_streams.slot("Sessions.Watch"):
+            # Subscribe before checking that the session exists so no step slips in between.
+            watch = self._sessions.watch(request.session_id)
+            try:
+                await self._sessions.get(request.session_id)
+                async for diff in watch:
+                    assert isinstance(diff, StateDiff)
+                    yield spb.SessionsWatchResponse(diff=convert.diff_to_proto(diff))
+            finally:
+                await watch.aclose()

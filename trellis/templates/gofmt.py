@@ -139,11 +139,13 @@ def _format_float(spec: _Spec, value: float) -> str:
     if verb not in "eEfFgGv":
         return _bad(spec, value)
     if math.isnan(value) or math.isinf(value):
+        # As Go: an infinity always shows its sign ("+Inf", as {{ .x }} prints it), NaN only
+        # when asked; the space flag shows a space instead of "+"; never zero-padded.
         text = "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
         if math.isnan(value) and ("+" in spec.flags or " " in spec.flags):
             text = ("+" if "+" in spec.flags else " ") + text
-        elif value > 0 and "+" not in spec.flags:
-            text = " Inf" if " " in spec.flags else "Inf"
+        elif value > 0 and " " in spec.flags and "+" not in spec.flags:
+            text = " Inf"
         return spec.pad(text)
     if verb in "vgG" and spec.precision is None:
         text = data_str(value)  # Go's shortest %g form

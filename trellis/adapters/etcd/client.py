@@ -250,27 +250,33 @@ class EtcdClient:
         prefix = self.config.key("locks") + b"/"
         await self.lock_deletions.watch(self.watches, prefix, prefix_end(prefix), revision + 1)
 
-    def delete_when_settled(self, request: asyncio.Future[Any], key: bytes) -> None:
+    def delete_when_settled(
+        self, request: asyncio.Future[Any], key: bytes, then: Callable[[], None] | None = None
+    ) -> None:
         """Delete ``key`` in the background once ``request`` (a call its caller abandoned,
-        which may still write it) has settled. The request's outcome is collected here:
-        nobody else will look at it (asyncio would log each one as never retrieved)."""
+        or whose answer was lost, which may still write it) has settled; ``then`` runs once
+        it is deleted. The request's outcome is collected here: nobody else will look at
+        it (asyncio would log each one as never retrieved)."""
 
         def settled(done: asyncio.Future[Any]) -> None:
             if not done.cancelled():
                 done.exception()
-            self.delete_later(key)
+            self.delete_later(key, then=then)
 
         request.add_done_callback(settled)
 
-    def delete_later(self, key: bytes) -> None:
+    def delete_later(self, key: bytes, then: Callable[[], None] | None = None) -> None:
         """Delete ``key`` in the background, retrying until etcd answers (used when
-        releasing a lock fails: the key must not outlive the release)."""
+        releasing a lock fails: the key must not outlive the release); ``then`` runs
+        once it is deleted."""
 
         async def retry() -> None:
             backoff = 0.1
             while not self._closed:
                 try:
                     await self.call("DeleteRange", rpc.DeleteRangeRequest(key=key))
+                    if then is not None:
+                        then()
                     return
                 except BackendUnavailable:
                     await asyncio.sleep(backoff)

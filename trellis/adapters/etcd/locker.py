@@ -1,7 +1,10 @@
 """EtcdLocker: fair locks on etcd, after etcd's concurrency Mutex recipe.
 
 Every waiter puts its own key ``<prefix>/locks/<name>/<lease-hex>-<n>`` under the
-process lease; the holder is the key with the lowest create revision; a waiter
+process lease (``n``: the lowest number none of this process' other waiters on that
+lock holds, so almost always 1: a lock leaves one key name per process lease behind,
+not one per acquire — etcd keeps every deleted key's history until compaction, and
+a range over the lock's keys pays for it); the holder is the key with the lowest create revision; a waiter
 waits for the deletion of the key created just before its own (FIFO, no
 thundering herd, no polling). The fencing token is the create revision of the
 holder's key: etcd revisions only grow, so a later holder has a larger token.
@@ -28,8 +31,28 @@ from trellis.errors import BackendUnavailable, LockLost
 
 log = logging.getLogger(__name__)
 
-_waiter_numbers = itertools.count(1)
-"""Makes each waiter's key unique even when one process waits twice on one lock."""
+
+class _KeyNames:
+    """The lock keys this process has queued and not yet seen deleted. A waiter takes
+    ``<base><n>`` with the lowest ``n`` not in use, so one process waiting twice on a
+    lock still gets two keys, and a name is reused only once its key is gone."""
+
+    def __init__(self) -> None:
+        self._in_use: set[bytes] = set()
+
+    def take(self, base: bytes) -> bytes:
+        for n in itertools.count(1):
+            key = base + str(n).encode()
+            if key not in self._in_use:
+                self._in_use.add(key)
+                return key
+        raise AssertionError("unreachable")
+
+    def give_back(self, key: bytes) -> None:
+        self._in_use.discard(key)
+
+
+_key_names = _KeyNames()
 
 
 def lock_prefix(client: EtcdClient, name: str) -> bytes:
@@ -73,14 +96,25 @@ class EtcdLockHandle:
         )
 
     def mark_released(self) -> None:
+        """The caller deletes the key (in its own transaction) and calls ``key_deleted``
+        or ``delete_later``."""
         self._released = True
+
+    def key_deleted(self) -> None:
+        """Our key is gone from etcd: its name may be used again."""
+        _key_names.give_back(self.etcd_key)
+
+    def delete_later(self) -> None:
+        """Delete our key in the background (retrying until etcd answers)."""
+        self._client.delete_later(self.etcd_key, then=self.key_deleted)
 
     async def unlock(self) -> None:
         if self._released:
             return
         self._released = True
         if not self.lease.alive:
-            return  # the key went with the lease (a lingering lease is revoked on re-grant)
+            self.key_deleted()  # the key went with the lease (a lingering lease is revoked on re-grant)
+            return
         await asyncio.shield(_delete_key(self._client, self.etcd_key))
 
     def __repr__(self) -> str:
@@ -92,7 +126,31 @@ async def _delete_key(client: EtcdClient, key: bytes) -> None:
         await client.call("DeleteRange", rpc.DeleteRangeRequest(key=key))
     except BackendUnavailable as exc:
         log.warning("releasing etcd lock key %r failed (%s); retrying in the background", key, exc)
-        client.delete_later(key)
+        client.delete_later(key, then=lambda: _key_names.give_back(key))
+    else:
+        _key_names.give_back(key)
+
+
+def no_lock_held(client: EtcdClient, name: str) -> Any:
+    """The compare that holds while lock ``name`` has no key: nobody holds or waits for it.
+    (A compare over a range holds when every key in it matches; an empty range compares
+    as one absent key, whose create revision is 0.)"""
+    prefix = lock_prefix(client, name)
+    return rpc.Compare(
+        key=prefix,
+        range_end=prefix_end(prefix),
+        target=rpc.Compare.CREATE,
+        result=rpc.Compare.EQUAL,
+        create_revision=0,
+    )
+
+
+def count_lock_keys(client: EtcdClient, name: str) -> Any:
+    """A read of how many keys lock ``name`` has (holder and waiters)."""
+    prefix = lock_prefix(client, name)
+    return rpc.RequestOp(
+        request_range=rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix), count_only=True)
+    )
 
 
 def absent(key: bytes) -> Any:
@@ -126,7 +184,7 @@ async def acquire_lock(
     """
     lease = await client.lease(ttl)
     prefix = lock_prefix(client, name)
-    my_key = prefix + f"{lease.id:016x}-{next(_waiter_numbers)}".encode()
+    my_key = _key_names.take(prefix + f"{lease.id:016x}-".encode())
     request = rpc.TxnRequest(
         compare=[absent(my_key)],
         success=[
@@ -140,9 +198,10 @@ async def acquire_lock(
     sent = asyncio.ensure_future(client.call("Txn", request))
     try:
         response = await asyncio.shield(sent)
-    except asyncio.CancelledError:
-        # The put may still land: remove our key once the transaction has settled.
-        client.delete_when_settled(sent, my_key)
+    except BaseException:
+        # The put may land (cancelled) or have landed (answer lost): remove our key once
+        # the transaction has settled; its name is free again only then.
+        client.delete_when_settled(sent, my_key, then=lambda: _key_names.give_back(my_key))
         raise
     predecessor: bytes | None
     if response.succeeded:

@@ -26,7 +26,7 @@ from aetcd import rpc
 from trellis.adapters.etcd.client import EtcdClient, prefix_end
 from trellis.adapters.etcd.config import EtcdConfig
 from trellis.adapters.etcd.loader import decode_node, encode_node, graph_prefix
-from trellis.errors import ConflictError, GraphError, NodeDefinitionError, TrellisError
+from trellis.errors import ConfigError, ConflictError, GraphError, NodeDefinitionError, TrellisError
 from trellis.loading import DEFAULT_MAX_FILE_BYTES, NodeDraft, draft_from_bytes, resolve_tools
 from trellis.loading.ids import node_extension
 
@@ -264,10 +264,34 @@ def _config(args: argparse.Namespace) -> EtcdConfig:
     return dataclasses.replace(config, **changes)
 
 
+def process_tools_notice(directory: str | os.PathLike[str]) -> str:
+    """What to say when the flow's tools.yaml names process tools: graph push publishes
+    nodes, not tools, so in the etcd mode those tools must be served by a sidecar next
+    to every server; a server without one hands each call back to its client."""
+    from trellis.adapters.process_dispatcher import load_tools
+
+    try:
+        tools = sorted(tool.name for tool in load_tools(Path(directory) / "tools.yaml"))
+    except ConfigError as exc:
+        return f"notice: {exc.message} (graph push does not publish tools.yaml)"
+    if not tools:
+        return ""
+    return (
+        f"notice: {Path(directory) / 'tools.yaml'} names process tools ({', '.join(tools)}), which "
+        "graph push does not publish. Servers of this graph run them only through a dispatcher "
+        "sidecar: run `trellis dispatcher --tools tools.yaml --listen unix:///PATH` (or "
+        "HOST:PORT) next to each server and start the server with `--sidecar unix:///PATH`; "
+        "a server without one returns these calls to its clients as pending CALL_TOOL actions."
+    )
+
+
 async def _run(args: argparse.Namespace) -> str:
     config = _config(args)
     if args.verb == "push":
         read_flow(args.dir)  # a broken flow is reported without waiting for etcd
+        notice = process_tools_notice(args.dir)
+        if notice:
+            print(notice, file=sys.stderr)
     async with EtcdClient(config) as client:
         if args.verb == "push" and args.dry_run:
             return (await plan(client, args.graph, args.dir)).describe(args.graph)

@@ -6,23 +6,39 @@ compares carry the caller's conditions (expected revision, still holding the
 lock), so a refused write changes nothing and says why (ConflictError or
 LockLost, told apart by the reads of the failure branch).
 
+As an OptimisticStepStore an uncontended step is ONE transaction: the store
+remembers the last state and revision it read or wrote of recent sessions
+(``_StateCache``, a hint the write's compares validate, never trusted alone),
+and ``save_if_unlocked`` writes only while the session's revision is the one
+read and no key exists under its lock prefix (nobody holds or waits for the
+lock). A refused write reads the current state in the same transaction.
+
 As a StepStore it is also the session's lock service, with the same lock keys
 as EtcdLocker (the lock's name is the session ID): ``lock_and_load`` queues for
 the lock and reads the state in one transaction, ``save_and_unlock`` writes and
-releases in one. An uncontended durable step costs two round trips.
+releases in one. The session manager takes that path under contention and for
+steps that run tools (docs/etcd.md, "The step protocol").
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections import OrderedDict
 from typing import Any
 
 from aetcd import rpc
 
 from trellis.adapters.etcd.client import EtcdClient, prefix_end
-from trellis.adapters.etcd.locker import EtcdLockHandle, absent, acquire_lock
-from trellis.adapters.state_json import decode_document, encode_document, state_document
+from trellis.adapters.etcd.group_commit import GroupCommit
+from trellis.adapters.etcd.locker import (
+    EtcdLockHandle,
+    absent,
+    acquire_lock,
+    count_lock_keys,
+    no_lock_held,
+)
+from trellis.adapters.state_json import decode_document, decode_own_state, encode_document, state_document
 from trellis.adapters.store_rules import check_expected_revision, check_session_id
 from trellis.domain import State
 from trellis.errors import (
@@ -35,7 +51,7 @@ from trellis.errors import (
     TrellisError,
 )
 from trellis.ports.locker import LockHandle
-from trellis.ports.store import SessionPage
+from trellis.ports.store import SessionPage, StepConflict
 
 _LIST_CHUNK = 10_000
 """Keys per range request when listing everything (keeps each answer well under 4 MiB)."""
@@ -43,6 +59,45 @@ _HISTORY_STEPS = 32
 """Versions a retried save walks back to learn whether its lost first attempt landed."""
 _ENVELOPE = 1024
 """Bytes etcd adds around a request before checking it against --max-request-bytes."""
+CACHED_SESSIONS = 4096
+"""Sessions whose last seen state a store remembers by default (least recently used go)."""
+
+
+class _StateCache:
+    """The last state (encoded) and revision this replica read or wrote of recent
+    sessions: lets a step skip the read. Only a hint — a write conditioned on the
+    cached revision is what validates it. Bounded, so memory stays flat however many
+    sessions exist; values are compact copies (orjson's output keeps a larger buffer)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, tuple[int, bytes, bool]] = OrderedDict()
+
+    def get(self, session_id: str) -> tuple[int, bytes, bool] | None:
+        """(revision, encoded state, whether this process encoded it)."""
+        entry = self._entries.get(session_id)
+        if entry is not None:
+            self._entries.move_to_end(session_id)
+        return entry
+
+    def put(self, session_id: str, revision: int, data: bytes, *, own: bool = True) -> None:
+        if self._size <= 0:
+            return
+        self._entries[session_id] = (revision, memoryview(data).tobytes(), own)
+        self._entries.move_to_end(session_id)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def put_read(self, session_id: str, response_op: Any) -> None:
+        """Remember what a range response read of the session (forget it if absent)."""
+        kvs = response_op.response_range.kvs
+        if kvs:
+            self.put(session_id, kvs[0].mod_revision, kvs[0].value, own=False)
+        else:
+            self.drop(session_id)
+
+    def drop(self, session_id: str) -> None:
+        self._entries.pop(session_id, None)
 
 
 class _SessionLeases:
@@ -74,11 +129,17 @@ class _SessionLeases:
 
 
 class EtcdStateStore:
-    """StateStore and StepStore on etcd. ``session_ttl`` (seconds, 0 = keep forever)
-    defaults to the client configuration's."""
+    """StateStore, StepStore and OptimisticStepStore on etcd. ``session_ttl`` (seconds,
+    0 = keep forever) defaults to the client configuration's; ``cached_sessions``: how
+    many sessions' last seen state to remember (0: none; every step then reads first)."""
 
     def __init__(
-        self, client: EtcdClient, *, session_ttl: float | None = None, max_state_bytes: int | None = None
+        self,
+        client: EtcdClient,
+        *,
+        session_ttl: float | None = None,
+        max_state_bytes: int | None = None,
+        cached_sessions: int = CACHED_SESSIONS,
     ) -> None:
         self.client = client
         self._prefix = client.config.key("sessions") + b"/"
@@ -86,6 +147,8 @@ class EtcdStateStore:
         self._leases = _SessionLeases(client, ttl)
         self.max_state_bytes = max_state_bytes
         """Bytes of one encoded state (None: only etcd's request limit applies)."""
+        self._cache = _StateCache(cached_sessions)
+        self._group = GroupCommit(client, client.config.max_request_bytes - _ENVELOPE)
 
     def _key(self, session_id: str) -> bytes:
         return self._prefix + check_session_id(session_id).encode()
@@ -93,19 +156,24 @@ class EtcdStateStore:
     def _encode(self, state: State) -> bytes:
         return encode_document(state_document(state), limit=self.max_state_bytes)
 
-    def _check_size(self, session_id: str, request: Any) -> None:
-        size = request.ByteSize() + _ENVELOPE
+    def _check_size(self, session_id: str, request: Any) -> int:
+        """The request's size; raises StateTooLarge when etcd would refuse it."""
+        size = int(request.ByteSize())
         limit = self.client.config.max_request_bytes
-        if size > limit:
+        if size + _ENVELOPE > limit:
             raise StateTooLarge(
-                f"state of session {session_id!r} makes an etcd request of {size} bytes; "
+                f"state of session {session_id!r} makes an etcd request of {size + _ENVELOPE} bytes; "
                 f"etcd accepts at most {limit} bytes per request"
             )
+        return size
 
     def _decode(self, session_id: str, kv: Any) -> State:
+        return self._decode_value(session_id, kv.value, kv.mod_revision)
+
+    def _decode_value(self, session_id: str, data: bytes, revision: int) -> State:
         try:
-            document = decode_document(kv.value, f"session {session_id!r} in etcd")
-            return State.from_json(document, revision=kv.mod_revision)
+            document = decode_document(data, f"session {session_id!r} in etcd")
+            return State.from_json(document, revision=revision)
         except ValueError as exc:
             raise TrellisError(f"stored state is unreadable: {exc}") from None
 
@@ -135,8 +203,10 @@ class EtcdStateStore:
         lease = await self._leases.lease_for_save()
         request = rpc.TxnRequest(compare=compare, success=[_put(key, data, lease)], failure=failure)
         self._check_size(session_id, request)
+        self._cache.drop(session_id)
         response, attempts = await self.client.call_counting("Txn", request)
         if response.succeeded:
+            self._cache.put(session_id, response.header.revision, data)
             return int(response.header.revision)
         if attempts > 1 and (landed := _our_write(response.responses[0], data)):
             return landed
@@ -158,6 +228,7 @@ class EtcdStateStore:
         return self._decode(session_id, response.kvs[0])
 
     async def delete(self, session_id: str) -> None:
+        self._cache.drop(session_id)
         await self.client.call("DeleteRange", rpc.DeleteRangeRequest(key=self._key(session_id)))
 
     async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
@@ -191,6 +262,7 @@ class EtcdStateStore:
         try:
             kvs = extra[0].response_range.kvs
             state = self._decode(session_id, kvs[0]) if kvs else None
+            self._cache.put_read(session_id, extra[0])
         except BaseException:
             await handle.unlock()
             raise
@@ -219,14 +291,17 @@ class EtcdStateStore:
             await handle.unlock()
             raise
         handle.mark_released()
+        self._cache.drop(session_id)
         sent = asyncio.ensure_future(self.client.call_counting("Txn", request))
         try:
             response, attempts = await asyncio.shield(sent)
         except (asyncio.CancelledError, BackendUnavailable):
             # Whether it was applied is unknown; the lock key must go in any case.
-            self.client.delete_when_settled(sent, handle.etcd_key)
+            sent.add_done_callback(lambda _: handle.delete_later())
             raise
+        handle.key_deleted()  # by either branch
         if response.succeeded:
+            self._cache.put(session_id, response.header.revision, data)
             return int(response.header.revision)
         if attempts > 1 and not response.responses[0].response_range.kvs:
             # Our lock key is gone: an earlier attempt may have written and released, and
@@ -238,6 +313,70 @@ class EtcdStateStore:
         _raise_if_lock_lost(handle, response.responses[0], session_id)
         check_expected_revision(session_id, _revision_of(response.responses[1]), state.revision)
         raise ConflictError(f"session {session_id!r} changed while it was being saved")
+
+    # --- OptimisticStepStore -----------------------------------------------------------
+
+    def load_cached(self, session_id: str) -> State | None:
+        entry = self._cache.get(session_id)
+        if entry is None:
+            return None
+        revision, data, own = entry
+        if own:  # encoded by this process: the trusted (faster) decoding applies
+            return decode_own_state(data, revision)
+        return self._decode_value(session_id, data, revision)
+
+    async def load_unlocked(self, session_id: str) -> State | None:
+        response = await self.client.call("Range", rpc.RangeRequest(key=self._key(session_id)))
+        if not response.kvs:
+            self._cache.drop(session_id)
+            return None
+        kv = response.kvs[0]
+        self._cache.put(session_id, kv.mod_revision, kv.value, own=False)
+        return self._decode(session_id, kv)
+
+    async def save_if_unlocked(self, session_id: str, state: State) -> int:
+        key = self._key(session_id)
+        data = self._encode(state)
+        lease = await self._leases.lease_for_save()
+        compare = [_mod_is(key, state.revision), no_lock_held(self.client, session_id)]
+        put = _put(key, data, lease)
+        request = rpc.TxnRequest(
+            compare=compare,
+            success=[put],
+            failure=[_read(key), count_lock_keys(self.client, session_id)],
+        )
+        size = self._check_size(session_id, request)
+        self._cache.drop(session_id)
+        # With the writes of other sessions, in one transaction, when there are any.
+        revision, maybe_landed = await self._group.join(key, compare, put, size)
+        if revision:
+            self._cache.put(session_id, revision, data)
+            return revision
+        # Alone, or again alone after its batch failed, to learn why and spare the others.
+        self._group.begin()
+        try:
+            response, attempts = await self.client.call_counting("Txn", request)
+        finally:
+            self._group.end()
+        if response.succeeded:
+            self._cache.put(session_id, response.header.revision, data)
+            return int(response.header.revision)
+        current_op, locks_op = response.responses[0], response.responses[1]
+        maybe_landed = maybe_landed or attempts > 1
+        if maybe_landed and (landed := _our_write(current_op, data)):
+            return landed
+        if maybe_landed:
+            landed = await self._lost_write_landed(session_id, data, state.revision, current_op)
+            if landed:
+                return landed
+        self._cache.put_read(session_id, current_op)
+        kvs = current_op.response_range.kvs
+        current = self._decode(session_id, kvs[0]) if kvs else None
+        locked = locks_op.response_range.count > 0
+        why = "its lock is held or waited for" if locked else "it changed since it was read"
+        raise StepConflict(
+            f"session {session_id!r} not saved without its lock: {why}", current=current, locked=locked
+        )
 
     async def _lost_write_landed(self, session_id: str, data: bytes, expected: int, current_op: Any) -> int:
         """Did an earlier attempt of this write land? Its revision if so, else 0.

@@ -63,6 +63,9 @@ class RemoteChannel:
             # grpc's own retry layer is off: retries happen in ``call`` where we know
             # which methods are idempotent.
             ("grpc.enable_retries", 0),
+            # A peer that restarts (a sidecar, a replica) is reached again within seconds,
+            # not after grpc's default backoff of up to two minutes.
+            ("grpc.max_reconnect_backoff_ms", 5000),
         ]
         if options.tls or options.ca_file or options.cert_file:
             self.channel = grpc.aio.secure_channel(address, _credentials(options), options=channel_options)

@@ -2,7 +2,10 @@
 
 Options (see ``trellis.api.transport.parse_target``): ``tls``, ``ca``, ``cert``, ``key``,
 ``token_file``, ``timeout``, ``retries``; the dispatcher also takes
-``tools=a,b`` (the tools it serves; ``all`` or no ``tools=``: every tool).
+``tools=a,b`` (the tools it serves, overriding its ListTools answer; ``all``: every
+tool). ``unix:///PATH`` is the same over a Unix domain socket. The dispatcher reads
+the ``dispatcher`` section of the build context: ``policies`` (per-tool timeout and
+retry set by the server) and ``listed_only`` (serve only what ListTools listed).
 """
 
 from __future__ import annotations
@@ -17,12 +20,17 @@ from trellis.errors import ConfigError
 from trellis.plugins import BuildContext, Component, PortSpec
 
 
+def _target(spec: PortSpec) -> str:
+    """The channel target of ``grpc://HOST:PORT`` or ``unix:///PATH`` (a Unix socket)."""
+    return f"unix:{spec.target}" if spec.scheme == "unix" else spec.target
+
+
 async def loader_factory(spec: PortSpec, ctx: BuildContext) -> Component:
-    return Component.of(RemoteGraphLoader(RemoteChannel.from_target(spec.target)))
+    return Component.of(RemoteGraphLoader(RemoteChannel.from_target(_target(spec))))
 
 
 async def store_factory(spec: PortSpec, ctx: BuildContext) -> Component:
-    return Component.of(RemoteStateStore(RemoteChannel.from_target(spec.target)))
+    return Component.of(RemoteStateStore(RemoteChannel.from_target(_target(spec))))
 
 
 async def dispatcher_factory(spec: PortSpec, ctx: BuildContext) -> Component:
@@ -34,4 +42,10 @@ async def dispatcher_factory(spec: PortSpec, ctx: BuildContext) -> Component:
             if not names:
                 raise ConfigError(f"dispatcher: {spec.url!r}: tools= needs tool names or 'all'")
             tools = None if names == ["all"] else names
-    return Component.of(RemoteDispatcher(RemoteChannel.from_target(spec.target), tools))
+    dispatcher = RemoteDispatcher(
+        RemoteChannel.from_target(_target(spec)),
+        tools,
+        policies=ctx.section("dispatcher").get("policies", {}),
+        claims_unknown=not ctx.section("dispatcher").get("listed_only", False),
+    )
+    return Component(dispatcher, probe=dispatcher.probe, close=dispatcher.aclose)

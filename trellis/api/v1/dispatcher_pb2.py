@@ -22,20 +22,32 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from trellis.api.v1 import types_pb2 as trellis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btrellis/v1/dispatcher.proto\x12\ntrellis.v1\x1a\x16trellis/v1/types.proto\"5\n\x0f\x44ispatchRequest\x12\"\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.trellis.v1.ToolCall\":\n\x10\x44ispatchResponse\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.trellis.v1.ToolResult2Y\n\x10\x41\x63tionDispatcher\x12\x45\n\x08\x44ispatch\x12\x1b.trellis.v1.DispatchRequest\x1a\x1c.trellis.v1.DispatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btrellis/v1/dispatcher.proto\x12\ntrellis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16trellis/v1/types.proto\"c\n\x0f\x44ispatchRequest\x12\"\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x14.trellis.v1.ToolCall\x12,\n\x07\x63ontext\x18\x02 \x01(\x0b\x32\x1b.trellis.v1.DispatchContext\":\n\x10\x44ispatchResponse\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.trellis.v1.ToolResult\"\xa5\x01\n\x0f\x44ispatchContext\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x15\n\rfencing_token\x18\x06 \x01(\x03\"\x12\n\x10ListToolsRequest\"8\n\x11ListToolsResponse\x12#\n\x05tools\x18\x01 \x03(\x0b\x32\x14.trellis.v1.ToolInfo\"\xaf\x01\n\x08ToolInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x18\n\x10\x61rgs_schema_json\x18\x03 \x01(\t\x12\x12\n\nidempotent\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x05retry\x18\x06 \x01(\x0b\x32\x17.trellis.v1.RetryPolicy\"\xd1\x01\n\x0bRetryPolicy\x12\x33\n\x10initial_interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13\x62\x61\x63koff_coefficient\x18\x02 \x01(\x01\x12\x33\n\x10maximum_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10maximum_attempts\x18\x04 \x01(\r\x12!\n\x19non_retryable_error_types\x18\x05 \x03(\t2\xa3\x01\n\x10\x41\x63tionDispatcher\x12\x45\n\x08\x44ispatch\x12\x1b.trellis.v1.DispatchRequest\x1a\x1c.trellis.v1.DispatchResponse\x12H\n\tListTools\x12\x1c.trellis.v1.ListToolsRequest\x1a\x1d.trellis.v1.ListToolsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trellis.api.v1.dispatcher_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DISPATCHREQUEST']._serialized_start=67
-  _globals['_DISPATCHREQUEST']._serialized_end=120
-  _globals['_DISPATCHRESPONSE']._serialized_start=122
-  _globals['_DISPATCHRESPONSE']._serialized_end=180
-  _globals['_ACTIONDISPATCHER']._serialized_start=182
-  _globals['_ACTIONDISPATCHER']._serialized_end=271
+  _globals['_DISPATCHREQUEST']._serialized_start=132
+  _globals['_DISPATCHREQUEST']._serialized_end=231
+  _globals['_DISPATCHRESPONSE']._serialized_start=233
+  _globals['_DISPATCHRESPONSE']._serialized_end=291
+  _globals['_DISPATCHCONTEXT']._serialized_start=294
+  _globals['_DISPATCHCONTEXT']._serialized_end=459
+  _globals['_LISTTOOLSREQUEST']._serialized_start=461
+  _globals['_LISTTOOLSREQUEST']._serialized_end=479
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=481
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=537
+  _globals['_TOOLINFO']._serialized_start=540
+  _globals['_TOOLINFO']._serialized_end=715
+  _globals['_RETRYPOLICY']._serialized_start=718
+  _globals['_RETRYPOLICY']._serialized_end=927
+  _globals['_ACTIONDISPATCHER']._serialized_start=930
+  _globals['_ACTIONDISPATCHER']._serialized_end=1093
 # @@protoc_insertion_point(module_scope)

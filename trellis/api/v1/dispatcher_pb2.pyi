@@ -3,8 +3,12 @@
 isort:skip_file
 What a tool sidecar implements: run the side effects the engine asks for."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from trellis.api.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -24,16 +28,22 @@ class DispatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CALL_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def call(self) -> _types_pb2.ToolCall: ...
+    @_builtins.property
+    def context(self) -> Global___DispatchContext:
+        """Where the call comes from; absent from callers that predate it."""
+
     def __init__(
         self,
         *,
         call: _types_pb2.ToolCall | None = ...,
+        context: Global___DispatchContext | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "context", b"context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -60,3 +70,177 @@ class DispatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DispatchResponse: _TypeAlias = DispatchResponse  # noqa: Y015
+
+@_typing.final
+class DispatchContext(_message.Message):
+    """Who asks for a call and under which lock: lets a sidecar refuse a caller
+    that has lost its session's lock and deduplicate retries.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    FENCING_TOKEN_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    node_id: _builtins.str
+    attempt: _builtins.int
+    """1 for the first attempt of this call, 2 for its first retry, ..."""
+    idempotency_key: _builtins.str
+    """Same for every attempt of one call: run the tool once per key."""
+    fencing_token: _builtins.int
+    """The revision of the session's lock held by the caller; 0 = no lock. For
+    one session a later holder always has a larger token: a sidecar refuses
+    a token lower than the largest it has seen for the session.
+    """
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """When the caller stops waiting (also the call's gRPC deadline); unset = none."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+        idempotency_key: _builtins.str = ...,
+        fencing_token: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "deadline", b"deadline", "fencing_token", b"fencing_token", "idempotency_key", b"idempotency_key", "node_id", b"node_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchContext: _TypeAlias = DispatchContext  # noqa: Y015
+
+@_typing.final
+class ListToolsRequest(_message.Message):
+    """ActionDispatcher.ListTools request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListToolsRequest: _TypeAlias = ListToolsRequest  # noqa: Y015
+
+@_typing.final
+class ListToolsResponse(_message.Message):
+    """ActionDispatcher.ListTools response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolInfo]: ...
+    def __init__(
+        self,
+        *,
+        tools: _abc.Iterable[Global___ToolInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListToolsResponse: _TypeAlias = ListToolsResponse  # noqa: Y015
+
+@_typing.final
+class ToolInfo(_message.Message):
+    """One tool a dispatcher serves."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ARGS_SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    IDEMPOTENT_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    args_schema_json: _builtins.str
+    """JSON Schema of the call's arguments (a JSON object); empty = any arguments."""
+    idempotent: _builtins.bool
+    """Running it twice with the same arguments has the effect of running it once."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """How long one attempt may run; unset = the caller's default."""
+
+    @_builtins.property
+    def retry(self) -> Global___RetryPolicy:
+        """How a caller retries a failed attempt; unset = no retries."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        args_schema_json: _builtins.str = ...,
+        idempotent: _builtins.bool = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        retry: Global___RetryPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_schema_json", b"args_schema_json", "description", b"description", "idempotent", b"idempotent", "name", b"name", "retry", b"retry", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolInfo: _TypeAlias = ToolInfo  # noqa: Y015
+
+@_typing.final
+class RetryPolicy(_message.Message):
+    """Retries of a failed attempt: wait initial_interval, then multiply the wait
+    by backoff_coefficient after each attempt, capped at maximum_interval.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INITIAL_INTERVAL_FIELD_NUMBER: _builtins.int
+    BACKOFF_COEFFICIENT_FIELD_NUMBER: _builtins.int
+    MAXIMUM_INTERVAL_FIELD_NUMBER: _builtins.int
+    MAXIMUM_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NON_RETRYABLE_ERROR_TYPES_FIELD_NUMBER: _builtins.int
+    backoff_coefficient: _builtins.float
+    """At least 1; 0 = 2."""
+    maximum_attempts: _builtins.int
+    """Attempts in all, the first included; 0 = unlimited within the deadline, 1 = no retries."""
+    @_builtins.property
+    def initial_interval(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def maximum_interval(self) -> _duration_pb2.Duration:
+        """Unset = 100 x initial_interval."""
+
+    @_builtins.property
+    def non_retryable_error_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ToolResult.error_type values that are never retried."""
+
+    def __init__(
+        self,
+        *,
+        initial_interval: _duration_pb2.Duration | None = ...,
+        backoff_coefficient: _builtins.float = ...,
+        maximum_interval: _duration_pb2.Duration | None = ...,
+        maximum_attempts: _builtins.int = ...,
+        non_retryable_error_types: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["initial_interval", b"initial_interval", "maximum_interval", b"maximum_interval"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff_coefficient", b"backoff_coefficient", "initial_interval", b"initial_interval", "maximum_attempts", b"maximum_attempts", "maximum_interval", b"maximum_interval", "non_retryable_error_types", b"non_retryable_error_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015

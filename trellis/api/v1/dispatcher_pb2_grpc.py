@@ -40,6 +40,11 @@ class ActionDispatcherStub:
                 request_serializer=trellis_dot_v1_dot_dispatcher__pb2.DispatchRequest.SerializeToString,
                 response_deserializer=trellis_dot_v1_dot_dispatcher__pb2.DispatchResponse.FromString,
                 _registered_method=True)
+        self.ListTools = channel.unary_unary(
+                '/trellis.v1.ActionDispatcher/ListTools',
+                request_serializer=trellis_dot_v1_dot_dispatcher__pb2.ListToolsRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_dispatcher__pb2.ListToolsResponse.FromString,
+                _registered_method=True)
 
 
 class ActionDispatcherServicer:
@@ -55,6 +60,14 @@ class ActionDispatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTools(self, request, context):
+        """The tools this dispatcher serves, with how to call them. A server builds
+        its routes from the answer at start and whenever the sidecar reconnects.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActionDispatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +75,11 @@ def add_ActionDispatcherServicer_to_server(servicer, server):
                     servicer.Dispatch,
                     request_deserializer=trellis_dot_v1_dot_dispatcher__pb2.DispatchRequest.FromString,
                     response_serializer=trellis_dot_v1_dot_dispatcher__pb2.DispatchResponse.SerializeToString,
+            ),
+            'ListTools': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTools,
+                    request_deserializer=trellis_dot_v1_dot_dispatcher__pb2.ListToolsRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_dispatcher__pb2.ListToolsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -92,6 +110,33 @@ class ActionDispatcher:
             '/trellis.v1.ActionDispatcher/Dispatch',
             trellis_dot_v1_dot_dispatcher__pb2.DispatchRequest.SerializeToString,
             trellis_dot_v1_dot_dispatcher__pb2.DispatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trellis.v1.ActionDispatcher/ListTools',
+            trellis_dot_v1_dot_dispatcher__pb2.ListToolsRequest.SerializeToString,
+            trellis_dot_v1_dot_dispatcher__pb2.ListToolsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,10 @@ class ActionDispatcherStub:
     an RPC error; RPC errors mean the call could not be attempted at all.
     Retries carry the same idempotency_key.
     """
+    ListTools: _grpc.UnaryUnaryMultiCallable[_dispatcher_pb2.ListToolsRequest, _dispatcher_pb2.ListToolsResponse]
+    """The tools this dispatcher serves, with how to call them. A server builds
+    its routes from the answer at start and whenever the sidecar reconnects.
+    """
 
 @_typing.type_check_only
 class ActionDispatcherAsyncStub(ActionDispatcherStub):
@@ -48,6 +52,10 @@ class ActionDispatcherAsyncStub(ActionDispatcherStub):
     """Run one call. A tool that fails is a ToolResult with is_error set, not
     an RPC error; RPC errors mean the call could not be attempted at all.
     Retries carry the same idempotency_key.
+    """
+    ListTools: _aio.UnaryUnaryMultiCallable[_dispatcher_pb2.ListToolsRequest, _dispatcher_pb2.ListToolsResponse]  # type: ignore[assignment]
+    """The tools this dispatcher serves, with how to call them. A server builds
+    its routes from the answer at start and whenever the sidecar reconnects.
     """
 
 class ActionDispatcherServicer(metaclass=_abc_1.ABCMeta):
@@ -62,6 +70,16 @@ class ActionDispatcherServicer(metaclass=_abc_1.ABCMeta):
         """Run one call. A tool that fails is a ToolResult with is_error set, not
         an RPC error; RPC errors mean the call could not be attempted at all.
         Retries carry the same idempotency_key.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTools(
+        self,
+        request: _dispatcher_pb2.ListToolsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatcher_pb2.ListToolsResponse, _abc.Awaitable[_dispatcher_pb2.ListToolsResponse]]:
+        """The tools this dispatcher serves, with how to call them. A server builds
+        its routes from the answer at start and whenever the sidecar reconnects.
         """
 
 def add_ActionDispatcherServicer_to_server(servicer: ActionDispatcherServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

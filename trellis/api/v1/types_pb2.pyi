@@ -157,12 +157,17 @@ class ToolResult(_message.Message):
     IS_ERROR_FIELD_NUMBER: _builtins.int
     IS_DENIED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_TYPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     result_json: _builtins.str
     """JSON value the tool produced; empty = null."""
     is_error: _builtins.bool
     is_denied: _builtins.bool
     error: _builtins.str
+    error_type: _builtins.str
+    """What kind of failure (e.g. an exception's class name); empty = unknown.
+    Retry policies name the types that are not worth retrying.
+    """
     def __init__(
         self,
         *,
@@ -171,10 +176,11 @@ class ToolResult(_message.Message):
         is_error: _builtins.bool = ...,
         is_denied: _builtins.bool = ...,
         error: _builtins.str = ...,
+        error_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "id", b"id", "is_denied", b"is_denied", "is_error", b"is_error", "result_json", b"result_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "error_type", b"error_type", "id", b"id", "is_denied", b"is_denied", "is_error", b"is_error", "result_json", b"result_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

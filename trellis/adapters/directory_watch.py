@@ -1,0 +1,210 @@
+"""SharedDirectoryWatch: one file watcher over a flow directory, fanned out to every subscriber.
+
+Each file watcher costs an inotify instance and a thread, and a user has few
+inotify instances (128 by default on Linux) shared by all of their processes. So
+a directory loader runs at most one, started with its first subscriber (the
+server's hot reload, each GraphLoader.Watch stream) and stopped after the last
+one leaves.
+
+The directory itself may go away (``rm -rf`` and re-create, a rename, a
+checkout that replaces it). An inotify watch on a removed directory sees nothing
+ever again, also once a new directory of that name exists, so the watcher checks
+the directory's identity (device, inode) at every wake-up (at least once a
+second) and, when it is gone or replaced, polls for it with bounded backoff.
+Polling the path was chosen over watching the parent: the parent may be removed
+too, and a poll of one ``stat`` a few times a second costs nothing. Once the
+directory is back, a new watch is opened and the first thing it reports is a
+full reload (no node IDs), since nothing can tell what changed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import threading
+import weakref
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final
+
+from watchfiles import Change, awatch
+
+from trellis.errors import BackendUnavailable
+from trellis.ports.loader import GraphChange
+from trellis.streams import QueueStream
+
+log = logging.getLogger("trellis.adapters.directory_loader")
+
+# How often (ms) a quiet watcher wakes up to check that its directory is still the same one.
+IDENTITY_CHECK_MS: Final = 1000
+# Polling for a removed directory: first delay and cap (seconds).
+FIRST_POLL_DELAY: Final = 0.05
+MAX_POLL_DELAY: Final = 2.0
+
+Describe = Callable[[set[str] | None], Awaitable[frozenset[str]]]
+"""The node IDs a batch of changed paths affects (empty: cannot tell, reload all).
+Called with None as a watch opens: take the directory as it is now as the baseline."""
+
+_Identity = tuple[int, int]
+
+
+class SharedDirectoryWatch:
+    """Subscribers get one GraphChange per (debounced) batch of relevant file changes."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        describe: Describe,
+        watch_filter: Callable[[Change, str], bool],
+        debounce: float,
+    ) -> None:
+        self.root = root
+        self._describe = describe
+        self._filter = watch_filter
+        self._debounce_ms = max(1, round(debounce * 1000))
+        # Weak: a subscriber that drops its stream unsubscribes (QueueStream's on_close).
+        self._subscribers: weakref.WeakSet[QueueStream[GraphChange]] = weakref.WeakSet()
+        self._task: asyncio.Task[None] | None = None
+        self._stop: threading.Event | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._revision = 0
+
+    def subscribe(self) -> QueueStream[GraphChange]:
+        loop = asyncio.get_running_loop()
+        stream = QueueStream[GraphChange](on_close=self._unsubscribe, wait_closed=self._wait_stopped)
+        self._subscribers.add(stream)
+        if self._task is None:
+            self._stop = threading.Event()  # thread-safe: also set from garbage collection
+            self._task = loop.create_task(self._run(self._stop), name="trellis-directory-watch")
+        return stream
+
+    def watcher_count(self) -> int:
+        """File watchers running for this directory now: 0 or 1."""
+        return 0 if self._task is None else 1
+
+    async def aclose(self) -> None:
+        """Stop the watcher and end every subscriber's stream."""
+        for stream in list(self._subscribers):
+            stream.end()
+        self._subscribers.clear()
+        self._halt()
+        await self._wait_stopped()
+
+    # --- subscribers ----------------------------------------------------------------
+
+    def _unsubscribe(self, stream: QueueStream[GraphChange]) -> None:
+        self._subscribers.discard(stream)
+        if not self._subscribers:
+            self._halt()
+
+    def _halt(self) -> None:
+        task, stop = self._task, self._stop
+        self._task = self._stop = None
+        if task is None or stop is None:
+            return
+        stop.set()  # the watcher thread returns at its next step
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        loop = task.get_loop()
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+
+    async def _wait_stopped(self) -> None:
+        for task in list(self._stopping):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    def _publish(self, node_ids: frozenset[str]) -> None:
+        self._revision += 1
+        change = GraphChange(node_ids=node_ids, revision=self._revision)
+        for stream in list(self._subscribers):
+            stream.publish(change)
+
+    # --- the watcher ----------------------------------------------------------------
+
+    async def _run(self, stop: threading.Event) -> None:
+        try:
+            await self._follow(stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # E.g. the user's inotify limit is reached: subscribers get an error, not a
+            # silent end, and re-subscribing later starts a new watcher.
+            log.error("graph watch of %s stopped: %s", self.root, exc)
+            if self._stop is stop:
+                failure = BackendUnavailable(f"graph watch of '{self.root}' stopped: {exc}")
+                for stream in list(self._subscribers):
+                    stream.fail(failure)
+                self._subscribers.clear()
+                self._task = self._stop = None
+
+    def _identity(self) -> _Identity | None:
+        try:
+            info = os.stat(self.root)
+        except OSError:
+            return None
+        return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+
+    async def _wait_for_root(self) -> _Identity:
+        log.warning("graph watch: flow directory '%s' is gone; reloads resume when it is back", self.root)
+        delay = FIRST_POLL_DELAY
+        while True:
+            await asyncio.sleep(delay)
+            identity = self._identity()
+            if identity is not None:
+                log.warning("graph watch: flow directory '%s' is back; reloading every node", self.root)
+                return identity
+            delay = min(delay * 2, MAX_POLL_DELAY)
+
+    async def _follow(self, stop: threading.Event) -> None:
+        root = str(self.root)
+
+        def relevant(change: Change, path: str) -> bool:
+            return path == root or self._filter(change, path)  # the directory's own events too
+
+        lost = False  # the directory the previous watch covered is gone
+        while not stop.is_set():
+            identity = self._identity()
+            if identity is None:
+                identity = await self._wait_for_root()
+                lost = True
+            # A lost directory is reported as a full reload at the new watch's first wake-up,
+            # so that no edit falls between that report and the moment the watch is open.
+            full_reload_due, lost = lost, False
+            await self._describe(None)
+            try:
+                watch = awatch(
+                    self.root,
+                    stop_event=stop,
+                    debounce=self._debounce_ms,
+                    step=min(50, self._debounce_ms),
+                    rust_timeout=IDENTITY_CHECK_MS,
+                    yield_on_timeout=True,
+                    watch_filter=relevant,
+                )
+                # aclosing: leaving the loop early closes the inotify instance now, not at GC.
+                async with contextlib.aclosing(watch):
+                    async for changes in watch:
+                        # Its own deletion event first: a file system may give a directory
+                        # re-created at once the inode number of the removed one.
+                        deleted = (Change.deleted, root) in changes
+                        if deleted or self._identity() != identity:
+                            lost = True
+                            break  # this watch sees nothing more
+                        if full_reload_due:
+                            full_reload_due = False
+                            self._publish(frozenset())
+                            continue
+                        paths = {path for _change, path in changes if path != root}
+                        if paths:
+                            self._publish(await self._describe(paths))
+            except FileNotFoundError:
+                if self._identity() is not None:
+                    raise
+                lost = True  # removed while the watch was being opened

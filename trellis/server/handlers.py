@@ -1,0 +1,55 @@
+"""Wrapping a grpc.aio method handler so a check runs before the servicer does: the
+one way the server's interceptors (draining, malformed requests) refuse a call."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+
+Guard = Callable[[Any, Any], Awaitable[None]]
+"""``guard(request, context)``: returns to let the call run, aborts the context to refuse it."""
+
+
+def guard_handler(
+    handler: Any,
+    guard: Guard,
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+    unary_scope: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
+) -> Any:
+    """``handler`` with ``guard`` run first. ``request_deserializer`` replaces the
+    handler's; ``unary_scope`` is entered around each unary call once it is let through.
+    Client streams and handlers that are not coroutines are returned as they are:
+    wrapping them would change how grpc.aio runs them."""
+    if handler is None or handler.request_streaming:
+        return handler
+    kwargs = {
+        "request_deserializer": request_deserializer or handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.response_streaming:
+        stream = handler.unary_stream
+        if not inspect.isasyncgenfunction(stream):
+            return handler
+
+        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            await guard(request, context)
+            async for item in stream(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **kwargs)
+    unary = handler.unary_unary
+    if not inspect.iscoroutinefunction(unary):
+        return handler
+    scope = unary_scope or nullcontext
+
+    async def unary_unary(request: Any, context: Any) -> Any:
+        await guard(request, context)
+        async with scope():
+            return await unary(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(unary_unary, **kwargs)
