@@ -63,8 +63,10 @@ PLAN: dict[str, Plan] = {
     ".venv/bin/python bench/grpc_steps.py": Plan(SKIP, "benchmark"),
     ".venv/bin/python bench/etcd_lock.py": Plan(SKIP, "benchmark"),
     ".venv/bin/python bench/etcd_steps.py": Plan(SKIP, "benchmark"),
+    ".venv/bin/python bench/memory.py": Plan(SKIP, "benchmark"),
     ".venv/bin/python bench/reload.py": Plan(SKIP, "benchmark"),
     ".venv/bin/python bench/evaluation_limits.py": Plan(SKIP, "benchmark"),
+    ".venv/bin/python bench/dispatch.py": Plan(SKIP, "benchmark"),
 }
 
 
