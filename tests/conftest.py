@@ -19,6 +19,8 @@ SLOW_MODULES = frozenset(
         "grpc_clients/test_node_client.py",
         "grpc_clients/test_remote_run.py",
         "grpc_clients/test_shutdown.py",
+        "cli/test_readme_commands.py",
+        "cli/test_serve_busy_port.py",
         "grpc_server/test_serve_process.py",
         "grpc_server/test_codegen.py",
         "packaging/test_no_extras.py",

@@ -41,8 +41,10 @@ class LockedStore:
             return handle, await self._store.load(session_id)
         except SessionNotFound:
             return handle, None
-        except BaseException:
+        except BaseException as exc:
             await self._unlock(handle)
+            if _foreign(exc):
+                raise BackendUnavailable(f"loading session {session_id!r} failed: {exc}") from exc
             raise
 
     async def save_and_unlock(self, handle: LockHandle, session_id: str, state: State | None) -> int:
@@ -50,7 +52,14 @@ class LockedStore:
             if state is None:
                 return 0
             fence = None if handle is _NO_LOCK else handle
-            return await self._store.save(session_id, state, expected_revision=state.revision, fence=fence)
+            try:
+                return await self._store.save(
+                    session_id, state, expected_revision=state.revision, fence=fence
+                )
+            except Exception as exc:
+                if _foreign(exc):
+                    raise BackendUnavailable(f"saving session {session_id!r} failed: {exc}") from exc
+                raise
         finally:
             await self._unlock(handle)
 
@@ -63,7 +72,6 @@ class LockedStore:
             raise
         except Exception as exc:
             raise BackendUnavailable(f"failed to acquire distributed lock: {exc}") from exc
-
 
     async def _unlock(self, handle: LockHandle) -> None:
         try:
@@ -81,6 +89,15 @@ def step_store_for(
     if locker is None and isinstance(store, StepStore):
         return store
     return LockedStore(store, locker, logger=logger)
+
+
+def _foreign(exc: BaseException) -> bool:
+    """A store's own error (an OSError, a driver's exception), to be reported as
+    BackendUnavailable saying what was being done; trellis errors, cancellation and
+    deadlines keep their meaning."""
+    return isinstance(exc, Exception) and not isinstance(
+        exc, (TrellisError, asyncio.CancelledError, TimeoutError)
+    )
 
 
 class _NoLock:

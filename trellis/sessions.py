@@ -73,6 +73,7 @@ from trellis.errors import (
 )
 from trellis.keyed_locks import KeyedLocks
 from trellis.locked_store import step_store_for
+from trellis.no_match import matched_nothing, with_no_match_notice
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.engine import EnginePort
 from trellis.ports.locker import DistributedLocker, LockHandle
@@ -183,6 +184,8 @@ class SessionManager:
             if loaded is None:
                 raise SessionNotFound(session_id)
             state, render = await self._advance(await self._engine.navigate(loaded, input), may_dispatch)
+            if matched_nothing(loaded, state, input):
+                render = with_no_match_notice(render)
             return state, render, True
 
         return await self._step(session_id, work, cached=True)

@@ -28,7 +28,7 @@ def test_saga_books_then_rolls_back_newest_first(tmp_path: Path) -> None:
         "↩ compensating hotel (cancel_hotel)"
     )
     assert '[tool] cancel_hotel: {"cancelled": "H-Lisbon-3"}' in out
-    assert out.rstrip().endswith("[trellis] the flow was rolled back")
+    assert out.rstrip().endswith("[trellis] session ended: the flow was rolled back")
     assert "Trip booked" not in out
 
 
@@ -49,7 +49,7 @@ def test_saga_in_json_mode_shows_each_compensation(tmp_path: Path) -> None:
         "session_id": "cli",
         "node": "",
         "status": "terminated",
-        "reason": "the flow was rolled back",
+        "reason": "session ended: the flow was rolled back",
         "context": end["context"],
         "history": [],
     }
@@ -63,5 +63,8 @@ def test_saga_asks_before_each_tool_and_a_denial_ends_it(tmp_path: Path) -> None
     assert "[System] Tool Request: 'book_hotel' (ID: book_hotel)" in result.out
     assert 'Args: {"city": "Lisbon", "nights": 3}' in result.out
     assert "[tool] book_flight: denied" in result.out
+    assert result.out.rstrip().endswith(
+        "[trellis] session ended: tool 'book_flight' was denied at node 'flight' (it has no on_denied)"
+    )
     # No on_denied or on_error on the flight: the denial ends the session; nothing more runs.
     assert ledger.read_text().splitlines() == ["booked hotel H-Lisbon-3"]

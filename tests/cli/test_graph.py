@@ -9,7 +9,8 @@ from tests.support.cli import run_cli, write_flow
 
 FLOW = {
     "start.md": (
-        "---\noptions:\n  - text: Shop\n    to: shop/cart\nto: ask\non_signal:\n  interrupt: bye\n---\nHi\n"
+        "---\noptions:\n  - text: Shop\n    to: shop/cart\nto: ask\non_signal:\n  interrupt: bye\n"
+        "on_signal_default:\n  timeout: bye\non_denied: bye\n---\nHi\n"
     ),
     "ask.md": (
         "---\ntype: question\ntimeout: 5s\non_timeout: bye\n"
@@ -27,10 +28,13 @@ EXPECTED = """graph TD
     bye["bye"]
     shop_cart[["shop/cart"]]
     shop_cart -.-> start
+    shop_cart -. on_error .-> bye
     start(("start"))
     start -. "input == 'Shop'" .-> shop_cart
     start --> ask
     start -. ⚡ interrupt .-> bye
+    start -. "⚡ timeout (default)" .-> bye
+    start -. on_denied .-> bye
 """
 
 
@@ -92,3 +96,16 @@ def test_push_and_pull_go_to_the_etcd_publisher() -> None:
         assert "etcd" in result.out.lower()
     else:
         assert result.err.startswith("Error: 'trellis graph push' needs the etcd support")
+
+
+def test_every_node_of_the_tour_is_connected() -> None:
+    """The tour's nodes reached only through a default signal handler, ``on_error`` or
+    ``on_denied`` (interrupted, declined, tool_denied, tool_failed) have an edge in."""
+    result = run_cli("graph", "examples/tour")
+    assert result.code == 0, result.err
+    edges = [line.split() for line in result.out.splitlines() if ".->" in line or "-->" in line]
+    targets = {words[-1] for words in edges}
+    assert {"interrupted", "declined", "tool_denied", "tool_failed"} <= targets
+    assert '    start -. "⚡ interrupt (default)" .-> interrupted' in result.out.splitlines()
+    assert "    word_stats -. on_denied .-> tool_denied" in result.out.splitlines()
+    assert "    broken_tool -. on_error .-> tool_failed" in result.out.splitlines()

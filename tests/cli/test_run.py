@@ -84,6 +84,25 @@ def test_quit_word_ends_the_run() -> None:
     assert "What would you like" not in result.out
 
 
+def test_a_backslash_answers_a_quit_word_as_text(tmp_path: Path) -> None:
+    flow = write_flow(
+        tmp_path / "flow",
+        {
+            "start.md": "---\ntype: question\nsave_to: letter\nto: done\n---\nPick a letter\n",
+            "done.md": "You typed {{ .letter }}.\n",
+        },
+    )
+    result = run_cli("run", str(flow), stdin="\\q\n")
+    assert result.code == 0, result.err
+    assert "You typed q." in result.out
+    assert "[trellis] quit" not in result.out
+    assert result.out.rstrip().endswith("[trellis] session ended at node 'done'")
+    # Without the backslash, q still quits.
+    quit_run = run_cli("run", str(flow), stdin="q\n")
+    assert quit_run.out.rstrip().endswith("[trellis] quit")
+    assert "You typed" not in quit_run.out
+
+
 def test_end_of_input_ends_the_run_cleanly() -> None:
     result = run_cli("run", TOUR, stdin="Ada\n")
     assert result.code == 0

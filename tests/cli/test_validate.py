@@ -184,3 +184,35 @@ def test_examples_are_valid_without_warnings(name: str) -> None:
     code, report = _report(EXAMPLES / name, "--strict")
     assert code == 0, report
     assert report["warnings"] == []
+
+
+def test_a_broken_node_does_not_make_the_nodes_behind_it_unreachable(tmp_path: Path) -> None:
+    # start -> hub (broken YAML) -> a, b, c: only hub is reported; whether a, b and c are
+    # reachable cannot be known while hub cannot be read, so no warning claims they are not.
+    flow = write_flow(
+        tmp_path / "flow",
+        {
+            "start.md": "---\nto: hub\n---\nHi\n",
+            "hub.md": "---\noptions: [unclosed\n---\nPick\n",
+            "a.md": "A\n",
+            "b.md": "B\n",
+            "c.md": "C\n",
+        },
+    )
+    result = run_cli("validate", str(flow))
+    assert result.code == 1
+    assert "not reachable" not in result.out
+    errors = [line for line in result.out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "hub.md" in errors[0]
+    assert result.out.strip().endswith("Validation failed: 1 error(s), 0 warning(s).")
+
+
+def test_a_directory_without_node_files_says_so(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    (empty / "notes").mkdir(parents=True)
+    (empty / "README.txt").write_text("not a node\n", encoding="utf-8")
+    result = run_cli("validate", str(empty))
+    assert result.code == 1
+    assert "entry node" not in result.out
+    assert "no node files" in result.out
+    assert result.out.strip().endswith("Validation failed: 1 error(s), 0 warning(s).")

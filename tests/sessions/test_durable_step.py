@@ -378,3 +378,43 @@ async def test_a_lock_service_that_cannot_be_reached_fails_the_step_cleanly() ->
         await manager.navigate("s", "go")
     assert (await store.load("s")).to_json() == before
     assert manager.lock_count() == 0
+
+
+class _BrokenDisk(MemoryStore):
+    """A store whose reads (or writes) fail with an error of its own, not a trellis one."""
+
+    def __init__(self, *, load_fails: bool = False, save_fails: bool = False) -> None:
+        super().__init__()
+        self.load_fails = load_fails
+        self.save_fails = save_fails
+
+    async def load(self, session_id: str) -> Any:
+        if self.load_fails:
+            raise RuntimeError("disk on fire")
+        return await super().load(session_id)
+
+    async def save(self, session_id: str, state: Any, **kwargs: Any) -> int:
+        if self.save_fails:
+            raise OSError(28, "No space left on device")
+        return await super().save(session_id, state, **kwargs)
+
+
+@pytest.mark.parametrize("locker", [None, LocalLocker()], ids=["no-locker", "local-locker"])
+async def test_a_store_read_failure_names_the_session_and_what_was_done(locker: LocalLocker | None) -> None:
+    manager = SessionManager(engine(COUNTER), _BrokenDisk(load_fails=True), locker=locker)
+    with pytest.raises(BackendUnavailable, match=r"loading session 's' failed: disk on fire") as caught:
+        await manager.start("s")
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert manager.lock_count() == 0
+
+
+async def test_a_store_write_failure_names_the_session_and_what_was_done() -> None:
+    store = _BrokenDisk()
+    manager = SessionManager(engine(COUNTER), store, locker=LocalLocker())
+    await manager.start("s")
+    before = (await store.load("s")).to_json()
+    store.save_fails = True
+    with pytest.raises(BackendUnavailable, match=r"saving session 's' failed: .*No space left on device"):
+        await manager.navigate("s", "go")
+    assert (await store.load("s")).to_json() == before
+    assert manager.lock_count() == 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import sys
 from typing import Any
 
 from trellis.cli.common import flow_dir, import_extra, run_async, store_dir
@@ -26,7 +29,11 @@ publishing to etcd (distributed mode):
   (run 'trellis graph push --help' for their options)
 
 Nodes are sorted by ID; edges between folders (sub-graphs) are dotted; signal
-edges are marked with ⚡. on_error and on_denied edges are not drawn.
+edges are marked with ⚡ (a default handler once, labelled "(default)"); on_error
+and on_denied edges are labelled so.
+
+'graph push' validates the flow as 'trellis validate' does and refuses one with
+errors (--force publishes anyway); --dry-run prints what would change.
 """
 
 
@@ -55,8 +62,48 @@ def dispatch_raw(args: list[str]) -> int | None:
     if not args or args[0] not in PUBLISH_VERBS:
         return None
     module = import_extra(PUBLISH_MODULE, "etcd", f"'trellis graph {args[0]}'")
+    if args[0] == "push" and "--force" not in args and not {"-h", "--help"} & set(args):
+        refused = _refuse_invalid(module, args)
+        if refused is not None:
+            return refused
     code = module.main(list(args))
     return int(code)
+
+
+def _refuse_invalid(publisher: Any, args: list[str]) -> int | None:
+    """Validate the directory ``push`` would publish like ``trellis validate``: print the
+    problems; an error refuses the push (exit 1). None: go on publishing."""
+    from pathlib import Path
+
+    from trellis.adapters.directory_loader import entry_node_id, has_default_error_node
+    from trellis.cli.project import DEFAULT_ERROR_NODE
+    from trellis.cli.validation import validate_flow
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # the publisher prints usage errors once
+            parsed, _ = publisher.build_parser().parse_known_args(args)
+    except SystemExit:
+        return None  # a usage error: the publisher reports it
+    directory = Path(parsed.dir)
+    if not directory.is_dir():
+        return None  # the publisher reports a missing directory itself
+    error_node = DEFAULT_ERROR_NODE if has_default_error_node(directory) else ""
+    entry = parsed.entry or entry_node_id(directory)
+    report = run_async(lambda: validate_flow(directory, entry, default_error_node=error_node))
+    if not parsed.entry:
+        # Replicas may serve the graph with their own --entry: without one named here, a
+        # directory lacking start/main/index is not an error (nor checked for reachability).
+        report.problems = [p for p in report.problems if p.field != "entry"]
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    if report.errors:
+        print(
+            f"trellis graph push: refusing to publish {directory}: {len(report.errors)} error(s) "
+            "(see 'trellis validate'; --force publishes anyway)",
+            file=sys.stderr,
+        )
+        return 1
+    return None
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -41,8 +41,9 @@ def _edge(source: Node, target: str, condition: str) -> str:
 
 
 def render_mermaid(nodes: Sequence[Node], state: State | None = None, entry: str = "start") -> str:
-    """``graph TD`` with one line per node (sorted by ID), its transitions and signal
-    edges; with ``state``, classes marking visited nodes and the current node."""
+    """``graph TD`` with one line per node (sorted by ID), its transitions, signal
+    handlers (default ones too), ``on_error`` and ``on_denied`` edges; with
+    ``state``, classes marking visited nodes and the current node."""
     lines = ["graph TD"]
     for node in sorted(nodes, key=lambda n: n.id):
         opening, closing = _shape(node, entry)
@@ -52,6 +53,15 @@ def render_mermaid(nodes: Sequence[Node], state: State | None = None, entry: str
             lines.append(_edge(node, transition.to_node_id, transition.condition))
         for signal in sorted(node.on_signal):
             lines.append(f"    {safe_id(node.id)} -. ⚡ {signal} .-> {safe_id(node.on_signal[signal])}")
+        # A default handler catches the signal on any node that has none of its own: one
+        # edge from the node that declares it, labelled so, rather than one per node.
+        for signal in sorted(node.on_signal_default):
+            target = safe_id(node.on_signal_default[signal])
+            lines.append(f'    {safe_id(node.id)} -. "⚡ {signal} (default)" .-> {target}')
+        if node.on_error:
+            lines.append(f"    {safe_id(node.id)} -. on_error .-> {safe_id(node.on_error)}")
+        if node.on_denied:
+            lines.append(f"    {safe_id(node.id)} -. on_denied .-> {safe_id(node.on_denied)}")
     if state is not None:
         lines += [
             "",

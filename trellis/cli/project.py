@@ -38,11 +38,13 @@ class Flow:
         return self.directory / TOOLS_FILE
 
 
-def open_flow(directory: Path) -> Flow:
+def open_flow(directory: Path, *, html: bool = False, error_node: bool = True) -> Flow:
     """The flow in ``directory``: entry node by the CLI's rule (spec §2.9: start, main,
-    index, then the folder's name), and ``error`` as default error node when present."""
+    index, then the folder's name), and ``error`` as default error node when present
+    (unless ``error_node`` is false). ``html``: the engine's HTML interpolator."""
     loader = DirectoryLoader(directory)
     entry = entry_node_id(directory)
-    error_node = DEFAULT_ERROR_NODE if has_default_error_node(directory) else ""
-    engine = Engine(loader, entry_node=entry, default_error_node=error_node)
-    return Flow(directory, loader, engine, entry, error_node)
+    default_error = DEFAULT_ERROR_NODE if error_node and has_default_error_node(directory) else ""
+    engine = Engine(loader, entry_node=entry, default_error_node=default_error, html=html)
+    error_node_id = default_error
+    return Flow(directory, loader, engine, entry, error_node_id)

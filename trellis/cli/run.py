@@ -31,8 +31,9 @@ examples:
   printf 'Ada\\nfinish\\n\\n' | trellis run examples/tour --json
 
 While a prompt waits: a number or an option's text picks an option; Enter takes the
-default; q, quit or exit ends the run (a saved session can be resumed); Ctrl+C sends
-the 'interrupt' signal to the flow (exit code 130 when no node handles it); a prompt
+default; q, quit or exit ends the run (a saved session can be resumed), and a leading
+backslash sends the rest as typed (\\q answers a literal q); Ctrl+C sends the
+'interrupt' signal to the flow (exit code 130 when no node handles it); a prompt
 with a timeout sends the 'timeout' signal when it passes.
 
 --json: one JSON object per line on standard output ({"type": "step"|"tool"|
@@ -87,6 +88,16 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="reload the flow when its files change (implies a saved session)",
     )
+    parser.add_argument(
+        "--html",
+        action="store_true",
+        help="HTML-escape the values templates interpolate (as 'trellis serve --html')",
+    )
+    parser.add_argument(
+        "--no-error-node",
+        action="store_true",
+        help="no default error node, even when the flow has an 'error' node",
+    )
     parser.add_argument("--json", action="store_true", help="JSON lines in and out, for programs")
     parser.add_argument(
         "--server",
@@ -124,7 +135,7 @@ def handle(args: argparse.Namespace) -> int:
     )
 
     async def main() -> int:
-        flow = open_flow(directory)
+        flow = open_flow(directory, html=args.html, error_node=not args.no_error_node)
         tools_file = args.tools or flow.tools_file
         dispatcher = ProcessDispatcher.from_file(tools_file, allow_inline=args.unsafe_inline)
         # One process drives the session, step after step: no locker needed.

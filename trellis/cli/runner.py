@@ -76,6 +76,8 @@ class Runner:
         self._inputs = inputs
         self._dispatcher = dispatcher
         self._options = options
+        # The call the user (or the tool) last refused, to say why a session ended there.
+        self._denied: tuple[str, ToolCall] | None = None
 
     # --- session -------------------------------------------------------------------
 
@@ -162,8 +164,7 @@ class Runner:
             self._view.show_step(step, content=show_content)
             show_content = True
             if state.status is Status.TERMINATED:
-                how = "the flow was rolled back" if not state.current_node_id else ""
-                self._view.finished(state, how)
+                self._view.finished(state, self._how_it_ended(state))
                 return EXIT_OK
             if state.status in (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK):
                 call = step.render.tool_call()
@@ -176,6 +177,7 @@ class Runner:
                 if outcome is None:
                     self._view.finished(state, "quit")
                     return EXIT_OK
+                self._denied = (state.current_node_id, call) if outcome.is_denied else None
                 step = await self._manager.navigate(state.session_id, outcome)
                 continue
             request = step.render.input_request()
@@ -202,6 +204,17 @@ class Runner:
                 self._view.notice("no transition matched that answer")
                 show_content = False
             step = answered
+
+    def _how_it_ended(self, state: State) -> str:
+        """The last line of a run whose session terminated: rolled back, denied, or done."""
+        if not state.current_node_id:
+            return "session ended: the flow was rolled back"
+        if self._denied is not None and self._denied[0] == state.current_node_id:
+            return (
+                f"session ended: tool '{self._denied[1].name}' was denied at node "
+                f"'{state.current_node_id}' (it has no on_denied)"
+            )
+        return f"session ended at node '{state.current_node_id}'"
 
     async def _answer(self, step: StepResult, request: InputRequest) -> StepResult | Reloaded | int | None:
         """Wait for the user: a new step, an exit code, or None to ask again."""

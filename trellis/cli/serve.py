@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +64,8 @@ _PLAIN = (
     "dispatcher",
     "entry_node",
     "default_error_node",
+    "no_default_error_node",
+    "html",
     "lock_ttl",
     "metrics_listen",
     "log_level",
@@ -70,6 +74,7 @@ _PLAIN = (
     "tls_client_ca",
     "token_file",
     "signing_key_file",
+    "store_keys_file",
     "max_message_bytes",
     "max_input_bytes",
     "max_context_bytes",
@@ -135,6 +140,19 @@ def register(subparsers: Any) -> None:
         help="where failed or denied tools go when their node names no target "
         "(default: the flow's 'error' node if it has one)",
     )
+    engine.add_argument(
+        "--no-error-node",
+        dest="no_default_error_node",
+        action="store_true",
+        default=None,
+        help="no default error node, even when the flow has an 'error' node",
+    )
+    engine.add_argument(
+        "--html",
+        action="store_true",
+        default=None,
+        help="HTML-escape the values templates interpolate (for flows rendered into web pages)",
+    )
     engine.add_argument("--lock-ttl", type=str, metavar="DURATION", help="session lock TTL (default 30s)")
     ops = parser.add_argument_group("operations")
     ops.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics over HTTP here")
@@ -169,6 +187,11 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="sign the states the Engine service returns and refuse altered ones (HMAC-SHA256)",
     )
+    sec.add_argument(
+        "--store-keys-file",
+        metavar="FILE",
+        help="encrypt sessions at rest (AES-256-GCM): KEY_ID:BASE64 lines, the first is active",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -195,12 +218,49 @@ def handle(args: argparse.Namespace) -> int:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
     logging.getLogger("trellis").setLevel(level)
+    _check_free(config.listen, "listen")
+    if config.metrics_listen:
+        _check_free(config.metrics_listen, "metrics-listen")
     try:
         with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
             runner.run(_serve(config))
     except TrellisError as exc:
         raise CliError(exc.message) from None
+    except RuntimeError as exc:
+        # grpc refuses a port it cannot bind with a bare RuntimeError; the check above
+        # catches the usual case first, this one a port taken in between.
+        if "Failed to bind" in str(exc):
+            raise CliError(_busy(config.listen, "listen")) from None
+        raise
     return 0
+
+
+def _busy(address: str, option: str) -> str:
+    return f"cannot serve on {address} ({option}): address already in use; is another server running there?"
+
+
+def _check_free(address: str, option: str) -> None:
+    """Refuse an address another process holds before grpc tries it: grpc's own failure
+    is a C-core log line and a traceback. Port 0 and unresolvable hosts are left to the
+    server, which reports them itself."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # the server sets SO_REUSEADDR too: a port in TIME_WAIT is not "in use"
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise CliError(_busy(address, option)) from None
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

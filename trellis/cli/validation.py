@@ -222,7 +222,17 @@ async def validate_flow(directory: Path, entry: str, *, default_error_node: str 
             checker.add(ERROR, directory.name, "id", problem)
         ids = _walk_ids(directory)
 
+    if not ids and not report.problems:
+        checker.add(
+            ERROR,
+            directory.name,
+            "",
+            f"no node files in '{directory}' (a node is a .md, .yaml, .yml or .json file)",
+        )
+        return report
+
     nodes: dict[str, Node] = {}
+    unreadable = False
     for node_id in ids:
         if node_id in registry_ids:
             continue
@@ -230,8 +240,10 @@ async def validate_flow(directory: Path, entry: str, *, default_error_node: str 
             nodes[node_id] = await loader.get_node(node_id)
         except NodeDefinitionError as exc:
             report.problems.append(Problem(ERROR, exc.source or node_id, exc.field, exc.problem, node_id))
+            unreadable = True
         except TrellisError as exc:
             checker.add(ERROR, node_id, "", exc.message)
+            unreadable = True
     report.node_count = len(nodes)
     known = set(nodes) | {i for i in ids if i not in registry_ids}
 
@@ -260,7 +272,9 @@ async def validate_flow(directory: Path, entry: str, *, default_error_node: str 
         seen.add(current)
         for _field, target in _edges(nodes[current], is_entry=current == entry):
             queue.append(target)
-    if exists(entry):
+    # A node that cannot be read hides its edges: the nodes behind it would all be
+    # reported unreachable, burying the one real error. Say nothing about reachability then.
+    if exists(entry) and not unreadable:
         for node_id in sorted(set(nodes) - seen):
             checker.add(WARNING, nodes[node_id], "", f"node '{node_id}' is not reachable from '{entry}'")
     return report

@@ -25,6 +25,7 @@ from trellis.domain import (
 from trellis.go_values import format_duration
 
 QUIT_WORDS = frozenset({"q", "quit", "exit"})
+ESCAPE = "\\"  # a leading backslash sends the rest of the line as typed
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,10 @@ class TerminalView:
 
     def parse(self, line: str, request: InputRequest | None) -> Reply:
         text = line.strip()
+        if text.startswith(ESCAPE):
+            # "\q" answers a literal "q": the escape is removed, the rest is sent as typed
+            # (never a quit word, never an option number).
+            return Reply(input=text.removeprefix(ESCAPE))
         if text.lower() in QUIT_WORDS:
             return Reply(quit=True)
         if request is not None and request.options and text:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from trellis.engine import Engine
+from trellis.errors import ConfigError
 from trellis.locked_store import step_store_for
 from trellis.plugins import BuildContext, Closer, Component, Probe, build, parse_url
 from trellis.ports.dispatcher import ActionDispatcher
@@ -78,6 +79,7 @@ def assemble(
         loader,
         entry_node=config.effective_entry_node(),
         default_error_node=config.effective_error_node(),
+        html=config.html,
         hooks=[observer.hook],
         limits=config.evaluation_limits(),
     )
@@ -128,6 +130,20 @@ async def _dispatcher(config: ServerConfig, ctx: BuildContext) -> tuple[ActionDi
     return ToolRouter(routes, default=default, discovered=sidecars), probes
 
 
+def _at_rest(store: StateStore, config: ServerConfig) -> StateStore:
+    """The store, sealing states with the keys of ``store_keys_file`` when one is set."""
+    if not config.store_keys_file:
+        return store
+    try:
+        from trellis.adapters.encrypting_store import KeyRing, encrypting
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"store_keys_file: encryption at rest needs the 'cryptography' package (missing module "
+            f"{exc.name!r}): pip install 'trellis-flow[crypto]'"
+        ) from None
+    return encrypting(store, KeyRing.from_file(config.store_keys_file))
+
+
 async def build_composition(config: ServerConfig, observer: Observer) -> Composition:
     """Every port from ``config``. Raises ConfigError naming the setting that is wrong;
     on failure, whatever was already built is closed again."""
@@ -140,18 +156,19 @@ async def build_composition(config: ServerConfig, observer: Observer) -> Composi
     try:
         loader = await build("loader", config.effective_loader(), ctx)
         store = await build("store", config.store, ctx)
+        store_value = _at_rest(store.value, config)
         # A store that is its own lock service (StepStore) on the same backend as the
         # configured locker does lock+load and save+unlock in one round trip each: the
         # session manager only takes that path when it is given no separate locker.
         locker: Component | None = None
         if not (
-            isinstance(store.value, StepStore)
+            isinstance(store_value, StepStore)
             and parse_url("locker", config.locker).scheme == parse_url("store", config.store).scheme
         ):
             locker = await build("locker", config.locker, ctx)
         dispatcher, dispatcher_probes = await _dispatcher(config, ctx)
         composition = assemble(
-            loader.value, store.value, locker.value if locker else None, dispatcher, config, observer
+            loader.value, store_value, locker.value if locker else None, dispatcher, config, observer
         )
     except BaseException:
         await _close_all(ctx.closers)

@@ -68,6 +68,7 @@ def check_state_limit(max_state_bytes: int, max_message_bytes: int) -> None:
             f"{REPLY_ENVELOPE_BYTES} bytes of envelope"
         )
 
+
 ENV_PREFIX = "TRELLIS_"
 CONFIG_ENV = "TRELLIS_CONFIG"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -85,6 +86,8 @@ class ServerConfig:
     loader: str = ""
     store: str = "memory:"
     locker: str = "local:"
+    # encryption at rest: a file of KEY_ID:BASE64 lines, the first the active key (docs/server.md)
+    store_keys_file: str = ""
     dispatcher: str = ""
     tool_routes: dict[str, str] = field(default_factory=dict)
     # dispatcher sidecars whose ListTools answers route the tools they list
@@ -97,6 +100,11 @@ class ServerConfig:
     entry_node: str = ""
     # where a failed or denied tool goes when its node names no target (spec §3.4.3); "" = none
     default_error_node: str = ""
+    # true: no default error node even when the flow has an `error` node (a failed or
+    # denied tool without its own target then fails the step / ends the session)
+    no_default_error_node: bool = False
+    # true: interpolated values are HTML-escaped (the engine's HTML interpolator)
+    html: bool = False
     lock_ttl: float = 30.0
     # evaluation budgets (trellis.evaluation_limits)
     max_condition_cost: int = DEFAULT_MAX_CONDITION_COST
@@ -156,6 +164,13 @@ class ServerConfig:
         return entry_node_id(flow) if flow else "start"
 
     def effective_error_node(self) -> str:
+        if self.no_default_error_node:
+            if self.default_error_node:
+                raise ConfigError(
+                    f"default_error_node {self.default_error_node!r} and no_default_error_node "
+                    "contradict each other: set one"
+                )
+            return ""
         if self.default_error_node:
             return self.default_error_node
         flow = self._served_directory()
@@ -186,12 +201,22 @@ class ServerConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
 _FLOATS = {name for name, f in _FIELDS.items() if f.type == "float"}
 _INTS = {name for name, f in _FIELDS.items() if f.type == "int"}
+_BOOLS = {name for name, f in _FIELDS.items() if f.type == "bool"}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 # Secrets are never read from the YAML file (it tends to be committed); use the
 # *_file keys or the environment.
 _NOT_IN_FILE = frozenset({"token", "signing_key"})
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
+    if name in _BOOLS:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, str) else ""
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"{where}: '{name}' must be true or false, got {value!r}")
     if name in _FLOATS:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: '{name}' must be a duration or number of seconds")
@@ -308,7 +333,15 @@ def read_file(path: Path) -> dict[str, Any]:
         values[key] = value
     base = path.parent
     # Relative paths in a file are relative to the file, not to the working directory.
-    for key in ("flow_dir", "tls_cert", "tls_key", "tls_client_ca", "token_file", "signing_key_file"):
+    for key in (
+        "flow_dir",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "token_file",
+        "signing_key_file",
+        "store_keys_file",
+    ):
         if isinstance(values.get(key), str) and values[key] and not Path(values[key]).is_absolute():
             values[key] = str(base / values[key])
     for key in ("loader", "store", "dispatcher"):

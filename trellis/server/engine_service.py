@@ -9,6 +9,7 @@ from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
 from trellis.domain import State, StepResult
+from trellis.no_match import matched_nothing, with_no_match_notice
 from trellis.ports.engine import EnginePort
 from trellis.sanitize import sanitize_input
 from trellis.server.guards import Servicer, guarded_unary
@@ -36,10 +37,12 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         state.revision = 0  # the stateless service has no store: a client revision means nothing
         return state
 
-    async def _step_out(self, step: pb.Step, state: State) -> None:
+    async def _step_out(self, step: pb.Step, state: State, *, no_match: bool = False) -> None:
         """Fill ``step`` (a field of the response) with the new state, signed, and the actions
-        of its render."""
+        of its render (after a "no transition matched" message when ``no_match``)."""
         render = await self._engine.render(state)
+        if no_match:
+            render = with_no_match_notice(render)
         convert.fill_step(step, StepResult(state, render))
         # The client carries the state: one too big to come back in a request is refused here.
         self._limits.check_step_message(step)
@@ -77,7 +80,7 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
             value = sanitize_input(value, self._limits.max_input_bytes)
         new_state = await self._engine.navigate(state, value)
         response = epb.EngineNavigateResponse()
-        await self._step_out(response.step, new_state)
+        await self._step_out(response.step, new_state, no_match=matched_nothing(state, new_state, value))
         return response
 
     @guarded_unary

@@ -111,4 +111,4 @@ async def locker_factory(spec: PortSpec, ctx: BuildContext) -> Component:
 async def loader_factory(spec: PortSpec, ctx: BuildContext) -> Component:
     pool, base = _shared(ctx)
     loader = await loader_from_url(spec.url, base, pool)
-    return Component(loader, probe=loader.client.probe, close=loader.aclose)
+    return Component(loader, probe=loader.probe, close=loader.aclose)

@@ -28,7 +28,7 @@ from aetcd import rpc
 from trellis.adapters.etcd.client import EtcdClient, prefix_end
 from trellis.adapters.etcd.watch import Subscription
 from trellis.domain import Node
-from trellis.errors import NodeDefinitionError, NodeNotFound
+from trellis.errors import GraphError, NodeDefinitionError, NodeNotFound
 from trellis.loading import NodeDraft, draft_from_bytes, importers_of, resolve_tools, strip_node_extension
 from trellis.ports.loader import GraphChange
 from trellis.streams import QueueStream
@@ -86,6 +86,18 @@ class EtcdGraphLoader:
     async def list_nodes(self) -> list[str]:
         await self._ensure_loaded()
         return sorted(self._files)
+
+    async def probe(self) -> None:
+        """Health check: etcd answers AND the graph was published (its version key exists).
+        A replica pointed at a graph nobody pushed has no node to serve: NOT_SERVING."""
+        await self.client.probe()
+        version = self._prefix + b"version"
+        response = await self.client.call("Range", rpc.RangeRequest(key=version, count_only=True))
+        if not response.count:
+            raise GraphError(
+                f"graph {self.name!r} was never published under {self.client.config.prefix or '/'} "
+                "(publish it with 'trellis graph push')"
+            )
 
     # --- Watchable -------------------------------------------------------------------
 

@@ -86,9 +86,33 @@ def _digest(flow: dict[str, tuple[str, bytes]]) -> str:
     return h.hexdigest()
 
 
-async def publish(client: EtcdClient, name: str, directory: str | os.PathLike[str]) -> PublishResult:
-    """Validate ``directory`` and publish it as graph ``name`` in one transaction."""
-    flow = read_flow(directory)
+@dataclass(frozen=True, slots=True)
+class PublishPlan:
+    """What a publish would change: the diff between a directory and the stored graph."""
+
+    revision: int
+    nodes: int
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+    published: bool  # the graph has a version key: it was published before
+
+    def describe(self, name: str) -> str:
+        if self.published and not (self.added or self.changed or self.removed):
+            return f"graph {name!r} is already up to date ({self.nodes} nodes); nothing would change"
+        lines = [
+            f"graph {name!r} would be {'updated' if self.published else 'published for the first time'}"
+            f" ({self.nodes} nodes); nothing was written:"
+        ]
+        for mark, ids in (("+", self.added), ("~", self.changed), ("-", self.removed)):
+            lines += [f"  {mark} {node_id}" for node_id in ids]
+        lines.append(f"{len(self.added)} added, {len(self.changed)} changed, {len(self.removed)} removed")
+        return "\n".join(lines)
+
+
+async def _stored(client: EtcdClient, name: str) -> tuple[Any, dict[str, bytes], int]:
+    """The graph's prefix as read (for its revision), node ID → stored value, and the
+    version key's mod revision (0 = never published)."""
     prefix = graph_prefix(client, name)
     nodes_prefix = prefix + b"nodes/"
     version_key = prefix + b"version"
@@ -100,6 +124,31 @@ async def publish(client: EtcdClient, name: str, directory: str | os.PathLike[st
             version_revision = kv.mod_revision
         elif kv.key.startswith(nodes_prefix):
             stored[kv.key[len(nodes_prefix) :].decode()] = kv.value
+    return current, stored, version_revision
+
+
+async def plan(client: EtcdClient, name: str, directory: str | os.PathLike[str]) -> PublishPlan:
+    """Validate ``directory`` and say what publishing it as ``name`` would change; writes nothing."""
+    flow = read_flow(directory)
+    current, stored, version_revision = await _stored(client, name)
+    values = {node_id: encode_node(rel, raw) for node_id, (rel, raw) in flow.items()}
+    return PublishPlan(
+        revision=int(current.header.revision),
+        nodes=len(flow),
+        added=tuple(sorted(set(values) - set(stored))),
+        changed=tuple(sorted(n for n, v in values.items() if n in stored and stored[n] != v)),
+        removed=tuple(sorted(set(stored) - set(values))),
+        published=bool(version_revision),
+    )
+
+
+async def publish(client: EtcdClient, name: str, directory: str | os.PathLike[str]) -> PublishResult:
+    """Validate ``directory`` and publish it as graph ``name`` in one transaction."""
+    flow = read_flow(directory)
+    prefix = graph_prefix(client, name)
+    nodes_prefix = prefix + b"nodes/"
+    version_key = prefix + b"version"
+    current, stored, version_revision = await _stored(client, name)
     values = {node_id: encode_node(rel, raw) for node_id, (rel, raw) in flow.items()}
     changed = sorted(node_id for node_id, value in values.items() if stored.get(node_id) != value)
     removed = sorted(set(stored) - set(values))
@@ -164,7 +213,7 @@ async def pull(client: EtcdClient, name: str, directory: str | os.PathLike[str])
 # --- command line -----------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trellis graph",
         description="Publish a flow directory to etcd (push) or write a published flow to a "
@@ -183,6 +232,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cert", help="client certificate (PEM)")
     parser.add_argument("--key", help="client key (PEM)")
     parser.add_argument("--user", help="etcd user; the password is read from $TRELLIS_ETCD_PASSWORD")
+    parser.add_argument(
+        "--entry",
+        metavar="NODE",
+        help="push: the entry node the replicas serve, checked by the validation "
+        "(default: start, main, index or the directory's name, when one exists)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="push: publish even when 'trellis validate' reports errors in the flow",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="push: print the nodes that would be added, changed and removed; publish nothing",
+    )
     return parser
 
 
@@ -228,6 +293,8 @@ async def _run(args: argparse.Namespace) -> str:
         if notice:
             print(notice, file=sys.stderr)
     async with EtcdClient(config) as client:
+        if args.verb == "push" and args.dry_run:
+            return (await plan(client, args.graph, args.dir)).describe(args.graph)
         if args.verb == "push":
             result = await publish(client, args.graph, args.dir)
             if not result.changed and not result.removed:
@@ -243,7 +310,7 @@ async def _run(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``trellis graph push|pull DIR --etcd ENDPOINTS --graph NAME [--prefix P]``.
     Exit status: 0 done, 1 the flow or etcd refused it, 2 bad usage."""
-    parser = _parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:
