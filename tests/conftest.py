@@ -23,6 +23,7 @@ SLOW_MODULES = frozenset(
         "cli/test_serve_busy_port.py",
         "grpc_server/test_serve_process.py",
         "grpc_server/test_codegen.py",
+        "mcp/test_mcp_server.py",
         "packaging/test_no_extras.py",
         "packaging/test_plugins.py",
         "sidecars/test_python_sidecars.py",
