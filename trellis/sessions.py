@@ -91,8 +91,8 @@ _STEP_FENCE: contextvars.ContextVar[int] = contextvars.ContextVar("trellis_step_
 _UNLOCKED_ATTEMPTS: Final = 2
 """Tries of a step without the lock before it queues for the lock."""
 _CONTENDED_FOR: Final = 1.0
-"""Seconds a session whose step had to queue for the lock takes the lock path directly
-(its next attempts without the lock would most likely be refused too)."""
+"""Default seconds a session whose step had to queue for the lock takes the lock path
+directly (its next attempts without the lock would most likely be refused too)."""
 _CONTENDED_REMEMBERED: Final = 4096
 
 # What a step's work returns: the state to keep, what to show, and whether to save it.
@@ -121,6 +121,7 @@ class SessionManager:
         input_limit: int | None = None,
         check_step: Callable[[StepResult], None] | None = None,
         optimistic: bool = True,
+        contended_for: float = _CONTENDED_FOR,
     ) -> None:
         """``lock_ttl`` must exceed the longest step (tools included) when a locker is used: a
         step that outlives its lock is refused at save time (LockLost). ``step_store``: how a
@@ -130,7 +131,9 @@ class SessionManager:
         TRELLIS_MAX_INPUT_SIZE or 4096). ``check_step``: called with every step's outcome
         before it is saved; what it raises refuses the step (nothing saved), e.g. a reply that
         would not fit the server's message limit. ``optimistic``: try steps without the lock
-        first when the step store offers it (an OptimisticStepStore); False: always lock."""
+        first when the step store offers it (an OptimisticStepStore); False: always lock.
+        ``contended_for``: seconds a session whose step had to queue for the lock goes
+        straight to the lock path."""
         if max_auto_steps < 1:
             raise ValueError(f"max_auto_steps must be at least 1, got {max_auto_steps}")
         self._engine = engine
@@ -150,6 +153,7 @@ class SessionManager:
         self._locks = KeyedLocks()
         # Sessions recently contended: session ID -> loop time until which they lock directly.
         self._contended: OrderedDict[str, float] = OrderedDict()
+        self._contended_for = contended_for
         # Weak: a watch nobody holds any more unsubscribes itself (SessionWatch.__del__).
         self._watchers: dict[str, weakref.WeakSet[SessionWatch]] = {}
 
@@ -348,7 +352,7 @@ class SessionManager:
         return False
 
     def _note_contended(self, session_id: str) -> None:
-        self._contended[session_id] = asyncio.get_running_loop().time() + _CONTENDED_FOR
+        self._contended[session_id] = asyncio.get_running_loop().time() + self._contended_for
         self._contended.move_to_end(session_id)
         while len(self._contended) > _CONTENDED_REMEMBERED:
             self._contended.popitem(last=False)
