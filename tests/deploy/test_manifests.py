@@ -21,15 +21,23 @@ from tests.deploy.rendering import (
     pod_specs,
     render,
 )
+from tests.support.requirements import missing
 from trellis.adapters.etcd.config import EtcdConfig
 from trellis.server.app import SERVICE_DEPENDENCIES
 from trellis.server.config import load_config
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="the dev extra brings kubernetes-validate")
+
+@pytest.fixture(scope="module")
+def kubernetes_validate() -> Any:
+    try:
+        import kubernetes_validate  # type: ignore[import-untyped]
+    except ImportError:
+        missing("kubernetes-validate is not installed (the dev extra brings it)")
+    return kubernetes_validate
 
 
 @pytest.mark.parametrize("kustomization", RENDERED)
-def test_every_rendered_object_validates_strictly(kustomization: str) -> None:
+def test_every_rendered_object_validates_strictly(kustomization: str, kubernetes_validate: Any) -> None:
     docs = render(kustomization)
     assert docs
     failures = []
@@ -41,7 +49,7 @@ def test_every_rendered_object_validates_strictly(kustomization: str) -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_an_unknown_field_fails_the_strict_validation() -> None:
+def test_an_unknown_field_fails_the_strict_validation(kubernetes_validate: Any) -> None:
     """The check above can fail: strict mode rejects a misspelt field."""
     deployment = find(render("overlays/dev"), "Deployment", "trellis")
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
@@ -164,7 +172,12 @@ def test_only_etcd_clients_reach_etcd() -> None:
     client_rule = next(r for r in policy["ingress"] if {"port": 2379, "protocol": "TCP"} in r["ports"])
     label = client_rule["from"][0]["podSelector"]["matchLabels"]
     # Exactly the pods that talk to etcd carry the label.
-    talking = {"Deployment/trellis", "Job/trellis-publish-graph", "CronJob/etcd-defrag", "CronJob/etcd-snapshot"}
+    talking = {
+        "Deployment/trellis",
+        "Job/trellis-publish-graph",
+        "CronJob/etcd-defrag",
+        "CronJob/etcd-snapshot",
+    }
     labelled = set()
     for doc in docs:
         spec = doc.get("spec", {})
@@ -208,6 +221,16 @@ def test_every_referenced_secret_has_a_documented_command(tmp_path: Path) -> Non
         for _where, pod in pod_specs(render(kustomization)):
             referenced |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
         assert referenced <= documented, f"{kustomization}: no command creates {referenced - documented}"
+
+
+def test_the_readme_applies_kustomizations_that_render() -> None:
+    readme = (DEPLOY / "README.md").read_text()
+    applied = re.findall(r"kubectl apply -k deploy/kubernetes/(\S+)", readme)
+    assert set(applied) == set(RENDERED)
+    for kustomization in applied:
+        assert render(kustomization)
+    for script in re.findall(r"(scripts/[\w-]+)", readme):
+        assert (DEPLOY.parent / script).is_file(), script
 
 
 def _server_config(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
