@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,11 @@ from tests.support.waiting import eventually
 PROBE_POLL = 0.2
 START_BOUND = 90.0
 JOB_BOUND = 120.0
-PROGRAMS = {"trellis": [sys.executable, "-m", "trellis.cli.main"], "python3": [sys.executable]}
+PROGRAMS = {
+    "trellis": [sys.executable, "-m", "trellis.cli.main"],
+    "python3": [sys.executable],
+    "etcd": [os.environ.get("ETCD_BIN") or "etcd"],
+}
 _VAR = re.compile(r"\$\((\w+)\)")
 
 
@@ -93,9 +97,17 @@ class LocalPod:
         *,
         secrets: Mapping[str, Mapping[str, bytes]],
         hosts: Mapping[str, str],
+        ports: Mapping[int, int] | None = None,
+        claims: Sequence[str] = (),
+        stand_ins: Mapping[str, Callable[[LocalPod], None]] | None = None,
     ) -> None:
+        """``ports``: local ports chosen beforehand (others get free ones); ``claims``:
+        the volumes of a StatefulSet's volumeClaimTemplates (empty directories here);
+        ``stand_ins``: containers whose image has no local program, replaced by what
+        they would have done to the pod (called instead of starting them)."""
         self.name = name
         self.spec = spec
+        self.stand_ins = dict(stand_ins or {})
         # Short: a Unix socket in an emptyDir must fit in ~100 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="tk-", dir="/tmp"))
         self.ports = {
@@ -103,10 +115,12 @@ class LocalPod:
             for container in self._all_specs()
             for port in container.get("ports", [])
         }
+        self.ports.update(ports or {})
         self.hosts = dict(hosts)
-        self.volumes = {
-            volume["name"]: self.root / "v" / volume["name"] for volume in spec.get("volumes", [])
-        }
+        names = [volume["name"] for volume in spec.get("volumes", [])] + list(claims)
+        self.volumes = {name: self.root / "v" / name for name in names}
+        for claim in claims:
+            self.volumes[claim].mkdir(parents=True)
         # Files in volumes (config.yaml) name paths as the containers mounting them see
         # them; every container here mounts a volume at the same path.
         self.mounts = {
@@ -114,7 +128,10 @@ class LocalPod:
         }
         for volume in spec.get("volumes", []):
             self._fill(volume, documents, secrets)
-        self.containers = {c["name"]: self._container(c) for c in self._all_specs()}
+        self.specs = {c["name"]: c for c in self._all_specs()}
+        self.containers = {
+            c["name"]: self._container(c) for c in self._all_specs() if c["name"] not in self.stand_ins
+        }
 
     # --- translation: the cluster's names, ports and paths as this machine's -------------
 
@@ -230,7 +247,7 @@ class LocalPod:
     async def probe(self, container_name: str, kind: str) -> bool:
         """One run of the container's ``kind`` probe (startupProbe, readinessProbe,
         livenessProbe), as the kubelet runs it: True when it succeeds."""
-        spec = self.containers[container_name].spec
+        spec = self.specs[container_name]
         probe = spec[kind]
         timeout = float(probe.get("timeoutSeconds", 1))
         if "grpc" in probe:
@@ -268,10 +285,10 @@ class LocalPod:
         self, container_name: str, kind: str, passing: bool = True, within: float = 60.0
     ) -> None:
         """Until the probe passes (or, with passing=False, fails); bounded."""
-        container = self.containers[container_name]
+        container = self.containers.get(container_name)
 
         async def check() -> bool:
-            if not container.running():
+            if container is not None and not container.running():
                 code = container.process.returncode if container.process else None
                 raise PodFailed(f"{container_name} exited ({code}):\n{self.logs()}")
             return await self.probe(container_name, kind) is passing
@@ -289,6 +306,11 @@ class LocalPod:
         """Native sidecars in order, each once its startup probe passes; other init
         containers to completion; then every container, until their startup probes pass."""
         for spec in self.spec.get("initContainers", []):
+            if spec["name"] in self.stand_ins:
+                self.stand_ins[spec["name"]](self)
+                if "startupProbe" in spec:
+                    await self.wait_probe(spec["name"], "startupProbe", within=START_BOUND)
+                continue
             container = self.containers[spec["name"]]
             self._start(container)
             if spec.get("restartPolicy") == "Always":
@@ -343,8 +365,8 @@ class LocalPod:
             codes[spec["name"]] = await self._exit(self.containers[spec["name"]], deadline)
         # Sidecars get at least the kubelet's 2 seconds even when the grace is spent.
         for spec in reversed(self.spec.get("initContainers", [])):
-            container = self.containers[spec["name"]]
-            if spec.get("restartPolicy") == "Always":
+            container = self.containers.get(spec["name"])
+            if container is not None and spec.get("restartPolicy") == "Always":
                 container.signal(signal.SIGTERM)
                 codes[spec["name"]] = await self._exit(container, max(deadline, time.monotonic() + 2.0))
         return codes
