@@ -30,6 +30,7 @@ SLOW_MODULES = frozenset(
         "etcd_system/test_sidecar_fencing.py",
         "deploy/test_local_pod.py",
         "deploy/test_local_etcd.py",
+        "deploy/test_local_git_flow.py",
     }
 )
 _TESTS = Path(__file__).parent
