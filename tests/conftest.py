@@ -29,6 +29,9 @@ SLOW_MODULES = frozenset(
         "sidecars/test_python_sidecars.py",
         "sidecars/test_node_sidecar.py",
         "etcd_system/test_sidecar_fencing.py",
+        "deploy/test_local_pod.py",
+        "deploy/test_local_etcd.py",
+        "deploy/test_local_git_flow.py",
     }
 )
 _TESTS = Path(__file__).parent
