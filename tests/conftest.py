@@ -25,6 +25,7 @@ SLOW_MODULES = frozenset(
         "grpc_server/test_codegen.py",
         "packaging/test_no_extras.py",
         "packaging/test_plugins.py",
+        "contracts/test_mutants.py",
         "sidecars/test_python_sidecars.py",
         "sidecars/test_node_sidecar.py",
         "etcd_system/test_sidecar_fencing.py",
