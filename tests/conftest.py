@@ -26,6 +26,8 @@ SLOW_MODULES = frozenset(
         "packaging/test_no_extras.py",
         "packaging/test_plugins.py",
         "contracts/test_mutants.py",
+        "packaging/test_example_adapter.py",
+        "packaging/test_typed.py",
         "sidecars/test_python_sidecars.py",
         "sidecars/test_node_sidecar.py",
         "etcd_system/test_sidecar_fencing.py",

@@ -54,7 +54,9 @@ def run_suite(module: Path, where: Path) -> tuple[dict[str, set[str]], dict[str,
 @pytest.mark.parametrize("module", sorted(MUTANTS.glob("*_mutants.py")), ids=lambda p: p.stem)
 def test_every_mutant_is_caught_and_the_baseline_passes(module: Path, tmp_path: Path) -> None:
     # Strict mode: the suites must not rely on the project's asyncio_mode = auto.
-    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = strict\n", encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n", encoding="utf-8"
+    )
     failed, passed = run_suite(module, tmp_path)
     assert "TestBaseline" not in failed, f"the unbroken adapter failed: {failed.get('TestBaseline')}"
     assert passed.get("TestBaseline"), "the baseline ran no test"

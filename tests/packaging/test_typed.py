@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-THIRD_PARTY = '''\
+THIRD_PARTY = """\
     from pathlib import Path
 
     from trellis.adapters.memory_store import MemoryStore
@@ -41,7 +41,7 @@ THIRD_PARTY = '''\
 
         async def make_store(self, tmp_path: Path) -> StateStore:
             return MemoryStore(max_state_bytes=self.max_state_bytes)
-    '''
+    """
 
 
 def test_a_third_party_package_type_checks_against_the_installed_wheel(tmp_path: Path) -> None:
