@@ -46,6 +46,7 @@ from trellis.ports.locker import DistributedLocker
 
 _BOUND = 15.0
 _LONG_TTL = 60.0
+_PEER_START = 60.0
 
 
 class DistributedLockerContract:
@@ -224,7 +225,8 @@ class DistributedLockerContract:
             assert process.stdin is not None
             process.stdin.write(base64.b64encode(pickle.dumps(spec)) + b"\n")
             await process.stdin.drain()
-            await peer.expect("held")
+            async with asyncio.timeout(_PEER_START):  # a new interpreter on a loaded machine
+                await peer.expect("held")
             yield peer
         finally:
             if process.returncode is None:
@@ -234,7 +236,8 @@ class DistributedLockerContract:
     async def test_a_lock_held_by_another_process_keeps_this_one_waiting(
         self, locker: DistributedLocker, tmp_path: Path
     ) -> None:
-        async with asyncio.timeout(_BOUND * 2), self._peer(tmp_path, "k-peer", _LONG_TTL) as peer:
+        bound = _BOUND + self.CRASH_TTL
+        async with self._peer(tmp_path, "k-peer", _LONG_TTL) as peer, asyncio.timeout(bound):
             waiter = asyncio.create_task(locker.acquire("k-peer", ttl=_LONG_TTL))
             try:
                 assert await self._still_waiting(waiter), (
@@ -252,7 +255,8 @@ class DistributedLockerContract:
     async def test_a_crashed_process_loses_its_lock_after_its_ttl(
         self, locker: DistributedLocker, tmp_path: Path
     ) -> None:
-        async with asyncio.timeout(_BOUND * 2), self._peer(tmp_path, "k-crash", self.CRASH_TTL) as peer:
+        bound = _BOUND + self.CRASH_TTL
+        async with self._peer(tmp_path, "k-crash", self.CRASH_TTL) as peer, asyncio.timeout(bound):
             waiter = asyncio.create_task(locker.acquire("k-crash", ttl=_LONG_TTL))
             try:
                 assert await self._still_waiting(waiter), (
