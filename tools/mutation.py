@@ -76,7 +76,7 @@ TEST_SETS: list[tuple[str, list[str]]] = [
 # The modules measured when no MODULE is given.
 CORE = [
     "trellis/engine", "trellis/sessions.py", "trellis/conditions.py", "trellis/templates",
-    "trellis/loading", "trellis/adapters/store_rules.py", "trellis/adapters/memory_store.py",
+    "trellis/loading", "trellis/adapters/rules.py", "trellis/adapters/memory_store.py",
     "trellis/adapters/file_store.py",
 ]
 

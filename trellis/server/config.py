@@ -344,7 +344,7 @@ def read_file(path: Path) -> dict[str, Any]:
     ):
         if isinstance(values.get(key), str) and values[key] and not Path(values[key]).is_absolute():
             values[key] = str(base / values[key])
-    for key in ("loader", "store", "dispatcher"):
+    for key in ("loader", "store", "locker", "dispatcher"):
         if isinstance(values.get(key), str):
             values[key] = _relative_url(cast(Kind, key), values[key], base)
     if isinstance(values.get("tool_routes"), Mapping):
@@ -359,13 +359,21 @@ _PATH_SCHEMES = frozenset({"dir", "file", "process"})
 
 
 def _relative_url(kind: Kind, url: str, base: Path) -> str:
-    """``dir:flow`` in a file at conf/trellis.yaml means conf/flow."""
+    """``dir:flow`` in a file at conf/trellis.yaml means conf/flow.
+
+    The built-in path schemes take any relative target as a path. Any other scheme
+    (a plugin's) gets the same only for a target that says it is a relative path,
+    ``./`` or ``../`` first (``sqlite:./sessions.db``): its target may be
+    anything else (a host, a name), which must not be rewritten."""
     try:
         spec = parse_url(kind, url)
     except ConfigError:
         return url  # reported, with its setting, when the port is built
-    if spec.scheme in _PATH_SCHEMES and spec.target and not Path(spec.target).is_absolute():
-        return f"{spec.scheme}:{base / spec.target}"
+    target = spec.target
+    if not target or Path(target).is_absolute():
+        return url
+    if spec.scheme in _PATH_SCHEMES or target.startswith(("./", "../")):
+        return f"{spec.scheme}:{base / target}"
     return url
 
 
