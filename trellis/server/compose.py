@@ -21,6 +21,7 @@ from trellis.ports.loader import GraphLoader
 from trellis.ports.locker import DistributedLocker
 from trellis.ports.sessions import SessionsPort
 from trellis.ports.store import StateStore, StepStore
+from trellis.server import lifecycle_capture
 from trellis.server.config import ServerConfig
 from trellis.server.limits import Limits
 from trellis.server.observe import MeteredDispatcher, Observer, metered_step_store
@@ -80,7 +81,8 @@ def assemble(
         entry_node=config.effective_entry_node(),
         default_error_node=config.effective_error_node(),
         html=config.html,
-        hooks=[observer.hook],
+        # record: each reply carries the events of its call (lifecycle_capture)
+        hooks=[observer.hook, lifecycle_capture.record],
         limits=config.evaluation_limits(),
     )
     metered_dispatcher = MeteredDispatcher(dispatcher, observer) if dispatcher is not None else None
