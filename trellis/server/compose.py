@@ -133,17 +133,23 @@ async def _dispatcher(config: ServerConfig, ctx: BuildContext) -> tuple[ActionDi
 
 
 def _at_rest(store: StateStore, config: ServerConfig) -> StateStore:
-    """The store, sealing states with the keys of ``store_keys_file`` when one is set."""
-    if not config.store_keys_file:
-        return store
-    try:
-        from trellis.adapters.encrypting_store import KeyRing, encrypting
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            f"store_keys_file: encryption at rest needs the 'cryptography' package (missing module "
-            f"{exc.name!r}): pip install 'trellis-flow[crypto]'"
-        ) from None
-    return encrypting(store, KeyRing.from_file(config.store_keys_file))
+    """The store with the configured middleware: states masked (``store_masking``), then
+    sealed with the keys of ``store_keys_file``. Masking is the outer layer so it sees the
+    plain state; encryption then seals what is left."""
+    if config.store_keys_file:
+        try:
+            from trellis.adapters.encrypting_store import KeyRing, encrypting
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"store_keys_file: encryption at rest needs the 'cryptography' package (missing module "
+                f"{exc.name!r}): pip install 'trellis-flow[crypto]'"
+            ) from None
+        store = encrypting(store, KeyRing.from_file(config.store_keys_file))
+    if config.store_masking:
+        from trellis.adapters.masking_store import MaskingRules, masking
+
+        store = masking(store, MaskingRules.from_config(config.store_masking, "store_masking"))
+    return store
 
 
 async def build_composition(config: ServerConfig, observer: Observer) -> Composition:
