@@ -25,6 +25,7 @@ from trellis.server import lifecycle_capture
 from trellis.server.config import ServerConfig
 from trellis.server.limits import Limits
 from trellis.server.observe import MeteredDispatcher, Observer, metered_step_store
+from trellis.server.tool_policies import approvals_of
 from trellis.sessions import SessionManager
 
 LOG = logging.getLogger("trellis.server")
@@ -95,6 +96,7 @@ def assemble(
         input_limit=config.max_input_bytes,
         # A step whose reply could not be sent is refused before it is saved.
         check_step=reply_limits(config).check_step,
+        approvals=approvals_of(config.tool_policies),
     )
     return Composition(loader=loader, store=store, dispatcher=dispatcher, engine=engine, sessions=sessions)
 

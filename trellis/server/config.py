@@ -11,7 +11,7 @@ Every port is one URL-like setting (see trellis.plugins for how schemes are foun
 
 The YAML file holds the keys of ServerConfig (flat), except that ``dispatcher``
 may also be a mapping ``{default: URL, routes: {tool: URL}, sidecars: [URL],
-policies: {tool: {timeout, idempotent, retry}}}`` (sidecars: dispatchers whose
+policies: {tool: {timeout, idempotent, retry, approval}}}`` (sidecars: dispatchers whose
 ListTools answers route the tools they list; policies: trellis.server.tool_policies). The environment
 variable of a key is TRELLIS_ + the key in upper case (TRELLIS_STORE,
 TRELLIS_TLS_CERT, ...); TRELLIS_TOOL_ROUTES is ``tool=URL,tool=URL``.
