@@ -21,12 +21,6 @@ from trellis.engine import Engine
 from trellis.ports.engine import LifecycleHook
 from trellis.server.config import ServerConfig
 
-# Reasons of the engine tests marked in_process_only, shared by several of them.
-UNHANDLED_ERROR_EVENT = (
-    "the tool_return event of an unhandled tool error fires although the call fails; a failed "
-    "gRPC call carries a status, not the events of a reply"
-)
-
 # The Engine options a server is configured with (ServerConfig fields of the same name);
 # ``hooks`` go to the RemoteEngine, which replays the events each reply carries into them;
 # tests using any other option are marked in_process_only.

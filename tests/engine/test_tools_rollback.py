@@ -9,7 +9,7 @@ import pytest
 from trellis.domain import HookKind, Node, State, Status, ToolCall, ToolResult, Transition
 from trellis.errors import ContextValidationError, NodeLoadError, UnhandledToolError
 
-from .helpers import UNHANDLED_ERROR_EVENT, Recorder, denied, failed, make_engine, ok
+from .helpers import Recorder, denied, failed, make_engine, ok
 
 
 def _tool(node_id: str = "act", **extra: Any) -> dict[str, Any]:
@@ -127,7 +127,6 @@ async def test_3_4_3_error_with_on_error_rollback_starts_rollback() -> None:
         (ToolResult(id="charge", result=42, is_error=True), "42"),
     ],
 )
-@pytest.mark.in_process_only(reason=UNHANDLED_ERROR_EVENT)
 async def test_3_4_3_unhandled_error_halts(result: ToolResult, cause: str) -> None:
     hooks = Recorder()
     engine = make_engine(_START, _tool(to="end"), {"id": "end"}, hooks=[hooks])

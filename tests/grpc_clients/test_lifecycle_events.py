@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
+import pytest
 
 from tests.support.servers import serving
 from trellis.adapters.inprocess_dispatcher import InProcessDispatcher
@@ -19,6 +20,7 @@ from trellis.api.v1 import sessions_pb2_grpc
 from trellis.clients import Client
 from trellis.domain import LifecycleEvent
 from trellis.engine import Engine
+from trellis.errors import UnhandledToolError
 from trellis.sessions import SessionManager
 
 ORDER = [
@@ -127,3 +129,23 @@ async def test_events_past_the_count_limit_are_counted_not_sent() -> None:
     assert reply.events.dropped == len(local) - MAX_EVENTS_PER_REPLY
     sent = [(e.kind, e.node_id) for e in step_reports.events_from_proto(reply.events)]
     assert sent == [(e.kind, e.node_id) for e in local[:MAX_EVENTS_PER_REPLY]]
+
+
+async def test_a_failed_step_still_reports_the_events_it_fired() -> None:
+    # No on_error: the refusal halts the step (nothing is saved), after its tool_return.
+    flow = [{**node, "on_error": ""} if node["id"] == "check" else node for node in ORDER]
+    local: list[LifecycleEvent] = []
+    engine = Engine(MemoryLoader(flow), hooks=[local.append])
+    manager = SessionManager(engine, MemoryStore(), dispatcher=_tools())
+    with pytest.raises(UnhandledToolError):
+        await _walk(manager)
+
+    remote: list[LifecycleEvent] = []
+    async with serving(loader=MemoryLoader(flow), dispatcher=_tools()) as served:
+        async with Client(served.target, hooks=[remote.append]) as client:
+            with pytest.raises(UnhandledToolError):
+                await _walk(client.sessions)
+            assert (await client.sessions.get("o1")).state.current_node_id == "start"
+
+    assert _seen(remote) == _seen(local)
+    assert _seen(remote)[-1][:4] == ("tool_return", "check", "text", "refuse")

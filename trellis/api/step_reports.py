@@ -125,3 +125,56 @@ def error_from_reported(msg: rpb.ReportedError) -> BaseException:
     detail.Pack(info)
     status = status_pb2.Status(code=msg.code, message=msg.message, details=[detail])
     return error_table.error_from_status(code, msg.message, status.SerializeToString())
+
+
+# --- events of a failed call ----------------------------------------------------------------
+# A call that fails can still have fired events (the in-process engine delivers the
+# tool_return of an unhandled tool error before it raises). They travel in the error's
+# google.rpc.Status details beside its ErrorInfo, inside the trailing metadata that
+# clients cap at 8-16 KiB: hence a budget of their own.
+
+MAX_FAILED_CALL_EVENT_BYTES = 2 * 1024
+FAILED_CALL_EVENTS_ATTR = "trellis_lifecycle_events"
+"""The attribute of an exception holding the LifecycleEvents its status is to carry."""
+
+
+def attach_events(exc: BaseException, events: Sequence[LifecycleEvent], dropped: int = 0) -> None:
+    """Give ``exc`` the events its call fired, for the status it becomes (``status_details``)."""
+    if not events and not dropped:
+        return
+    msg = rpb.LifecycleEvents()
+    fill_events(msg, events, dropped, MAX_FAILED_CALL_EVENT_BYTES + _EVENTS_ENVELOPE)
+    setattr(exc, FAILED_CALL_EVENTS_ATTR, msg)
+
+
+def status_details(exc: BaseException, details: bytes) -> bytes:
+    """The serialized google.rpc.Status of ``exc`` with its attached events, if any."""
+    events = getattr(exc, FAILED_CALL_EVENTS_ATTR, None)
+    if not isinstance(events, rpb.LifecycleEvents):
+        return details
+    status = status_pb2.Status.FromString(details)
+    status.details.add().Pack(events)
+    return bytes(status.SerializeToString())
+
+
+def events_of_failure(exc: BaseException) -> list[LifecycleEvent]:
+    """The events a failed call's status carried. The remote adapters raise the trellis
+    exception from within their handler of the grpc.aio.AioRpcError, which stays its
+    ``__context__``."""
+    err = exc.__context__
+    trailing_fn = getattr(err, "trailing_metadata", None)
+    if not callable(trailing_fn):
+        return []
+    for key, value in trailing_fn() or ():
+        if key != error_table.STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except Exception:  # a malformed detail is treated as absent
+            return []
+        for item in status.details:
+            if item.Is(rpb.LifecycleEvents.DESCRIPTOR):
+                events = rpb.LifecycleEvents()
+                item.Unpack(events)
+                return events_from_proto(events)
+    return []

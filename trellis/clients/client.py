@@ -8,8 +8,9 @@ InvalidInput, ConflictError, ...), exactly as if the flow ran in process.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
+from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 
@@ -20,11 +21,21 @@ from trellis.api.transport import ChannelOptions, parse_target
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 from trellis.api.v1 import step_reports_pb2 as rpb
-from trellis.domain import JSONValue, Node, RenderResult, State, StateDiff, StepResult, ToolResult
+from trellis.domain import (
+    JSONValue,
+    LifecycleEvent,
+    Node,
+    RenderResult,
+    State,
+    StateDiff,
+    StepResult,
+    ToolResult,
+)
 from trellis.ports.engine import LifecycleHook
 from trellis.ports.store import SessionPage
 
 LOG = logging.getLogger("trellis.clients")
+T = TypeVar("T")
 
 
 class Sessions:
@@ -47,17 +58,27 @@ class Sessions:
         self._stub = sessions_pb2_grpc.SessionsStub(channel.channel)
         self._hooks = tuple(hooks)
 
-    def _replay(self, events: rpb.LifecycleEvents) -> None:
+    def _replay(self, events: rpb.LifecycleEvents | list[LifecycleEvent]) -> None:
         """The lifecycle events of a step, into the client's hooks (as an in-process
         engine delivers them; a hook's exception is logged)."""
         if not self._hooks:
             return
-        for event in step_reports.events_from_proto(events):
+        if isinstance(events, rpb.LifecycleEvents):
+            events = step_reports.events_from_proto(events)
+        for event in events:
             for hook in self._hooks:
                 try:
                     hook(event)
                 except Exception:
                     LOG.exception("lifecycle hook failed on %s", event.kind.value)
+
+    async def _step(self, method: Callable[..., Awaitable[T]], request: Any, *, idempotent: bool) -> T:
+        try:
+            return await self._channel.call(method, request, idempotent=idempotent)
+        except Exception as exc:
+            # A failed step may have fired events too (an unhandled tool error's tool_return).
+            self._replay(step_reports.events_of_failure(exc))
+            raise
 
     async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
         """Start ``session_id`` at the entry node, or resume it untouched when it exists
@@ -65,7 +86,7 @@ class Sessions:
         request = spb.SessionsStartRequest(
             session_id=session_id, context_json=convert.dump_json(dict(context or {}), "context")
         )
-        reply = await self._channel.call(self._stub.Start, request, idempotent=True)
+        reply = await self._step(self._stub.Start, request, idempotent=True)
         self._replay(reply.events)
         return convert.step_from_proto(reply.step)
 
@@ -74,14 +95,14 @@ class Sessions:
         tool call. Not retried: on a broken connection the step may have been applied;
         ``get`` tells."""
         request = spb.SessionsNavigateRequest(session_id=session_id, input=convert.input_to_proto(input))
-        reply = await self._channel.call(self._stub.Navigate, request, idempotent=False)
+        reply = await self._step(self._stub.Navigate, request, idempotent=False)
         self._replay(reply.events)
         return convert.step_from_proto(reply.step)
 
     async def signal(self, session_id: str, name: str) -> StepResult:
         """One step with a signal such as ``"interrupt"``; UnhandledSignal when no node handles it."""
         request = spb.SessionsSignalRequest(session_id=session_id, signal=name)
-        reply = await self._channel.call(self._stub.Signal, request, idempotent=False)
+        reply = await self._step(self._stub.Signal, request, idempotent=False)
         self._replay(reply.events)
         return convert.step_from_proto(reply.step)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from trellis.api.step_reports import MAX_EVENTS_PER_REPLY
+from trellis.api.step_reports import MAX_EVENTS_PER_REPLY, attach_events
 from trellis.domain import LifecycleEvent
 
 
@@ -45,10 +45,14 @@ def record(event: LifecycleEvent) -> None:
 
 @contextmanager
 def capturing() -> Iterator[CapturedEvents]:
-    """Collect the events the engine fires inside this block (in this task)."""
+    """Collect the events the engine fires inside this block (in this task). When the block
+    raises, the events fired before are attached to the exception, for its status."""
     captured = CapturedEvents()
     token = _CURRENT.set(captured)
     try:
         yield captured
+    except Exception as exc:
+        attach_events(exc, captured.events, captured.dropped)
+        raise
     finally:
         _CURRENT.reset(token)

@@ -12,7 +12,7 @@ from trellis.api import convert, step_reports
 from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
-from trellis.domain import JSONValue, Node, RenderResult, State, StepResult, ToolResult
+from trellis.domain import JSONValue, LifecycleEvent, Node, RenderResult, State, StepResult, ToolResult
 from trellis.errors import InvalidInput
 from trellis.ports.engine import LifecycleHook
 
@@ -88,15 +88,18 @@ class RemoteEngine:
             raise InvalidInput(f"{operation} needs a state")
         return self._signatures.attach(convert.state_to_proto(state))
 
+    def _replay(self, events: list[LifecycleEvent]) -> None:
+        for event in events:
+            for hook in self._hooks:
+                try:
+                    hook(event)
+                except Exception:
+                    LOG.exception("lifecycle hook failed on %s", event.kind.value)
+
     def _reply_in(self, reply: StepReply) -> tuple[StepResult, BaseException | None]:
         """The step of a reply and its render error, after replaying its events."""
         if self._hooks:
-            for event in step_reports.events_from_proto(reply.events):
-                for hook in self._hooks:
-                    try:
-                        hook(event)
-                    except Exception:
-                        LOG.exception("lifecycle hook failed on %s", event.kind.value)
+            self._replay(step_reports.events_from_proto(reply.events))
         self._signatures.remember(reply.step.state)
         step = convert.step_from_proto(reply.step)
         if reply.HasField("render_error"):
@@ -134,7 +137,13 @@ class RemoteEngine:
     async def _call(
         self, method: Callable[..., Awaitable[StepReply]], request: Any
     ) -> tuple[StepResult, BaseException | None]:
-        reply = await self._channel.call(method, request, idempotent=True)
+        try:
+            reply = await self._channel.call(method, request, idempotent=True)
+        except Exception as exc:
+            # A failed call may have fired events too (an unhandled tool error's tool_return).
+            if self._hooks:
+                self._replay(step_reports.events_of_failure(exc))
+            raise
         return self._reply_in(reply)
 
     async def start_step(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
