@@ -48,7 +48,7 @@ def dump_json(value: JSONValue, field: str = "value") -> str:
     try:
         return orjson.dumps(value).decode()
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-        raise InvalidInput(f"{field}: value cannot be encoded as JSON: {exc}") from None
+        raise InvalidInput(f"{field}: value cannot be encoded as JSON: {exc}", field=field) from None
 
 
 def load_json(text: str, field: str) -> JSONValue:
@@ -58,7 +58,7 @@ def load_json(text: str, field: str) -> JSONValue:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"{field}: invalid JSON: {exc}") from None
+        raise InvalidInput(f"{field}: invalid JSON: {exc}", field=field) from None
 
 
 def load_json_object(text: str, field: str) -> dict[str, JSONValue]:
@@ -67,7 +67,7 @@ def load_json_object(text: str, field: str) -> dict[str, JSONValue]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidInput(f"{field}: expected a JSON object, got {type(value).__name__}")
+        raise InvalidInput(f"{field}: expected a JSON object, got {type(value).__name__}", field=field)
     return value
 
 
@@ -106,7 +106,7 @@ def status_from_proto(value: pb.Status.ValueType, field: str = "status") -> Stat
     try:
         return _STATUS_FROM_PROTO[value]
     except KeyError:
-        raise InvalidInput(f"{field}: unknown status value {value}") from None
+        raise InvalidInput(f"{field}: unknown status value {value}", field=field) from None
 
 
 # --- tools ------------------------------------------------------------------------------
@@ -125,7 +125,9 @@ def tool_call_to_proto(call: ToolCall) -> pb.ToolCall:
 def tool_call_from_proto(msg: pb.ToolCall, field: str = "tool_call") -> ToolCall:
     args = load_json(msg.args_json, f"{field}.args_json")
     if args is not None and not isinstance(args, dict):
-        raise InvalidInput(f"{field}.args_json: expected a JSON object, got {type(args).__name__}")
+        raise InvalidInput(
+            f"{field}.args_json: expected a JSON object, got {type(args).__name__}", field=f"{field}.args_json"
+        )
     return ToolCall(
         id=msg.id,
         name=msg.name,
@@ -201,10 +203,13 @@ def retry_policy_to_proto(policy: RetryPolicy) -> dpb.RetryPolicy:
 def retry_policy_from_proto(msg: dpb.RetryPolicy, field: str = "retry") -> RetryPolicy:
     coefficient = msg.backoff_coefficient or 2.0
     if coefficient < 1:
-        raise InvalidInput(f"{field}.backoff_coefficient: must be at least 1, got {coefficient}")
+        raise InvalidInput(
+            f"{field}.backoff_coefficient: must be at least 1, got {coefficient}",
+            field=f"{field}.backoff_coefficient",
+        )
     initial = duration_from_proto(msg.initial_interval) if msg.HasField("initial_interval") else 1.0
     if initial < 0:
-        raise InvalidInput(f"{field}.initial_interval: must not be negative")
+        raise InvalidInput(f"{field}.initial_interval: must not be negative", field=f"{field}.initial_interval")
     return RetryPolicy(
         initial_interval=initial,
         backoff_coefficient=coefficient,
@@ -232,10 +237,10 @@ def tool_info_to_proto(info: ToolInfo) -> dpb.ToolInfo:
 
 def tool_info_from_proto(msg: dpb.ToolInfo, field: str = "tool") -> ToolInfo:
     if not msg.name:
-        raise InvalidInput(f"{field}.name: must not be empty")
+        raise InvalidInput(f"{field}.name: must not be empty", field=f"{field}.name")
     timeout = duration_from_proto(msg.timeout) if msg.HasField("timeout") else None
     if timeout is not None and timeout <= 0:
-        raise InvalidInput(f"{field}.timeout: must be positive")
+        raise InvalidInput(f"{field}.timeout: must be positive", field=f"{field}.timeout")
     return ToolInfo(
         name=msg.name,
         description=msg.description,
@@ -461,12 +466,13 @@ def input_from_proto(msg: pb.Input, text_limit: int) -> JSONValue | ToolResult:
     kind = msg.WhichOneof("kind")
     if kind == "tool_result":
         if not msg.tool_result.id:
-            raise InvalidInput("input.tool_result.id: must not be empty")
+            raise InvalidInput("input.tool_result.id: must not be empty", field="input.tool_result.id")
         return tool_result_from_proto(msg.tool_result, "input.tool_result")
     if kind == "value_json":
         if len(msg.value_json.encode()) > text_limit:
             raise InvalidInput(
-                f"input exceeds maximum allowed size: size={len(msg.value_json.encode())} limit={text_limit}"
+                f"input exceeds maximum allowed size: size={len(msg.value_json.encode())} limit={text_limit}",
+                field="input.value_json",
             )
         return load_json(msg.value_json, "input.value_json")
     return msg.text

@@ -77,7 +77,7 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     @guarded_unary
     async def Signal(self, request: spb.SessionsSignalRequest, context: grpc.aio.ServicerContext) -> Any:
         if not request.signal:
-            raise InvalidInput("signal: must not be empty")
+            raise InvalidInput("signal: must not be empty", field="signal")
         result = await self._sessions.signal(request.session_id, request.signal)
         response = spb.SessionsSignalResponse()
         convert.fill_step(response.step, result)
@@ -91,7 +91,7 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     @guarded_unary
     async def List(self, request: spb.SessionsListRequest, context: grpc.aio.ServicerContext) -> Any:
         if request.page_size < 0:
-            raise InvalidInput(f"page_size: must not be negative, got {request.page_size}")
+            raise InvalidInput(f"page_size: must not be negative, got {request.page_size}", field="page_size")
         # A server never returns an unbounded page: 0 means the default size.
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         page = await self._sessions.list(size, request.page_token)
