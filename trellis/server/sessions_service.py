@@ -18,6 +18,7 @@ from trellis.api.v1 import sessions_pb2_grpc
 from trellis.domain import StateDiff
 from trellis.errors import InvalidInput, SessionNotFound
 from trellis.ports.sessions import SessionsPort
+from trellis.server import page_tokens
 from trellis.server.guards import Servicer, guarded_stream, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
@@ -94,8 +95,10 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
             raise InvalidInput(f"page_size: must not be negative, got {request.page_size}", field="page_size")
         # A server never returns an unbounded page: 0 means the default size.
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        page = await self._sessions.list(size, request.page_token)
-        return spb.SessionsListResponse(session_ids=page.session_ids, next_page_token=page.next_page_token)
+        page = await self._sessions.list(size, page_tokens.unwrap(request.page_token))
+        return spb.SessionsListResponse(
+            session_ids=page.session_ids, next_page_token=page_tokens.wrap(page.next_page_token)
+        )
 
     @guarded_stream
     async def Watch(

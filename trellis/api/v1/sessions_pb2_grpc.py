@@ -112,7 +112,8 @@ class SessionsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Session IDs in ascending order, a page at a time.
+        """Session IDs in ascending order, a page at a time (default 100 per page,
+        at most 1000).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
