@@ -110,7 +110,9 @@ async def test_a_node_client_from_the_protos_alone_walks_the_tour_and_decodes_ev
 
     info = events[0]["info"]
     assert info["api_revision"] == API_REVISION
-    assert info["features"]["state_signing"] and info["features"]["auth_required"]
+    features = info["features"]
+    assert features["state_signing"] and features["auth_required"] and features["tool_dispatch"]
+    assert (features["store"], features["loader"]) == ("memory", "dir")
 
     steps = {e["what"]: e for e in events if e["event"] == "step"}
     assert "Nadia" in steps['say "tea"']["texts"][-1] and steps['say "tea"']["node"] == "menu"

@@ -215,6 +215,7 @@ class TrellisServer:
                 self._services,
                 signing=signer is not None,
                 hot_reload=isinstance(ports.loader, Watchable),
+                tool_dispatch=ports.dispatcher is not None,
             )
             server_info_pb2_grpc.add_ServerInfoServicer_to_server(
                 ServerInfoService(info, self.observer), server

@@ -28,7 +28,13 @@ def _kind(url: str) -> str:
 
 
 def server_info(
-    config: ServerConfig, limits: Limits, services: list[str], *, signing: bool, hot_reload: bool
+    config: ServerConfig,
+    limits: Limits,
+    services: list[str],
+    *,
+    signing: bool,
+    hot_reload: bool,
+    tool_dispatch: bool,
 ) -> ipb.GetServerInfoResponse:
     loader = config.loader or ("dir" if config.flow_dir else "")
     return ipb.GetServerInfoResponse(
@@ -51,7 +57,7 @@ def server_info(
             tls=bool(config.tls_cert),
             store=_kind(config.store),
             loader=_kind(loader),
-            tool_dispatch=bool(config.dispatcher or config.tool_routes or config.sidecars),
+            tool_dispatch=tool_dispatch,
             hot_reload=hot_reload,
         ),
     )
