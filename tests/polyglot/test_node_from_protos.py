@@ -117,6 +117,16 @@ async def test_a_node_client_from_the_protos_alone_walks_the_tour_and_decodes_ev
     steps = {e["what"]: e for e in events if e["event"] == "step"}
     assert "Nadia" in steps['say "tea"']["texts"][-1] and steps['say "tea"']["node"] == "menu"
     assert steps['say "bogus"']["notices"] == ["no transition matched that answer"]
+    assert steps['say "bogus"']["rejected"] and not steps['say "tea"']["rejected"]
+    # What a UI needs from a step: the input's kind and default, the signals, each action's node.
+    menu = steps['say "Nadia"']
+    assert menu["input"]["kind"] == "INPUT_KIND_CHOICE" and menu["input"]["has_default"]
+    assert menu["signals"] == ["interrupt"] and menu["nodes"] == ["menu", "menu"]
+    assert steps['say "drinks"']["input"]["has_default"] is False
+    assert steps['say "confirm"']["input"]["kind"] == "INPUT_KIND_CONFIRM"
+    assert steps['say "timeout"']["signals"] == ["interrupt", "timeout"]
+    assert steps['say "timeout"']["input"]["timeout_signal"] == "timeout"
+    assert steps["timeout elapsed"]["nodes"][:2] == ["too_slow", "menu"]
     assert "has 5 letter(s)" in "".join(steps['say "tool"']["texts"])  # the server ran the tool
     assert steps["timeout elapsed"]["texts"][0].startswith("Too slow")
     assert steps["engine tool"]["call"]["name"] == "word_stats"

@@ -387,10 +387,23 @@ def state_from_proto(msg: pb.State, field: str = "state") -> State:
 # --- actions and steps ------------------------------------------------------------------
 
 
+# InputRequest.kind for the engine's input types; any other type is INPUT_KIND_OTHER.
+_INPUT_KINDS = {
+    "text": pb.INPUT_KIND_TEXT,
+    "confirm": pb.INPUT_KIND_CONFIRM,
+    "choice": pb.INPUT_KIND_CHOICE,
+}
+# The signal a host sends when an input's timeout elapses (a node's on_timeout is
+# its on_signal["timeout"]; docs/engine.md, "Signals and timeouts").
+TIMEOUT_SIGNAL = "timeout"
+
+
 def fill_action(msg: pb.Action, action: Action) -> None:
     """Write ``action`` into ``msg`` in place (see fill_state)."""
     payload = action.payload
     kind = action.type
+    if action.node_id:
+        msg.node_id = action.node_id
     if kind is ActionType.RENDER_CONTENT:
         msg.render_content = str(payload)
     elif kind is ActionType.SYSTEM_MESSAGE:
@@ -403,8 +416,12 @@ def fill_action(msg: pb.Action, action: Action) -> None:
         if payload.options:
             request.options.extend(payload.options)
         request.default_value = payload.default
+        request.kind = _INPUT_KINDS.get(payload.type, pb.INPUT_KIND_OTHER)
+        # A confirm's empty answer is "yes" when it names no default (engine.navigation).
+        request.has_default = bool(payload.default) or payload.type == "confirm"
         if payload.timeout:
             request.timeout.CopyFrom(duration_to_proto(payload.timeout))
+            request.timeout_signal = TIMEOUT_SIGNAL
     else:
         assert isinstance(payload, ToolCall)
         msg.call_tool.CopyFrom(tool_call_to_proto(payload))
@@ -413,18 +430,19 @@ def fill_action(msg: pb.Action, action: Action) -> None:
 def action_from_proto(msg: pb.Action) -> Action:
     kind = msg.WhichOneof("kind")
     if kind == "render_content":
-        return Action(ActionType.RENDER_CONTENT, msg.render_content)
+        return Action(ActionType.RENDER_CONTENT, msg.render_content, msg.node_id)
     if kind == "system_message":
-        return Action(ActionType.SYSTEM_MESSAGE, msg.system_message)
+        return Action(ActionType.SYSTEM_MESSAGE, msg.system_message, msg.node_id)
     if kind == "request_input":
         r = msg.request_input
         timeout = duration_from_proto(r.timeout) if r.HasField("timeout") else 0.0
         return Action(
             ActionType.REQUEST_INPUT,
             InputRequest(type=r.type, options=tuple(r.options), default=r.default_value, timeout=timeout),
+            msg.node_id,
         )
     if kind == "call_tool":
-        return Action(ActionType.CALL_TOOL, tool_call_from_proto(msg.call_tool, "action.call_tool"))
+        return Action(ActionType.CALL_TOOL, tool_call_from_proto(msg.call_tool, "action.call_tool"), msg.node_id)
     raise InvalidInput("action: no kind set")
 
 
@@ -441,10 +459,18 @@ def fill_step(msg: pb.Step, step: StepResult) -> None:
     for action in step.render.actions:
         fill_action(actions.add(), action)
     msg.terminal = step.terminal
+    if step.render.signals:
+        msg.signals.extend(step.render.signals)
+    msg.input_rejected = step.render.input_rejected
 
 
 def step_from_proto(msg: pb.Step) -> StepResult:
-    render = RenderResult(actions=tuple(action_from_proto(a) for a in msg.actions), terminal=msg.terminal)
+    render = RenderResult(
+        actions=tuple(action_from_proto(a) for a in msg.actions),
+        terminal=msg.terminal,
+        signals=tuple(msg.signals),
+        input_rejected=msg.input_rejected,
+    )
     return StepResult(state=state_from_proto(msg.state), render=render)
 
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from trellis.domain import (
@@ -259,8 +260,25 @@ class Engine:
         if node is None:
             node = await self._load(node_id, "failed to load node")
         if node.iterates:
-            return await run_off_loop(render_node, node, state, self._converter)
-        return render_node(node, state, self._converter)
+            result = await run_off_loop(render_node, node, state, self._converter)
+        else:
+            result = render_node(node, state, self._converter)
+        signals = await self._signals(node)
+        return replace(result, signals=signals) if signals else result
+
+    async def _signals(self, node: CompiledNode) -> tuple[str, ...]:
+        """The signals ``node`` accepts (docs/engine.md, "Signals and timeouts"): its own
+        ``on_signal`` and the entry node's ``on_signal_default``, sorted."""
+        names = set(node.on_signal)
+        entry = self._cache.get(self.entry_node)
+        if entry is None:
+            try:
+                entry = await self._compile(self.entry_node)
+            except TrellisError:
+                entry = None  # a broken entry node fails Signal itself, not every render
+        if entry is not None:
+            names.update(entry.on_signal_default)
+        return tuple(sorted(names))
 
     async def navigate(self, state: State, input: JSONValue | ToolResult) -> State:
         """§3.4. Returns a new state; ``state`` is never changed; on error nothing happens."""

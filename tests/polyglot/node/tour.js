@@ -140,6 +140,9 @@ function show(what, step) {
     status: s.status,
     terminated: s.terminated,
     terminal: step.terminal,
+    signals: step.signals,
+    rejected: step.input_rejected,
+    nodes: step.actions.map((a) => a.node_id),
     texts: step.actions.filter((a) => a.kind === 'render_content').map((a) => a.render_content),
     notices: step.actions.filter((a) => a.kind === 'system_message').map((a) => a.system_message),
     input: ask ? ask.request_input : null,
@@ -169,8 +172,10 @@ async function main() {
   step = await say('tool'); // the server runs word_stats itself (tools.yaml)
   step = await say('broken tool');
   step = await say('timeout');
-  if (!step.actions.find((a) => a.kind === 'request_input').request_input.timeout) fail('quick: no timeout');
-  step = show('timeout elapsed', (await call('sessions', 'Signal', { session_id: SID, signal: 'timeout' })).step);
+  // The question has a deadline: when it passes, the host sends the signal the step names.
+  const timed = step.actions.find((a) => a.kind === 'request_input').request_input;
+  if (!timed.timeout || !step.signals.includes(timed.timeout_signal)) fail('quick: no timeout signal');
+  step = show('timeout elapsed', (await call('sessions', 'Signal', { session_id: SID, signal: timed.timeout_signal })).step);
   await failing('unknown signal', call('sessions', 'Signal', { session_id: SID, signal: 'bogus' }), SID);
   await failing(
     'tool result with no call pending',

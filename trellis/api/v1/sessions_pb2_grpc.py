@@ -120,7 +120,7 @@ class SessionsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """The changes of one session as they are saved (spec §11), until the
+        """The changes of one session as they are saved (docs/api.md, "Watching"), until the
         caller cancels. Slow watchers may miss intermediate diffs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

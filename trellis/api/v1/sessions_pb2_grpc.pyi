@@ -54,7 +54,7 @@ class SessionsStub:
     at most 1000).
     """
     Watch: _grpc.UnaryStreamMultiCallable[_sessions_pb2.SessionsWatchRequest, _sessions_pb2.SessionsWatchResponse]
-    """The changes of one session as they are saved (spec §11), until the
+    """The changes of one session as they are saved (docs/api.md, "Watching"), until the
     caller cancels. Slow watchers may miss intermediate diffs.
     """
 
@@ -78,7 +78,7 @@ class SessionsAsyncStub(SessionsStub):
     at most 1000).
     """
     Watch: _aio.UnaryStreamMultiCallable[_sessions_pb2.SessionsWatchRequest, _sessions_pb2.SessionsWatchResponse]  # type: ignore[assignment]
-    """The changes of one session as they are saved (spec §11), until the
+    """The changes of one session as they are saved (docs/api.md, "Watching"), until the
     caller cancels. Slow watchers may miss intermediate diffs.
     """
 
@@ -141,7 +141,7 @@ class SessionsServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.SessionsWatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_sessions_pb2.SessionsWatchResponse], _abc.AsyncIterator[_sessions_pb2.SessionsWatchResponse]]:
-        """The changes of one session as they are saved (spec §11), until the
+        """The changes of one session as they are saved (docs/api.md, "Watching"), until the
         caller cancels. Slow watchers may miss intermediate diffs.
         """
 
