@@ -69,6 +69,7 @@ CODES: dict[type[e.TrellisError], grpc.StatusCode] = {
     e.Unauthenticated: C.UNAUTHENTICATED,
     # a server-wide budget is used up: retry later
     e.TooManyWatchStreams: C.RESOURCE_EXHAUSTED,
+    e.RequestTooLarge: C.RESOURCE_EXHAUSTED,
 }
 
 # Fields of the exception classes carried in ErrorInfo.metadata (string values;
