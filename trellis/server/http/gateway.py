@@ -69,12 +69,14 @@ def _media_type(request: web.Request) -> str:
     return request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
 
 
-def _error_response(error: CallError, status: int | None = None, **headers: str) -> web.Response:
+def _error_response(
+    error: CallError, status: int | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status or error.http_status,
         body=orjson.dumps(error.to_json()),
         content_type="application/json",
-        headers=headers,
+        headers=headers or {},
     )
 
 
@@ -102,9 +104,11 @@ class HttpGateway:
             max_headers=MAX_HEADERS,
             # Compressed bodies are refused (unimplemented), never inflated.
             auto_decompress=False,
+            # Stopping does not wait for open streams: by then the unary calls are drained.
+            shutdown_timeout=0.0,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, shutdown_timeout=0.0)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -165,7 +169,7 @@ class HttpGateway:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{method} takes Content-Type {' or '.join(types)}, got {_media_type(request) or 'none'!r}",
             )
-            return _error_response(error, 415, Accept_Post=", ".join(types))
+            return _error_response(error, 415, {"Accept-Post": ", ".join(types)})
         try:
             context = self._context(request)
             payload = await self._body(request)
