@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Final
 
 import grpc  # type: ignore[import-untyped]
@@ -34,6 +35,7 @@ MAX_REQUEST_LINE_BYTES: Final = 8190
 MAX_HEADER_FIELD_BYTES: Final = 8190
 MAX_HEADERS: Final = 100
 READ_CHUNK: Final = 64 * 1024
+STOP_TIMEOUT: Final = 1.0
 
 # Headers that describe the HTTP exchange itself, not the call: not passed on as metadata.
 _NOT_METADATA = frozenset(
@@ -87,6 +89,7 @@ class HttpGateway:
         self._methods = methods
         self._max_body = max_body_bytes
         self._runner: web.AppRunner | None = None
+        self._streams: set[asyncio.Task[Any]] = set()  # handlers of open streams, ended by stop
         self.port = 0
         app = web.Application()
         app.router.add_get("/v1/sessions/{session_id}/events", self._events)
@@ -104,8 +107,9 @@ class HttpGateway:
             max_headers=MAX_HEADERS,
             # Compressed bodies are refused (unimplemented), never inflated.
             auto_decompress=False,
-            # Stopping does not wait for open streams: by then the unary calls are drained.
-            shutdown_timeout=0.0,
+            # What a handler still running at stop gets (the unary calls were drained by
+            # then; open streams are cancelled first). aiohttp reads 0 as "no limit".
+            shutdown_timeout=STOP_TIMEOUT,
         )
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
@@ -124,6 +128,8 @@ class HttpGateway:
         """Close the listener; calls still running (watch streams) are cancelled."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            for task in list(self._streams):
+                task.cancel()
             await runner.cleanup()
 
     # --- reading a request ----------------------------------------------------------------
@@ -230,8 +236,9 @@ class HttpGateway:
         await response.prepare(request)
         error: CallError | None = None
         try:
-            async for reply in self._methods.stream(details, request_bytes, context):
-                await response.write(protocol.envelope(protocol.encode(reply, codec)))
+            with self._open_stream():
+                async for reply in self._methods.stream(details, request_bytes, context):
+                    await response.write(protocol.envelope(protocol.encode(reply, codec)))
         except grpc.aio.AbortError:
             error = context.error()
         except TimeoutError as exc:
@@ -242,6 +249,17 @@ class HttpGateway:
         await response.write(protocol.end_stream(error))
         await response.write_eof()
         return response
+
+    @contextmanager
+    def _open_stream(self) -> Iterator[None]:
+        """Marks the running handler as an open stream, which ``stop`` cancels."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            yield
+        finally:
+            self._streams.discard(task)
 
     # --- server-sent events ------------------------------------------------------------------
 
@@ -270,8 +288,11 @@ class HttpGateway:
         error: CallError | None = None
         watch_context = HttpCallContext(metadata, context.time_remaining(), context.peer())
         try:
-            async for reply in self._methods.stream(CallDetails(WATCH, metadata), watch_bytes, watch_context):
-                await response.write(_event("diff", protocol.to_json_object(reply.diff)))
+            with self._open_stream():
+                async for reply in self._methods.stream(
+                    CallDetails(WATCH, metadata), watch_bytes, watch_context
+                ):
+                    await response.write(_event("diff", protocol.to_json_object(reply.diff)))
         except grpc.aio.AbortError:
             error = watch_context.error()
         except TimeoutError as exc:
