@@ -22,6 +22,7 @@ SLOW_MODULES = frozenset(
         "cli/test_readme_commands.py",
         "cli/test_serve_busy_port.py",
         "http/test_readme_walk.py",
+        "http/test_node_connect.py",
         "grpc_server/test_serve_process.py",
         "grpc_server/test_codegen.py",
         "packaging/test_no_extras.py",
