@@ -311,3 +311,18 @@ def server_open_watches(server: TrellisServer) -> int:
     assert server.composition is not None
     sessions: Any = server.composition.sessions
     return int(sessions.watcher_count())
+
+
+async def test_a_stream_request_that_is_not_one_envelope_is_refused(
+    tour: Path, http: aiohttp.ClientSession
+) -> None:
+    async with flow_server(tour, http_listen="127.0.0.1:0") as server:
+        for body in (b"\x00\x00", envelope(b'{"sessionId":"w"}')[:-1], envelope(b"{}") + envelope(b"{}")):
+            async with http.post(
+                url(server, "/trellis.v1.Sessions/Watch"), data=body, headers=STREAM_JSON
+            ) as reply:
+                assert reply.status == 200
+                flags, end = await read_envelope(reply)
+            assert flags == 2 and end["error"]["code"] == "invalid_argument"
+            assert "envelope" in end["error"]["message"]
+        assert server_open_watches(server) == 0
