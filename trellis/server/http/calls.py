@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,7 +138,7 @@ class PublicMethods:
 
     async def stream(
         self, details: CallDetails, request_bytes: bytes, context: HttpCallContext
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """The replies of a server-streaming method, as they come."""
         handler = await self.handler(details)
         request = handler.request_deserializer(request_bytes)

@@ -275,37 +275,67 @@ class HttpGateway:
         metadata = context.invocation_metadata()
         get_bytes = sessions_pb2.SessionsGetRequest(session_id=session_id).SerializeToString()
         watch_bytes = sessions_pb2.SessionsWatchRequest(session_id=session_id).SerializeToString()
-        # Get first, through the same chain: a wrong token or an unknown session is a plain
-        # HTTP error (401, 404) instead of an event on a stream that looked fine.
-        try:
-            current = await self._methods.unary(CallDetails(GET, metadata), get_bytes, context)
-        except grpc.aio.AbortError:
-            return _error_response(context.error())
-        response = web.StreamResponse(status=200, headers={"Cache-Control": "no-store"})
-        response.content_type = "text/event-stream"
-        await response.prepare(request)
-        await response.write(_event("step", protocol.to_json_object(current.step)))
-        error: CallError | None = None
         watch_context = HttpCallContext(metadata, context.time_remaining(), context.peer())
+        replies = self._methods.stream(CallDetails(WATCH, metadata), watch_bytes, watch_context)
+
+        async def next_reply() -> Any:
+            try:
+                return await anext(replies)
+            except StopAsyncIteration:
+                return None
+
+        with self._open_stream():
+            first = asyncio.ensure_future(next_reply())
+            try:
+                # One turn of the loop runs the watch up to its subscription (nothing in the
+                # chain waits before it), so the snapshot read next misses no step, and a
+                # refusal (token, watch budget) is known before the response starts.
+                await asyncio.sleep(0)
+                if first.done() and isinstance(first.exception(), grpc.aio.AbortError):
+                    return _error_response(watch_context.error())
+                # The snapshot through the same chain: an unknown session is a plain 404.
+                try:
+                    current = await self._methods.unary(CallDetails(GET, metadata), get_bytes, context)
+                except grpc.aio.AbortError:
+                    return _error_response(context.error())
+                response = web.StreamResponse(status=200, headers={"Cache-Control": "no-store"})
+                response.content_type = "text/event-stream"
+                await response.prepare(request)
+                await response.write(_event("step", protocol.to_json_object(current.step)))
+                error = await self._diffs(response, first, next_reply, watch_context)
+                if error is not None:
+                    await response.write(_event("error", error.to_json()))
+                await response.write_eof()
+                return response
+            finally:
+                if not first.done():
+                    first.cancel()
+                    await asyncio.wait([first])
+                await replies.aclose()
+
+    async def _diffs(
+        self,
+        response: web.StreamResponse,
+        first: asyncio.Future[Any],
+        next_reply: Any,
+        context: HttpCallContext,
+    ) -> CallError | None:
+        """Write the watch's diffs as events until it ends; the error it ended with, if any."""
         try:
-            with self._open_stream():
-                async for reply in self._methods.stream(
-                    CallDetails(WATCH, metadata), watch_bytes, watch_context
-                ):
-                    await response.write(_event("diff", protocol.to_json_object(reply.diff)))
+            reply = await first
+            while reply is not None:
+                await response.write(_event("diff", protocol.to_json_object(reply.diff)))
+                reply = await next_reply()
         except grpc.aio.AbortError:
-            error = watch_context.error()
+            return context.error()
         except TimeoutError as exc:
-            error = error_for(exc)
+            return error_for(exc)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:
             LOG.error("unexpected error in an event stream", exc_info=exc)
-            error = error_for(exc)
-        if error is not None:
-            await response.write(_event("error", error.to_json()))
-        await response.write_eof()
-        return response
+            return error_for(exc)
+        return None
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
