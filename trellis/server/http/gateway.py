@@ -24,7 +24,7 @@ from aiohttp import web
 
 from trellis.api.v1 import sessions_pb2
 from trellis.errors import ConfigError, InvalidInput, RequestTooLarge, TrellisError
-from trellis.server.http import protocol
+from trellis.server.http import grpc_web, protocol
 from trellis.server.http.calls import CallDetails, HttpCallContext, PublicMethods, error_for
 from trellis.server.http.protocol import CallError
 
@@ -50,6 +50,8 @@ _NOT_METADATA = frozenset(
         "transfer-encoding",
         "user-agent",
         "te",
+        "x-grpc-web",
+        "x-user-agent",
     }
 )
 WATCH = "/trellis.v1.Sessions/Watch"
@@ -61,7 +63,7 @@ def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     for key, value in request.headers.items():
         name = key.lower()
         # -bin keys carry bytes in gRPC metadata; connect-* are this protocol's own.
-        if name in _NOT_METADATA or name.startswith("connect-") or name.endswith("-bin"):
+        if name in _NOT_METADATA or name.startswith(("connect-", "grpc-")) or name.endswith("-bin"):
             continue
         pairs.append((name, value))
     return tuple(pairs)
@@ -156,8 +158,9 @@ class HttpGateway:
             f"{self._max_body} (max_message_bytes)"
         )
 
-    def _context(self, request: web.Request) -> HttpCallContext:
-        timeout = protocol.parse_timeout(request.headers.get("Connect-Timeout-Ms"))
+    def _context(self, request: web.Request, timeout: float | None = None) -> HttpCallContext:
+        if timeout is None:
+            timeout = protocol.parse_timeout(request.headers.get("Connect-Timeout-Ms"))
         return HttpCallContext(_metadata(request), timeout, f"http:{request.remote or ''}")
 
     # --- Connect calls ----------------------------------------------------------------------
@@ -168,6 +171,8 @@ class HttpGateway:
             error = CallError(grpc.StatusCode.UNIMPLEMENTED, f"no method {method} on this server")
             return _error_response(error, 404)
         streaming = self._methods.is_streaming(method)
+        if grpc_web.is_grpc_web(_media_type(request)):
+            return await self._grpc_web(request, method, streaming)
         types = protocol.STREAM_TYPES if streaming else protocol.UNARY_TYPES
         codec = types.get(_media_type(request))
         if codec is None:
@@ -198,6 +203,52 @@ class HttpGateway:
             return _error_response(error_for(exc))
         content_type = "application/json" if codec == protocol.JSON else "application/proto"
         return web.Response(body=protocol.encode(reply, codec), headers={"Content-Type": content_type})
+
+    async def _grpc_web(self, request: web.Request, method: str, streaming: bool) -> web.StreamResponse:
+        """A gRPC-Web call: the same calls as Connect's, framed the gRPC-Web way."""
+        media_type = _media_type(request)
+        codec = grpc_web.TYPES.get(media_type)
+        if codec is None:
+            unsupported = CallError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{media_type!r} is not served (no -text)"
+            )
+            return _error_response(unsupported, 415, {"Accept-Post": ", ".join(grpc_web.TYPES)})
+        response = web.StreamResponse(status=200)
+        response.content_type = media_type
+        error: CallError | None = None
+        try:
+            context = self._context(request, grpc_web.parse_timeout(request.headers.get("grpc-timeout")))
+            payload = protocol.unwrap_single(await self._body(request))
+            request_bytes = self._request_bytes(method, payload, codec)
+        except _Refused as refused:
+            error = refused.error
+        except TrellisError as exc:
+            error = error_for(exc)
+        if error is not None:
+            await response.prepare(request)
+            await response.write(grpc_web.trailers(error))
+            await response.write_eof()
+            return response
+        details = CallDetails(method, context.invocation_metadata())
+        await response.prepare(request)
+        try:
+            if streaming:
+                with self._open_stream():
+                    async for reply in self._methods.stream(details, request_bytes, context):
+                        await response.write(protocol.envelope(protocol.encode(reply, codec)))
+            else:
+                reply = await self._methods.unary(details, request_bytes, context)
+                await response.write(protocol.envelope(protocol.encode(reply, codec)))
+        except grpc.aio.AbortError:
+            error = context.error()
+        except TimeoutError as exc:
+            error = error_for(exc)
+        except Exception as exc:
+            LOG.error("unexpected error in a gRPC-Web call", exc_info=exc)
+            error = error_for(exc)
+        await response.write(grpc_web.trailers(error))
+        await response.write_eof()
+        return response
 
     def _request_bytes(self, method: str, payload: bytes, codec: str) -> bytes:
         """The request in protobuf: binary bodies go to the servicer's own deserializer
