@@ -23,6 +23,7 @@ SLOW_MODULES = frozenset(
         "cli/test_serve_busy_port.py",
         "http/test_readme_walk.py",
         "http/test_node_connect.py",
+        "http/test_connect_web.py",
         "grpc_server/test_serve_process.py",
         "grpc_server/test_codegen.py",
         "packaging/test_no_extras.py",
