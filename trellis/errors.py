@@ -324,3 +324,9 @@ class TooManyWatchStreams(TrellisError):
     """A watch stream refused: the server already holds as many as it allows (max_watch_streams)."""
 
     reason = "TOO_MANY_WATCH_STREAMS"
+
+
+class RequestTooLarge(TrellisError):
+    """An HTTP request whose body is larger than the server takes (max_message_bytes)."""
+
+    reason = "REQUEST_TOO_LARGE"

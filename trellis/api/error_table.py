@@ -126,6 +126,9 @@ ROWS: dict[type[e.TrellisError], Row] = {
     e.Unauthenticated: Row(C.UNAUTHENTICATED, (), "No valid bearer token (`authorization: Bearer <token>`)."),
     # a server-wide budget is used up: retry later
     e.TooManyWatchStreams: Row(C.RESOURCE_EXHAUSTED, (), "The server holds as many watch streams as it allows."),
+    e.RequestTooLarge: Row(
+        C.RESOURCE_EXHAUSTED, (), "An HTTP request (body, headers or streams) is over the listener's limits."
+    ),
 }
 
 # Reasons that are no exception class: the step outlived the caller's deadline, or a bug.
