@@ -19,8 +19,8 @@ LifecycleHook = Callable[[LifecycleEvent], None]
 @runtime_checkable
 class EnginePort(Protocol):
     async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> State:
-        """A fresh state at the entry node (spec §3.2). Raises InvalidInput for a
-        context that is not JSON-compatible, ReservedNamespace for a ``sys`` key."""
+        """A fresh state at the entry node (spec §3.2). Raises only what the loader
+        raises for the entry node."""
         ...
 
     async def render(self, state: State) -> RenderResult:
@@ -38,7 +38,7 @@ class EnginePort(Protocol):
         UnexpectedToolResult / ToolResultMismatch (a tool result where none, or
         another, is pending), UnhandledToolError (a failed tool with no
         ``on_error``), ConditionError / ConditionOverBudget, TemplateError,
-        ReservedNamespace, ContextValidationError / ContextTypeValidationError,
+        ReservedNamespace (``save_to`` naming ``sys``), ContextValidationError / ContextTypeValidationError,
         ExecutionViolation (a graph that loops without waiting)."""
         ...
 
