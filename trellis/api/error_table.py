@@ -56,11 +56,14 @@ CODES: dict[type[e.TrellisError], grpc.StatusCode] = {
     e.InvalidInput: C.INVALID_ARGUMENT,
     e.StateSignatureInvalid: C.INVALID_ARGUMENT,
     e.InvalidSessionId: C.INVALID_ARGUMENT,
+    e.RequestIdReused: C.INVALID_ARGUMENT,
     e.StateTooLarge: C.INVALID_ARGUMENT,
     e.StoreFull: C.RESOURCE_EXHAUSTED,
     e.SessionNotFound: C.NOT_FOUND,
     # concurrency: retry the whole step
     e.ConflictError: C.ABORTED,
+    # AIP-154: a request whose etag (here: expected_revision) is not current is ABORTED
+    e.RevisionMismatch: C.ABORTED,
     e.LockLost: C.ABORTED,
     # infrastructure
     e.BackendUnavailable: C.UNAVAILABLE,
@@ -87,8 +90,12 @@ _FIELDS = (
     "missing_keys",
     "errors",
     "problems",
+    "request_id",
+    "expected_revision",
+    "actual_revision",
 )
 _LIST_FIELDS = frozenset({"missing_keys", "errors", "problems"})
+_INT_FIELDS = frozenset({"expected_revision", "actual_revision"})
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode:
@@ -209,6 +216,8 @@ def _build(cls: type[e.TrellisError], message: str, metadata: Mapping[str, str])
                 value = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 value = [raw]
+        elif name in _INT_FIELDS and raw.lstrip("-").isdigit():
+            value = int(raw)
         setattr(exc, name, value)
     return exc
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from trellis.api.v1 import types_pb2 as trellis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19trellis/v1/sessions.proto\x12\ntrellis.v1\x1a\x16trellis/v1/types.proto\"@\n\x14SessionsStartRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontext_json\x18\x02 \x01(\t\"H\n\x15SessionsStartResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"(\n\x12SessionsGetRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"5\n\x13SessionsGetResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\"O\n\x17SessionsNavigateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12 \n\x05input\x18\x02 \x01(\x0b\x32\x11.trellis.v1.Input\":\n\x18SessionsNavigateResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\";\n\x15SessionsSignalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\"8\n\x16SessionsSignalResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\"+\n\x15SessionsDeleteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x18\n\x16SessionsDeleteResponse\"<\n\x13SessionsListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"D\n\x14SessionsListResponse\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14SessionsWatchRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"<\n\x15SessionsWatchResponse\x12#\n\x04\x64iff\x18\x01 \x01(\x0b\x32\x15.trellis.v1.StateDiff2\xb4\x04\n\x08Sessions\x12L\n\x05Start\x12 .trellis.v1.SessionsStartRequest\x1a!.trellis.v1.SessionsStartResponse\x12\x46\n\x03Get\x12\x1e.trellis.v1.SessionsGetRequest\x1a\x1f.trellis.v1.SessionsGetResponse\x12U\n\x08Navigate\x12#.trellis.v1.SessionsNavigateRequest\x1a$.trellis.v1.SessionsNavigateResponse\x12O\n\x06Signal\x12!.trellis.v1.SessionsSignalRequest\x1a\".trellis.v1.SessionsSignalResponse\x12O\n\x06\x44\x65lete\x12!.trellis.v1.SessionsDeleteRequest\x1a\".trellis.v1.SessionsDeleteResponse\x12I\n\x04List\x12\x1f.trellis.v1.SessionsListRequest\x1a .trellis.v1.SessionsListResponse\x12N\n\x05Watch\x12 .trellis.v1.SessionsWatchRequest\x1a!.trellis.v1.SessionsWatchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19trellis/v1/sessions.proto\x12\ntrellis.v1\x1a\x16trellis/v1/types.proto\"T\n\x14SessionsStartRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontext_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x1e \x01(\t\"Z\n\x15SessionsStartResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x10\n\x08replayed\x18\x1e \x01(\x08\"(\n\x12SessionsGetRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"5\n\x13SessionsGetResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\"\x99\x01\n\x17SessionsNavigateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12 \n\x05input\x18\x02 \x01(\x0b\x32\x11.trellis.v1.Input\x12\x12\n\nrequest_id\x18\x1e \x01(\t\x12\x1e\n\x11\x65xpected_revision\x18\x1f \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_revision\"L\n\x18SessionsNavigateResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12\x10\n\x08replayed\x18\x1e \x01(\x08\"\x85\x01\n\x15SessionsSignalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x1e \x01(\t\x12\x1e\n\x11\x65xpected_revision\x18\x1f \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_revision\"J\n\x16SessionsSignalResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12\x10\n\x08replayed\x18\x1e \x01(\x08\"+\n\x15SessionsDeleteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x18\n\x16SessionsDeleteResponse\"<\n\x13SessionsListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"D\n\x14SessionsListResponse\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x14SessionsWatchRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"<\n\x15SessionsWatchResponse\x12#\n\x04\x64iff\x18\x01 \x01(\x0b\x32\x15.trellis.v1.StateDiff2\xb4\x04\n\x08Sessions\x12L\n\x05Start\x12 .trellis.v1.SessionsStartRequest\x1a!.trellis.v1.SessionsStartResponse\x12\x46\n\x03Get\x12\x1e.trellis.v1.SessionsGetRequest\x1a\x1f.trellis.v1.SessionsGetResponse\x12U\n\x08Navigate\x12#.trellis.v1.SessionsNavigateRequest\x1a$.trellis.v1.SessionsNavigateResponse\x12O\n\x06Signal\x12!.trellis.v1.SessionsSignalRequest\x1a\".trellis.v1.SessionsSignalResponse\x12O\n\x06\x44\x65lete\x12!.trellis.v1.SessionsDeleteRequest\x1a\".trellis.v1.SessionsDeleteResponse\x12I\n\x04List\x12\x1f.trellis.v1.SessionsListRequest\x1a .trellis.v1.SessionsListResponse\x12N\n\x05Watch\x12 .trellis.v1.SessionsWatchRequest\x1a!.trellis.v1.SessionsWatchResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,33 +33,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trellis.api.v1.sessions_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSIONSSTARTREQUEST']._serialized_start=65
-  _globals['_SESSIONSSTARTREQUEST']._serialized_end=129
-  _globals['_SESSIONSSTARTRESPONSE']._serialized_start=131
-  _globals['_SESSIONSSTARTRESPONSE']._serialized_end=203
-  _globals['_SESSIONSGETREQUEST']._serialized_start=205
-  _globals['_SESSIONSGETREQUEST']._serialized_end=245
-  _globals['_SESSIONSGETRESPONSE']._serialized_start=247
-  _globals['_SESSIONSGETRESPONSE']._serialized_end=300
-  _globals['_SESSIONSNAVIGATEREQUEST']._serialized_start=302
-  _globals['_SESSIONSNAVIGATEREQUEST']._serialized_end=381
-  _globals['_SESSIONSNAVIGATERESPONSE']._serialized_start=383
-  _globals['_SESSIONSNAVIGATERESPONSE']._serialized_end=441
-  _globals['_SESSIONSSIGNALREQUEST']._serialized_start=443
-  _globals['_SESSIONSSIGNALREQUEST']._serialized_end=502
-  _globals['_SESSIONSSIGNALRESPONSE']._serialized_start=504
-  _globals['_SESSIONSSIGNALRESPONSE']._serialized_end=560
-  _globals['_SESSIONSDELETEREQUEST']._serialized_start=562
-  _globals['_SESSIONSDELETEREQUEST']._serialized_end=605
-  _globals['_SESSIONSDELETERESPONSE']._serialized_start=607
-  _globals['_SESSIONSDELETERESPONSE']._serialized_end=631
-  _globals['_SESSIONSLISTREQUEST']._serialized_start=633
-  _globals['_SESSIONSLISTREQUEST']._serialized_end=693
-  _globals['_SESSIONSLISTRESPONSE']._serialized_start=695
-  _globals['_SESSIONSLISTRESPONSE']._serialized_end=763
-  _globals['_SESSIONSWATCHREQUEST']._serialized_start=765
-  _globals['_SESSIONSWATCHREQUEST']._serialized_end=807
-  _globals['_SESSIONSWATCHRESPONSE']._serialized_start=809
-  _globals['_SESSIONSWATCHRESPONSE']._serialized_end=869
-  _globals['_SESSIONS']._serialized_start=872
-  _globals['_SESSIONS']._serialized_end=1436
+  _globals['_SESSIONSSTARTREQUEST']._serialized_end=149
+  _globals['_SESSIONSSTARTRESPONSE']._serialized_start=151
+  _globals['_SESSIONSSTARTRESPONSE']._serialized_end=241
+  _globals['_SESSIONSGETREQUEST']._serialized_start=243
+  _globals['_SESSIONSGETREQUEST']._serialized_end=283
+  _globals['_SESSIONSGETRESPONSE']._serialized_start=285
+  _globals['_SESSIONSGETRESPONSE']._serialized_end=338
+  _globals['_SESSIONSNAVIGATEREQUEST']._serialized_start=341
+  _globals['_SESSIONSNAVIGATEREQUEST']._serialized_end=494
+  _globals['_SESSIONSNAVIGATERESPONSE']._serialized_start=496
+  _globals['_SESSIONSNAVIGATERESPONSE']._serialized_end=572
+  _globals['_SESSIONSSIGNALREQUEST']._serialized_start=575
+  _globals['_SESSIONSSIGNALREQUEST']._serialized_end=708
+  _globals['_SESSIONSSIGNALRESPONSE']._serialized_start=710
+  _globals['_SESSIONSSIGNALRESPONSE']._serialized_end=784
+  _globals['_SESSIONSDELETEREQUEST']._serialized_start=786
+  _globals['_SESSIONSDELETEREQUEST']._serialized_end=829
+  _globals['_SESSIONSDELETERESPONSE']._serialized_start=831
+  _globals['_SESSIONSDELETERESPONSE']._serialized_end=855
+  _globals['_SESSIONSLISTREQUEST']._serialized_start=857
+  _globals['_SESSIONSLISTREQUEST']._serialized_end=917
+  _globals['_SESSIONSLISTRESPONSE']._serialized_start=919
+  _globals['_SESSIONSLISTRESPONSE']._serialized_end=987
+  _globals['_SESSIONSWATCHREQUEST']._serialized_start=989
+  _globals['_SESSIONSWATCHREQUEST']._serialized_end=1031
+  _globals['_SESSIONSWATCHRESPONSE']._serialized_start=1033
+  _globals['_SESSIONSWATCHRESPONSE']._serialized_end=1093
+  _globals['_SESSIONS']._serialized_start=1096
+  _globals['_SESSIONS']._serialized_end=1660
 # @@protoc_insertion_point(module_scope)
