@@ -67,6 +67,7 @@ from trellis.domain import (
     ToolResult,
 )
 from trellis.errors import (
+    ConflictError,
     ExecutionViolation,
     InvalidInput,
     InvalidSessionId,
@@ -214,7 +215,14 @@ class SessionManager:
             return state, render, True
 
         # Not from the cache: an existing session is returned as stored, without a write to check it.
-        return await self._step(session_id, work, cached=False, request=request)
+        try:
+            return await self._step(session_id, work, cached=False, request=request)
+        except ConflictError:
+            if not request.created:
+                raise
+            # Another process created the session between our read and our write (stores
+            # without a shared lock): it is now found, and this start reports created=False.
+            return await self._step(session_id, work, cached=False, request=request)
 
     async def get(self, session_id: str) -> StepResult:
         """The stored state and the actions of its current node. Raises SessionNotFound."""
