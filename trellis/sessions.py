@@ -112,11 +112,14 @@ class _Request:
     ``guard`` wraps a step's work with those checks; the flags tell the outcome of the
     work's last run (a step may run it more than once, e.g. from a stale cached state)."""
 
-    __slots__ = ("created", "digest", "expected_revision", "id", "replayed")
+    __slots__ = ("created", "digest", "expected_revision", "id", "replayed", "starts")
 
-    def __init__(self, request_id: str, digest: str, expected_revision: int | None) -> None:
+    def __init__(
+        self, request_id: str, kind: str, what: JSONValue | ToolResult, expected_revision: int | None
+    ) -> None:
         self.id = request_id
-        self.digest = digest
+        self.starts = kind == "start"
+        self.digest = request_ids.digest(kind, what)
         self.expected_revision = expected_revision
         self.created = False
         self.replayed = False
@@ -125,8 +128,8 @@ class _Request:
         async def guarded(loaded: State | None, may_dispatch: bool) -> _Outcome:
             self.replayed = False
             if self.id and loaded is not None and request_ids.find(loaded, self.id, self.digest):
-                # Applied before (only a creating Start records its ID): nothing to do again.
-                self.replayed, self.created = True, True
+                # Applied before (a Start records its ID only when it created the session).
+                self.replayed, self.created = True, self.starts
                 return loaded, await engine.render(loaded), False
             # After the ID: a retry of a step that was applied is answered, not refused.
             if self.expected_revision is not None and loaded is not None:
@@ -205,7 +208,7 @@ class SessionManager:
         advanced like any step. ``created`` in the result says which happened: of several
         simultaneous starts of one session exactly one creates it. ``request_id``: see
         trellis.request_ids (a repeated Start that had created the session says so again)."""
-        request = _Request(request_id, request_ids.digest("start", None), None)
+        request = _Request(request_id, "start", None, None)
 
         async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
             request.created = loaded is None
@@ -243,7 +246,7 @@ class SessionManager:
         apply only while the session is at that revision, else RevisionMismatch."""
         if isinstance(input, str):
             input = sanitize_input(input, self._input_limit)
-        request = _Request(request_id, request_ids.digest("navigate", input), expected_revision)
+        request = _Request(request_id, "navigate", input, expected_revision)
 
         async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
             if loaded is None:
@@ -260,7 +263,7 @@ class SessionManager:
     ) -> StepResult:
         """One durable step after a signal (``interrupt``, ``timeout``, a custom name);
         ``request_id`` and ``expected_revision`` as for ``navigate``."""
-        request = _Request(request_id, request_ids.digest("signal", name), expected_revision)
+        request = _Request(request_id, "signal", name, expected_revision)
 
         async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
             if loaded is None:
@@ -382,7 +385,11 @@ class SessionManager:
                     raise  # computed from the stored state: what the lock path would say
                 return None  # maybe only because the cached state is stale
             if not changed:
-                return request.result(state, render) if fresh else None
+                if fresh:
+                    return request.result(state, render)
+                # E.g. a retried request found in the cached state: answer from a fresh read.
+                loaded, fresh = await store.load_unlocked(session_id), True
+                continue
             try:
                 self._check_before_save(state, render)
             except TimeoutError:

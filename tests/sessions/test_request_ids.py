@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from tests.sessions.flows import chain, engine
+from tests.support.etcd_counting import CountingInterceptor
 from tests.support.etcd_fixtures import config_for
 from tests.support.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdStateStore
@@ -61,7 +62,7 @@ async def test_a_repeated_navigate_is_applied_once_and_answered_as_replayed(repl
     assert not first.replayed and first.state.current_node_id == "c1"
     # The retry reaches another replica (the first one's answer was lost).
     again = await two.navigate("s", "a", request_id="req-1")
-    assert again.replayed
+    assert again.replayed and not again.created
     assert again.state.revision == first.state.revision
     assert again.state.history == first.state.history == ["c0", "c1"]
     stored = await two.get("s")
@@ -177,3 +178,26 @@ async def test_of_simultaneous_creators_exactly_one_is_told_created(replicas: Re
         assert sum(result.created for result in results) == 1, [r.created for r in results]
         revisions = {result.state.revision for result in results}
         assert len(revisions) == 1  # everyone sees the one session that was created
+
+
+@pytest.mark.etcd
+async def test_an_identified_step_on_etcd_is_still_one_transaction(etcd_server: EtcdCluster) -> None:
+    """The request ID is stored in the step's own write: no read or write more."""
+    counter = CountingInterceptor()
+    async with EtcdClient(config_for(etcd_server), interceptors=[counter]) as client:
+        manager = SessionManager(engine(chain(5)), EtcdStateStore(client))
+        await manager.start("s")
+        for n in range(3):
+            counter.methods.clear()
+            result = await manager.navigate(
+                "s",
+                f"input {n}",
+                request_id=f"r-{n}",
+                expected_revision=(await manager.get("s")).state.revision,
+            )
+            assert counter.methods == ["/etcdserverpb.KV/Range", "/etcdserverpb.KV/Txn"]  # get, then the step
+            assert [r.id for r in result.state.requests][-1] == f"r-{n}"
+        counter.methods.clear()
+        replayed = await manager.navigate("s", "input 2", request_id="r-2")
+        # A repeat writes nothing: one read tells it was applied.
+        assert replayed.replayed and not replayed.created and counter.methods == ["/etcdserverpb.KV/Range"]
