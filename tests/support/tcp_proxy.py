@@ -58,6 +58,14 @@ class TcpProxy:
                 if not writer.is_closing():
                     writer.write(chunk)
 
+    def drop_held(self) -> None:
+        """Break the connections whose replies are held: what was kept back is lost, and
+        the client sees its connection reset (as when the server died before answering)."""
+        held, self._held = self._held, set()
+        for writer in held:
+            self._kept.pop(writer, None)
+            writer.transport.abort()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
