@@ -112,3 +112,15 @@ async def test_expected_revision_and_request_ids_through_the_sdk(
         with pytest.raises(RequestIdReused, match="already used"):
             await client.sessions.navigate("s", "other", request_id="start-1")
         assert (await client.sessions.get("s")).state.revision == moved.state.revision
+
+
+async def test_of_simultaneous_starts_through_the_server_exactly_one_is_created(
+    behind_proxy: tuple[Served, MemoryStore, TcpProxy],
+) -> None:
+    served, _store, _proxy = behind_proxy
+    async with Client(served.target) as one, Client(served.target) as two:
+        for n in range(5):
+            results = await asyncio.gather(
+                *(c.sessions.start(f"race-{n}") for c in (one, two) for _ in range(4))
+            )
+            assert sum(result.created for result in results) == 1
