@@ -201,7 +201,9 @@ async def test_the_overlay_runs_as_declared(overlay: str, etcd: EtcdCluster) -> 
             tools.signal(signal.SIGSTOP)
             in_flight = asyncio.ensure_future(navigate(stub, "k8s-3", "Cy", deployment.token))
             try:
-                await eventually(lambda: locked(deployment.etcd_config(), "k8s-3"), "the step is in flight")
+                await eventually(
+                    lambda: locked(deployment.etcd_config(), "k8s-3"), "the step is in flight", interval=0.2
+                )
                 deadline = await pod.begin_termination()
                 await pod.wait_probe("trellis", "readinessProbe", passing=False)
                 with pytest.raises(grpc.aio.AioRpcError) as late:
