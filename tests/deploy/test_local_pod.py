@@ -16,11 +16,11 @@ deploy/README.md says:
 from __future__ import annotations
 
 import asyncio
-import secrets
 import signal
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -28,6 +28,7 @@ import orjson
 import pytest
 from aetcd import rpc
 
+from tests.deploy.documented_secrets import documented_secrets
 from tests.deploy.local_pod import LocalPod
 from tests.deploy.rendering import OVERLAYS, find, render
 from tests.support.etcd_process import EtcdCluster, EtcdUnavailable
@@ -69,13 +70,12 @@ def etcd(overlay: str) -> Iterator[EtcdCluster]:
 class Deployment:
     """What the test gives the pods: the Secrets, and etcd's cluster names as addresses here."""
 
-    def __init__(self, overlay: str, cluster: EtcdCluster) -> None:
+    def __init__(self, overlay: str, cluster: EtcdCluster, workdir: Path) -> None:
         self.docs = render(overlay)
         self.cluster = cluster
-        self.token = secrets.token_hex(16)
-        self.secrets: dict[str, dict[str, bytes]] = {
-            "trellis-auth": {"tokens": f"{self.token}\n".encode(), "signing-key": secrets.token_bytes(32)}
-        }
+        # The token Secret as deploy/README.md makes it.
+        self.secrets = {"trellis-auth": documented_secrets(workdir)["trellis-auth"]}
+        self.token = self.secrets["trellis-auth"]["tokens"].decode().splitlines()[0]
         if cluster.tls is not None:
             self.secrets["etcd-client-tls"] = {
                 "ca.crt": cluster.tls.ca.read_bytes(),
@@ -144,8 +144,8 @@ def greeting(response: Any) -> str:
     return str(orjson.loads(state.context_json)["answer"]["greeting"])
 
 
-async def test_the_overlay_runs_as_declared(overlay: str, etcd: EtcdCluster) -> None:
-    deployment = Deployment(overlay, etcd)
+async def test_the_overlay_runs_as_declared(overlay: str, etcd: EtcdCluster, tmp_path: Path) -> None:
+    deployment = Deployment(overlay, etcd, tmp_path)
 
     # The publishing Job puts the flow of the trellis-flow ConfigMap into etcd.
     job = deployment.pod("Job", "trellis-publish-graph", "trellis-publish-graph-x7k2p")
