@@ -16,7 +16,9 @@ deploy/README.md says:
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -29,8 +31,8 @@ import pytest
 from aetcd import rpc
 
 from tests.deploy.documented_secrets import documented_secrets
-from tests.deploy.local_pod import LocalPod
-from tests.deploy.rendering import OVERLAYS, find, render
+from tests.deploy.local_pod import PROGRAMS, LocalPod
+from tests.deploy.rendering import KUBERNETES, OVERLAYS, find, render
 from tests.support.etcd_process import EtcdCluster, EtcdUnavailable
 from tests.support.requirements import missing
 from tests.support.waiting import eventually
@@ -133,6 +135,22 @@ async def locked(config: EtcdConfig, session: str) -> bool:
         return bool(reply.count)
 
 
+def run_cli(port: int, token: str, session: str, typed: str) -> str:
+    """deploy/README.md's `trellis run FLOW --server ... --session ...`, answering on stdin."""
+    flow = str(KUBERNETES / "base" / "flow")
+    argv = [*PROGRAMS["trellis"], "run", flow, "--server", f"127.0.0.1:{port}", "--session", session]
+    done = subprocess.run(
+        argv,
+        input=typed,
+        capture_output=True,
+        text=True,
+        timeout=CALL_BOUND,
+        env={**os.environ, "TRELLIS_TOKEN": token},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def read_url(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as reply:
         return bytes(reply.read())
@@ -180,6 +198,9 @@ async def test_the_overlay_runs_as_declared(overlay: str, etcd: EtcdCluster, tmp
                 step = await client.sessions.navigate("k8s-1", "Ada")
             assert step.state.current_node_id == "done"
             assert step.state.context["answer"]["greeting"] == "Hello, Ada."
+            # ... and with the command line, as the quickstart does.
+            shown = await asyncio.to_thread(run_cli, port, deployment.token, "k8s-cli", "Ada\n")
+            assert "Hello, Ada." in shown
 
             # etcd down: out of the Service (readiness), not restarted (liveness).
             for member in etcd.members:
