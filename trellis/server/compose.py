@@ -8,11 +8,12 @@ already hold port objects call ``assemble`` with them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from trellis.engine import Engine
-from trellis.errors import ConfigError
+from trellis.errors import ConfigError, TrellisError
 from trellis.locked_store import step_store_for
 from trellis.plugins import BuildContext, Closer, Component, Probe, build, parse_url
 from trellis.ports.dispatcher import ActionDispatcher
@@ -25,6 +26,7 @@ from trellis.server.config import ServerConfig
 from trellis.server.limits import Limits
 from trellis.server.observe import MeteredDispatcher, Observer, metered_step_store
 from trellis.sessions import SessionManager
+from trellis.timers import MemoryTimerQueue, TimerQueue, TimerService
 
 LOG = logging.getLogger("trellis.server")
 
@@ -41,6 +43,8 @@ class Composition:
     sessions: SessionsPort
     probes: dict[str, Probe] = field(default_factory=dict)
     closers: list[Closer] = field(default_factory=list)
+    # loops the server runs while it serves (cancelled at stop): timers, storage checks
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
         await _close_all(self.closers)
@@ -184,4 +188,37 @@ async def build_composition(config: ServerConfig, observer: Observer) -> Composi
 
         composition.probes["dispatcher"] = probe_dispatchers
     composition.closers = ctx.closers
+    if config.timers:
+        await _add_timers(composition, config, store.value)
     return composition
+
+
+async def _add_timers(composition: Composition, config: ServerConfig, raw_store: object) -> None:
+    """Durable timers over the store's backend: in etcd when the store is etcd (shared by
+    the replicas), else in this process, rebuilt from the stored sessions now."""
+    sessions = composition.sessions
+    if not isinstance(sessions, SessionManager):
+        return
+    queue: TimerQueue
+    if parse_url("store", config.store).scheme == "etcd":
+        from trellis.adapters.etcd.timers import EtcdTimerQueue
+
+        queue = EtcdTimerQueue(raw_store.client)  # type: ignore[attr-defined]
+    else:
+        queue = MemoryTimerQueue()
+    service = TimerService(
+        sessions, queue, poll_interval=config.timer_poll_interval, claim_ttl=config.timer_claim_ttl
+    )
+    store = composition.store
+
+    async def run_timers() -> None:
+        if not queue.durable:
+            try:
+                armed = await service.rebuild(store)
+            except TrellisError as exc:
+                LOG.error("timers: cannot re-arm the waiting sessions from the store: %s", exc)
+            else:
+                LOG.info("timers: re-armed %d waiting session(s) from the store", armed)
+        await service.run()
+
+    composition.background.append(run_timers)

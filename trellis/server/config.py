@@ -106,6 +106,10 @@ class ServerConfig:
     # true: interpolated values are HTML-escaped (the engine's HTML interpolator)
     html: bool = False
     lock_ttl: float = 30.0
+    # durable timers: a node's `timeout:` fires on the server (trellis.timers; docs/server.md)
+    timers: bool = True
+    timer_poll_interval: float = 0.2
+    timer_claim_ttl: float = 10.0
     # evaluation budgets (trellis.evaluation_limits)
     max_condition_cost: int = DEFAULT_MAX_CONDITION_COST
     max_range_iterations: int = DEFAULT_MAX_RANGE_ITERATIONS
