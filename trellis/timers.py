@@ -95,11 +95,14 @@ class MemoryTimerQueue:
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = 0
         self._claimed: dict[str, Timer] = {}
+        self._armed = self._finished = 0
 
-    def __len__(self) -> int:
-        return len(self._heap)
+    def pending(self) -> int:
+        """Timers armed and not yet done with (fired, or found moot)."""
+        return self._armed - self._finished
 
     async def arm(self, timer: Timer) -> None:
+        self._armed += 1
         self._push(timer.due, timer)
 
     def _push(self, when: float, timer: Timer) -> None:
@@ -120,7 +123,8 @@ class MemoryTimerQueue:
         return claimed
 
     async def done(self, timer: Timer) -> None:
-        self._claimed.pop(timer.token, None)
+        if self._claimed.pop(timer.token, None) is not None:
+            self._finished += 1
 
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None

@@ -45,6 +45,7 @@ class Composition:
     closers: list[Closer] = field(default_factory=list)
     # loops the server runs while it serves (cancelled at stop): timers, storage checks
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    timers: TimerService | None = None
 
     async def aclose(self) -> None:
         await _close_all(self.closers)
@@ -210,6 +211,7 @@ async def _add_timers(composition: Composition, config: ServerConfig, raw_store:
         sessions, queue, poll_interval=config.timer_poll_interval, claim_ttl=config.timer_claim_ttl
     )
     store = composition.store
+    composition.timers = service
 
     async def run_timers() -> None:
         if not queue.durable:
