@@ -153,6 +153,7 @@ class SessionManager:
         # Weak: a watch nobody holds any more unsubscribes itself (SessionWatch.__del__).
         self._watchers: dict[str, weakref.WeakSet[SessionWatch]] = {}
         self._saved_hooks: builtins.list[Callable[[StepResult], Awaitable[None]]] = []
+        self._saving_hooks: builtins.list[Callable[[StepResult], None]] = []
 
     # --- public API ---------------------------------------------------------------------
 
@@ -221,6 +222,12 @@ class SessionManager:
 
         result = await self._step(session_id, work, cached=True)
         return result if applied else None
+
+    def on_saving(self, hook: Callable[[StepResult], None]) -> None:
+        """Call ``hook`` with every step's outcome right before it is saved (e.g. to stage
+        the durable timer the store writes in the same transaction). What it raises
+        refuses the step, like ``check_step``."""
+        self._saving_hooks.append(hook)
 
     def on_saved(self, hook: Callable[[StepResult], Awaitable[None]]) -> None:
         """Call ``hook`` after every saved step, before the step returns (e.g. to arm the
@@ -374,6 +381,8 @@ class SessionManager:
         check_deadline()  # a step its caller gave up on is abandoned, not saved
         if self._check_step is not None:
             self._check_step(StepResult(state=state, render=render))
+        for hook in self._saving_hooks:
+            hook(StepResult(state=state, render=render))
 
     def _recently_contended(self, session_id: str) -> bool:
         until = self._contended.get(session_id)

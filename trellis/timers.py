@@ -66,8 +66,15 @@ class TimerQueue(Protocol):
     durable: bool
     """True when armed timers outlive the process (no rebuild from the store at start)."""
 
+    def stage(self, session_id: str, timer: Timer | None) -> None:
+        """The timer the step about to be saved arms (None: it arms none), for a queue that
+        writes timers in the same transaction as the save; its ``revision`` is not known
+        yet (0). Called right before every save of a step."""
+        ...
+
     async def arm(self, timer: Timer) -> None:
-        """Store ``timer`` (durably when ``durable``) before the step's reply is sent."""
+        """After the step was saved (``timer.revision`` set): store ``timer``, unless
+        ``stage`` had it written with the save already. Done before the reply is sent."""
         ...
 
     async def claim_due(self, now: float, limit: int, claim_ttl: float) -> list[Timer]:
@@ -100,6 +107,9 @@ class MemoryTimerQueue:
     def pending(self) -> int:
         """Timers armed and not yet done with (fired, or found moot)."""
         return self._armed - self._finished
+
+    def stage(self, session_id: str, timer: Timer | None) -> None:
+        pass  # armed after the save (a restart re-arms from the store anyway)
 
     async def arm(self, timer: Timer) -> None:
         self._armed += 1
@@ -179,7 +189,12 @@ class TimerService:
         self._clock = clock
         self._wake = asyncio.Event()
         self._firing = asyncio.Semaphore(_FIRING)
+        sessions.on_saving(self.before_save)
         sessions.on_saved(self.after_step)
+
+    def before_save(self, result: StepResult) -> None:
+        """The session manager's hook right before a step is saved: stage its timer."""
+        self.queue.stage(result.state.session_id, timer_for(result, self._clock()))
 
     async def after_step(self, result: StepResult) -> None:
         """The session manager's hook after every saved step: arm what it waits for."""

@@ -202,9 +202,13 @@ async def _add_timers(composition: Composition, config: ServerConfig, raw_store:
         return
     queue: TimerQueue
     if parse_url("store", config.store).scheme == "etcd":
+        from trellis.adapters.etcd.store import EtcdStateStore
         from trellis.adapters.etcd.timers import EtcdTimerQueue
 
-        queue = EtcdTimerQueue(raw_store.client)  # type: ignore[attr-defined]
+        if not isinstance(raw_store, EtcdStateStore):
+            raise ConfigError("timers: the etcd store was expected behind store: etcd:...")
+        queue = EtcdTimerQueue(raw_store.client)
+        raw_store.written_with_save = queue.written_with_save  # the timer goes with the step's save
     else:
         queue = MemoryTimerQueue()
     service = TimerService(

@@ -1,21 +1,25 @@
 """EtcdTimerQueue: durable timers in etcd, shared by every replica (trellis.timers).
 
 A timer is the key ``<prefix>/timers/<due in ms, 16 digits>/<session id>`` holding
-the session, the revision it was armed for and its node (JSON). Keys sort by due
-time, so the due timers are one range read: from the prefix up to ``now``.
+the session, its node and the due time (JSON); the revision it was armed for is the
+key's own mod revision (see below). Keys sort by due time, so the due timers are one
+range read: from the prefix up to ``now``.
 
 Claiming moves a due key to ``now + claim_ttl`` in one transaction that holds only
 while the key is unchanged since it was read: of replicas racing for one timer
 exactly one wins, the others see the compare fail and skip it. A claimant that dies
-leaves the moved key behind, due again when the claim runs out, so a live replica
+leaves the moved key behind (with the armed revision copied into its value), due
+again when the claim runs out, so a live replica
 fires it then. ``done`` deletes the claimed key. Whether the timer's step applies is
 decided by the session's revision (trellis.timers), not by the claim: the claim
 only keeps replicas from doing the same work three times.
 
-Arming is a put of its own after the step's save (one more round trip, only for
-steps that stop at a node with a timeout; a step stopping elsewhere costs nothing).
-The window between the two writes is the one gap: a replica killed right after a
-save and before the arm leaves that session without a timer (docs/etcd.md).
+Arming costs no round trip: the timer key is written in the SAME transaction as the
+step's save (EtcdStateStore.written_with_save), so a saved step and its timer exist
+together or not at all, whichever replica dies when, and the timer key's mod revision
+is the revision of the state it was armed for. A step that leaves the node does not
+delete the old key (its due time is not known without a read): the old timer fires
+as a no-op when it comes due and is dropped then.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import orjson
 from aetcd import rpc
 
 from trellis.adapters.etcd.client import EtcdClient, prefix_end
+from trellis.domain import State
 from trellis.timers import Timer
 
 _DUE_DIGITS: Final = 16
@@ -44,6 +49,8 @@ class EtcdTimerQueue:
         self._claiming = asyncio.Semaphore(_CLAIMING)
         # Due times this replica armed: lets it wake for its own timers between polls.
         self._own_due: list[float] = []
+        # Timers of steps about to be saved, by session (TimerService.before_save).
+        self._staged: dict[str, Timer] = {}
 
     def _due_prefix(self, due: float) -> bytes:
         return self._prefix + f"{max(0, round(due * 1000)):0{_DUE_DIGITS}d}/".encode()
@@ -51,17 +58,24 @@ class EtcdTimerQueue:
     def _key(self, due: float, session_id: str) -> bytes:
         return self._due_prefix(due) + session_id.encode()
 
+    def stage(self, session_id: str, timer: Timer | None) -> None:
+        if timer is None:
+            self._staged.pop(session_id, None)
+        else:
+            self._staged[session_id] = timer
+
+    def written_with_save(self, session_id: str, state: State) -> list[Any]:
+        """The put of the timer staged for this save of the session (EtcdStateStore calls
+        it while it builds the save's transaction). Its mod revision will be the saved
+        state's revision: that is the revision the timer is armed for."""
+        timer = self._staged.pop(session_id, None)
+        if timer is None or timer.node_id != state.current_node_id:
+            return []  # nothing staged for this state (e.g. a save that is not a step)
+        value = orjson.dumps({"session_id": session_id, "node": timer.node_id, "due": timer.due})
+        return [rpc.RequestOp(request_put=rpc.PutRequest(key=self._key(timer.due, session_id), value=value))]
+
     async def arm(self, timer: Timer) -> None:
-        value = orjson.dumps(
-            {
-                "session_id": timer.session_id,
-                "revision": timer.revision,
-                "node": timer.node_id,
-                "due": timer.due,
-            }
-        )
-        await self.client.call("Put", rpc.PutRequest(key=self._key(timer.due, timer.session_id), value=value))
-        self._own_due.append(timer.due)
+        self._own_due.append(timer.due)  # written with the save already: only the wake-up hint
 
     async def claim_due(self, now: float, limit: int, claim_ttl: float) -> list[Timer]:
         self._own_due = [due for due in self._own_due if due > now]
@@ -79,13 +93,15 @@ class EtcdTimerQueue:
     async def _claim(self, kv: Any, until: float) -> Timer | None:
         try:
             value = orjson.loads(kv.value)
-            session_id, revision, node = str(value["session_id"]), int(value["revision"]), str(value["node"])
-            due = float(value["due"])
+            session_id, node, due = str(value["session_id"]), str(value["node"]), float(value["due"])
+            # Armed with the save: its revision is the key's; a claim moved it and kept it.
+            revision = int(value.get("revision", kv.mod_revision))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             # Not ours to interpret: drop it rather than read it on every poll forever.
             await self.client.call("DeleteRange", rpc.DeleteRangeRequest(key=kv.key))
             return None
         moved = self._key(until, session_id)
+        claimed = {**value, "revision": revision}
         request = rpc.TxnRequest(
             compare=[
                 rpc.Compare(
@@ -94,7 +110,7 @@ class EtcdTimerQueue:
             ],
             success=[
                 rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=kv.key)),
-                rpc.RequestOp(request_put=rpc.PutRequest(key=moved, value=kv.value)),
+                rpc.RequestOp(request_put=rpc.PutRequest(key=moved, value=orjson.dumps(claimed))),
             ],
         )
         async with self._claiming:
