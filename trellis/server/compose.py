@@ -191,6 +191,13 @@ async def build_composition(config: ServerConfig, observer: Observer) -> Composi
     composition.closers = ctx.closers
     if config.timers:
         await _add_timers(composition, config, store.value)
+    if parse_url("store", config.store).scheme == "etcd":
+        from trellis.server.etcd_storage import EtcdStorageMetrics
+
+        client = getattr(store.value, "client", None)
+        if client is not None:
+            metrics = EtcdStorageMetrics(client, observer.registry, config.etcd_quota_bytes)
+            composition.background.append(metrics.run)
     return composition
 
 

@@ -117,6 +117,8 @@ class ServerConfig:
     max_printf_width: int = DEFAULT_MAX_PRINTF_WIDTH
     # etcd connection for etcd:// schemes (endpoints, tls, auth, prefix), read by their factories
     etcd: dict[str, Any] = field(default_factory=dict)
+    # etcd's --quota-backend-bytes (its default: 2 GiB), for the trellis_etcd_db_quota_ratio metric
+    etcd_quota_bytes: int = 2 * 1024 * 1024 * 1024
     # observability
     metrics_listen: str = ""
     log_level: str = "info"
