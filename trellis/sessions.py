@@ -220,7 +220,9 @@ class SessionManager:
             state, render = await self._advance(await self._engine.signal(loaded, name), may_dispatch)
             return state, render, True
 
-        result = await self._step(session_id, work, cached=True)
+        # Not from the cache: a timer is often moot (answered) or armed by another replica,
+        # and a fresh read settles both without taking the lock.
+        result = await self._step(session_id, work, cached=False)
         return result if applied else None
 
     def on_saving(self, hook: Callable[[StepResult], None]) -> None:

@@ -238,6 +238,10 @@ class TimerService:
                 except TrellisError as exc:
                     self._log.warning("timers: cannot read due timers: %s", exc)
                     due = []
+                except Exception:
+                    # Never end the loop: a stopped loop would stop every timeout silently.
+                    self._log.exception("timers: reading due timers failed")
+                    due = []
                 for timer in due:
                     task = asyncio.create_task(self._fire(timer))
                     firing.add(task)
@@ -277,6 +281,11 @@ class TimerService:
             except TrellisError as exc:
                 # Kept claimed: it is due again when the claim runs out, and retried.
                 self._log.warning("timer of session %r not fired yet: %s", timer.session_id, exc)
+                return
+            except Exception:
+                self._log.exception(
+                    "timer of session %r failed; retried when its claim runs out", timer.session_id
+                )
                 return
             try:
                 await self.queue.done(timer)

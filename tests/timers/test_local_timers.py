@@ -24,6 +24,7 @@ from trellis.adapters.memory_loader import MemoryLoader
 from trellis.adapters.memory_store import MemoryStore
 from trellis.domain import StepResult
 from trellis.engine import Engine
+from trellis.errors import ConfigError
 from trellis.server.app import TrellisServer
 from trellis.server.config import ServerConfig
 from trellis.sessions import SessionManager
@@ -123,6 +124,14 @@ async def test_timers_can_be_turned_off(tmp_path: Path) -> None:
         assert server.composition is not None and server.composition.timers is None
     finally:
         await server.stop(grace=1.0)
+
+
+async def test_a_poll_interval_that_is_not_positive_is_a_config_error(tmp_path: Path) -> None:
+    config = ServerConfig(
+        flow_dir=str(_write_flow(tmp_path / "flow", "1s")), listen="127.0.0.1:0", timer_poll_interval=0.0
+    )
+    with pytest.raises(ConfigError, match="timer_poll_interval"):
+        await TrellisServer(config).start()
 
 
 # --- the service over a session manager: chains, moot fires, unhandled timeouts -----------

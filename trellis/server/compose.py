@@ -189,15 +189,19 @@ async def build_composition(config: ServerConfig, observer: Observer) -> Composi
 
         composition.probes["dispatcher"] = probe_dispatchers
     composition.closers = ctx.closers
-    if config.timers:
-        await _add_timers(composition, config, store.value)
-    if parse_url("store", config.store).scheme == "etcd":
-        from trellis.server.etcd_storage import EtcdStorageMetrics
+    try:
+        if config.timers:
+            await _add_timers(composition, config, store.value)
+        if parse_url("store", config.store).scheme == "etcd":
+            from trellis.server.etcd_storage import EtcdStorageMetrics
 
-        client = getattr(store.value, "client", None)
-        if client is not None:
-            metrics = EtcdStorageMetrics(client, observer.registry, config.etcd_quota_bytes)
-            composition.background.append(metrics.run)
+            client = getattr(store.value, "client", None)
+            if client is not None:
+                metrics = EtcdStorageMetrics(client, observer.registry, config.etcd_quota_bytes)
+                composition.background.append(metrics.run)
+    except BaseException:
+        await composition.aclose()
+        raise
     return composition
 
 
@@ -218,9 +222,12 @@ async def _add_timers(composition: Composition, config: ServerConfig, raw_store:
         raw_store.written_with_save = queue.written_with_save  # the timer goes with the step's save
     else:
         queue = MemoryTimerQueue()
-    service = TimerService(
-        sessions, queue, poll_interval=config.timer_poll_interval, claim_ttl=config.timer_claim_ttl
-    )
+    try:
+        service = TimerService(
+            sessions, queue, poll_interval=config.timer_poll_interval, claim_ttl=config.timer_claim_ttl
+        )
+    except ValueError as exc:
+        raise ConfigError(f"timer_poll_interval / timer_claim_ttl: {exc}") from None
     store = composition.store
     composition.timers = service
 
