@@ -202,8 +202,7 @@ class TimerService:
         if timer is None:
             return
         await self.queue.arm(timer)
-        hint = self.queue.next_due()
-        if hint is not None and hint <= timer.due:
+        if timer.due - self._clock() < self._poll:
             self._wake.set()  # the loop may be sleeping past this one's due time
 
     async def rebuild(self, store: StateStore) -> int:
