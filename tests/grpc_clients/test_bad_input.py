@@ -288,8 +288,9 @@ async def test_sessions_and_store_list(rig: Rig, size: int, token: str) -> None:
         rig.store.List(stpb.StateStoreListRequest(page_size=size, page_token=token)),
         {C.INVALID_ARGUMENT},
     )
-    # Any token with a valid size is fine: it only says where to continue.
-    await check(rig, rig.sessions.List(spb.SessionsListRequest(page_size=2, page_token=token)), {OK})
+    # Sessions tokens are opaque: one the server never issued is refused, never an empty page.
+    expected = {OK} if token == "" else {C.INVALID_ARGUMENT}
+    await check(rig, rig.sessions.List(spb.SessionsListRequest(page_size=2, page_token=token)), expected)
 
 
 # The three cases: a filter over 30,000 elements (66 s before), range over 3e7
@@ -309,7 +310,14 @@ async def test_hostile_evaluation(rig: Rig, node: str, context: dict[str, Any], 
     assert await check(rig, rig.sessions.Navigate(step), {C.FAILED_PRECONDITION}) == reason
     state.session_id = "e"
     engine_step = epb.EngineNavigateRequest(state=state, input=pb.Input(text="go"))
-    assert await check(rig, rig.engine.Navigate(engine_step), {C.FAILED_PRECONDITION}) == reason
+    if node == "filtered":  # a condition: the move itself fails
+        assert await check(rig, rig.engine.Navigate(engine_step), {C.FAILED_PRECONDITION}) == reason
+        return
+    # A template: the move happens, rendering where it led fails (spec §3.2, §3.7).
+    reply = await rig.engine.Navigate(engine_step)
+    assert (reply.step.state.current_node_id, reply.render_error.reason) == (node, reason)
+    render = epb.EngineRenderRequest(state=reply.step.state)
+    assert await check(rig, rig.engine.Render(render), {C.FAILED_PRECONDITION}) == reason
 
 
 # --- Engine -----------------------------------------------------------------------------------
