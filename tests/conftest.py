@@ -36,6 +36,7 @@ SLOW_MODULES = frozenset(
         "sidecars/test_python_sidecars.py",
         "sidecars/test_node_sidecar.py",
         "etcd_system/test_sidecar_fencing.py",
+        "etcd_system/test_durable_timers.py",
         "deploy/test_local_pod.py",
         "deploy/test_local_etcd.py",
         "deploy/test_local_git_flow.py",

@@ -207,6 +207,8 @@ class SessionManager:
         self._contended_for = contended_for
         # Weak: a watch nobody holds any more unsubscribes itself (SessionWatch.__del__).
         self._watchers: dict[str, weakref.WeakSet[SessionWatch]] = {}
+        self._saved_hooks: builtins.list[Callable[[StepResult], Awaitable[None]]] = []
+        self._saving_hooks: builtins.list[Callable[[StepResult], None]] = []
 
     # --- public API ---------------------------------------------------------------------
 
@@ -283,6 +285,40 @@ class SessionManager:
             return state, render, True
 
         return await self._step(session_id, work, cached=True, request=request)
+
+    async def fire_signal(self, session_id: str, name: str, revision: int) -> StepResult | None:
+        """``signal`` only while the session is still at ``revision`` (a timer armed then):
+        the step is saved conditioned on that revision, so of several firings of one
+        timer at most one applies. None: the session had moved on (nothing applied)."""
+        applied = False
+
+        async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
+            nonlocal applied
+            if loaded is None:
+                raise SessionNotFound(session_id)
+            if loaded.revision != revision:
+                applied = False
+                return loaded, RenderResult(actions=(), terminal=False), False
+            applied = True
+            state, render = await self._advance(await self._engine.signal(loaded, name), may_dispatch)
+            return state, render, True
+
+        # Not from the cache: a timer is often moot (answered) or armed by another replica,
+        # and a fresh read settles both without taking the lock.
+        result = await self._step(session_id, work, cached=False, request=_Request("", "signal", name, None))
+        return result if applied else None
+
+    def on_saving(self, hook: Callable[[StepResult], None]) -> None:
+        """Call ``hook`` with every step's outcome right before it is saved (e.g. to stage
+        the durable timer the store writes in the same transaction). What it raises
+        refuses the step, like ``check_step``."""
+        self._saving_hooks.append(hook)
+
+    def on_saved(self, hook: Callable[[StepResult], Awaitable[None]]) -> None:
+        """Call ``hook`` after every saved step, before the step returns (e.g. to arm the
+        durable timer the new state waits on). What it raises is logged, not raised: the
+        step is saved by then."""
+        self._saved_hooks.append(hook)
 
     async def delete(self, session_id: str) -> None:
         """Remove the session (idempotent) and end its watchers' streams."""
@@ -373,7 +409,7 @@ class SessionManager:
             state.revision = loaded.revision if loaded is not None else 0
             state.revision = await self._steps.save_and_unlock(handle, session_id, state)
             self._publish(session_id, loaded, state)
-            return request.result(state, render)
+            return await self._saved(request.result(state, render))
 
     async def _step_unlocked(
         self, store: OptimisticStepStore, session_id: str, work: _Work, cached: bool, request: _Request
@@ -420,14 +456,26 @@ class SessionManager:
                 loaded, fresh = conflict.current, True
                 continue
             self._publish(session_id, loaded, state)
-            return request.result(state, render)
+            return await self._saved(request.result(state, render))
         self._note_contended(session_id)
         return None
+
+    async def _saved(self, result: StepResult) -> StepResult:
+        for hook in self._saved_hooks:
+            try:
+                await hook(result)
+            except Exception as exc:
+                self._logger.warning(
+                    "after saving a step of session %r: %s", result.state.session_id, exc, exc_info=True
+                )
+        return result
 
     def _check_before_save(self, state: State, render: RenderResult) -> None:
         check_deadline()  # a step its caller gave up on is abandoned, not saved
         if self._check_step is not None:
             self._check_step(StepResult(state=state, render=render))
+        for hook in self._saving_hooks:
+            hook(StepResult(state=state, render=render))
 
     def _recently_contended(self, session_id: str) -> bool:
         until = self._contended.get(session_id)

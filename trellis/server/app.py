@@ -293,6 +293,8 @@ class TrellisServer:
             self._tasks.append(loop.create_task(self._follow_graph(), name="trellis-server-reload"))
         if self.composition.probes or isinstance(self.composition.loader, Watchable):
             self._tasks.append(loop.create_task(self._probe_loop(), name="trellis-server-probes"))
+        for run in self.composition.background:
+            self._tasks.append(loop.create_task(run(), name=f"trellis-server-{run.__qualname__}"))
 
     async def _follow_graph(self) -> None:
         assert self.composition is not None

@@ -8,11 +8,12 @@ already hold port objects call ``assemble`` with them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from trellis.engine import Engine
-from trellis.errors import ConfigError
+from trellis.errors import ConfigError, TrellisError
 from trellis.locked_store import step_store_for
 from trellis.plugins import BuildContext, Closer, Component, Probe, build, parse_url
 from trellis.ports.dispatcher import ActionDispatcher
@@ -27,6 +28,7 @@ from trellis.server.limits import Limits
 from trellis.server.observe import MeteredDispatcher, Observer, metered_step_store
 from trellis.server.tool_policies import approvals_of
 from trellis.sessions import SessionManager
+from trellis.timers import MemoryTimerQueue, TimerQueue, TimerService
 
 LOG = logging.getLogger("trellis.server")
 
@@ -43,6 +45,9 @@ class Composition:
     sessions: SessionsPort
     probes: dict[str, Probe] = field(default_factory=dict)
     closers: list[Closer] = field(default_factory=list)
+    # loops the server runs while it serves (cancelled at stop): timers, storage checks
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    timers: TimerService | None = None
 
     async def aclose(self) -> None:
         await _close_all(self.closers)
@@ -194,4 +199,56 @@ async def build_composition(config: ServerConfig, observer: Observer) -> Composi
 
         composition.probes["dispatcher"] = probe_dispatchers
     composition.closers = ctx.closers
+    try:
+        if config.timers:
+            await _add_timers(composition, config, store.value)
+        if parse_url("store", config.store).scheme == "etcd":
+            from trellis.server.etcd_storage import EtcdStorageMetrics
+
+            client = getattr(store.value, "client", None)
+            if client is not None:
+                metrics = EtcdStorageMetrics(client, observer.registry, config.etcd_quota_bytes)
+                composition.background.append(metrics.run)
+    except BaseException:
+        await composition.aclose()
+        raise
     return composition
+
+
+async def _add_timers(composition: Composition, config: ServerConfig, raw_store: object) -> None:
+    """Durable timers over the store's backend: in etcd when the store is etcd (shared by
+    the replicas), else in this process, rebuilt from the stored sessions now."""
+    sessions = composition.sessions
+    if not isinstance(sessions, SessionManager):
+        return
+    queue: TimerQueue
+    if parse_url("store", config.store).scheme == "etcd":
+        from trellis.adapters.etcd.store import EtcdStateStore
+        from trellis.adapters.etcd.timers import EtcdTimerQueue
+
+        if not isinstance(raw_store, EtcdStateStore):
+            raise ConfigError("timers: the etcd store was expected behind store: etcd:...")
+        queue = EtcdTimerQueue(raw_store.client)
+        raw_store.written_with_save = queue.written_with_save  # the timer goes with the step's save
+    else:
+        queue = MemoryTimerQueue()
+    try:
+        service = TimerService(
+            sessions, queue, poll_interval=config.timer_poll_interval, claim_ttl=config.timer_claim_ttl
+        )
+    except ValueError as exc:
+        raise ConfigError(f"timer_poll_interval / timer_claim_ttl: {exc}") from None
+    store = composition.store
+    composition.timers = service
+
+    async def run_timers() -> None:
+        if not queue.durable:
+            try:
+                armed = await service.rebuild(store)
+            except TrellisError as exc:
+                LOG.error("timers: cannot re-arm the waiting sessions from the store: %s", exc)
+            else:
+                LOG.info("timers: re-armed %d waiting session(s) from the store", armed)
+        await service.run()
+
+    composition.background.append(run_timers)

@@ -111,6 +111,10 @@ class ServerConfig:
     # true: interpolated values are HTML-escaped (the engine's HTML interpolator)
     html: bool = False
     lock_ttl: float = 30.0
+    # durable timers: a node's `timeout:` fires on the server (trellis.timers; docs/server.md)
+    timers: bool = True
+    timer_poll_interval: float = 0.2
+    timer_claim_ttl: float = 10.0
     # evaluation budgets (trellis.evaluation_limits)
     max_condition_cost: int = DEFAULT_MAX_CONDITION_COST
     max_range_iterations: int = DEFAULT_MAX_RANGE_ITERATIONS
@@ -118,6 +122,8 @@ class ServerConfig:
     max_printf_width: int = DEFAULT_MAX_PRINTF_WIDTH
     # etcd connection for etcd:// schemes (endpoints, tls, auth, prefix), read by their factories
     etcd: dict[str, Any] = field(default_factory=dict)
+    # etcd's --quota-backend-bytes (its default: 2 GiB), for the trellis_etcd_db_quota_ratio metric
+    etcd_quota_bytes: int = 2 * 1024 * 1024 * 1024
     # observability
     metrics_listen: str = ""
     log_level: str = "info"

@@ -58,6 +58,7 @@ _STUBS = {
     "Lease": rpc.LeaseStub,
     "Watch": rpc.WatchStub,
     "Auth": rpc.AuthStub,
+    "Maintenance": rpc.MaintenanceStub,
 }
 _METHOD_STUB = {
     "Range": "KV",
@@ -68,6 +69,9 @@ _METHOD_STUB = {
     "LeaseGrant": "Lease",
     "LeaseRevoke": "Lease",
     "LeaseTimeToLive": "Lease",
+    "Status": "Maintenance",
+    "Alarm": "Maintenance",
+    "Defragment": "Maintenance",
 }
 _RETRY_BACKOFF = 0.05
 _RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -25,16 +25,17 @@ from aetcd import rpc
 from trellis.adapters.etcd.client import EtcdClient
 
 MAX_WRITES: Final = 32
-"""Writes per batch: each brings two compares, and etcd's default --max-txn-ops is 128."""
+"""Writes per batch: each brings two compares and one or two puts (its session, and the
+durable timer it arms), and etcd's default --max-txn-ops is 128."""
 
 
 class _Write:
-    __slots__ = ("compares", "future", "key", "put", "size")
+    __slots__ = ("compares", "future", "key", "puts", "size")
 
-    def __init__(self, key: bytes, compares: list[Any], put: Any, size: int) -> None:
+    def __init__(self, key: bytes, compares: list[Any], puts: list[Any], size: int) -> None:
         self.key = key
         self.compares = compares
-        self.put = put
+        self.puts = puts
         self.size = size
         self.future: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
 
@@ -58,13 +59,13 @@ class GroupCommit:
         self._in_flight -= 1
         self._schedule()
 
-    async def join(self, key: bytes, compares: list[Any], put: Any, size: int) -> tuple[int, bool]:
+    async def join(self, key: bytes, compares: list[Any], puts: list[Any], size: int) -> tuple[int, bool]:
         """Commit with the next batch. Returns (revision, False) when the batch was
         written; (0, maybe) when the caller is to send the write alone: it was alone in
         its batch, or the batch was not written — then ``maybe`` says the batch's answer
         was lost after a retry, so an earlier attempt of it may have landed. Raises what
         the batch's transaction raised."""
-        write = _Write(key, compares, put, size)
+        write = _Write(key, compares, puts, size)
         self._waiting.append(write)
         self._schedule()
         try:
@@ -115,7 +116,7 @@ class GroupCommit:
         try:
             request = rpc.TxnRequest(
                 compare=[compare for write in batch for compare in write.compares],
-                success=[write.put for write in batch],
+                success=[put for write in batch for put in write.puts],
             )
             response, attempts = await self._client.call_counting("Txn", request)
         except BaseException as exc:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from aetcd import rpc
@@ -149,6 +150,12 @@ class EtcdStateStore:
         """Bytes of one encoded state (None: only etcd's request limit applies)."""
         self._cache = _StateCache(cached_sessions)
         self._group = GroupCommit(client, client.config.max_request_bytes - _ENVELOPE)
+        self.written_with_save: Callable[[str, State], list[Any]] | None = None
+        """Further puts to write in the same transaction as a session's save (the durable
+        timer its new state arms: trellis.adapters.etcd.timers), so no round trip is added."""
+
+    def _also(self, session_id: str, state: State) -> list[Any]:
+        return self.written_with_save(session_id, state) if self.written_with_save is not None else []
 
     def _key(self, session_id: str) -> bytes:
         return self._prefix + check_session_id(session_id).encode()
@@ -201,7 +208,8 @@ class EtcdStateStore:
         elif fence is not None and not fence.held():
             raise LockLost(f"lock {fence.key!r} is no longer held; session {session_id!r} not saved")
         lease = await self._leases.lease_for_save()
-        request = rpc.TxnRequest(compare=compare, success=[_put(key, data, lease)], failure=failure)
+        success = [_put(key, data, lease), *self._also(session_id, state)]
+        request = rpc.TxnRequest(compare=compare, success=success, failure=failure)
         self._check_size(session_id, request)
         self._cache.drop(session_id)
         response, attempts = await self.client.call_counting("Txn", request)
@@ -282,7 +290,7 @@ class EtcdStateStore:
             data = self._encode(state)
             request = rpc.TxnRequest(
                 compare=[handle.fence_compare(), _mod_is(key, state.revision)],
-                success=[_put(key, data, lease), release],
+                success=[_put(key, data, lease), *self._also(session_id, state), release],
                 # Read why before releasing: the lock key is deleted either way.
                 failure=[_read_meta(handle.etcd_key), _read(key), release],
             )
@@ -339,16 +347,16 @@ class EtcdStateStore:
         data = self._encode(state)
         lease = await self._leases.lease_for_save()
         compare = [_mod_is(key, state.revision), no_lock_held(self.client, session_id)]
-        put = _put(key, data, lease)
+        puts = [_put(key, data, lease), *self._also(session_id, state)]
         request = rpc.TxnRequest(
             compare=compare,
-            success=[put],
+            success=puts,
             failure=[_read(key), count_lock_keys(self.client, session_id)],
         )
         size = self._check_size(session_id, request)
         self._cache.drop(session_id)
         # With the writes of other sessions, in one transaction, when there are any.
-        revision, maybe_landed = await self._group.join(key, compare, put, size)
+        revision, maybe_landed = await self._group.join(key, compare, puts, size)
         if revision:
             self._cache.put(session_id, revision, data)
             return revision
