@@ -294,7 +294,7 @@ class Engine:
         events: Events = [] if self._hooks else None
         if status is _WAITING or status is _ROLLING_BACK:
             if not isinstance(input, ToolResult):
-                raise ExpectedToolResult()
+                raise ExpectedToolResult(state.current_node_id, state.pending_tool_call)
             if input.id != state.pending_tool_call:
                 raise ToolResultMismatch(input.id, state.pending_tool_call)
             if status is _ROLLING_BACK:
