@@ -11,7 +11,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped]
 
 import trellis
-from trellis.adapters.store_rules import MAX_SESSION_ID_BYTES
+from trellis.adapters.rules import MAX_SESSION_ID_BYTES
 from trellis.api import API_REVISION
 from trellis.api.v1 import server_info_pb2 as ipb
 from trellis.api.v1 import server_info_pb2_grpc
