@@ -23,6 +23,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from trellis.server.reflection_pool import MethodResolvingPool
+
 V1ALPHA = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
 V1 = "grpc.reflection.v1.ServerReflection"
 _V1_FILE = "grpc/reflection/v1/reflection.proto"
@@ -101,6 +103,8 @@ class Reflection:
     def __init__(self, services: list[str]) -> None:
         self._services = sorted(services)
         self._files = _files()
+        # Methods too (grpcurl describe trellis.v1.Sessions.Start), which upb's pool lacks.
+        self._symbols = MethodResolvingPool(self._files.pool)
 
     async def ServerReflectionInfo(self, requests: Any, context: Any) -> AsyncIterator[Any]:
         async for request in requests:
@@ -120,7 +124,7 @@ class Reflection:
                 files = self._files.with_dependencies(request.file_by_filename)
                 response.file_descriptor_response.file_descriptor_proto.extend(files)
             elif kind == "file_containing_symbol":
-                file = self._files.pool.FindFileContainingSymbol(request.file_containing_symbol)
+                file = self._symbols.FindFileContainingSymbol(request.file_containing_symbol)
                 files = self._files.with_dependencies(file.name)
                 response.file_descriptor_response.file_descriptor_proto.extend(files)
             else:  # extensions: none in this API
