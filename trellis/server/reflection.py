@@ -71,6 +71,7 @@ class _Files:
         for proto in protos:
             self.pool.Add(proto)
             self.raw[proto.name] = proto.SerializeToString()
+        self.by_symbol = MethodResolvingPool(self.pool)
 
     def with_dependencies(self, name: str) -> list[bytes]:
         """The file and everything it imports, transitively, the file first."""
@@ -103,8 +104,6 @@ class Reflection:
     def __init__(self, services: list[str]) -> None:
         self._services = sorted(services)
         self._files = _files()
-        # Methods too (grpcurl describe trellis.v1.Sessions.Start), which upb's pool lacks.
-        self._symbols = MethodResolvingPool(self._files.pool)
 
     async def ServerReflectionInfo(self, requests: Any, context: Any) -> AsyncIterator[Any]:
         async for request in requests:
@@ -124,7 +123,8 @@ class Reflection:
                 files = self._files.with_dependencies(request.file_by_filename)
                 response.file_descriptor_response.file_descriptor_proto.extend(files)
             elif kind == "file_containing_symbol":
-                file = self._symbols.FindFileContainingSymbol(request.file_containing_symbol)
+                # A method's name too (grpcurl describe trellis.v1.Sessions.Start).
+                file = self._files.by_symbol.FindFileContainingSymbol(request.file_containing_symbol)
                 files = self._files.with_dependencies(file.name)
                 response.file_descriptor_response.file_descriptor_proto.extend(files)
             else:  # extensions: none in this API
