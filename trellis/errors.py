@@ -120,8 +120,12 @@ class ReservedNamespace(TrellisError):
 class ExpectedToolResult(TrellisError):
     reason = "EXPECTED_TOOL_RESULT"
 
-    def __init__(self) -> None:
+    def __init__(self, node_id: str | None = None, pending: str | None = None) -> None:
         super().__init__("expected ToolResult input when in WaitingForTool/RollingBack status")
+        if node_id is not None:
+            self.node_id = node_id
+        if pending is not None:
+            self.pending = pending
 
 
 class UnexpectedToolResult(TrellisError):

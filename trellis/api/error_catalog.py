@@ -26,7 +26,9 @@ Every error the trellis server sends is a gRPC status (code and message) whose
 `reason` from the table below and string `metadata`; an `INVALID_ARGUMENT`
 whose request field is known holds a `google.rpc.BadRequest` too, with one
 field violation (`field` = the request field as a dotted path, `reason` = the
-ErrorInfo reason). How to decode it in Python, Node and Go: [api.md](api.md#errors).
+ErrorInfo reason), and a step that fired lifecycle events before it failed
+holds a `trellis.v1.LifecycleEvents` (`step_reports.proto`). Skip detail types
+you do not know. How to decode them in Python, Node and Go: [api.md](api.md#errors).
 
 Branch on `reason`, never on the message text. The code tells what kind of
 retry makes sense: `ABORTED` retry the whole step, `UNAVAILABLE` and

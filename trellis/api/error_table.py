@@ -73,7 +73,9 @@ ROWS: dict[type[e.TrellisError], Row] = {
     ),
     e.ReservedNamespace: Row(C.FAILED_PRECONDITION, ("node_id",), "A node tried to save into the reserved `sys` key."),
     e.ExpectedToolResult: Row(
-        C.FAILED_PRECONDITION, (), "A tool call is pending: only `input.tool_result` (or a signal) is accepted."
+        C.FAILED_PRECONDITION,
+        ("node_id", "pending"),
+        "A tool call is pending (`pending`): only `input.tool_result` (or a signal) is accepted.",
     ),
     e.UnexpectedToolResult: Row(
         C.FAILED_PRECONDITION, ("node_id", "got"), "A tool result arrived while no tool call is pending."

@@ -52,7 +52,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import Any, Final
 
 from trellis.domain import (
@@ -135,6 +134,8 @@ class Engine:
         self._converter = content_converter
         self._log = logger or logging.getLogger("trellis.engine")
         self._cache: dict[str, CompiledNode] = {}
+        # node ID -> (the compiled node, the compiled entry node, the signals it accepts)
+        self._signals_of: dict[str, tuple[CompiledNode, CompiledNode | None, tuple[str, ...]]] = {}
         self._generation = 0
 
     # --- compiled-node cache ------------------------------------------------------
@@ -178,6 +179,7 @@ class Engine:
         requested by and its canonical ID), or all of them when ``node_ids`` is None.
         (A GraphChange with no IDs means "anything changed"; ``follow_graph`` maps it to None.)"""
         self._generation += 1
+        self._signals_of.clear()  # cheap to rebuild; entries hold compiled nodes alive
         if node_ids is None:
             self._cache.clear()
             return
@@ -259,26 +261,30 @@ class Engine:
         node = self._cache.get(node_id)
         if node is None:
             node = await self._load(node_id, "failed to load node")
-        if node.iterates:
-            result = await run_off_loop(render_node, node, state, self._converter)
-        else:
-            result = render_node(node, state, self._converter)
         signals = await self._signals(node)
-        return replace(result, signals=signals) if signals else result
+        if node.iterates:
+            return await run_off_loop(render_node, node, state, self._converter, signals)
+        return render_node(node, state, self._converter, signals)
 
     async def _signals(self, node: CompiledNode) -> tuple[str, ...]:
         """The signals ``node`` accepts (docs/engine.md, "Signals and timeouts"): its own
-        ``on_signal`` and the entry node's ``on_signal_default``, sorted."""
-        names = set(node.on_signal)
+        ``on_signal`` and the entry node's ``on_signal_default``, sorted. Remembered per
+        node until it or the entry node is compiled again (every render asks)."""
         entry = self._cache.get(self.entry_node)
+        known = self._signals_of.get(node.id)
+        if known is not None and known[0] is node and known[1] is entry:
+            return known[2]
         if entry is None:
             try:
                 entry = await self._compile(self.entry_node)
             except TrellisError:
                 entry = None  # a broken entry node fails Signal itself, not every render
+        names = set(node.on_signal)
         if entry is not None:
             names.update(entry.on_signal_default)
-        return tuple(sorted(names))
+        signals = tuple(sorted(names))
+        self._signals_of[node.id] = (node, entry, signals)
+        return signals
 
     async def navigate(self, state: State, input: JSONValue | ToolResult) -> State:
         """§3.4. Returns a new state; ``state`` is never changed; on error nothing happens."""
@@ -288,7 +294,7 @@ class Engine:
         events: Events = [] if self._hooks else None
         if status is _WAITING or status is _ROLLING_BACK:
             if not isinstance(input, ToolResult):
-                raise ExpectedToolResult()
+                raise ExpectedToolResult(state.current_node_id, state.pending_tool_call)
             if input.id != state.pending_tool_call:
                 raise ToolResultMismatch(input.id, state.pending_tool_call)
             if status is _ROLLING_BACK:

@@ -106,8 +106,14 @@ def _content(
     return _interpolate(node.content, data, node.id), data
 
 
-def render_node(node: CompiledNode, state: State, converter: ContentConverter | None = None) -> RenderResult:
-    """Actions in the fixed order RENDER_CONTENT, REQUEST_INPUT, CALL_TOOL."""
+def render_node(
+    node: CompiledNode,
+    state: State,
+    converter: ContentConverter | None = None,
+    signals: tuple[str, ...] = (),
+) -> RenderResult:
+    """Actions in the fixed order RENDER_CONTENT, REQUEST_INPUT, CALL_TOOL; ``signals``
+    (what the node accepts, Engine._signals) are passed through to the result."""
     check_node(node, state)
     actions: list[Action] = []
     text, data = _content(node, state, None)
@@ -128,4 +134,4 @@ def render_node(node: CompiledNode, state: State, converter: ContentConverter | 
         actions.append(Action(ActionType.CALL_TOOL, build_call(node, call, state, data), node.id))
     elif node.tool_missing and not rolling_back:
         raise ExecutionViolation(node.id, f"node {node.id} is type 'tool' but missing tool_call definition")
-    return RenderResult(tuple(actions), node.terminal)
+    return RenderResult(tuple(actions), node.terminal, signals)

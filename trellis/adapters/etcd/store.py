@@ -227,7 +227,7 @@ class EtcdStateStore:
             _raise_if_lock_lost(fence, response.responses[1], session_id)
         stored = _revision_of(response.responses[0])
         check_expected_revision(session_id, stored, expected_revision)
-        raise ConflictError(f"session {session_id!r} changed while it was being saved")
+        raise ConflictError(f"session {session_id!r} changed while it was being saved", session_id=session_id)
 
     async def load(self, session_id: str) -> State:
         response = await self.client.call("Range", rpc.RangeRequest(key=self._key(session_id)))
@@ -320,7 +320,7 @@ class EtcdStateStore:
                 return landed
         _raise_if_lock_lost(handle, response.responses[0], session_id)
         check_expected_revision(session_id, _revision_of(response.responses[1]), state.revision)
-        raise ConflictError(f"session {session_id!r} changed while it was being saved")
+        raise ConflictError(f"session {session_id!r} changed while it was being saved", session_id=session_id)
 
     # --- OptimisticStepStore -----------------------------------------------------------
 

@@ -77,7 +77,7 @@ class EngineStartResponse(_message.Message):
 
     @_builtins.property
     def events(self) -> _step_reports_pb2.LifecycleEvents:
-        """The lifecycle events the call fired (spec §12)."""
+        """The lifecycle events the call fired (docs/engine.md, "Lifecycle events")."""
 
     def __init__(
         self,
@@ -194,7 +194,7 @@ class EngineNavigateResponse(_message.Message):
 
     @_builtins.property
     def events(self) -> _step_reports_pb2.LifecycleEvents:
-        """The lifecycle events the call fired (spec §12)."""
+        """The lifecycle events the call fired (docs/engine.md, "Lifecycle events")."""
 
     def __init__(
         self,
@@ -256,7 +256,7 @@ class EngineSignalResponse(_message.Message):
 
     @_builtins.property
     def events(self) -> _step_reports_pb2.LifecycleEvents:
-        """The lifecycle events the call fired (spec §12)."""
+        """The lifecycle events the call fired (docs/engine.md, "Lifecycle events")."""
 
     def __init__(
         self,

@@ -85,7 +85,7 @@ class SessionsStartResponse(_message.Message):
     def step(self) -> _types_pb2.Step: ...
     @_builtins.property
     def events(self) -> _step_reports_pb2.LifecycleEvents:
-        """The lifecycle events the step fired (spec §12)."""
+        """The lifecycle events the step fired (docs/engine.md, "Lifecycle events")."""
 
     def __init__(
         self,
@@ -208,7 +208,7 @@ class SessionsNavigateResponse(_message.Message):
     def step(self) -> _types_pb2.Step: ...
     @_builtins.property
     def events(self) -> _step_reports_pb2.LifecycleEvents:
-        """The lifecycle events the step fired (spec §12)."""
+        """The lifecycle events the step fired (docs/engine.md, "Lifecycle events")."""
 
     def __init__(
         self,
@@ -286,7 +286,7 @@ class SessionsSignalResponse(_message.Message):
     def step(self) -> _types_pb2.Step: ...
     @_builtins.property
     def events(self) -> _step_reports_pb2.LifecycleEvents:
-        """The lifecycle events the step fired (spec §12)."""
+        """The lifecycle events the step fired (docs/engine.md, "Lifecycle events")."""
 
     def __init__(
         self,
