@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 from trellis.adapters.local_locker import LocalLocker
-from trellis.contracts.locker import DistributedLockerContract
+from trellis.contracts.locker import InProcessLockerContract
 from trellis.ports.locker import DistributedLocker
 
 
-class TestLocalLockerContract(DistributedLockerContract):
-    IN_PROCESS_ONLY = True  # LocalLocker serves one process by design (docs/adapters.md)
+class TestLocalLockerContract(InProcessLockerContract):
+    """LocalLocker serves one process by design (docs/adapters.md)."""
 
     async def make_locker(self, tmp_path: Path) -> DistributedLocker:
         return LocalLocker()

@@ -22,8 +22,9 @@ service), return it from ``peer_attributes``: the other process's instance gets
 those attributes before ``make_locker`` runs.
 
 A locker that only excludes tasks of one process (LocalLocker, a test double)
-fails these by design; it opts out with ``IN_PROCESS_ONLY = True``, which skips
-them with a reason. No locker that several server replicas share may do so.
+fails these by design; its tests subclass ``InProcessLockerContract`` instead:
+every test above except the two across processes (none is skipped). No locker
+that several server replicas share may do so.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import pickle
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -49,8 +50,10 @@ _LONG_TTL = 60.0
 _PEER_START = 60.0
 
 
-class DistributedLockerContract:
-    """Subclass with a ``Test`` name and implement ``make_locker``."""
+class InProcessLockerContract:
+    """The contract of a locker that excludes the tasks of ONE process (LocalLocker):
+    everything DistributedLockerContract checks but the two tests across processes.
+    Subclass with a ``Test`` name and implement ``make_locker``."""
 
     # Marked explicitly so the suite also runs under pytest-asyncio's strict mode.
     pytestmark = pytest.mark.asyncio
@@ -58,8 +61,6 @@ class DistributedLockerContract:
     SHORT_TTL = 0.3
     SETTLE = 0.05
     CRASH_TTL = 1.0
-    IN_PROCESS_ONLY: ClassVar[bool] = False
-    """True only for a locker that excludes tasks of one process: skips the cross-process tests."""
 
     def peer_attributes(self) -> dict[str, Any]:
         """Attributes (picklable) set on this class's instance in the other process before
@@ -197,13 +198,18 @@ class DistributedLockerContract:
             await asyncio.gather(*tasks)
         assert order == [0, 1, 2, 3, 4]
 
+
+
+class DistributedLockerContract(InProcessLockerContract):
+    """The contract of a locker several processes (server replicas) share: the in-process
+    tests plus two across processes. Subclass with a ``Test`` name and implement
+    ``make_locker`` (and ``peer_attributes`` when it needs a fixture's values)."""
+
     # --- across processes ---------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def _peer(self, tmp_path: Path, key: str, ttl: float) -> AsyncIterator[_Peer]:
         """Another process holding ``key`` (see trellis.contracts.locker_peer)."""
-        if self.IN_PROCESS_ONLY:
-            pytest.skip("IN_PROCESS_ONLY: this locker excludes tasks of one process only")
         cls = type(self)
         spec = {
             "module": cls.__module__,

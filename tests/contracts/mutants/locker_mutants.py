@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from trellis.adapters.local_locker import LocalLocker
-from trellis.contracts.locker import DistributedLockerContract
+from trellis.contracts.locker import DistributedLockerContract, InProcessLockerContract
 from trellis.ports.locker import DistributedLocker
 
 
@@ -55,15 +55,15 @@ class LockFiles:
         return _FileHandle(path, key, token)
 
 
-class TestBaseline(DistributedLockerContract):
-    IN_PROCESS_ONLY = True  # honest: the cross-process tests are skipped, everything else passes
+class TestBaseline(InProcessLockerContract):
+    """Honest: an in-process locker under the in-process contract passes everything."""
 
     async def make_locker(self, tmp_path: Path) -> DistributedLocker:
         return LocalLocker()
 
 
 class TestInProcessOnly(DistributedLockerContract):
-    """LocalLocker without the documented opt-out."""
+    """LocalLocker claimed to be distributed (not under InProcessLockerContract)."""
 
     async def make_locker(self, tmp_path: Path) -> DistributedLocker:
         return LocalLocker()
