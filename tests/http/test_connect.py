@@ -134,6 +134,11 @@ async def test_errors_carry_the_error_table_details(tour: Path, http: aiohttp.Cl
         # JSON that is not the request type: named, and nothing was started.
         status, error = await call(http, server, "Sessions/Start", {"sessionId": "t", "bogus": 1})
         assert status == 400 and "trellis.v1.SessionsStartRequest" in error["message"]
+        # JSON nested past what the parser takes: a clear refusal, not a crash.
+        deep = b'{"sessionId":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+        async with http.post(url(server, "/trellis.v1.Sessions/Start"), data=deep, headers=JSON) as reply:
+            assert reply.status == 400
+            assert error_info(orjson.loads(await reply.read())).reason == "INVALID_INPUT"
         status, listed = await call(http, server, "Sessions/List", {})
         assert listed["sessionIds"] == ["s"]
 
