@@ -1,6 +1,6 @@
 """The HTTP listener (``http_listen``): the public services over the Connect
-protocol (JSON or protobuf, unary and server streaming) and session watches as
-server-sent events, for callers that cannot speak gRPC: curl, browsers
+protocol (JSON or protobuf, unary and server streaming) and gRPC-Web, and session
+watches as server-sent events, for callers that cannot speak gRPC: curl, browsers
 (@connectrpc/connect-web), the Node client's Connect transport.
 
 A second listener because gRPC's C core owns the gRPC port and speaks only
@@ -121,9 +121,8 @@ class HttpGateway:
             await runner.cleanup()
             raise ConfigError(f"http_listen: cannot bind {host}:{port}: {exc.strerror}") from None
         self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets: Sequence[Any] = getattr(server, "sockets", None) or ()
-        self.port = int(sockets[0].getsockname()[1]) if sockets else port
+        bound: Sequence[Any] = runner.addresses  # (host, port, ...) of each bound socket
+        self.port = int(bound[0][1]) if bound else port
         return self.port
 
     async def stop(self) -> None:
@@ -158,10 +157,12 @@ class HttpGateway:
             f"{self._max_body} (max_message_bytes)"
         )
 
-    def _context(self, request: web.Request, timeout: float | None = None) -> HttpCallContext:
-        if timeout is None:
-            timeout = protocol.parse_timeout(request.headers.get("Connect-Timeout-Ms"))
+    def _context(self, request: web.Request, timeout: float | None) -> HttpCallContext:
         return HttpCallContext(_metadata(request), timeout, f"http:{request.remote or ''}")
+
+    def _connect_context(self, request: web.Request) -> HttpCallContext:
+        """The call's context, its deadline from Connect-Timeout-Ms."""
+        return self._context(request, protocol.parse_timeout(request.headers.get("Connect-Timeout-Ms")))
 
     # --- Connect calls ----------------------------------------------------------------------
 
@@ -182,7 +183,7 @@ class HttpGateway:
             )
             return _error_response(error, 415, {"Accept-Post": ", ".join(types)})
         try:
-            context = self._context(request)
+            context = self._connect_context(request)
             payload = await self._body(request)
             if streaming:
                 payload = protocol.unwrap_single(payload)
@@ -320,7 +321,7 @@ class HttpGateway:
         error after the stream opened arrives as event ``error`` (Connect error JSON)."""
         session_id = request.match_info["session_id"]
         try:
-            context = self._context(request)
+            context = self._connect_context(request)
         except InvalidInput as exc:
             return _error_response(error_for(exc))
         metadata = context.invocation_metadata()
