@@ -340,3 +340,12 @@ async def test_a_stream_request_that_is_not_one_envelope_is_refused(
             assert flags == 2 and end["error"]["code"] == "invalid_argument"
             assert "envelope" in end["error"]["message"]
         assert server_open_watches(server) == 0
+
+
+async def test_an_idle_event_stream_is_kept_alive(tour: Path, http: aiohttp.ClientSession) -> None:
+    async with flow_server(tour, http_listen="127.0.0.1:0", keepalive_time=0.2) as server:
+        await call(http, server, "Sessions/Start", {"sessionId": "k"})
+        async with http.get(url(server, "/v1/sessions/k/events")) as reply:
+            assert (await read_event(reply))[0] == "step"
+            lines = [await reply.content.readline() for _ in range(2)]
+        assert lines == [b": keepalive\n", b"\n"]

@@ -87,9 +87,10 @@ def _error_response(
 class HttpGateway:
     """The aiohttp application and its listener; ``start`` then ``stop``."""
 
-    def __init__(self, methods: PublicMethods, *, max_body_bytes: int) -> None:
+    def __init__(self, methods: PublicMethods, *, max_body_bytes: int, keepalive: float) -> None:
         self._methods = methods
         self._max_body = max_body_bytes
+        self._keepalive = keepalive
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()  # handlers of open streams, ended by stop
         self.port = 0
@@ -372,12 +373,22 @@ class HttpGateway:
         next_reply: Any,
         context: HttpCallContext,
     ) -> CallError | None:
-        """Write the watch's diffs as events until it ends; the error it ended with, if any."""
+        """Write the watch's diffs as events until it ends; the error it ended with, if any.
+        An idle stream gets a comment line every ``keepalive`` seconds: writing to a peer
+        that vanished without closing fails, which ends the stream and frees its place
+        (gRPC's keepalive pings do that for gRPC watches)."""
+        pending = first
         try:
-            reply = await first
-            while reply is not None:
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=self._keepalive)
+                if not done:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                reply = pending.result()
+                if reply is None:
+                    return None
                 await response.write(_event("diff", protocol.to_json_object(reply.diff)))
-                reply = await next_reply()
+                pending = asyncio.ensure_future(next_reply())
         except grpc.aio.AbortError:
             return context.error()
         except TimeoutError as exc:
@@ -387,7 +398,10 @@ class HttpGateway:
         except Exception as exc:
             LOG.error("unexpected error in an event stream", exc_info=exc)
             return error_for(exc)
-        return None
+        finally:
+            if pending is not first and not pending.done():
+                pending.cancel()
+                await asyncio.wait({pending})
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
