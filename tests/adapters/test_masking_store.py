@@ -18,21 +18,25 @@ from trellis.errors import ConfigError
 from trellis.ports.store import StateStore
 from trellis.server.config import load_config
 
-# Key patterns only: the contract's generated contexts must round-trip unchanged.
-CONTRACT_RULES = MaskingRules.from_config({"keys": ["^password$", "card_number"]}, "test")
+# A key longer than any the contract generates (12 characters): its contexts round-trip unchanged.
+CONTRACT_RULES = MaskingRules.from_config({"keys": ["^contract-suite-secret$"]}, "test")
 RULES = MaskingRules.from_config(
     {"keys": ["(?i)password", "^card"], "values": [r"[\w.+-]+@[\w-]+\.[\w.]+"]}, "test"
 )
 
 
 class TestMaskedMemoryStoreContract(StateStoreContract):
+    max_state_bytes = 64 * 1024  # the inner store's limit
+
     async def make_store(self, tmp_path: Path) -> StateStore:
-        return masking(MemoryStore(), CONTRACT_RULES)
+        return masking(MemoryStore(max_state_bytes=self.max_state_bytes), CONTRACT_RULES)
 
 
 class TestMaskedFileStoreContract(StateStoreContract):
+    max_state_bytes = 64 * 1024
+
     async def make_store(self, tmp_path: Path) -> StateStore:
-        return masking(FileStore(tmp_path / "sessions"), CONTRACT_RULES)
+        return masking(FileStore(tmp_path / "sessions", max_state_bytes=self.max_state_bytes), CONTRACT_RULES)
 
 
 async def test_matching_keys_are_masked_at_any_depth_in_both_contexts(tmp_path: Path) -> None:

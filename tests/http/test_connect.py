@@ -53,8 +53,7 @@ async def call(
 
 def error_info(error: dict[str, Any]) -> error_details_pb2.ErrorInfo:
     """The ErrorInfo of a Connect error, decoded from its base64 value (not the debug copy)."""
-    [detail] = error["details"]
-    assert detail["type"] == "google.rpc.ErrorInfo"
+    [detail] = [d for d in error["details"] if d["type"] == "google.rpc.ErrorInfo"]
     value = detail["value"]
     info = error_details_pb2.ErrorInfo()
     info.ParseFromString(base64.b64decode(value + "=" * (-len(value) % 4)))

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from trellis.adapters.state_json import encode_document
 from trellis.domain import State
 from trellis.errors import ConfigError
 from trellis.ports.locker import LockHandle
@@ -124,8 +125,11 @@ def mask_state(state: State, rules: MaskingRules) -> State:
     """A copy of ``state`` with its contexts masked; ``state`` is not changed."""
     masked = state.clone()
     # Fresh containers all the way down: the caller's nested values stay untouched.
-    masked.context = orjson.loads(orjson.dumps(state.context))
-    masked.system_context = orjson.loads(orjson.dumps(state.system_context))
+    # Encoded by the value rules of every store: NaN, infinities and integers beyond
+    # 64 bits are InvalidInput here, not silently null or a bare TypeError.
+    copied = orjson.loads(encode_document({"context": state.context, "system_context": state.system_context}))
+    masked.context = copied["context"]
+    masked.system_context = copied["system_context"]
     roots: list[Container] = [masked.context, masked.system_context]
     echoes = _mask_keys(roots, rules)
     if echoes:

@@ -3,6 +3,13 @@
 Satisfied in process by trellis.sessions.SessionManager and over gRPC by the
 SDK's ``Client.sessions``: the server's Sessions service, the terminal runner
 and embedders all program against this one protocol.
+
+Errors are classes of ``trellis.errors``: every method raises InvalidSessionId
+for an empty or unsafe ID (trellis.adapters.rules) and BackendUnavailable when
+a backend cannot be reached; a step (``start``, ``navigate``, ``signal``) also
+raises what EnginePort raises for it (trellis.ports.engine) and what the store
+raises when it saves (StateTooLarge, StoreFull; trellis.ports.store). A step
+that fails changes nothing.
 """
 
 from __future__ import annotations
@@ -36,11 +43,12 @@ class SessionsPort(Protocol):
         ...
 
     async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult:
-        """One durable step with user input or a tool result."""
+        """One durable step with user input or a tool result. Raises SessionNotFound."""
         ...
 
     async def signal(self, session_id: str, name: str) -> StepResult:
-        """One durable step after a signal (``interrupt``, ``timeout``, a custom name)."""
+        """One durable step after a signal (``interrupt``, ``timeout``, a custom name).
+        Raises SessionNotFound, UnhandledSignal."""
         ...
 
     async def delete(self, session_id: str) -> None:
@@ -48,7 +56,8 @@ class SessionsPort(Protocol):
         ...
 
     async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
-        """Session IDs in ascending order, a page at a time."""
+        """Session IDs in ascending code-point order, a page at a time (as
+        StateStore.list). Raises InvalidInput for a negative ``page_size``."""
         ...
 
     def watch(self, session_id: str) -> DiffStream:

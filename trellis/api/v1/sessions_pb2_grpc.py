@@ -112,14 +112,15 @@ class SessionsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Session IDs in ascending order, a page at a time.
+        """Session IDs in ascending order, a page at a time (default 100 per page,
+        at most 1000).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """The changes of one session as they are saved (spec §11), until the
+        """The changes of one session as they are saved (docs/api.md, "Watching"), until the
         caller cancels. Slow watchers may miss intermediate diffs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

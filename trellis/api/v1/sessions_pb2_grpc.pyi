@@ -50,9 +50,11 @@ class SessionsStub:
     Delete: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.SessionsDeleteRequest, _sessions_pb2.SessionsDeleteResponse]
     """Forget a session. Deleting a missing session is not an error."""
     List: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.SessionsListRequest, _sessions_pb2.SessionsListResponse]
-    """Session IDs in ascending order, a page at a time."""
+    """Session IDs in ascending order, a page at a time (default 100 per page,
+    at most 1000).
+    """
     Watch: _grpc.UnaryStreamMultiCallable[_sessions_pb2.SessionsWatchRequest, _sessions_pb2.SessionsWatchResponse]
-    """The changes of one session as they are saved (spec §11), until the
+    """The changes of one session as they are saved (docs/api.md, "Watching"), until the
     caller cancels. Slow watchers may miss intermediate diffs.
     """
 
@@ -72,9 +74,11 @@ class SessionsAsyncStub(SessionsStub):
     Delete: _aio.UnaryUnaryMultiCallable[_sessions_pb2.SessionsDeleteRequest, _sessions_pb2.SessionsDeleteResponse]  # type: ignore[assignment]
     """Forget a session. Deleting a missing session is not an error."""
     List: _aio.UnaryUnaryMultiCallable[_sessions_pb2.SessionsListRequest, _sessions_pb2.SessionsListResponse]  # type: ignore[assignment]
-    """Session IDs in ascending order, a page at a time."""
+    """Session IDs in ascending order, a page at a time (default 100 per page,
+    at most 1000).
+    """
     Watch: _aio.UnaryStreamMultiCallable[_sessions_pb2.SessionsWatchRequest, _sessions_pb2.SessionsWatchResponse]  # type: ignore[assignment]
-    """The changes of one session as they are saved (spec §11), until the
+    """The changes of one session as they are saved (docs/api.md, "Watching"), until the
     caller cancels. Slow watchers may miss intermediate diffs.
     """
 
@@ -127,7 +131,9 @@ class SessionsServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.SessionsListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessions_pb2.SessionsListResponse, _abc.Awaitable[_sessions_pb2.SessionsListResponse]]:
-        """Session IDs in ascending order, a page at a time."""
+        """Session IDs in ascending order, a page at a time (default 100 per page,
+        at most 1000).
+        """
 
     @_abc_1.abstractmethod
     def Watch(
@@ -135,7 +141,7 @@ class SessionsServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.SessionsWatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_sessions_pb2.SessionsWatchResponse], _abc.AsyncIterator[_sessions_pb2.SessionsWatchResponse]]:
-        """The changes of one session as they are saved (spec §11), until the
+        """The changes of one session as they are saved (docs/api.md, "Watching"), until the
         caller cancels. Slow watchers may miss intermediate diffs.
         """
 
