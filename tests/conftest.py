@@ -17,6 +17,7 @@ ETCD_FOLDERS = ("etcd", "etcd_system")
 SLOW_MODULES = frozenset(
     {
         "grpc_clients/test_node_client.py",
+        "grpc_clients/test_node_retries.py",
         "grpc_clients/test_remote_run.py",
         "grpc_clients/test_shutdown.py",
         "cli/test_readme_commands.py",

@@ -13,7 +13,17 @@
 //   let step = await client.sessions.start('me');
 //   step = await client.sessions.navigate('me', { text: 'Ada' });
 //   for await (const diff of client.sessions.watch('me')) { ... }
+//
+// Safe retries: every Start, Navigate and Signal carries a request ID (a fresh
+// UUID unless { requestId } is given), which the server applies at most once. A
+// call that fails with UNAVAILABLE or DEADLINE_EXCEEDED is therefore sent again
+// with the same ID, up to `retries` times (default 4) with capped, jittered
+// exponential backoff (backoffMs 50, backoffCapMs 2000); a step whose first
+// attempt had been applied comes back with `replayed: true`. Other calls retry
+// UNAVAILABLE only when they are reads. { expectedRevision } applies a step only
+// at that revision (else ABORTED, reason REVISION_MISMATCH). Both transports alike.
 
+const crypto = require('crypto');
 const path = require('path');
 const fs = require('fs');
 const grpc = require('@grpc/grpc-js');
@@ -282,6 +292,21 @@ function parseJson(bytes) {
   }
 }
 
+// Milliseconds before retry number `attempt` (0-based): exponential, capped, jittered.
+function backoff(client, attempt) {
+  const ceiling = Math.min(client.backoffCapMs, client.backoffMs * 2 ** attempt);
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The request ID fields of a step: a fresh UUID unless the caller gave one ('' sends none).
+function stepFields(options) {
+  const fields = { request_id: options.requestId === undefined ? crypto.randomUUID() : options.requestId };
+  if (options.expectedRevision !== undefined) fields.expected_revision = String(options.expectedRevision);
+  return fields;
+}
+
 // input: a string (text), { text }, { value: anyJson }, or { toolResult: { id, result, isError, error } }.
 function toInput(input) {
   if (input === undefined || input === null) return { text: '' };
@@ -309,18 +334,49 @@ class TrellisClient {
     this.transport = /^https?:\/\//.test(target)
       ? new ConnectTransport(target, settings)
       : new GrpcTransport(target, settings);
-    const unary = (service, method, request) => this.transport.unary(service, method, request);
+    this.retries = options.retries === undefined ? 4 : options.retries;
+    this.backoffMs = options.backoffMs || 50;
+    this.backoffCapMs = options.backoffCapMs || 2000;
+    // One call with retries on UNAVAILABLE (and DEADLINE_EXCEEDED when `repeatable`: the
+    // request carries an ID, so an attempt that was applied is not applied again).
+    const unary = async (service, method, request, { retry = false, repeatable = false } = {}) => {
+      const attempts = 1 + (retry ? this.retries : 0);
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          return await this.transport.unary(service, method, request);
+        } catch (err) {
+          const again =
+            err.code === grpc.status.UNAVAILABLE || (repeatable && err.code === grpc.status.DEADLINE_EXCEEDED);
+          if (!again || attempt + 1 >= attempts) throw err;
+          await sleep(backoff(this, attempt));
+        }
+      }
+    };
     const call = (service, method, request) => unary(service, method, request).then((r) => r.step || r);
+    const read = (method, request) => unary('Sessions', method, request, { retry: true });
+    // A step: { state, actions, terminal } plus created (Start) and replayed.
+    const step = (method, request) => {
+      const repeatable = Boolean(request.request_id);
+      return unary('Sessions', method, request, { retry: repeatable, repeatable }).then((r) => ({
+        ...r.step,
+        created: Boolean(r.created),
+        replayed: Boolean(r.replayed),
+      }));
+    };
     this.sessions = {
-      start: (sessionId, context = {}) =>
-        call('Sessions', 'Start', { session_id: sessionId, context_json: JSON.stringify(context) }),
-      get: (sessionId) => call('Sessions', 'Get', { session_id: sessionId }),
-      navigate: (sessionId, input) =>
-        call('Sessions', 'Navigate', { session_id: sessionId, input: toInput(input) }),
-      signal: (sessionId, name) => call('Sessions', 'Signal', { session_id: sessionId, signal: name }),
-      delete: (sessionId) => unary('Sessions', 'Delete', { session_id: sessionId }),
-      list: (pageSize = 0, pageToken = '') =>
-        unary('Sessions', 'List', { page_size: pageSize, page_token: pageToken }),
+      start: (sessionId, context = {}, options = {}) =>
+        step('Start', {
+          session_id: sessionId,
+          context_json: JSON.stringify(context),
+          request_id: stepFields(options).request_id,
+        }),
+      get: (sessionId) => read('Get', { session_id: sessionId }).then((r) => r.step),
+      navigate: (sessionId, input, options = {}) =>
+        step('Navigate', { session_id: sessionId, input: toInput(input), ...stepFields(options) }),
+      signal: (sessionId, name, options = {}) =>
+        step('Signal', { session_id: sessionId, signal: name, ...stepFields(options) }),
+      delete: (sessionId) => read('Delete', { session_id: sessionId }),
+      list: (pageSize = 0, pageToken = '') => read('List', { page_size: pageSize, page_token: pageToken }),
       // The session's changes (StateDiff objects) until the caller stops iterating.
       watch: async function* watch(sessionId) {
         for await (const reply of this.transport.stream('Sessions', 'Watch', { session_id: sessionId })) {

@@ -33,22 +33,38 @@ class DiffStream(Protocol):
 
 @runtime_checkable
 class SessionsPort(Protocol):
-    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+    async def start(
+        self, session_id: str, context: Mapping[str, JSONValue] | None = None, *, request_id: str = ""
+    ) -> StepResult:
         """Load or start: an existing session is returned untouched (``context``
-        ignored); a new one is created at the entry node and advanced."""
+        ignored); a new one is created at the entry node and advanced. The result's
+        ``created`` says which. ``request_id`` (optional): see trellis.request_ids."""
         ...
 
     async def get(self, session_id: str) -> StepResult:
         """The stored state and what its current node shows. Raises SessionNotFound."""
         ...
 
-    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult:
-        """One durable step with user input or a tool result. Raises SessionNotFound."""
+    async def navigate(
+        self,
+        session_id: str,
+        input: JSONValue | ToolResult,
+        *,
+        request_id: str = "",
+        expected_revision: int | None = None,
+    ) -> StepResult:
+        """One durable step with user input or a tool result. ``request_id``: a request
+        repeated with an ID already applied applies nothing again (trellis.request_ids).
+        ``expected_revision``: apply only at that revision, else RevisionMismatch.
+        Raises SessionNotFound."""
         ...
 
-    async def signal(self, session_id: str, name: str) -> StepResult:
-        """One durable step after a signal (``interrupt``, ``timeout``, a custom name).
-        Raises SessionNotFound, UnhandledSignal."""
+    async def signal(
+        self, session_id: str, name: str, *, request_id: str = "", expected_revision: int | None = None
+    ) -> StepResult:
+        """One durable step after a signal (``interrupt``, ``timeout``, a custom name);
+        ``request_id`` and ``expected_revision`` as for ``navigate``. Raises SessionNotFound,
+        UnhandledSignal."""
         ...
 
     async def delete(self, session_id: str) -> None:
