@@ -29,7 +29,7 @@ OUT = ROOT / "docs" / "openapi.json"
 PACKAGE = "trellis.v1"
 # What the public listener serves (trellis.server.app); StateStore and ActionDispatcher
 # are internal and never on it. tests/http/test_openapi.py checks this against a server.
-PUBLIC_SERVICES = ("Engine", "Sessions", "GraphLoader")
+PUBLIC_SERVICES = ("Engine", "Sessions", "GraphLoader", "ServerInfo")
 
 FDP = descriptor_pb2.FieldDescriptorProto
 SCALARS: dict[int, dict[str, Any]] = {

@@ -133,6 +133,11 @@ async def test_errors_carry_the_error_table_details(tour: Path, http: aiohttp.Cl
         # JSON that is not the request type: named, and nothing was started.
         status, error = await call(http, server, "Sessions/Start", {"sessionId": "t", "bogus": 1})
         assert status == 400 and "trellis.v1.SessionsStartRequest" in error["message"]
+        # JSON nested past what the parser takes: a clear refusal, not a crash.
+        deep = b'{"sessionId":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+        async with http.post(url(server, "/trellis.v1.Sessions/Start"), data=deep, headers=JSON) as reply:
+            assert reply.status == 400
+            assert error_info(orjson.loads(await reply.read())).reason == "INVALID_INPUT"
         status, listed = await call(http, server, "Sessions/List", {})
         assert listed["sessionIds"] == ["s"]
 
@@ -334,3 +339,12 @@ async def test_a_stream_request_that_is_not_one_envelope_is_refused(
             assert flags == 2 and end["error"]["code"] == "invalid_argument"
             assert "envelope" in end["error"]["message"]
         assert server_open_watches(server) == 0
+
+
+async def test_an_idle_event_stream_is_kept_alive(tour: Path, http: aiohttp.ClientSession) -> None:
+    async with flow_server(tour, http_listen="127.0.0.1:0", keepalive_time=0.2) as server:
+        await call(http, server, "Sessions/Start", {"sessionId": "k"})
+        async with http.get(url(server, "/v1/sessions/k/events")) as reply:
+            assert (await read_event(reply))[0] == "step"
+            lines = [await reply.content.readline() for _ in range(2)]
+        assert lines == [b": keepalive\n", b"\n"]

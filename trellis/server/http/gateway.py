@@ -1,6 +1,6 @@
 """The HTTP listener (``http_listen``): the public services over the Connect
-protocol (JSON or protobuf, unary and server streaming) and session watches as
-server-sent events, for callers that cannot speak gRPC: curl, browsers
+protocol (JSON or protobuf, unary and server streaming) and gRPC-Web, and session
+watches as server-sent events, for callers that cannot speak gRPC: curl, browsers
 (@connectrpc/connect-web), the Node client's Connect transport.
 
 A second listener because gRPC's C core owns the gRPC port and speaks only
@@ -87,9 +87,10 @@ def _error_response(
 class HttpGateway:
     """The aiohttp application and its listener; ``start`` then ``stop``."""
 
-    def __init__(self, methods: PublicMethods, *, max_body_bytes: int) -> None:
+    def __init__(self, methods: PublicMethods, *, max_body_bytes: int, keepalive: float) -> None:
         self._methods = methods
         self._max_body = max_body_bytes
+        self._keepalive = keepalive
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()  # handlers of open streams, ended by stop
         self.port = 0
@@ -121,9 +122,8 @@ class HttpGateway:
             await runner.cleanup()
             raise ConfigError(f"http_listen: cannot bind {host}:{port}: {exc.strerror}") from None
         self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets: Sequence[Any] = getattr(server, "sockets", None) or ()
-        self.port = int(sockets[0].getsockname()[1]) if sockets else port
+        bound: Sequence[Any] = runner.addresses  # (host, port, ...) of each bound socket
+        self.port = int(bound[0][1]) if bound else port
         return self.port
 
     async def stop(self) -> None:
@@ -158,10 +158,12 @@ class HttpGateway:
             f"{self._max_body} (max_message_bytes)"
         )
 
-    def _context(self, request: web.Request, timeout: float | None = None) -> HttpCallContext:
-        if timeout is None:
-            timeout = protocol.parse_timeout(request.headers.get("Connect-Timeout-Ms"))
+    def _context(self, request: web.Request, timeout: float | None) -> HttpCallContext:
         return HttpCallContext(_metadata(request), timeout, f"http:{request.remote or ''}")
+
+    def _connect_context(self, request: web.Request) -> HttpCallContext:
+        """The call's context, its deadline from Connect-Timeout-Ms."""
+        return self._context(request, protocol.parse_timeout(request.headers.get("Connect-Timeout-Ms")))
 
     # --- Connect calls ----------------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class HttpGateway:
             )
             return _error_response(error, 415, {"Accept-Post": ", ".join(types)})
         try:
-            context = self._context(request)
+            context = self._connect_context(request)
             payload = await self._body(request)
             if streaming:
                 payload = protocol.unwrap_single(payload)
@@ -320,7 +322,7 @@ class HttpGateway:
         error after the stream opened arrives as event ``error`` (Connect error JSON)."""
         session_id = request.match_info["session_id"]
         try:
-            context = self._context(request)
+            context = self._connect_context(request)
         except InvalidInput as exc:
             return _error_response(error_for(exc))
         metadata = context.invocation_metadata()
@@ -371,12 +373,22 @@ class HttpGateway:
         next_reply: Any,
         context: HttpCallContext,
     ) -> CallError | None:
-        """Write the watch's diffs as events until it ends; the error it ended with, if any."""
+        """Write the watch's diffs as events until it ends; the error it ended with, if any.
+        An idle stream gets a comment line every ``keepalive`` seconds: writing to a peer
+        that vanished without closing fails, which ends the stream and frees its place
+        (gRPC's keepalive pings do that for gRPC watches)."""
+        pending = first
         try:
-            reply = await first
-            while reply is not None:
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=self._keepalive)
+                if not done:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                reply = pending.result()
+                if reply is None:
+                    return None
                 await response.write(_event("diff", protocol.to_json_object(reply.diff)))
-                reply = await next_reply()
+                pending = asyncio.ensure_future(next_reply())
         except grpc.aio.AbortError:
             return context.error()
         except TimeoutError as exc:
@@ -386,7 +398,10 @@ class HttpGateway:
         except Exception as exc:
             LOG.error("unexpected error in an event stream", exc_info=exc)
             return error_for(exc)
-        return None
+        finally:
+            if pending is not first and not pending.done():
+                pending.cancel()
+                await asyncio.wait({pending})
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

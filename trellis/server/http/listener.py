@@ -27,6 +27,7 @@ async def start_http(
     methods = PublicMethods(interceptors)
     for add, servicer in public:
         add(servicer, methods)
-    gateway = HttpGateway(methods, max_body_bytes=config.max_message_bytes)
+    # Idle event streams are probed as often as gRPC pings idle connections.
+    gateway = HttpGateway(methods, max_body_bytes=config.max_message_bytes, keepalive=config.keepalive_time)
     await gateway.start(host, port, context)
     return gateway
