@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.masking import unmatchable_rules
 from trellis.adapters.encrypting_store import ENVELOPE_KEY, KeyRing, encrypting, new_key_line
 from trellis.adapters.file_store import FileStore
 from trellis.adapters.masking_store import MASK, MaskingRules, masking
@@ -18,8 +19,7 @@ from trellis.errors import ConfigError
 from trellis.ports.store import StateStore
 from trellis.server.config import load_config
 
-# Key patterns only: the contract's generated contexts must round-trip unchanged.
-CONTRACT_RULES = MaskingRules.from_config({"keys": ["^password$", "card_number"]}, "test")
+CONTRACT_RULES = unmatchable_rules()
 RULES = MaskingRules.from_config(
     {"keys": ["(?i)password", "^card"], "values": [r"[\w.+-]+@[\w-]+\.[\w.]+"]}, "test"
 )

@@ -9,14 +9,15 @@ import pytest
 
 from tests.support.etcd_fixtures import config_for
 from tests.support.etcd_process import EtcdCluster
+from tests.support.masking import unmatchable_rules
 from trellis.adapters.encrypting_store import EncryptingStore, KeyRing, encrypting, new_key_line
 from trellis.adapters.etcd import EtcdClient, EtcdLocker, EtcdStateStore
-from trellis.adapters.masking_store import MaskingRules, MaskingStore, masking
+from trellis.adapters.masking_store import MaskingStore, masking
 from trellis.contracts.store import StateStoreContract
 from trellis.ports.locker import LockHandle
 from trellis.ports.store import StateStore
 
-RULES = MaskingRules.from_config({"keys": ["^password$", "card_number"]}, "test")
+RULES = unmatchable_rules()
 RING = KeyRing.from_text(new_key_line("k1"), "test keys")
 
 

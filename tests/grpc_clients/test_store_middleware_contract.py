@@ -8,15 +8,16 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import ClassVar
 
+from tests.support.masking import unmatchable_rules
 from tests.support.servers import serving
 from trellis.adapters.encrypting_store import KeyRing, encrypting, new_key_line
 from trellis.adapters.grpc import RemoteChannel, RemoteStateStore
-from trellis.adapters.masking_store import MaskingRules, masking
+from trellis.adapters.masking_store import masking
 from trellis.adapters.memory_store import MemoryStore
 from trellis.contracts.store import StateStoreContract
 from trellis.ports.store import StateStore
 
-RULES = MaskingRules.from_config({"keys": ["^password$", "card_number"]}, "test")
+RULES = unmatchable_rules()
 RING = KeyRing.from_text(new_key_line("k1"), "test keys")
 
 
