@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 from trellis.api import convert, error_table
 from trellis.api.v1 import step_reports_pb2 as rpb
 from trellis.domain import HookKind, LifecycleEvent, ToolResult
+from trellis.errors import InvalidInput
 
 MAX_EVENTS_PER_REPLY = 256
 MAX_EVENT_BYTES_PER_REPLY = 64 * 1024
@@ -40,12 +41,12 @@ _EVENTS_ENVELOPE = 16
 def _fill_data(item: rpb.LifecycleEvent, data: object) -> bool:
     """Put ``data`` (a tool_return's ToolResult, else JSON) into ``item``; False when it is
     not encodable (a host-made event): it is then reported as omitted, never a failed reply."""
-    if isinstance(data, ToolResult):
-        item.tool_result.CopyFrom(convert.tool_result_to_proto(data))
-        return True
     try:
-        item.data_json = orjson.dumps(data).decode()
-    except TypeError:
+        if isinstance(data, ToolResult):
+            item.tool_result.CopyFrom(convert.tool_result_to_proto(data))
+        else:
+            item.data_json = orjson.dumps(data).decode()
+    except (TypeError, InvalidInput):  # orjson's JSONEncodeError is a TypeError
         return False
     return True
 
