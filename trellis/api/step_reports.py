@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 from trellis.api import convert, error_table
 from trellis.api.v1 import step_reports_pb2 as rpb
 from trellis.domain import HookKind, LifecycleEvent, ToolResult
+from trellis.errors import InvalidInput
 
 MAX_EVENTS_PER_REPLY = 256
 MAX_EVENT_BYTES_PER_REPLY = 64 * 1024
@@ -37,19 +38,17 @@ _ENTRY_OVERHEAD = 4
 _EVENTS_ENVELOPE = 16
 
 
-def _with_data(item: rpb.LifecycleEvent, data: object) -> rpb.LifecycleEvent | None:
-    """``item`` with ``data`` (a tool_return's ToolResult, else JSON); None when it is not
-    encodable (a host-made event): then it is reported as omitted, never a failed reply."""
-    full = rpb.LifecycleEvent()
-    full.CopyFrom(item)
-    if isinstance(data, ToolResult):
-        full.tool_result.CopyFrom(convert.tool_result_to_proto(data))
-    elif data is not None:
-        try:
-            full.data_json = orjson.dumps(data).decode()
-        except TypeError:
-            return None
-    return full
+def _fill_data(item: rpb.LifecycleEvent, data: object) -> bool:
+    """Put ``data`` (a tool_return's ToolResult, else JSON) into ``item``; False when it is
+    not encodable (a host-made event): it is then reported as omitted, never a failed reply."""
+    try:
+        if isinstance(data, ToolResult):
+            item.tool_result.CopyFrom(convert.tool_result_to_proto(data))
+        else:
+            item.data_json = orjson.dumps(data).decode()
+    except (TypeError, InvalidInput):  # orjson's JSONEncodeError is a TypeError
+        return False
+    return True
 
 
 def fill_events(
@@ -63,25 +62,28 @@ def fill_events(
     budget = min(MAX_EVENT_BYTES_PER_REPLY, room - _EVENTS_ENVELOPE)
     used = 0
     sent = 0
+    items = msg.events
     for event in events[:MAX_EVENTS_PER_REPLY]:
-        item = rpb.LifecycleEvent(
-            kind=_KINDS[event.kind],
-            node_id=event.node_id,
-            node_type=event.node_type,
-            tool_name=event.tool_name,
-            is_error=event.is_error,
-            timestamp=event.timestamp,
-        )
-        bare = item.ByteSize() + _ENTRY_OVERHEAD
-        if used + bare > budget:
+        item = items.add()
+        item.kind = _KINDS[event.kind]
+        item.node_id = event.node_id
+        item.node_type = event.node_type
+        item.tool_name = event.tool_name
+        item.is_error = event.is_error
+        item.timestamp = event.timestamp
+        size = item.ByteSize() + _ENTRY_OVERHEAD
+        if used + size > budget:
+            del items[-1]
             break
-        full = _with_data(item, event.data)
-        if full is not None and used + full.ByteSize() + _ENTRY_OVERHEAD <= budget:
-            item = full
-        else:
-            item.data_omitted = True
-        used += item.ByteSize() + _ENTRY_OVERHEAD
-        msg.events.append(item)
+        if event.data is not None:
+            if _fill_data(item, event.data) and used + item.ByteSize() + _ENTRY_OVERHEAD <= budget:
+                size = item.ByteSize() + _ENTRY_OVERHEAD
+            else:
+                item.ClearField("tool_result")
+                item.ClearField("data_json")
+                item.data_omitted = True
+                size += 2
+        used += size
         sent += 1
     msg.dropped = dropped + len(events) - sent
 

@@ -8,8 +8,6 @@ Each gRPC call runs in its own task, so concurrent calls never mix their events.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 
 from trellis.api.step_reports import MAX_EVENTS_PER_REPLY, attach_events
@@ -43,16 +41,19 @@ def record(event: LifecycleEvent) -> None:
         captured.add(event)
 
 
-@contextmanager
-def capturing() -> Iterator[CapturedEvents]:
+class capturing:  # lower case: used as ``with capturing() as captured``
     """Collect the events the engine fires inside this block (in this task). When the block
-    raises, the events fired before are attached to the exception, for its status."""
-    captured = CapturedEvents()
-    token = _CURRENT.set(captured)
-    try:
-        yield captured
-    except Exception as exc:
-        attach_events(exc, captured.events, captured.dropped)
-        raise
-    finally:
-        _CURRENT.reset(token)
+    raises, the events fired before are attached to the exception, for its status.
+    (A class rather than a generator context manager: it runs on every step.)"""
+
+    __slots__ = ("_captured", "_token")
+
+    def __enter__(self) -> CapturedEvents:
+        self._captured = CapturedEvents()
+        self._token = _CURRENT.set(self._captured)
+        return self._captured
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        _CURRENT.reset(self._token)
+        if isinstance(exc, Exception):
+            attach_events(exc, self._captured.events, self._captured.dropped)

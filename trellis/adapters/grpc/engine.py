@@ -65,7 +65,8 @@ class RemoteEngine:
     It behaves as the in-process engine does: when rendering the node a call reached
     fails, start/navigate/signal still return the state (the reply carries the
     render error apart) and a later ``render`` raises it; the ``*_step`` methods,
-    which stand for the call and its render, raise it. ``hooks`` receive the
+    which stand for the call and its render, raise it, with the new state in its
+    ``state`` attribute. ``hooks`` receive the
     lifecycle events the server's engine fired for each successful call, in order,
     before the call returns (a hook's exception is logged, as in process).
     """
@@ -109,6 +110,8 @@ class RemoteEngine:
     @staticmethod
     def _rendered(step: StepResult, error: BaseException | None) -> StepResult:
         if error is not None:
+            # The call moved the state; the caller keeps it from the error to go on from it.
+            error.state = step.state  # type: ignore[attr-defined]
             raise error
         return step
 
