@@ -26,6 +26,7 @@ def _instance(cls: type[errors.TrellisError]) -> errors.TrellisError:
         errors.UnhandledToolError: errors.UnhandledToolError("n1", "t", "boom"),
         errors.UnhandledSignal: errors.UnhandledSignal("sig", "n1"),
         errors.SessionNotFound: errors.SessionNotFound("s1"),
+        errors.WatchRevisionCompacted: errors.WatchRevisionCompacted("s1", 5, 9),
     }
     return samples.get(cls) or cls(f"a {cls.__name__}")
 

@@ -62,6 +62,8 @@ CODES: dict[type[e.TrellisError], grpc.StatusCode] = {
     # concurrency: retry the whole step
     e.ConflictError: C.ABORTED,
     e.LockLost: C.ABORTED,
+    # a watch's resume revision is no longer in the store's history: start over
+    e.WatchRevisionCompacted: C.OUT_OF_RANGE,
     # infrastructure
     e.BackendUnavailable: C.UNAVAILABLE,
     e.DispatchError: C.UNAVAILABLE,
@@ -87,8 +89,11 @@ _FIELDS = (
     "missing_keys",
     "errors",
     "problems",
+    "start_revision",
+    "compact_revision",
 )
 _LIST_FIELDS = frozenset({"missing_keys", "errors", "problems"})
+_INT_FIELDS = frozenset({"start_revision", "compact_revision"})
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode:
@@ -209,6 +214,8 @@ def _build(cls: type[e.TrellisError], message: str, metadata: Mapping[str, str])
                 value = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 value = [raw]
+        elif name in _INT_FIELDS:
+            value = int(raw) if raw.lstrip("-").isdigit() else 0
         setattr(exc, name, value)
     return exc
 

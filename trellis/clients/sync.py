@@ -70,9 +70,10 @@ class SyncSessions:
     def delete(self, session_id: str) -> None:
         self._loop.run(self._async.delete(session_id))
 
-    def watch(self, session_id: str) -> Iterator[StateDiff]:
-        """The session's saved changes, blocking for each; closing the generator ends the watch."""
-        stream = self._async.watch(session_id)
+    def watch(self, session_id: str, *, start_revision: int = 0) -> Iterator[StateDiff]:
+        """The session's saved changes, blocking for each; closing the generator ends the watch.
+        Resumes by itself after a broken connection (see Sessions.watch_events)."""
+        stream = self._async.watch(session_id, start_revision=start_revision)
         try:
             while True:
                 try:

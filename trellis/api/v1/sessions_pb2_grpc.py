@@ -119,8 +119,12 @@ class SessionsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """The changes of one session as they are saved (spec §11), until the
-        caller cancels. Slow watchers may miss intermediate diffs.
+        """The changes of one session as they are saved (spec §11), in revision
+        order, until the caller cancels or the session is deleted. A watch can
+        resume from a revision (start_revision): reconnecting to any replica then
+        loses and repeats nothing. A revision whose history is gone fails with
+        OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
+        again from its revision + 1. Slow watchers may miss intermediate diffs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,8 +52,12 @@ class SessionsStub:
     List: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.SessionsListRequest, _sessions_pb2.SessionsListResponse]
     """Session IDs in ascending order, a page at a time."""
     Watch: _grpc.UnaryStreamMultiCallable[_sessions_pb2.SessionsWatchRequest, _sessions_pb2.SessionsWatchResponse]
-    """The changes of one session as they are saved (spec §11), until the
-    caller cancels. Slow watchers may miss intermediate diffs.
+    """The changes of one session as they are saved (spec §11), in revision
+    order, until the caller cancels or the session is deleted. A watch can
+    resume from a revision (start_revision): reconnecting to any replica then
+    loses and repeats nothing. A revision whose history is gone fails with
+    OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
+    again from its revision + 1. Slow watchers may miss intermediate diffs.
     """
 
 @_typing.type_check_only
@@ -74,8 +78,12 @@ class SessionsAsyncStub(SessionsStub):
     List: _aio.UnaryUnaryMultiCallable[_sessions_pb2.SessionsListRequest, _sessions_pb2.SessionsListResponse]  # type: ignore[assignment]
     """Session IDs in ascending order, a page at a time."""
     Watch: _aio.UnaryStreamMultiCallable[_sessions_pb2.SessionsWatchRequest, _sessions_pb2.SessionsWatchResponse]  # type: ignore[assignment]
-    """The changes of one session as they are saved (spec §11), until the
-    caller cancels. Slow watchers may miss intermediate diffs.
+    """The changes of one session as they are saved (spec §11), in revision
+    order, until the caller cancels or the session is deleted. A watch can
+    resume from a revision (start_revision): reconnecting to any replica then
+    loses and repeats nothing. A revision whose history is gone fails with
+    OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
+    again from its revision + 1. Slow watchers may miss intermediate diffs.
     """
 
 class SessionsServicer(metaclass=_abc_1.ABCMeta):
@@ -135,8 +143,12 @@ class SessionsServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.SessionsWatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_sessions_pb2.SessionsWatchResponse], _abc.AsyncIterator[_sessions_pb2.SessionsWatchResponse]]:
-        """The changes of one session as they are saved (spec §11), until the
-        caller cancels. Slow watchers may miss intermediate diffs.
+        """The changes of one session as they are saved (spec §11), in revision
+        order, until the caller cancels or the session is deleted. A watch can
+        resume from a revision (start_revision): reconnecting to any replica then
+        loses and repeats nothing. A revision whose history is gone fails with
+        OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
+        again from its revision + 1. Slow watchers may miss intermediate diffs.
         """
 
 def add_SessionsServicer_to_server(servicer: SessionsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
