@@ -28,6 +28,7 @@ SLOW_MODULES = frozenset(
         "sidecars/test_python_sidecars.py",
         "sidecars/test_node_sidecar.py",
         "etcd_system/test_sidecar_fencing.py",
+        "replication/test_watch_across_replicas.py",
     }
 )
 _TESTS = Path(__file__).parent
