@@ -609,20 +609,23 @@ class SessionWatch(QueueStream[T], Generic[T]):
             except SessionNotFound:
                 state = None
             early, self._early = self._early or [], None
+            # The revision the watch starts after: before the first offer, else the one read.
+            after = early[0][1] if early else state.revision if state is not None else 0
+            missed = bool(self._start) and self._start <= after
+            if not missed and (state is not None or early):
+                # Still under the lock: no step can offer a later change before these.
+                last = after
+                for event, _ in early:
+                    self._deliver(event)
+                    last = max(last, event.revision)
+                if state is not None:
+                    self._deliver(SessionEvent(revision=max(last, state.revision)))
         if state is None and not early:
             raise SessionNotFound(session_id)
-        # The revision the watch starts after: before the first offer, else the one read.
-        after = early[0][1] if early else state.revision if state is not None else 0
-        if self._start and self._start <= after:
+        if missed:
             # No history here: the changes from start_revision to `after` are gone.
             current = await manager._current(session_id)
             raise WatchRevisionCompacted(session_id, self._start, after + 1, current)
-        last = after
-        for event, _ in early:
-            self._deliver(event)
-            last = max(last, event.revision)
-        if state is not None:
-            self._deliver(SessionEvent(revision=max(last, state.revision)))
 
     async def _begin_store(self, store: WatchableStore) -> None:
         state = await self._manager._store.load(self.session_id)  # SessionNotFound
