@@ -20,6 +20,7 @@ from aetcd import rpc
 from tests.etcd_system.deployment import Deployment
 from tests.etcd_system.replicas import Replica
 from tests.support.etcd_process import EtcdCluster
+from tests.support.waiting import eventually
 from trellis.adapters.etcd import EtcdClient
 from trellis.clients import Client
 from trellis.domain import SessionEvent
@@ -81,9 +82,8 @@ async def test_every_watcher_sees_every_step_of_every_replica_and_resumes_elsewh
     try:
         async with asyncio.timeout(BOUND):
             await steppers[0].sessions.start("s")
-            tasks = [asyncio.create_task(_watch(w, "s", into)) for w, into in zip(watchers, seen, strict=True)]
-            while not all(seen):  # each watch has its first bookmark: it is open
-                await asyncio.sleep(0.05)
+            tasks = [asyncio.create_task(_watch(w, "s", got)) for w, got in zip(watchers, seen, strict=True)]
+            await eventually(lambda: all(seen), "each watch's first bookmark (it is open)", within=60)
             live = [0, 1, 2]
             for n in range(STEPS):
                 if n == KILL_AT:

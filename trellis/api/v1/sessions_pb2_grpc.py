@@ -124,7 +124,8 @@ class SessionsServicer:
         resume from a revision (start_revision): reconnecting to any replica then
         loses and repeats nothing. A revision whose history is gone fails with
         OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
-        again from its revision + 1. Slow watchers may miss intermediate diffs.
+        again from its revision + 1. A watcher that falls 256 changes behind gets
+        UNAVAILABLE: resume from the last revision received + 1.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

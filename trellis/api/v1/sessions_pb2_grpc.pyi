@@ -57,7 +57,8 @@ class SessionsStub:
     resume from a revision (start_revision): reconnecting to any replica then
     loses and repeats nothing. A revision whose history is gone fails with
     OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
-    again from its revision + 1. Slow watchers may miss intermediate diffs.
+    again from its revision + 1. A watcher that falls 256 changes behind gets
+    UNAVAILABLE: resume from the last revision received + 1.
     """
 
 @_typing.type_check_only
@@ -83,7 +84,8 @@ class SessionsAsyncStub(SessionsStub):
     resume from a revision (start_revision): reconnecting to any replica then
     loses and repeats nothing. A revision whose history is gone fails with
     OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
-    again from its revision + 1. Slow watchers may miss intermediate diffs.
+    again from its revision + 1. A watcher that falls 256 changes behind gets
+    UNAVAILABLE: resume from the last revision received + 1.
     """
 
 class SessionsServicer(metaclass=_abc_1.ABCMeta):
@@ -148,7 +150,8 @@ class SessionsServicer(metaclass=_abc_1.ABCMeta):
         resume from a revision (start_revision): reconnecting to any replica then
         loses and repeats nothing. A revision whose history is gone fails with
         OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
-        again from its revision + 1. Slow watchers may miss intermediate diffs.
+        again from its revision + 1. A watcher that falls 256 changes behind gets
+        UNAVAILABLE: resume from the last revision received + 1.
         """
 
 def add_SessionsServicer_to_server(servicer: SessionsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
