@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc  # type: ignore[import-untyped]
 import pytest
 import pytest_asyncio
 from aetcd import rpc
@@ -122,3 +123,26 @@ async def test_an_idle_watch_gets_bookmarks_that_follow_the_store(two_clients: l
             while (event := await anext(watch)).revision < moved.state.revision:
                 assert event.bookmark
     assert event.bookmark and event.revision >= moved.state.revision > started.state.revision
+
+
+async def test_the_watch_stream_of_a_member_that_lost_its_leader_ends_instead_of_stalling(
+    etcd_cluster3: EtcdCluster,
+) -> None:
+    # Connected to one member only; the other two die, so it has no leader (as a member
+    # cut off from the quorum). Opened requiring a leader, its watch stream is ended by
+    # etcd (the process' mux then reopens it elsewhere) rather than kept open, silent.
+    alone = etcd_cluster3.members[0]
+    async with EtcdClient(config_for(etcd_cluster3, endpoints=(alone.endpoint,))) as client:
+        call = await client.watches.open_stream()
+        create = rpc.WatchCreateRequest(key=b"/watched", start_revision=0)
+        await call.write(rpc.WatchRequest(create_request=create))
+        async with asyncio.timeout(BOUND):
+            assert (await call.read()).created
+        for member in etcd_cluster3.members[1:]:
+            member.kill()
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(BOUND):
+                await call.read()
+        call.cancel()
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no leader" in (ended.value.details() or "")
