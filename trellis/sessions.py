@@ -632,6 +632,8 @@ class SessionWatch(QueueStream[T], Generic[T]):
         start = self._start or state.revision + 1
         if not self._start:
             self._deliver(SessionEvent(revision=state.revision))
+        if self.closed:
+            return  # closed while it was reading
         events = store.watch_session(self.session_id, start)
         self._relay = asyncio.create_task(self._relay_events(events), name="trellis-session-watch")
 
@@ -666,12 +668,12 @@ class SessionWatch(QueueStream[T], Generic[T]):
     def _deliver(self, event: SessionEvent) -> None:
         if self._start and event.revision < self._start and not event.bookmark:
             return  # before what a resumed watch asked for
+        item = self._pick(event)
         if event.deleted:
-            if self._strict:
-                self.publish(event)  # type: ignore[arg-type]
+            if item is not None:
+                self.publish(item)  # the end marker after it needs no room
             self.close()
             return
-        item = self._pick(event)
         if item is None or self.publish(item) or self.closed:
             return
         self._overflow()
