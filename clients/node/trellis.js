@@ -9,6 +9,7 @@
 //   const client = new TrellisClient('127.0.0.1:50051', { token: process.env.TRELLIS_TOKEN });
 //   let step = await client.sessions.start('me');
 //   step = await client.sessions.navigate('me', { text: 'Ada' });
+//   for await (const event of client.sessions.watch('me')) console.log(event.revision, event.diff);
 
 const path = require('path');
 const fs = require('fs');
@@ -58,6 +59,58 @@ function unary(client, stub, method, request) {
   });
 }
 
+const RETRIED = [grpc.status.UNAVAILABLE, grpc.status.CANCELLED];
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Follows one session: an async iterator of events { revision, diff } (a change),
+// { revision, bookmark: true } (nothing changed up to revision; the first one says
+// where the watch starts) and { revision, deleted: true } (the last one). When the
+// stream breaks (the server went away) it is opened again from the last revision
+// received + 1, so nothing is missed or repeated; after resumeForMs without a server,
+// or on any other error, it throws a TrellisError (OUT_OF_RANGE, reason
+// WATCH_REVISION_COMPACTED, when the changes since startRevision are no longer kept:
+// get the session and watch from its revision + 1).
+async function* watchSession(client, stub, sessionId, startRevision = 0, resumeForMs = 30000) {
+  let next = startRevision;
+  let attempt = 0;
+  let failingSince = 0;
+  for (;;) {
+    const metadata = new grpc.Metadata();
+    if (client.token) metadata.set('authorization', `Bearer ${client.token}`);
+    const request = { session_id: sessionId, start_revision: String(next), allow_bookmarks: true };
+    const call = stub.Watch(request, metadata);
+    call.on('error', () => {}); // read by the loop below; a late one after cancel is expected
+    let failure = { code: grpc.status.UNAVAILABLE, details: 'the watch ended' };
+    try {
+      for await (const message of call) {
+        attempt = 0;
+        failingSince = 0;
+        const revision = Number(message.revision);
+        next = Math.max(next, revision + 1);
+        if (message.deleted) {
+          yield { revision, deleted: true };
+          return;
+        }
+        yield message.bookmark ? { revision, bookmark: true } : { revision, diff: message.diff };
+      }
+      if (!next) return; // a server without revisions ends the stream on deletion
+    } catch (err) {
+      failure = err;
+    } finally {
+      call.cancel();
+    }
+    if (failure.code === grpc.status.NOT_FOUND && next) {
+      yield { revision: next - 1, deleted: true }; // deleted while we were away
+      return;
+    }
+    failingSince = failingSince || Date.now();
+    if (!RETRIED.includes(failure.code) || Date.now() - failingSince > resumeForMs) {
+      throw new TrellisError(failure);
+    }
+    await sleep(Math.min(2000, 50 * 2 ** attempt++));
+  }
+}
+
 // input: a string (text), { text }, { value: anyJson }, or { toolResult: { id, result, isError, error } }.
 function toInput(input) {
   if (input === undefined || input === null) return { text: '' };
@@ -97,6 +150,8 @@ class TrellisClient {
       delete: (sessionId) => unary(this, sessions, 'Delete', { session_id: sessionId }),
       list: (pageSize = 0, pageToken = '') =>
         unary(this, sessions, 'List', { page_size: pageSize, page_token: pageToken }),
+      watch: (sessionId, { startRevision = 0, resumeForMs = 30000 } = {}) =>
+        watchSession(this, sessions, sessionId, startRevision, resumeForMs),
     };
     this.engine = {
       start: (sessionId, context = {}) =>

@@ -5,12 +5,15 @@ watcher sees all 1,000 changes in order; the replica of one watcher is killed
 (SIGKILL, by PID) mid-stream and its SDK watch resumes on another replica with no
 gap and no duplicate; the deletion through one replica ends every watch. A watch
 resumed from a compacted revision gets WATCH_REVISION_COMPACTED and the current
-state.
+state. The Node client's watch resumes on another replica the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from aetcd import rpc
 from tests.etcd_system.deployment import Deployment
 from tests.etcd_system.replicas import Replica
 from tests.support.etcd_process import EtcdCluster
+from tests.support.requirements import missing
+from tests.support.servers import ROOT
 from tests.support.waiting import eventually
 from trellis.adapters.etcd import EtcdClient
 from trellis.clients import Client
@@ -28,6 +33,7 @@ from trellis.errors import WatchRevisionCompacted
 
 STEPS = 1000
 KILL_AT = 400
+NODE_DIR = ROOT / "clients" / "node"
 BOUND = 300.0  # a loaded 2-core machine: generous, never the thing under test
 
 
@@ -127,3 +133,59 @@ async def test_a_watch_from_a_compacted_revision_gets_the_error_and_the_current_
         await resumed.aclose()
     assert change.context == {"last": "again"}
     assert change.revision > last.state.revision
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        missing("node and npm are not installed (the Node client's watch test needs them)")
+    modules = NODE_DIR / "node_modules"
+    if not (modules / "@grpc" / "grpc-js").is_dir():
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
+    return modules
+
+
+async def test_the_node_client_watch_resumes_on_another_replica(
+    deployment: Deployment, tmp_path: Path, node_modules: Path
+) -> None:
+    first, second = await _echo_replicas(deployment, tmp_path, 2)
+    async with Client(second.target) as stepper:
+        await stepper.sessions.start("n")
+        watcher = await asyncio.create_subprocess_exec(
+            "node",
+            "watch.js",
+            _failover_target([first, second], 0),
+            "n",
+            cwd=NODE_DIR,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert watcher.stdout is not None
+            async with asyncio.timeout(BOUND):
+                opened = json.loads(await watcher.stdout.readline())  # the first bookmark
+                for n in range(50):
+                    if n == 25:
+                        first.kill()  # the replica the Node watch is connected to
+                    await stepper.sessions.navigate("n", str(n))
+                await stepper.sessions.delete("n")
+                out, err = await watcher.communicate()
+        finally:
+            if watcher.returncode is None:
+                watcher.kill()
+                await watcher.wait()
+    assert watcher.returncode == 0, err.decode()
+    events = [opened] + [json.loads(line) for line in out.decode().splitlines()]
+    assert events[0]["bookmark"]
+    changes = [json.loads(e["diff"]["context_json"])["last"] for e in events if "diff" in e]
+    assert changes == [str(n) for n in range(50)], "a change was missed, repeated or reordered"
+    revisions = [e["revision"] for e in events]
+    assert revisions == sorted(revisions)
+    assert events[-1] == {"revision": revisions[-1], "deleted": True}
