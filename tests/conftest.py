@@ -23,11 +23,18 @@ SLOW_MODULES = frozenset(
         "cli/test_serve_busy_port.py",
         "grpc_server/test_serve_process.py",
         "grpc_server/test_codegen.py",
+        "mcp/test_mcp_server.py",
         "packaging/test_no_extras.py",
         "packaging/test_plugins.py",
+        "contracts/test_mutants.py",
+        "packaging/test_example_adapter.py",
+        "packaging/test_typed.py",
         "sidecars/test_python_sidecars.py",
         "sidecars/test_node_sidecar.py",
         "etcd_system/test_sidecar_fencing.py",
+        "deploy/test_local_pod.py",
+        "deploy/test_local_etcd.py",
+        "deploy/test_local_git_flow.py",
         "replication/test_watch_across_replicas.py",
     }
 )

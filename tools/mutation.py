@@ -55,6 +55,7 @@ EQUIVALENTS_FILE = ROOT / "tools" / "mutation_equivalents.toml"
 _SESSION_TESTS = [
     "tests/sessions/test_durable_step.py", "tests/sessions/test_registry_watch_repair.py",
     "tests/sessions/test_step_outcomes.py", "tests/sessions/test_manager_limits.py",
+    "tests/sessions/test_sessions_on_etcd.py", "tests/sessions/test_optimistic_step_paths.py",
 ]
 TEST_SETS: list[tuple[str, list[str]]] = [
     ("trellis/engine/", ["tests/engine", "-k", "not grpc"]),
@@ -75,7 +76,7 @@ TEST_SETS: list[tuple[str, list[str]]] = [
 # The modules measured when no MODULE is given.
 CORE = [
     "trellis/engine", "trellis/sessions.py", "trellis/conditions.py", "trellis/templates",
-    "trellis/loading", "trellis/adapters/store_rules.py", "trellis/adapters/memory_store.py",
+    "trellis/loading", "trellis/adapters/rules.py", "trellis/adapters/memory_store.py",
     "trellis/adapters/file_store.py",
 ]
 

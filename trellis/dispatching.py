@@ -74,6 +74,8 @@ class ToolPolicy:
     timeout: float | None = None
     retry: RetryPolicy | None = None
     idempotent: bool | None = None
+    # allow | deny | confirm (trellis.tool_approval); applied by the session manager
+    approval: str = "allow"
 
     def over(self, declared: ToolInfo | None, name: str) -> ToolInfo:
         base = declared or ToolInfo(name=name)

@@ -94,6 +94,7 @@ from trellis.ports.store import (
 from trellis.sanitize import input_limit_from_env, sanitize_input
 from trellis.step_deadline import check_deadline, current_deadline
 from trellis.streams import QueueStream
+from trellis.tool_approval import DENIED_BY_USER, Approval, ToolApprovals, approved, confirmation, denied
 
 _WAITING: Final = (Status.WAITING_FOR_TOOL, Status.ROLLING_BACK)
 _WATCH_QUEUE_SIZE: Final = 256
@@ -104,8 +105,8 @@ _STEP_FENCE: contextvars.ContextVar[int] = contextvars.ContextVar("trellis_step_
 _UNLOCKED_ATTEMPTS: Final = 2
 """Tries of a step without the lock before it queues for the lock."""
 _CONTENDED_FOR: Final = 1.0
-"""Seconds a session whose step had to queue for the lock takes the lock path directly
-(its next attempts without the lock would most likely be refused too)."""
+"""Default seconds a session whose step had to queue for the lock takes the lock path
+directly (its next attempts without the lock would most likely be refused too)."""
 _CONTENDED_REMEMBERED: Final = 4096
 
 # What a step's work returns: the state to keep, what to show, and whether to save it.
@@ -134,6 +135,8 @@ class SessionManager:
         input_limit: int | None = None,
         check_step: Callable[[StepResult], None] | None = None,
         optimistic: bool = True,
+        contended_for: float = _CONTENDED_FOR,
+        approvals: ToolApprovals | None = None,
     ) -> None:
         """``lock_ttl`` must exceed the longest step (tools included) when a locker is used: a
         step that outlives its lock is refused at save time (LockLost). ``step_store``: how a
@@ -143,12 +146,17 @@ class SessionManager:
         TRELLIS_MAX_INPUT_SIZE or 4096). ``check_step``: called with every step's outcome
         before it is saved; what it raises refuses the step (nothing saved), e.g. a reply that
         would not fit the server's message limit. ``optimistic``: try steps without the lock
-        first when the step store offers it (an OptimisticStepStore); False: always lock."""
+        first when the step store offers it (an OptimisticStepStore); False: always lock.
+        ``contended_for``: seconds a session whose step had to queue for the lock goes
+        straight to the lock path.
+        ``approvals``: tools to deny, or to confirm through the session before they run
+        (trellis.tool_approval)."""
         if max_auto_steps < 1:
             raise ValueError(f"max_auto_steps must be at least 1, got {max_auto_steps}")
         self._engine = engine
         self._store = store
         self._dispatcher = dispatcher
+        self._approvals = approvals or None
         self._lock_ttl = lock_ttl
         self._max_auto_steps = max_auto_steps
         self._logger = logger or logging.getLogger("trellis.sessions")
@@ -163,6 +171,7 @@ class SessionManager:
         self._locks = KeyedLocks()
         # Sessions recently contended: session ID -> loop time until which they lock directly.
         self._contended: OrderedDict[str, float] = OrderedDict()
+        self._contended_for = contended_for
         # Weak: a watch nobody holds any more unsubscribes itself (SessionWatch.__del__).
         self._watchers: dict[str, weakref.WeakSet[SessionWatch[Any]]] = {}
         # A store every replica writes to feeds the watches itself (all replicas' steps).
@@ -178,7 +187,7 @@ class SessionManager:
 
         async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
             if loaded is not None:
-                return loaded, await self._engine.render(loaded), False
+                return loaded, await self._render(loaded), False
             state, render = await self._advance(await self._engine.start(session_id, context), may_dispatch)
             return state, render, True
 
@@ -189,7 +198,7 @@ class SessionManager:
         """The stored state and the actions of its current node. Raises SessionNotFound."""
         _check_id(session_id)
         state = await self._store.load(session_id)
-        return StepResult(state=state, render=await self._engine.render(state))
+        return StepResult(state=state, render=await self._render(state))
 
     async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult:
         """One durable step with user input (text is sanitised first) or a tool result."""
@@ -199,7 +208,8 @@ class SessionManager:
         async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
             if loaded is None:
                 raise SessionNotFound(session_id)
-            state, render = await self._advance(await self._engine.navigate(loaded, input), may_dispatch)
+            answer = await self._answer(loaded, input, may_dispatch) if self._approvals else input
+            state, render = await self._advance(await self._engine.navigate(loaded, answer), may_dispatch)
             if matched_nothing(loaded, state, input):
                 render = with_no_match_notice(render)
             return state, render, True
@@ -383,7 +393,7 @@ class SessionManager:
         return False
 
     def _note_contended(self, session_id: str) -> None:
-        self._contended[session_id] = asyncio.get_running_loop().time() + _CONTENDED_FOR
+        self._contended[session_id] = asyncio.get_running_loop().time() + self._contended_for
         self._contended.move_to_end(session_id)
         while len(self._contended) > _CONTENDED_REMEMBERED:
             self._contended.popitem(last=False)
@@ -406,12 +416,21 @@ class SessionManager:
             render = await self._engine.render(state)
             if state.status in _WAITING:
                 call = _pending_call(render, state.pending_tool_call)
-                if call is None or self._dispatcher is None or not self._dispatcher.serves(call.name):
+                approval = self._approval(call)
+                if call is not None and approval is Approval.CONFIRM:
+                    return state, _shown_then(shown, confirmation(render, call))
+                denying = call is not None and approval is Approval.DENY
+                dispatcher = self._dispatcher
+                if not denying and (call is None or dispatcher is None or not dispatcher.serves(call.name)):
                     return state, _shown_then(shown, render)  # the caller runs this tool
+                assert call is not None
                 if not may_dispatch:
                     raise _NeedsLock
                 moves = self._count_move(state, moves)
-                result = await self._dispatcher.dispatch(call, _dispatch_context(state, call))
+                if denying or dispatcher is None:
+                    result = denied(call)  # the server's policy: the engine takes on_denied
+                else:
+                    result = await dispatcher.dispatch(call, _dispatch_context(state, call))
                 shown.extend(_passed(render))
                 state = await self._engine.navigate(state, result)
                 continue
@@ -429,6 +448,45 @@ class SessionManager:
             shown.extend(_passed(render))
             state = moved
         return state, RenderResult(actions=tuple(shown), terminal=True)
+
+    # --- tool approvals (trellis.tool_approval) -----------------------------------------
+
+    def _approval(self, call: ToolCall | None) -> Approval:
+        """ALLOW, DENY, or CONFIRM for a call the server would run (a tool the caller runs
+        is the caller's to confirm)."""
+        if call is None or self._approvals is None:
+            return Approval.ALLOW
+        approval = self._approvals.of(call.name)
+        served = self._dispatcher is not None and self._dispatcher.serves(call.name)
+        if approval is Approval.CONFIRM and not served:
+            return Approval.ALLOW
+        return approval
+
+    async def _render(self, state: State) -> RenderResult:
+        """The state's actions, with the question instead of a call waiting for confirmation."""
+        render = await self._engine.render(state)
+        if self._approvals is not None and state.status in _WAITING:
+            call = _pending_call(render, state.pending_tool_call)
+            if call is not None and self._approval(call) is Approval.CONFIRM:
+                return confirmation(render, call)
+        return render
+
+    async def _answer(
+        self, loaded: State, input: JSONValue | ToolResult, may_dispatch: bool
+    ) -> JSONValue | ToolResult:
+        """``input`` as the engine takes it: when the session waits for the confirmation of
+        a call, the call's result (run when the answer is yes, denied when no)."""
+        if loaded.status not in _WAITING:
+            return input
+        call = _pending_call(await self._engine.render(loaded), loaded.pending_tool_call)
+        if call is None or self._approval(call) is not Approval.CONFIRM:
+            return input
+        if not approved(call, input):
+            return denied(call, DENIED_BY_USER)
+        if not may_dispatch:
+            raise _NeedsLock
+        assert self._dispatcher is not None  # CONFIRM is only given for a served call
+        return await self._dispatcher.dispatch(call, _dispatch_context(loaded, call))
 
     def _count_move(self, state: State, moves: int) -> int:
         if moves >= self._max_auto_steps:

@@ -18,13 +18,17 @@ RING = KeyRing.from_text(new_key_line("k1"), "test keys")
 
 
 class TestEncryptedMemoryStoreContract(StateStoreContract):
+    max_state_bytes = 64 * 1024  # the inner store's limit, on the encrypted form
+
     async def make_store(self, tmp_path: Path) -> StateStore:
-        return encrypting(MemoryStore(), RING)
+        return encrypting(MemoryStore(max_state_bytes=self.max_state_bytes), RING)
 
 
 class TestEncryptedFileStoreContract(StateStoreContract):
+    max_state_bytes = 64 * 1024
+
     async def make_store(self, tmp_path: Path) -> StateStore:
-        return encrypting(FileStore(tmp_path / "sessions"), RING)
+        return encrypting(FileStore(tmp_path / "sessions", max_state_bytes=self.max_state_bytes), RING)
 
 
 async def test_nothing_of_the_context_is_readable_on_disk(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from trellis.ports.locker import DistributedLocker
 
 
 class TestLocalLockerContract(DistributedLockerContract):
+    IN_PROCESS_ONLY = True  # LocalLocker serves one process by design (docs/adapters.md)
+
     async def make_locker(self, tmp_path: Path) -> DistributedLocker:
         return LocalLocker()
 

@@ -11,7 +11,7 @@ import pytest
 
 from trellis.adapters.file_store import FileStore
 from trellis.adapters.memory_store import MemoryStore
-from trellis.adapters.store_rules import MAX_SESSION_ID_BYTES, check_session_id
+from trellis.adapters.rules import MAX_SESSION_ID_BYTES, check_session_id
 from trellis.domain import State
 from trellis.errors import ConflictError, InvalidInput, InvalidSessionId
 from trellis.ports.store import StateStore

@@ -1,9 +1,11 @@
 """Every engine test runs twice: against the in-process Engine, and against a real
 server's gRPC Engine service (``make_engine`` in helpers.py serves the same nodes).
 
-A test that needs the in-process object itself (lifecycle hook recorders, the compiled
-cache, options a server cannot be given) or that builds no engine at all carries
-``@pytest.mark.in_process_only(reason=...)`` (see tests/support/transports.py).
+Lifecycle hooks given to ``make_engine`` receive, over gRPC, the events each reply (or
+failed call's status) carries, replayed by the RemoteEngine. A test that needs the
+in-process object itself (the compiled cache, options a server cannot be given) or that
+builds no engine at all carries ``@pytest.mark.in_process_only(reason=...)``
+(see tests/support/transports.py).
 """
 
 from __future__ import annotations

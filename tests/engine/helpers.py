@@ -18,16 +18,11 @@ from trellis.adapters.grpc import RemoteChannel, RemoteEngine
 from trellis.adapters.memory_loader import MemoryLoader
 from trellis.domain import HookKind, JSONValue, LifecycleEvent, Node, RenderResult, State, ToolResult
 from trellis.engine import Engine
+from trellis.ports.engine import LifecycleHook
 from trellis.server.config import ServerConfig
 
-# Reasons of the engine tests marked in_process_only, shared by several of them.
-HOOK_EVENTS = "asserts lifecycle hook events: a hook is a callable in this process; a server takes none"
-RENDERED_STEP = (
-    "the Engine service answers Start/Navigate with the rendered step, so a render error fails "
-    "the step itself, where the in-process engine moves and only the later render fails"
-)
-
 # The Engine options a server is configured with (ServerConfig fields of the same name);
+# ``hooks`` go to the RemoteEngine, which replays the events each reply carries into them;
 # tests using any other option are marked in_process_only.
 SERVED_OPTIONS = frozenset({"entry_node", "default_error_node"})
 
@@ -40,18 +35,22 @@ class ServedEngines:
         self.started = 0
 
     def engine(self, nodes: tuple[Mapping[str, Any] | Node, ...], options: Mapping[str, Any]) -> ServedEngine:
+        options = dict(options)
+        hooks = tuple(options.pop("hooks", ()))
         unserved = set(options) - SERVED_OPTIONS
         if unserved:
             raise TypeError(
                 f"the grpc transport cannot give a server the engine options {sorted(unserved)}: "
                 "mark the test in_process_only"
             )
-        return ServedEngine(self, MemoryLoader(nodes), ServerConfig(**options))
+        return ServedEngine(self, MemoryLoader(nodes), ServerConfig(**options), hooks)
 
-    async def serve(self, loader: MemoryLoader, config: ServerConfig) -> RemoteEngine:
+    async def serve(
+        self, loader: MemoryLoader, config: ServerConfig, hooks: tuple[LifecycleHook, ...]
+    ) -> RemoteEngine:
         served = await self._stack.enter_async_context(serving(loader=loader, config=config))
         self.started += 1
-        engine = RemoteEngine(RemoteChannel(served.target))
+        engine = RemoteEngine(RemoteChannel(served.target), hooks=hooks)
         self._stack.push_async_callback(engine.aclose)
         return engine
 
@@ -63,15 +62,22 @@ class ServedEngine:
     """An EnginePort whose server starts on first use, inside the test's event loop
     (``make_engine`` is called outside of one, or before the test awaits anything)."""
 
-    def __init__(self, servers: ServedEngines, loader: MemoryLoader, config: ServerConfig) -> None:
+    def __init__(
+        self,
+        servers: ServedEngines,
+        loader: MemoryLoader,
+        config: ServerConfig,
+        hooks: tuple[LifecycleHook, ...],
+    ) -> None:
         self._servers = servers
         self._loader = loader
         self._config = config
+        self._hooks = hooks
         self._remote: RemoteEngine | None = None
 
     async def _engine(self) -> RemoteEngine:
         if self._remote is None:
-            self._remote = await self._servers.serve(self._loader, self._config)
+            self._remote = await self._servers.serve(self._loader, self._config, self._hooks)
         return self._remote
 
     async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> State:

@@ -19,7 +19,7 @@ from trellis.errors import (
     UnexpectedToolResult,
 )
 
-from .helpers import HOOK_EVENTS, RENDERED_STEP, Recorder, make_engine, ok
+from .helpers import Recorder, make_engine, ok
 
 # --- §3.4 dispatch ----------------------------------------------------------------------
 
@@ -63,7 +63,6 @@ async def test_3_4_navigating_a_terminated_state_raises_fix_17_8() -> None:
 # --- §3.4.1 input path ---------------------------------------------------------------------
 
 
-@pytest.mark.in_process_only(reason=RENDERED_STEP)
 async def test_3_4_1_step3_context_validated_before_the_input() -> None:
     engine = make_engine(
         {"id": "start", "required_context": ["name"], "save_to": "name", "to": "end"}, {"id": "end"}
@@ -109,7 +108,6 @@ async def test_10_save_to_names_that_merely_start_with_sys_are_allowed(target: s
     assert moved.context[target] == "x"
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 @pytest.mark.parametrize("spelling", ["rollback", "Rollback", "ROLLBACK"])
 async def test_3_4_1_step7_rollback_target_any_case(spelling: str) -> None:
     hooks = Recorder()
@@ -123,7 +121,6 @@ async def test_3_4_1_step7_rollback_target_any_case(spelling: str) -> None:
     assert hooks.seen() == [("node_leave", "start")]
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_4_1_step8_node_without_transitions_terminates() -> None:
     hooks = Recorder()
     engine = make_engine({"id": "start"}, hooks=[hooks])
@@ -135,7 +132,6 @@ async def test_3_4_1_step8_node_without_transitions_terminates() -> None:
     assert hooks.seen() == [("node_leave", "start")]
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_4_1_step9_transition_moves_and_appends_history() -> None:
     hooks = Recorder()
     engine = make_engine({"id": "start", "to": "next"}, {"id": "next", "to": "start"}, hooks=[hooks])
@@ -153,7 +149,6 @@ async def test_3_4_1_step9_transition_moves_and_appends_history() -> None:
     ]
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_4_1_step10_nothing_matched_keeps_node_and_fires_no_hooks() -> None:
     hooks = Recorder()
     engine = make_engine(
@@ -324,7 +319,6 @@ async def test_3_7_target_with_do_waits_for_tool() -> None:
     assert moved.pending_tool_call == "send"
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_7_missing_target_fails_the_whole_navigation() -> None:
     hooks = Recorder()
     engine = make_engine({"id": "start", "save_to": "x", "to": "ghost"}, hooks=[hooks])
@@ -337,7 +331,6 @@ async def test_3_7_missing_target_fails_the_whole_navigation() -> None:
     assert hooks.events == []  # no hook for an operation that failed
 
 
-@pytest.mark.in_process_only(reason=RENDERED_STEP)
 async def test_3_7_target_requirements_are_checked_by_render_not_on_entry() -> None:
     engine = make_engine({"id": "start", "to": "needs"}, {"id": "needs", "required_context": ["token"]})
     moved = await engine.navigate(await engine.start("s"), "")

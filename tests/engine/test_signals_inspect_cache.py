@@ -20,12 +20,11 @@ from trellis.errors import (
     WatchNotSupported,
 )
 
-from .helpers import HOOK_EVENTS, Recorder, make_engine, ok
+from .helpers import Recorder, make_engine, ok
 
 # --- §3.8 signals ------------------------------------------------------------------------------
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_8_on_signal_moves_with_hooks() -> None:
     hooks = Recorder()
     engine = make_engine(
@@ -126,7 +125,6 @@ async def test_3_9_inspect_fails_when_a_node_does_not_compile() -> None:
 # --- §12 hook payloads ---------------------------------------------------------------------------
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_12_hook_payloads_carry_node_type_and_tool_data() -> None:
     hooks = Recorder()
     engine = make_engine(
@@ -148,7 +146,6 @@ async def test_12_hook_payloads_carry_node_type_and_tool_data() -> None:
     assert (ret.kind, ret.node_id, ret.tool_name, ret.is_error) == (HookKind.TOOL_RETURN, "act", "t", False)
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_12_failing_hook_does_not_change_the_result(caplog: pytest.LogCaptureFixture) -> None:
     def broken(event: object) -> None:
         raise RuntimeError("hook bug")

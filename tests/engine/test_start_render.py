@@ -15,7 +15,7 @@ from trellis.errors import (
     TrellisError,
 )
 
-from .helpers import HOOK_EVENTS, RENDERED_STEP, Recorder, make_engine
+from .helpers import Recorder, make_engine
 
 # --- §3.2 Start --------------------------------------------------------------------------
 
@@ -39,7 +39,6 @@ async def test_3_2_1_entry_node_option_is_used() -> None:
     assert state.history == ["main"]
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_2_2_start_succeeds_when_entry_cannot_be_loaded() -> None:
     hooks = Recorder()
     engine = make_engine({"id": "other"}, hooks=[hooks])
@@ -64,7 +63,6 @@ async def test_3_2_5_entry_with_do_waits_for_its_tool() -> None:
     assert state.pending_tool_call == "init_db"
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_2_6_start_emits_node_enter_and_one_tool_call() -> None:
     hooks = Recorder()
     engine = make_engine(
@@ -80,7 +78,6 @@ async def test_3_2_6_start_emits_node_enter_and_one_tool_call() -> None:
     assert len(hooks.events) == 2  # §17 #9: render does not repeat tool_call
 
 
-@pytest.mark.in_process_only(reason=RENDERED_STEP)
 async def test_3_2_start_performs_no_validation() -> None:
     engine = make_engine({"id": "start", "required_context": ["token"], "do": {"name": "x"}, "wait": True})
     state = await engine.start("s1")
@@ -288,7 +285,6 @@ async def test_5_1_html_option_escapes() -> None:
     assert (await engine.render(state)).actions[0].payload == "&lt;b&gt;&amp;"
 
 
-@pytest.mark.in_process_only(reason=RENDERED_STEP)
 async def test_5_1_template_parse_error_surfaces_at_render_not_navigate() -> None:
     engine = make_engine({"id": "start", "to": "bad"}, {"id": "bad", "content": "{{ if }"})
     state = await engine.start("s")

@@ -9,7 +9,7 @@ import pytest
 from trellis.domain import HookKind, Node, State, Status, ToolCall, ToolResult, Transition
 from trellis.errors import ContextValidationError, NodeLoadError, UnhandledToolError
 
-from .helpers import HOOK_EVENTS, RENDERED_STEP, Recorder, denied, failed, make_engine, ok
+from .helpers import Recorder, denied, failed, make_engine, ok
 
 
 def _tool(node_id: str = "act", **extra: Any) -> dict[str, Any]:
@@ -29,7 +29,6 @@ _START = {"id": "start", "to": "act"}
 # --- §3.4.2 denied ---------------------------------------------------------------------------
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 @pytest.mark.parametrize(
     ("extra", "target"),
     [({"on_denied": "no", "on_error": "err"}, "no"), ({"on_error": "err"}, "err"), ({}, "dflt")],
@@ -88,7 +87,6 @@ async def test_3_4_2_denial_does_not_touch_save_to_or_sys_ans() -> None:
 # --- §3.4.3 error ------------------------------------------------------------------------------
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_4_3_error_goes_to_on_error_with_hooks_fix_17_9() -> None:
     hooks = Recorder()
     engine = make_engine(
@@ -111,7 +109,6 @@ async def test_3_4_3_error_goes_to_default_error_node() -> None:
     assert moved.current_node_id == "error"
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_4_3_error_with_on_error_rollback_starts_rollback() -> None:
     hooks = Recorder()
     engine = make_engine(_START, _tool(on_error="rollback", to="end"), {"id": "end"}, hooks=[hooks])
@@ -123,7 +120,6 @@ async def test_3_4_3_error_with_on_error_rollback_starts_rollback() -> None:
     assert hooks.seen() == [("tool_return", "charge"), ("node_leave", "act")]
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 @pytest.mark.parametrize(
     ("result", "cause"),
     [
@@ -196,7 +192,6 @@ async def test_3_4_4_transitions_evaluate_raw_result_and_refusal_goes_to_on_deni
     assert (await engine.navigate(await _at_tool(engine), ok("charge", "No"))).current_node_id == "refused"
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_3_4_4_hooks_on_success() -> None:
     hooks = Recorder()
     engine = make_engine(_START, _tool(to="end"), {"id": "end"}, hooks=[hooks])
@@ -247,7 +242,6 @@ async def _saga_at_pay(engine: Any) -> State:
     return state
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_7_1_tool_error_with_on_error_rollback_unwinds_to_compensations() -> None:
     hooks = Recorder()
     engine = make_engine(*_SAGA, hooks=[hooks])
@@ -424,7 +418,6 @@ async def test_3_4_3_an_unhandled_tool_error_names_the_tool_not_the_call_id() ->
     assert caught.value.tool_name == "charge"
 
 
-@pytest.mark.in_process_only(reason=RENDERED_STEP)
 async def test_3_4_4_a_tool_result_is_refused_when_the_nodes_context_contract_is_not_met() -> None:
     engine = make_engine(
         {"id": "start", "wait": True, "to": "pay"},
@@ -437,7 +430,6 @@ async def test_3_4_4_a_tool_result_is_refused_when_the_nodes_context_contract_is
         await engine.navigate(state, ok("charge"))
 
 
-@pytest.mark.in_process_only(reason=HOOK_EVENTS)
 async def test_12_a_tool_call_whose_arguments_cannot_be_rendered_reports_them_as_written() -> None:
     hooks = Recorder()
     engine = make_engine(

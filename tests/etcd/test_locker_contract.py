@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,10 +20,13 @@ class TestEtcdLockerContract(DistributedLockerContract):
 
     @pytest.fixture(autouse=True)
     def _etcd(self, etcd_server: EtcdCluster) -> None:
-        self.cluster = etcd_server
+        self.config = config_for(etcd_server)
+
+    def peer_attributes(self) -> dict[str, Any]:
+        return {"config": self.config}  # the other process connects to the same etcd
 
     async def make_locker(self, tmp_path: Path) -> DistributedLocker:
-        client = EtcdClient(config_for(self.cluster))
+        client = EtcdClient(self.config)
         await client.connect()
         return EtcdLocker(client)
 

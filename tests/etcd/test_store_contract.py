@@ -15,6 +15,8 @@ from trellis.ports.store import StateStore
 
 
 class TestEtcdStateStoreContract(StateStoreContract):
+    max_state_bytes = 64 * 1024
+
     @pytest.fixture(autouse=True)
     def _etcd(self, etcd_server: EtcdCluster) -> None:
         self.cluster = etcd_server
@@ -22,7 +24,7 @@ class TestEtcdStateStoreContract(StateStoreContract):
     async def make_store(self, tmp_path: Path) -> StateStore:
         client = EtcdClient(config_for(self.cluster))
         await client.connect()
-        return EtcdStateStore(client)
+        return EtcdStateStore(client, max_state_bytes=self.max_state_bytes)
 
     async def close_store(self, store: StateStore) -> None:
         assert isinstance(store, EtcdStateStore)

@@ -309,7 +309,14 @@ async def test_hostile_evaluation(rig: Rig, node: str, context: dict[str, Any], 
     assert await check(rig, rig.sessions.Navigate(step), {C.FAILED_PRECONDITION}) == reason
     state.session_id = "e"
     engine_step = epb.EngineNavigateRequest(state=state, input=pb.Input(text="go"))
-    assert await check(rig, rig.engine.Navigate(engine_step), {C.FAILED_PRECONDITION}) == reason
+    if node == "filtered":  # a condition: the move itself fails
+        assert await check(rig, rig.engine.Navigate(engine_step), {C.FAILED_PRECONDITION}) == reason
+        return
+    # A template: the move happens, rendering where it led fails (spec §3.2, §3.7).
+    reply = await rig.engine.Navigate(engine_step)
+    assert (reply.step.state.current_node_id, reply.render_error.reason) == (node, reason)
+    render = epb.EngineRenderRequest(state=reply.step.state)
+    assert await check(rig, rig.engine.Render(render), {C.FAILED_PRECONDITION}) == reason
 
 
 # --- Engine -----------------------------------------------------------------------------------

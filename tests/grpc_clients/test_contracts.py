@@ -38,10 +38,12 @@ class _Servers:
 
 class TestRemoteStateStoreContract(StateStoreContract):
     servers = _Servers()
+    max_state_bytes = 64 * 1024  # the server's store refuses bigger states; the client reports it
 
     async def make_store(self, tmp_path: Path) -> StateStore:
         stack = AsyncExitStack()
-        served = await stack.enter_async_context(serving(store=MemoryStore()))
+        backend = MemoryStore(max_state_bytes=self.max_state_bytes)
+        served = await stack.enter_async_context(serving(store=backend))
         store = RemoteStateStore(RemoteChannel(served.internal_target))
         self.servers.stacks[id(store)] = stack
         return store

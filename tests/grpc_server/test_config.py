@@ -163,3 +163,21 @@ def test_the_event_loop_setting() -> None:
     with pytest.raises(ConfigError, match="event_loop must be asyncio or uvloop, got 'trio'"):
         loop_factory("trio")
     assert load_config(environ={"TRELLIS_EVENT_LOOP": "uvloop"}).event_loop == "uvloop"
+
+
+def test_plugin_scheme_paths_starting_with_dot_are_relative_to_the_file(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "trellis.yaml").write_text(
+        "store: sqlite:./data/sessions.db\n"
+        "locker: flock:../locks\n"
+        "loader: grpc://127.0.0.1:7000\n"
+        "dispatcher: {routes: {charge: 'tool:charge.yaml', refund: 'tool:./refund.yaml'}}\n",
+        encoding="utf-8",
+    )
+    config = load_config(file=str(conf / "trellis.yaml"), environ={})
+    assert config.store == f"sqlite:{conf / 'data/sessions.db'}"
+    assert config.locker == f"flock:{conf / '../locks'}"
+    assert config.loader == "grpc://127.0.0.1:7000"  # not a path: untouched
+    # A plugin's target without ./ may be a name, not a path: untouched.
+    assert config.tool_routes == {"charge": "tool:charge.yaml", "refund": f"tool:{conf / 'refund.yaml'}"}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -133,3 +134,36 @@ async def test_an_unreachable_backend_is_logged_with_a_reason(
     lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert lines and all(not line.rstrip().endswith(":") for line in lines), lines
     assert "backend loader unreachable: ConnectionResetError" in lines
+
+
+async def _file_of(channel: grpc.aio.Channel, symbol: str) -> list[descriptor_pb2.FileDescriptorProto]:
+    reply = await _reflect(channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol))
+    return [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in reply.file_descriptor_response.file_descriptor_proto
+    ]
+
+
+async def test_reflection_resolves_every_method_of_every_service(served, internal) -> None:
+    # What `grpcurl describe trellis.v1.Sessions.Start` asks: the file holding a method.
+    for channel in (served[1], internal):
+        for service in sorted(await _listed(channel)):
+            if not service.startswith("trellis.v1."):
+                continue
+            (described, *_) = await _file_of(channel, service)
+            methods = next(s.method for s in described.service if f"trellis.v1.{s.name}" == service)
+            assert methods, service
+            for method in methods:
+                files = await _file_of(channel, f"{service}.{method.name}")
+                assert files, f"{service}.{method.name} not resolved"
+                assert any(
+                    f"trellis.v1.{s.name}" == service and method.name in {m.name for m in s.method}
+                    for s in files[0].service
+                ), f"{service}.{method.name}: the file does not declare it"
+
+
+async def test_reflection_still_answers_not_found_for_an_unknown_method(served) -> None:
+    _, channel = served
+    for symbol in ("trellis.v1.Sessions.Teleport", "trellis.v1.NoSuchService.Start", "trellis.v1.Sessions."):
+        reply = await _reflect(channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol))
+        assert reply.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0], symbol

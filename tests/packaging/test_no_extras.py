@@ -90,6 +90,7 @@ def test_a_scripted_json_walk_of_the_tour_works_without_extras(bare: Path) -> No
         (["serve", str(TOUR)], "server"),
         (["graph", "push", str(TOUR), "--etcd", "127.0.0.1:1", "--graph", "t"], "etcd"),
         (["run", str(TOUR), "--server", "127.0.0.1:1"], "client"),
+        (["mcp", str(TOUR)], "mcp"),
     ],
 )
 def test_commands_that_need_an_extra_name_it(bare: Path, args: list[str], extra: str) -> None:

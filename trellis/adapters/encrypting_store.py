@@ -26,6 +26,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from trellis.adapters.state_json import encode_document
 from trellis.domain import JSONValue, State
 from trellis.errors import ConfigError
 from trellis.ports.locker import LockHandle
@@ -97,7 +98,8 @@ class EncryptingStore:
 
     def seal(self, session_id: str, state: State) -> State:
         sealed = state.clone()
-        plain = orjson.dumps({"context": state.context, "system_context": state.system_context})
+        # The value rules of every store (InvalidInput for NaN, infinities, > 64-bit integers).
+        plain = encode_document({"context": state.context, "system_context": state.system_context})
         nonce = os.urandom(_NONCE_BYTES)
         cipher = self._keys.keys[self._keys.active_id].encrypt(nonce, plain, session_id.encode())
         envelope: dict[str, JSONValue] = {

@@ -19,9 +19,14 @@ Writes are atomic: the new content goes to a hidden temporary file
 destination, and the directory is fsynced; a reader sees the old or the new
 file, never half of one. A crash between the two leaves the temporary behind:
 a new FileStore removes those older than a minute (younger ones may belong to
-another process writing right now). Session IDs are checked (store_rules) so a file can
+another process writing right now). Session IDs are checked (trellis.adapters.rules) so a file can
 never land outside ``base_dir``; hidden files (temporaries, leftovers) are never
 listed.
+
+A deleted session leaves a hidden tombstone, ``.gone-<session_id>``, holding
+its last revision, so a session created again continues after it: revisions
+are never reused, and a writer still holding one from before the delete gets
+ConflictError. The tombstone goes when the session is saved again.
 
 Conditional saves (``expected_revision``, ``fence``) are exact within one
 process (a per-session asyncio lock around read-compare-write). Several
@@ -40,8 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from trellis.adapters.rules import check_expected_revision, check_session_id, paginate
 from trellis.adapters.state_json import decode_document, encode_document, state_document
-from trellis.adapters.store_rules import check_expected_revision, check_session_id, paginate
 from trellis.domain import State
 from trellis.errors import BackendUnavailable, InvalidSessionId, LockLost, SessionNotFound, TrellisError
 from trellis.keyed_locks import KeyedLocks
@@ -52,6 +57,7 @@ LOG = logging.getLogger("trellis.store")
 DEFAULT_BASE_DIR = ".trellis/sessions"
 _SUFFIX = ".json"
 _TEMP_PREFIX = ".tmp-"
+_GONE_PREFIX = ".gone-"
 LEFTOVER_AGE = 60.0
 """Seconds after which a temporary file is a crash's leftover (a write takes milliseconds)."""
 _T = TypeVar("_T")
@@ -133,7 +139,8 @@ class FileStore:
     ) -> int:
         stored = self._read_revision(path)
         check_expected_revision(session_id, stored, expected_revision)
-        revision = stored + 1
+        tombstone = self._tombstone(session_id)
+        revision = (stored or self._gone_revision(tombstone)) + 1
         document = decode_document(snapshot, f"session {session_id!r}")
         document["revision"] = revision
         data = encode_document(document, pretty=True) + b"\n"
@@ -151,10 +158,22 @@ class FileStore:
                 os.replace(temp, path)
             finally:
                 temp.unlink(missing_ok=True)
+            if stored == 0:
+                tombstone.unlink(missing_ok=True)
             self._sync_dir()
         except OSError as exc:
             raise BackendUnavailable(f"cannot write session file {path}: {exc.strerror or exc}") from None
         return revision
+
+    def _tombstone(self, session_id: str) -> Path:
+        return self._base / f"{_GONE_PREFIX}{session_id}"
+
+    def _gone_revision(self, tombstone: Path) -> int:
+        """The last revision of a deleted session (0: none, or an unreadable tombstone)."""
+        try:
+            return int(tombstone.read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return 0
 
     def _sync_dir(self) -> None:
         fd = os.open(self._base, os.O_RDONLY)
@@ -194,10 +213,20 @@ class FileStore:
     async def delete(self, session_id: str) -> None:
         path = self._path(session_id)
         async with self._locks.hold(session_id):
-            await _to_thread_to_completion(self._remove, path)
+            await _to_thread_to_completion(self._remove, path, session_id)
 
-    def _remove(self, path: Path) -> None:
+    def _remove(self, path: Path, session_id: str) -> None:
         try:
+            revision = self._read_revision(path)
+        except TrellisError:
+            revision = -1  # a damaged file: delete it all the same (no revision to remember)
+        if revision == 0:
+            return
+        try:
+            if revision > 0:
+                temp = self._base / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
+                temp.write_text(str(revision), encoding="ascii")
+                os.replace(temp, self._tombstone(session_id))
             path.unlink()
         except FileNotFoundError:
             return

@@ -13,8 +13,8 @@ all; a save that would pass either raises StoreFull and changes nothing.
 
 from __future__ import annotations
 
+from trellis.adapters.rules import check_expected_revision, check_session_id, paginate
 from trellis.adapters.state_json import decode_own_state, encode_document, state_document
-from trellis.adapters.store_rules import check_expected_revision, check_session_id, paginate
 from trellis.domain import State
 from trellis.errors import LockLost, SessionNotFound, StoreFull
 from trellis.ports.locker import LockHandle

@@ -17,17 +17,17 @@ from trellis.domain import JSONValue, State, Status
 from trellis.errors import InvalidInput, StateTooLarge
 
 
-def _reject_non_finite(value: Any, path: str) -> None:
+def reject_non_finite(value: Any, path: str) -> None:
     """orjson writes NaN/Infinity as null; find them first so nothing is lost silently."""
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidInput(f"state value at {path} is {value!r}, which JSON cannot hold")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _reject_non_finite(item, f"{path}.{key}")
+            reject_non_finite(item, f"{path}.{key}")
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _reject_non_finite(item, f"{path}[{index}]")
+            reject_non_finite(item, f"{path}[{index}]")
 
 
 def state_document(state: State, **extra: JSONValue) -> dict[str, JSONValue]:
@@ -49,8 +49,8 @@ def encode_document(
         raise InvalidInput(f"state of session {session_id!r} is not JSON-compatible: {exc}") from None
     if b"null" in data:
         # Only then can a NaN/Infinity have been turned into null: check the slow way.
-        _reject_non_finite(document.get("context"), "context")
-        _reject_non_finite(document.get("system_context"), "system_context")
+        reject_non_finite(document.get("context"), "context")
+        reject_non_finite(document.get("system_context"), "system_context")
     if limit is not None and len(data) > limit:
         raise StateTooLarge(
             f"state of session {session_id!r} is {len(data)} bytes encoded; the limit is {limit} bytes"

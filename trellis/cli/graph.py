@@ -9,9 +9,9 @@ import sys
 from typing import Any
 
 from trellis.cli.common import flow_dir, import_extra, run_async, store_dir
-from trellis.cli.mermaid import render_mermaid
 from trellis.cli.project import open_flow, tool_registry_ids
 from trellis.domain import Node, State
+from trellis.mermaid import render_mermaid
 
 COMMAND = "graph"
 PUBLISH_MODULE = "trellis.adapters.etcd.publish"

@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "trellis.cli.dispatcher",
     "trellis.cli.loader",
     "trellis.cli.conformance",
+    "trellis.cli.mcp",
 ]
 
 EPILOG = """\

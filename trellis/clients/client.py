@@ -8,19 +8,23 @@ InvalidInput, ConflictError, ...), exactly as if the flow ran in process.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
+from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 
 from trellis.adapters.grpc.channel import RemoteChannel
 from trellis.adapters.grpc.engine import RemoteEngine
-from trellis.api import convert
+from trellis.api import convert, step_reports
 from trellis.api.transport import ChannelOptions, parse_target
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
+from trellis.api.v1 import step_reports_pb2 as rpb
 from trellis.domain import (
     JSONValue,
+    LifecycleEvent,
     Node,
     RenderResult,
     SessionEvent,
@@ -30,8 +34,11 @@ from trellis.domain import (
     ToolResult,
 )
 from trellis.errors import BackendUnavailable, SessionNotFound, WatchRevisionCompacted
+from trellis.ports.engine import LifecycleHook
 from trellis.ports.store import SessionPage
 
+LOG = logging.getLogger("trellis.clients")
+T = TypeVar("T")
 RESUME_FOR = 30.0
 """Seconds a session watch keeps trying to reconnect before it gives up."""
 
@@ -51,9 +58,32 @@ class Sessions:
             step = await client.sessions.navigate("order-7", input("> "))
     """
 
-    def __init__(self, channel: RemoteChannel) -> None:
+    def __init__(self, channel: RemoteChannel, hooks: Iterable[LifecycleHook] = ()) -> None:
         self._channel = channel
         self._stub = sessions_pb2_grpc.SessionsStub(channel.channel)
+        self._hooks = tuple(hooks)
+
+    def _replay(self, events: rpb.LifecycleEvents | list[LifecycleEvent]) -> None:
+        """The lifecycle events of a step, into the client's hooks (as an in-process
+        engine delivers them; a hook's exception is logged)."""
+        if not self._hooks:
+            return
+        if isinstance(events, rpb.LifecycleEvents):
+            events = step_reports.events_from_proto(events)
+        for event in events:
+            for hook in self._hooks:
+                try:
+                    hook(event)
+                except Exception:
+                    LOG.exception("lifecycle hook failed on %s", event.kind.value)
+
+    async def _step(self, method: Callable[..., Awaitable[T]], request: Any, *, idempotent: bool) -> T:
+        try:
+            return await self._channel.call(method, request, idempotent=idempotent)
+        except Exception as exc:
+            # A failed step may have fired events too (an unhandled tool error's tool_return).
+            self._replay(step_reports.events_of_failure(exc))
+            raise
 
     async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
         """Start ``session_id`` at the entry node, or resume it untouched when it exists
@@ -61,7 +91,8 @@ class Sessions:
         request = spb.SessionsStartRequest(
             session_id=session_id, context_json=convert.dump_json(dict(context or {}), "context")
         )
-        reply = await self._channel.call(self._stub.Start, request, idempotent=True)
+        reply = await self._step(self._stub.Start, request, idempotent=True)
+        self._replay(reply.events)
         return convert.step_from_proto(reply.step)
 
     async def navigate(self, session_id: str, input: JSONValue | ToolResult = "") -> StepResult:
@@ -69,13 +100,15 @@ class Sessions:
         tool call. Not retried: on a broken connection the step may have been applied;
         ``get`` tells."""
         request = spb.SessionsNavigateRequest(session_id=session_id, input=convert.input_to_proto(input))
-        reply = await self._channel.call(self._stub.Navigate, request, idempotent=False)
+        reply = await self._step(self._stub.Navigate, request, idempotent=False)
+        self._replay(reply.events)
         return convert.step_from_proto(reply.step)
 
     async def signal(self, session_id: str, name: str) -> StepResult:
         """One step with a signal such as ``"interrupt"``; UnhandledSignal when no node handles it."""
         request = spb.SessionsSignalRequest(session_id=session_id, signal=name)
-        reply = await self._channel.call(self._stub.Signal, request, idempotent=False)
+        reply = await self._step(self._stub.Signal, request, idempotent=False)
+        self._replay(reply.events)
         return convert.step_from_proto(reply.step)
 
     async def get(self, session_id: str) -> StepResult:
@@ -188,8 +221,8 @@ class Engine:
         print(step.render.actions)
     """
 
-    def __init__(self, channel: RemoteChannel) -> None:
-        self._remote = RemoteEngine(channel, owns_channel=False)
+    def __init__(self, channel: RemoteChannel, hooks: Iterable[LifecycleHook] = ()) -> None:
+        self._remote = RemoteEngine(channel, owns_channel=False, hooks=hooks)
 
     async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
         """A fresh state at the entry node, rendered."""
@@ -200,7 +233,10 @@ class Engine:
         return await self._remote.render(state)
 
     async def navigate(self, state: State, input: JSONValue | ToolResult = "") -> StepResult:
-        """The next state for an input or a tool result, rendered; ``state`` is not changed."""
+        """The next state for an input or a tool result, rendered; ``state`` is not changed.
+        When the node it reached cannot be rendered, that error is raised (the state
+        moved: ``render`` of it raises the same; the EnginePort's ``navigate`` of
+        trellis.adapters.grpc.RemoteEngine returns the moved state)."""
         return await self._remote.navigate_step(state, input)
 
     async def signal(self, state: State, name: str) -> StepResult:
@@ -219,7 +255,9 @@ class Client:
     trellis.api.transport.parse_target). ``tls``: use TLS (implied by
     ``ca_file``/``cert_file``); ``cert_file`` + ``key_file``: mutual TLS; ``token``:
     bearer token for a server started with --token-file; ``timeout``: default
-    deadline of each call in seconds.
+    deadline of each call in seconds; ``hooks``: lifecycle hooks (spec §12) that receive
+    the events the server's engine fired for each step or engine call, in order,
+    before it returns.
 
     Example::
 
@@ -240,14 +278,15 @@ class Client:
         key_file: str = "",
         timeout: float = 30.0,
         options: ChannelOptions | None = None,
+        hooks: Iterable[LifecycleHook] = (),
     ) -> None:
         base = options or ChannelOptions(
             tls=tls, token=token, ca_file=ca_file, cert_file=cert_file, key_file=key_file, timeout=timeout
         )
         address, resolved = parse_target(target.removeprefix("grpc://"), base)
         self.channel = RemoteChannel(address, resolved)
-        self.sessions = Sessions(self.channel)
-        self.engine = Engine(self.channel)
+        self.sessions = Sessions(self.channel, hooks)
+        self.engine = Engine(self.channel, hooks)
 
     async def health(self) -> None:
         """Return when the server answers SERVING; raise BackendUnavailable otherwise."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Awaitable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from trellis.domain import (
     StepResult,
     ToolResult,
 )
+from trellis.ports.engine import LifecycleHook
 from trellis.ports.store import SessionPage
 
 T = TypeVar("T")
@@ -150,10 +151,12 @@ class SyncClient:
         key_file: str = "",
         timeout: float = 30.0,
         options: ChannelOptions | None = None,
+        hooks: Iterable[LifecycleHook] = (),
     ) -> None:
+        # hooks run on the client's own event-loop thread, before the blocking call returns.
         settings: dict[str, Any] = {
             "tls": tls, "token": token, "ca_file": ca_file, "cert_file": cert_file, "key_file": key_file,
-            "timeout": timeout, "options": options,
+            "timeout": timeout, "options": options, "hooks": tuple(hooks),
         }
         self._loop = _Loop()
         try:

@@ -112,3 +112,39 @@ class ActionDispatcherContract:
             results = await asyncio.gather(*(dispatcher.dispatch(call) for call in calls))
         assert [(r.id, r.result) for r in results] == [(f"call-{n}", {"n": n}) for n in range(8)]
         assert not any(r.is_error for r in results)
+
+    async def test_mixed_concurrent_calls_each_get_their_own_outcome(
+        self, dispatcher: ActionDispatcher
+    ) -> None:
+        calls = [
+            ToolCall(id=f"mixed-{n}", name=self.ECHO_TOOL if n % 2 else self.FAILING_TOOL, args={"n": n})
+            for n in range(10)
+        ]
+        async with asyncio.timeout(_BOUND):
+            results = await asyncio.gather(*(dispatcher.dispatch(call) for call in calls))
+        assert [r.id for r in results] == [c.id for c in calls]
+        for n, result in enumerate(results):
+            if n % 2:
+                assert not result.is_error and result.result == {"n": n}, (n, result)
+            else:
+                assert result.is_error, (n, result)
+
+    async def test_numbers_keep_their_exact_type_and_value(self, dispatcher: ActionDispatcher) -> None:
+        args = {"big": 2**63 - 1, "small": -(2**63), "odd": 2**53 + 1, "integral_float": 1e16, "zero": -0.0}
+        call = ToolCall(id="call-numbers", name=self.ECHO_TOOL, args=args)
+        async with asyncio.timeout(_BOUND):
+            result = await dispatcher.dispatch(call)
+        assert not result.is_error, result.error
+        assert isinstance(result.result, dict)
+        assert {k: (type(v), repr(v)) for k, v in result.result.items()} == {
+            k: (type(v), repr(v)) for k, v in args.items()
+        }
+
+    async def test_the_result_shares_nothing_with_the_call(self, dispatcher: ActionDispatcher) -> None:
+        """The engine keeps both: changing one must not change the other."""
+        call = ToolCall(id="call-copy", name=self.ECHO_TOOL, args={"nested": {"list": [1, 2]}})
+        async with asyncio.timeout(_BOUND):
+            result = await dispatcher.dispatch(call)
+        assert isinstance(result.result, dict) and result.result == {"nested": {"list": [1, 2]}}
+        result.result["nested"]["list"].append(3)
+        assert call.args == {"nested": {"list": [1, 2]}}

@@ -84,6 +84,9 @@ async def _close(stream: Any) -> None:
 class GraphLoaderContract:
     """Subclass with a ``Test`` name and implement ``make_loader``."""
 
+    # Marked explicitly so the suite also runs under pytest-asyncio's strict mode.
+    pytestmark = pytest.mark.asyncio
+
     watch_bound: ClassVar[float] = 15.0
     """Seconds a watch test waits, at most, for the change it caused."""
 
@@ -366,3 +369,51 @@ class GraphLoaderContract:
                 assert [t.name for t in (await loader.get_node("agent")).tools] == ["new"]
         finally:
             await _close(stream)
+
+    async def test_watch_reports_changes_in_the_order_they_were_made(self, make: LoaderFactory) -> None:
+        """Changes may be merged into one event, never reordered: a consumer applying events
+        in order must end with the newest definitions. Revisions never go down."""
+        loader, stream = await self._watched(make, TOUR)
+        written = ["order-1", "order-2", "order-3"]
+        try:
+            for node_id in written:
+                await self.put_definition(loader, {"id": node_id, "content": node_id})
+            first_seen: dict[str, int] = {}
+            revisions: list[int] = []
+            async with asyncio.timeout(self.watch_bound):
+                while len(first_seen) < len(written):
+                    change = await anext(stream)
+                    revisions.append(change.revision)
+                    for node_id in written:
+                        if node_id not in first_seen and (not change.node_ids or node_id in change.node_ids):
+                            first_seen[node_id] = len(revisions)
+        finally:
+            await _close(stream)
+        order = [first_seen[node_id] for node_id in written]
+        assert order == sorted(order), f"events named {written} in the order of event numbers {order}"
+        assert revisions == sorted(revisions), f"event revisions went down: {revisions}"
+
+    async def test_a_new_watch_reports_changes_after_an_earlier_one_was_closed(
+        self, make: LoaderFactory
+    ) -> None:
+        """Closing one watch (a consumer that went away, a reconnect) must not end the loader's
+        watching: the next watch resumes reporting changes."""
+        loader, stream = await self._watched(make, TOUR)
+        await _close(stream)
+        resumed = loader.watch()
+        await asyncio.sleep(0)
+        try:
+            for attempt in range(int(self.watch_bound / self.retrigger_after) + 1):
+                await self.put_definition(loader, {"id": "resumed", "content": f"again {attempt}"})
+                try:
+                    async with asyncio.timeout(self.retrigger_after):
+                        await self._change_naming(resumed, "resumed")
+                    break
+                except TimeoutError:
+                    continue
+            else:
+                pytest.fail(f"a second watch delivered no event within {self.watch_bound} s of writes")
+            async with asyncio.timeout(_BOUND):
+                assert (await loader.get_node("resumed")).content.startswith("again")
+        finally:
+            await _close(resumed)

@@ -14,6 +14,18 @@ Run it against your store in a few lines::
 
 Stores that check fences themselves (against their own lock service) override
 ``make_fence`` to return a handle of that lock service.
+
+``max_state_bytes`` (a class attribute) declares the limit of the store
+``make_store`` returns: construct it with that limit (at least 4096 bytes).
+Every store needs a limit (a caller controls the size of a state), so the
+size test fails while it is None.
+
+What the suite holds a store to, beyond the round trip: compare-and-set is
+atomic (many concurrent writers of one revision: exactly one wins), revisions
+are never reused (not even after a delete), the JSON value rules of
+``trellis.adapters.rules`` (64-bit integers, finite floats, exact types),
+``list`` in code-point order and pagination that neither repeats nor skips
+an ID while sessions are created between pages.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import pytest_asyncio
@@ -29,7 +42,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trellis.domain import JSONValue, State, Status
-from trellis.errors import ConflictError, InvalidSessionId, LockLost, SessionNotFound
+from trellis.errors import (
+    ConflictError,
+    InvalidInput,
+    InvalidSessionId,
+    LockLost,
+    SessionNotFound,
+    StateTooLarge,
+)
 from trellis.ports.locker import LockHandle
 from trellis.ports.store import StateStore
 
@@ -62,9 +82,12 @@ def sample_state(session_id: str, **context: JSONValue) -> State:
 
 
 def same_type_tree(a: JSONValue, b: JSONValue) -> bool:
-    """Equal AND of the same JSON types all the way down (so 42 is not 42.0, True is not 1)."""
+    """Equal AND of the same JSON types all the way down (so 42 is not 42.0, True is not 1,
+    -0.0 is not 0.0)."""
     if type(a) is not type(b):
         return False
+    if isinstance(a, float):
+        return repr(a) == repr(b)  # the shortest repr is exact: it tells -0.0 from 0.0
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same_type_tree(a[k], b[k]) for k in a)
     if isinstance(a, list):
@@ -72,11 +95,40 @@ def same_type_tree(a: JSONValue, b: JSONValue) -> bool:
     return bool(a == b)
 
 
+# Integers and floats at the edges of what a stored state may hold (trellis.adapters.rules).
+EDGE_NUMBERS: list[JSONValue] = [
+    0,
+    -1,
+    2**53 + 1,  # not exact as a double: a store must not pass integers through floats
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+    0.0,
+    -0.0,
+    0.1,
+    1e16,  # a float with an integral value stays a float
+    5e-324,
+    2.2250738585072014e-308,
+    1.7976931348623157e308,
+    -1.7976931348623157e308,
+]
+REFUSED_NUMBERS: list[JSONValue] = [2**64, -(2**63) - 1, 10**30, float("nan"), float("inf"), float("-inf")]
+
+# IDs whose code-point order differs from case-insensitive, locale and UTF-16 order.
+CODE_POINT_IDS = ["B", "a", "Z", "aB", "ab", "a b", "a-b", "é", "z", "\uff5e", "\U0001f642", "日本"]
+
+_RACERS = 16
+_RACE_ROUNDS = 4
+
+
 class StateStoreContract:
     """Subclass with a ``Test`` name and implement ``make_store``."""
 
     # Marked explicitly so the suite also runs under pytest-asyncio's strict mode.
     pytestmark = pytest.mark.asyncio
+
+    max_state_bytes: ClassVar[int | None] = None
+    """The encoded-state limit of the store make_store returns (see the module docstring)."""
 
     async def make_store(self, tmp_path: Path) -> StateStore:
         raise NotImplementedError("override make_store to return the store under test")
@@ -231,6 +283,137 @@ class StateStoreContract:
                 await store.save("s-fence", sample_state("s-fence", v=2), fence=fence)
             loaded = await store.load("s-fence")
         assert loaded.revision == held_revision and loaded.context["v"] == 1
+
+    async def test_concurrent_compare_and_set_has_exactly_one_winner(self, store: StateStore) -> None:
+        """Many tasks save against the same revision at once: one wins, every other one
+        gets ConflictError, and the stored state is the winner's (the compare and the
+        write are one atomic step)."""
+
+        async def race(session_id: str, expected: int) -> tuple[int, int]:
+            results = await asyncio.gather(
+                *(
+                    store.save(session_id, sample_state(session_id, writer=n), expected_revision=expected)
+                    for n in range(_RACERS)
+                ),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, ConflictError):
+                    raise result
+            winners = [(n, r) for n, r in enumerate(results) if isinstance(r, int)]
+            assert len(winners) == 1, (
+                f"{len(winners)} of {_RACERS} concurrent saves with expected_revision={expected} "
+                f"succeeded; exactly one may"
+            )
+            return winners[0]
+
+        async with asyncio.timeout(_BOUND * 3):
+            expected = 0  # the first round races to create the session
+            for _ in range(_RACE_ROUNDS):
+                writer, revision = await race("s-race", expected)
+                loaded = await store.load("s-race")
+                assert (loaded.revision, loaded.context["writer"]) == (revision, writer)
+                assert revision > expected
+                expected = revision
+
+    async def test_revisions_are_never_reused_even_after_a_delete(self, store: StateStore) -> None:
+        """A writer still holding a revision from before a delete must never match the
+        re-created session: revisions keep increasing across delete and create."""
+        async with asyncio.timeout(_BOUND):
+            earlier = [await store.save("s-reuse", sample_state("s-reuse", n=n)) for n in range(3)]
+            await store.delete("s-reuse")
+            created = await store.save("s-reuse", sample_state("s-reuse", n=10), expected_revision=0)
+            later = [created] + [await store.save("s-reuse", sample_state("s-reuse", n=n)) for n in (11, 12)]
+            assert min(later) > max(earlier), f"revisions {later} after the delete reuse {earlier}"
+            for stale in earlier:
+                with pytest.raises(ConflictError):
+                    await store.save("s-reuse", sample_state("s-reuse", n=-1), expected_revision=stale)
+            loaded = await store.load("s-reuse")
+        assert (loaded.revision, loaded.context["n"]) == (later[-1], 12)
+
+    # --- limits and value rules --------------------------------------------------------
+
+    async def test_a_state_over_the_size_limit_is_refused(self, store: StateStore) -> None:
+        limit = self.max_state_bytes
+        assert limit is not None, (
+            "set max_state_bytes on the contract class to the limit the store of make_store enforces"
+        )
+        assert limit >= 4096, "max_state_bytes must be at least 4096 for this suite"
+        async with asyncio.timeout(_BOUND):
+            kept = await store.save("s-big", sample_state("s-big", blob="x" * (limit // 4)))
+            with pytest.raises(StateTooLarge):
+                await store.save("s-big", sample_state("s-big", blob="y" * (limit + 1024)))
+            with pytest.raises(StateTooLarge):
+                await store.save("s-big-new", sample_state("s-big-new", blob="é" * limit))
+            loaded = await store.load("s-big")
+            with pytest.raises(SessionNotFound):
+                await store.load("s-big-new")
+        assert loaded.revision == kept and loaded.context["blob"] == "x" * (limit // 4)
+
+    @pytest.mark.parametrize("value", EDGE_NUMBERS, ids=repr)
+    async def test_edge_numbers_round_trip_exactly(self, store: StateStore, value: JSONValue) -> None:
+        state = sample_state("s-edge", value=value, nested={"list": [value]})
+        async with asyncio.timeout(_BOUND):
+            await store.save("s-edge", state)
+            loaded = await store.load("s-edge")
+        assert same_type_tree(loaded.context, state.context), (loaded.context, state.context)
+
+    @pytest.mark.parametrize("value", REFUSED_NUMBERS, ids=repr)
+    async def test_numbers_json_cannot_hold_are_refused(self, store: StateStore, value: JSONValue) -> None:
+        async with asyncio.timeout(_BOUND):
+            kept = await store.save("s-nan", sample_state("s-nan", value=1))
+            with pytest.raises(InvalidInput):
+                await store.save("s-nan", sample_state("s-nan", value=value))
+            with pytest.raises(InvalidInput):
+                await store.save("s-nan-new", sample_state("s-nan-new", deep={"list": [value]}))
+            loaded = await store.load("s-nan")
+            with pytest.raises(SessionNotFound):
+                await store.load("s-nan-new")
+        assert (loaded.revision, loaded.context["value"]) == (kept, 1)
+
+    # --- list order and pagination ------------------------------------------------------
+
+    async def test_list_orders_ids_by_code_point(self, store: StateStore) -> None:
+        shuffled = CODE_POINT_IDS[:]
+        random.Random(3).shuffle(shuffled)
+        expected = sorted(CODE_POINT_IDS)  # Python compares str by code point
+        async with asyncio.timeout(_BOUND):
+            for session_id in shuffled:
+                await store.save(session_id, sample_state(session_id))
+            everything = await store.list()
+            paged: list[str] = []
+            token = ""
+            for _ in range(len(expected) + 1):
+                page = await store.list(page_size=2, page_token=token)
+                paged.extend(page.session_ids)
+                token = page.next_page_token
+                if not token:
+                    break
+        assert everything.session_ids == expected
+        assert paged == expected
+
+    async def test_pagination_neither_repeats_nor_skips_while_sessions_are_created(
+        self, store: StateStore
+    ) -> None:
+        """Sessions created between pages (before and after the page token) must not make
+        a page repeat an ID or skip one that existed all along."""
+        existing = [f"s-page-{n:03d}" for n in range(10, 70, 4)]
+        async with asyncio.timeout(_BOUND * 3):
+            for session_id in existing:
+                await store.save(session_id, sample_state(session_id))
+            seen: list[str] = []
+            token = ""
+            for step in range(len(existing) + 2):
+                page = await store.list(page_size=3, page_token=token)
+                seen.extend(page.session_ids)
+                token = page.next_page_token
+                if not token:
+                    break
+                # One new session sorts before the token, one just after it.
+                for new in (f"s-page-{step:03d}+", f"{token}+"):
+                    await store.save(new, sample_state(new))
+        assert seen == sorted(set(seen)), f"pages repeated or reordered IDs: {seen}"
+        assert not set(existing) - set(seen), f"pages skipped {sorted(set(existing) - set(seen))}"
 
     # --- bad input ---------------------------------------------------------------------
 

@@ -1,4 +1,8 @@
-"""ActionDispatcher: runs the side effects the engine asks for."""
+"""ActionDispatcher: runs the side effects the engine asks for.
+
+Errors named here are classes of ``trellis.errors``; trellis.contracts.dispatcher
+checks the rules.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,12 @@ class ActionDispatcher(Protocol):
         exception. ``call.idempotency_key`` lets the tool ignore a retry.
         ``context`` (optional): the session, node, attempt, deadline and the fencing
         token of the session's lock, for dispatchers that pass them on.
-        Raises DispatchError (or BackendUnavailable for a remote dispatcher) only
-        when the call could not be attempted at all."""
+        The result carries ``call.id``, numbers keep their exact type and value
+        (an int stays an int, 64-bit range), and it shares no list or map with
+        ``call.args``. Concurrent calls are independent. An unknown tool is an
+        error result naming it.
+        Raises (trellis.errors) DispatchError, or BackendUnavailable for a remote
+        dispatcher, only when the call could not be attempted at all."""
         ...
 
 

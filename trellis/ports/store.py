@@ -1,4 +1,13 @@
-"""StateStore: durable sessions with revisions."""
+"""StateStore: durable sessions with revisions.
+
+Every error named below is a class of ``trellis.errors`` (all TrellisError
+subclasses); the server maps each to its wire status through one table
+(trellis/api/error_table.py), so a store raises them and nothing else for the
+cases they name. The rules a store applies — which session IDs are "empty or
+unsafe", the ``expected_revision`` compare, the ``list`` order, the JSON value
+rules — are implemented once in the public module ``trellis.adapters.rules``;
+``trellis.contracts.store`` checks them. docs/adapters.md is the guide.
+"""
 
 from __future__ import annotations
 
@@ -28,29 +37,58 @@ class StateStore(Protocol):
     ) -> int:
         """Store an isolated copy of ``state`` and return its new revision (> 0).
 
+        Revisions of a session increase with every save and are never reused, not
+        even after the session was deleted and created again (a writer still
+        holding an old revision must get ConflictError).
         ``expected_revision``: None saves unconditionally; 0 means "the session
         must not exist yet"; n > 0 means "the stored revision must still be n".
-        A failed compare raises ConflictError and changes nothing.
+        The compare and the write are one atomic step: of many concurrent saves
+        expecting the same revision, exactly one succeeds.
         ``fence``: when given, the write only happens while that lock is still
-        held; otherwise LockLost is raised and nothing changes.
-        Raises InvalidSessionId for an empty or unsafe ID, StateTooLarge when the
-        encoded state exceeds the store's limit, BackendUnavailable when the
-        backend cannot be reached.
+        held. A store with its own lock service checks that in the same
+        transaction as the write; any other store can only ask ``fence.held()``
+        (this process's belief, see LockHandle) and so is not fenced against a
+        paused process — see docs/adapters.md, "Fencing".
+
+        Raises (all from trellis.errors; on any of them nothing changed):
+        InvalidSessionId — the ID is empty or unsafe (trellis.adapters.rules.check_session_id);
+        InvalidInput — the state holds a value JSON cannot (NaN, an infinity, an
+        integer outside -2**63..2**64-1; trellis.adapters.rules.encode_state);
+        StateTooLarge — the encoded state is over the store's limit;
+        ConflictError — ``expected_revision`` did not match;
+        LockLost — ``fence`` is no longer held;
+        StoreFull — a store with a quota (memory) is full;
+        BackendUnavailable — the backend cannot be reached.
         """
         ...
 
     async def load(self, session_id: str) -> State:
         """An isolated copy of the stored state with ``revision`` set.
-        Raises SessionNotFound, InvalidSessionId, BackendUnavailable."""
+
+        Raises (trellis.errors): SessionNotFound (its ``session_id`` set) when there
+        is no such session; InvalidSessionId for an empty or unsafe ID;
+        BackendUnavailable when the backend cannot be reached; TrellisError naming
+        the session when the stored data is damaged."""
         ...
 
     async def delete(self, session_id: str) -> None:
-        """Idempotent: deleting a missing session is not an error."""
+        """Remove the session. Idempotent: deleting a missing session is not an error.
+        The session's last revision stays used (see ``save``).
+
+        Raises (trellis.errors): InvalidSessionId for an empty or unsafe ID;
+        BackendUnavailable when the backend cannot be reached."""
         ...
 
     async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
-        """Session IDs in ascending order, at most ``page_size`` (0 = all) per page,
-        continuing after ``page_token`` (the last ID of the previous page)."""
+        """Session IDs in ascending Unicode code-point order (Python's ``str`` order;
+        also the byte order of UTF-8), at most ``page_size`` (0 = all) per page,
+        continuing strictly after ``page_token`` (the last ID of the previous page;
+        "" = from the start). ``next_page_token`` is "" on the last page. A session
+        created between two pages never makes a page repeat or skip an ID that
+        existed all along (trellis.adapters.rules.paginate does this).
+
+        Raises (trellis.errors): InvalidInput for a negative ``page_size``;
+        BackendUnavailable when the backend cannot be reached."""
         ...
 
 
@@ -59,7 +97,15 @@ class StepStore(Protocol):
     """Optional capability of a store that is also a lock service (etcd): take the
     session's lock and read its state in one round trip, then write and release
     in one. The session manager uses it instead of a separate locker + store so
-    an uncontended durable step costs two round trips."""
+    an uncontended durable step costs two round trips.
+
+    How it is chosen: a store is a StepStore when it has both methods
+    (``isinstance(store, StepStore)``, a runtime-checkable protocol). The server
+    then uses it — and builds no separate locker — only when the configured
+    ``locker`` has the same URL scheme as the ``store`` (``store: etcd:`` with
+    ``locker: etcd:``); with any other locker the store is used as a plain
+    StateStore fenced by that locker. Errors are those of trellis.errors named
+    below plus BackendUnavailable."""
 
     async def lock_and_load(self, session_id: str, ttl: float) -> tuple[LockHandle, State | None]:
         """Wait for and take the session's lock; return it with the stored state

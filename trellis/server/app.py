@@ -56,6 +56,7 @@ from trellis.server.engine_service import EngineService
 from trellis.server.graph_service import GraphLoaderService
 from trellis.server.malformed import MalformedRequestInterceptor
 from trellis.server.observe import Observer
+from trellis.server.reflection_pool import MethodResolvingPool
 from trellis.server.security import TokenInterceptor, load_tokens
 from trellis.server.sessions_service import SessionsService
 from trellis.server.signing import StateSigner
@@ -385,7 +386,9 @@ def _bind(
 ) -> int:
     """Health and reflection for ``services`` on ``server``, bound to ``address``; the port."""
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    reflection.enable_server_reflection([*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server, pool=MethodResolvingPool()
+    )
     if credentials is not None:
         port = int(server.add_secure_port(address, credentials))
     else:

@@ -21,9 +21,11 @@ from trellis.ports.loader import GraphLoader
 from trellis.ports.locker import DistributedLocker
 from trellis.ports.sessions import SessionsPort
 from trellis.ports.store import StateStore, StepStore
+from trellis.server import lifecycle_capture
 from trellis.server.config import ServerConfig
 from trellis.server.limits import Limits
 from trellis.server.observe import MeteredDispatcher, Observer, metered_step_store
+from trellis.server.tool_policies import approvals_of
 from trellis.sessions import SessionManager
 
 LOG = logging.getLogger("trellis.server")
@@ -80,7 +82,8 @@ def assemble(
         entry_node=config.effective_entry_node(),
         default_error_node=config.effective_error_node(),
         html=config.html,
-        hooks=[observer.hook],
+        # record: each reply carries the events of its call (lifecycle_capture)
+        hooks=[observer.hook, lifecycle_capture.record],
         limits=config.evaluation_limits(),
     )
     metered_dispatcher = MeteredDispatcher(dispatcher, observer) if dispatcher is not None else None
@@ -93,6 +96,7 @@ def assemble(
         input_limit=config.max_input_bytes,
         # A step whose reply could not be sent is refused before it is saved.
         check_step=reply_limits(config).check_step,
+        approvals=approvals_of(config.tool_policies),
     )
     return Composition(loader=loader, store=store, dispatcher=dispatcher, engine=engine, sessions=sessions)
 
@@ -131,17 +135,23 @@ async def _dispatcher(config: ServerConfig, ctx: BuildContext) -> tuple[ActionDi
 
 
 def _at_rest(store: StateStore, config: ServerConfig) -> StateStore:
-    """The store, sealing states with the keys of ``store_keys_file`` when one is set."""
-    if not config.store_keys_file:
-        return store
-    try:
-        from trellis.adapters.encrypting_store import KeyRing, encrypting
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            f"store_keys_file: encryption at rest needs the 'cryptography' package (missing module "
-            f"{exc.name!r}): pip install 'trellis-flow[crypto]'"
-        ) from None
-    return encrypting(store, KeyRing.from_file(config.store_keys_file))
+    """The store with the configured middleware: states masked (``store_masking``), then
+    sealed with the keys of ``store_keys_file``. Masking is the outer layer so it sees the
+    plain state; encryption then seals what is left."""
+    if config.store_keys_file:
+        try:
+            from trellis.adapters.encrypting_store import KeyRing, encrypting
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"store_keys_file: encryption at rest needs the 'cryptography' package (missing module "
+                f"{exc.name!r}): pip install 'trellis-flow[crypto]'"
+            ) from None
+        store = encrypting(store, KeyRing.from_file(config.store_keys_file))
+    if config.store_masking:
+        from trellis.adapters.masking_store import MaskingRules, masking
+
+        store = masking(store, MaskingRules.from_config(config.store_masking, "store_masking"))
+    return store
 
 
 async def build_composition(config: ServerConfig, observer: Observer) -> Composition:

@@ -11,7 +11,7 @@ Every port is one URL-like setting (see trellis.plugins for how schemes are foun
 
 The YAML file holds the keys of ServerConfig (flat), except that ``dispatcher``
 may also be a mapping ``{default: URL, routes: {tool: URL}, sidecars: [URL],
-policies: {tool: {timeout, idempotent, retry}}}`` (sidecars: dispatchers whose
+policies: {tool: {timeout, idempotent, retry, approval}}}`` (sidecars: dispatchers whose
 ListTools answers route the tools they list; policies: trellis.server.tool_policies). The environment
 variable of a key is TRELLIS_ + the key in upper case (TRELLIS_STORE,
 TRELLIS_TLS_CERT, ...); TRELLIS_TOOL_ROUTES is ``tool=URL,tool=URL``.
@@ -88,6 +88,8 @@ class ServerConfig:
     locker: str = "local:"
     # encryption at rest: a file of KEY_ID:BASE64 lines, the first the active key (docs/server.md)
     store_keys_file: str = ""
+    # PII masking of stored states: {keys: [PATTERN], values: [PATTERN]} (trellis.adapters.masking_store)
+    store_masking: dict[str, Any] = field(default_factory=dict)
     dispatcher: str = ""
     tool_routes: dict[str, str] = field(default_factory=dict)
     # dispatcher sidecars whose ListTools answers route the tools they list
@@ -261,6 +263,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         from trellis.server.tool_policies import parse_policies
 
         return parse_policies(value, f"{where}: dispatcher.policies")
+    if name == "store_masking":
+        return _masking(value, f"{where}: store_masking")
     if name == "etcd":
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: 'etcd' must be a mapping")
@@ -268,6 +272,23 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     if not isinstance(value, str):
         raise ConfigError(f"{where}: '{name}' must be a string, got {type(value).__name__}")
     return value
+
+
+def _masking(value: Any, where: str) -> dict[str, Any]:
+    """The masking section, checked now (a bad pattern is named at startup); the environment
+    gives it as YAML or JSON text (TRELLIS_STORE_MASKING='{keys: [password]}')."""
+    if isinstance(value, str):
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
+
+        try:
+            value = YAML(typ="safe", pure=True).load(value)
+        except YAMLError as exc:
+            raise ConfigError(f"{where}: invalid YAML: {exc}") from None
+    from trellis.adapters.masking_store import MaskingRules
+
+    MaskingRules.from_config(value, where)
+    return dict(value)
 
 
 def parse_routes(text: str, where: str) -> dict[str, str]:
@@ -344,7 +365,7 @@ def read_file(path: Path) -> dict[str, Any]:
     ):
         if isinstance(values.get(key), str) and values[key] and not Path(values[key]).is_absolute():
             values[key] = str(base / values[key])
-    for key in ("loader", "store", "dispatcher"):
+    for key in ("loader", "store", "locker", "dispatcher"):
         if isinstance(values.get(key), str):
             values[key] = _relative_url(cast(Kind, key), values[key], base)
     if isinstance(values.get("tool_routes"), Mapping):
@@ -359,13 +380,21 @@ _PATH_SCHEMES = frozenset({"dir", "file", "process"})
 
 
 def _relative_url(kind: Kind, url: str, base: Path) -> str:
-    """``dir:flow`` in a file at conf/trellis.yaml means conf/flow."""
+    """``dir:flow`` in a file at conf/trellis.yaml means conf/flow.
+
+    The built-in path schemes take any relative target as a path. Any other scheme
+    (a plugin's) gets the same only for a target that says it is a relative path,
+    ``./`` or ``../`` first (``sqlite:./sessions.db``): its target may be
+    anything else (a host, a name), which must not be rewritten."""
     try:
         spec = parse_url(kind, url)
     except ConfigError:
         return url  # reported, with its setting, when the port is built
-    if spec.scheme in _PATH_SCHEMES and spec.target and not Path(spec.target).is_absolute():
-        return f"{spec.scheme}:{base / spec.target}"
+    target = spec.target
+    if not target or Path(target).is_absolute():
+        return url
+    if spec.scheme in _PATH_SCHEMES or target.startswith(("./", "../")):
+        return f"{spec.scheme}:{base / target}"
     return url
 
 

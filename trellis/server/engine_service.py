@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import grpc  # type: ignore[import-untyped]
 
-from trellis.api import convert
+from trellis.api import convert, step_reports
 from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
-from trellis.domain import State, StepResult
+from trellis.domain import RenderResult, State, StepResult
+from trellis.errors import TrellisError
 from trellis.no_match import matched_nothing, with_no_match_notice
 from trellis.ports.engine import EnginePort
 from trellis.sanitize import sanitize_input
 from trellis.server.guards import Servicer, guarded_unary
+from trellis.server.lifecycle_capture import CapturedEvents, capturing
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
 from trellis.server.signing import StateSigner
+
+StepResponse = epb.EngineStartResponse | epb.EngineNavigateResponse | epb.EngineSignalResponse
 
 
 class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
@@ -37,17 +41,35 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         state.revision = 0  # the stateless service has no store: a client revision means nothing
         return state
 
-    async def _step_out(self, step: pb.Step, state: State, *, no_match: bool = False) -> None:
-        """Fill ``step`` (a field of the response) with the new state, signed, and the actions
-        of its render (after a "no transition matched" message when ``no_match``)."""
-        render = await self._engine.render(state)
-        if no_match:
+    async def _step_out(
+        self,
+        response: StepResponse,
+        state: State,
+        captured: CapturedEvents,
+        *,
+        no_match: bool = False,
+    ) -> None:
+        """Fill ``response`` with the new state, signed, the actions of its render (after a
+        "no transition matched" message when ``no_match``) and the call's events.
+
+        A render that fails does not fail the call (spec §3.2, §3.7): the in-process
+        engine returns the state and only a later Render raises, so the reply carries
+        the state and the error in ``render_error``."""
+        try:
+            render = await self._engine.render(state)
+        except TrellisError as exc:
+            step_reports.fill_reported_error(response.render_error, exc)
+            render = RenderResult(actions=(), terminal=False)
+        if no_match and not response.HasField("render_error"):
             render = with_no_match_notice(render)
+        step = response.step
         convert.fill_step(step, StepResult(state, render))
         # The client carries the state: one too big to come back in a request is refused here.
         self._limits.check_step_message(step)
         if self._signer is not None:
             step.state.signature = self._signer.sign(state)
+        room = self._limits.max_message_bytes - response.ByteSize()
+        step_reports.fill_events(response.events, captured.events, captured.dropped, room)
 
     @guarded_unary
     async def Start(
@@ -55,9 +77,10 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
     ) -> epb.EngineStartResponse:
         self._limits.check_context_text(request.context_json, "context_json")
         ctx = convert.load_json_object(request.context_json, "context_json")
-        state = await self._engine.start(request.session_id, ctx)
+        with capturing() as captured:
+            state = await self._engine.start(request.session_id, ctx)
         response = epb.EngineStartResponse()
-        await self._step_out(response.step, state)
+        await self._step_out(response, state, captured)
         return response
 
     @guarded_unary
@@ -78,9 +101,12 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
         if isinstance(value, str):  # this service is the engine's host: it sanitises (spec §14.6)
             value = sanitize_input(value, self._limits.max_input_bytes)
-        new_state = await self._engine.navigate(state, value)
+        with capturing() as captured:
+            new_state = await self._engine.navigate(state, value)
         response = epb.EngineNavigateResponse()
-        await self._step_out(response.step, new_state, no_match=matched_nothing(state, new_state, value))
+        await self._step_out(
+            response, new_state, captured, no_match=matched_nothing(state, new_state, value)
+        )
         return response
 
     @guarded_unary
@@ -88,9 +114,10 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         self, request: epb.EngineSignalRequest, context: grpc.aio.ServicerContext
     ) -> epb.EngineSignalResponse:
         state = self._state_in(request.state)
-        new_state = await self._engine.signal(state, request.signal)
+        with capturing() as captured:
+            new_state = await self._engine.signal(state, request.signal)
         response = epb.EngineSignalResponse()
-        await self._step_out(response.step, new_state)
+        await self._step_out(response, new_state, captured)
         return response
 
     @guarded_unary

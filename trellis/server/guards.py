@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc  # type: ignore[import-untyped]
 
-from trellis.api import error_table
+from trellis.api import error_table, step_reports
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer, StepRecord
 from trellis.step_deadline import step_deadline
@@ -30,6 +30,7 @@ Resp = TypeVar("Resp")
 
 async def abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
     code, message, details = error_table.status_for(exc)
+    details = step_reports.status_details(exc, details)  # with the events the call fired, if any
     if code == grpc.StatusCode.INTERNAL:
         LOG.error("unexpected error in an RPC", exc_info=exc)
     await context.abort(code, message, trailing_metadata=((error_table.STATUS_DETAILS_KEY, details),))

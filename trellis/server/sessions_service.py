@@ -12,18 +12,20 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from trellis.api import convert
+from trellis.api import convert, step_reports
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 from trellis.errors import InvalidInput, SessionNotFound
 from trellis.ports.sessions import SessionsPort
 from trellis.server.guards import Servicer, guarded_stream, guarded_unary
+from trellis.server.lifecycle_capture import CapturedEvents, capturing
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
 from trellis.server.watch_streams import WatchStreams
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+StepResponse = spb.SessionsStartResponse | spb.SessionsNavigateResponse | spb.SessionsSignalResponse
 
 
 class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
@@ -41,6 +43,11 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
         self._limits = limits
         self._watch_streams = watch_streams or WatchStreams()
 
+    def _events_out(self, response: StepResponse, captured: CapturedEvents) -> None:
+        """The step's lifecycle events, in what room the reply has left (up to their budget)."""
+        room = self._limits.max_message_bytes - response.ByteSize()
+        step_reports.fill_events(response.events, captured.events, captured.dropped, room)
+
     @guarded_unary
     async def Start(self, request: spb.SessionsStartRequest, context: grpc.aio.ServicerContext) -> Any:
         self._limits.check_context_text(request.context_json, "context_json")
@@ -50,9 +57,11 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
         try:
             existing = await self._sessions.get(request.session_id)
         except SessionNotFound:
-            result = await self._sessions.start(request.session_id, initial)
+            with capturing() as captured:
+                result = await self._sessions.start(request.session_id, initial)
             response = spb.SessionsStartResponse(created=True)
             convert.fill_step(response.step, result)
+            self._events_out(response, captured)
             return response
         response = spb.SessionsStartResponse(created=False)
         convert.fill_step(response.step, existing)
@@ -68,18 +77,22 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     @guarded_unary
     async def Navigate(self, request: spb.SessionsNavigateRequest, context: grpc.aio.ServicerContext) -> Any:
         value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
-        result = await self._sessions.navigate(request.session_id, value)
+        with capturing() as captured:
+            result = await self._sessions.navigate(request.session_id, value)
         response = spb.SessionsNavigateResponse()
         convert.fill_step(response.step, result)
+        self._events_out(response, captured)
         return response
 
     @guarded_unary
     async def Signal(self, request: spb.SessionsSignalRequest, context: grpc.aio.ServicerContext) -> Any:
         if not request.signal:
             raise InvalidInput("signal: must not be empty")
-        result = await self._sessions.signal(request.session_id, request.signal)
+        with capturing() as captured:
+            result = await self._sessions.signal(request.session_id, request.signal)
         response = spb.SessionsSignalResponse()
         convert.fill_step(response.step, result)
+        self._events_out(response, captured)
         return response
 
     @guarded_unary

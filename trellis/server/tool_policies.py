@@ -7,6 +7,7 @@ wins over what a sidecar declares in ListTools::
         charge:
           timeout: 5s
           idempotent: true
+          approval: confirm         # allow (default) | deny | confirm (trellis.tool_approval)
           retry: {initial_interval: 200ms, backoff_coefficient: 2, maximum_interval: 2s,
                   maximum_attempts: 4, non_retryable_error_types: [CardDeclined]}
 """
@@ -19,8 +20,10 @@ from typing import Any
 from trellis.dispatching import RetryPolicy, ToolPolicy
 from trellis.errors import ConfigError
 from trellis.go_values import parse_duration
+from trellis.tool_approval import Approval, ToolApprovals
 
-_POLICY_KEYS = frozenset({"timeout", "idempotent", "retry"})
+_POLICY_KEYS = frozenset({"timeout", "idempotent", "retry", "approval"})
+_APPROVALS = ("allow", "deny", "confirm")
 _RETRY_KEYS = frozenset(
     {"initial_interval", "backoff_coefficient", "maximum_interval", "maximum_attempts",
      "non_retryable_error_types"}
@@ -32,6 +35,11 @@ def parse_policies(value: Any, where: str) -> dict[str, ToolPolicy]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: must map tool names to policies")
     return {str(name): _policy(entry, f"{where}.{name}") for name, entry in value.items()}
+
+
+def approvals_of(policies: Mapping[str, ToolPolicy]) -> ToolApprovals:
+    """The approval part of the policies, for the session manager."""
+    return ToolApprovals({name: Approval(policy.approval) for name, policy in policies.items()})
 
 
 def _policy(entry: Any, where: str) -> ToolPolicy:
@@ -48,7 +56,10 @@ def _policy(entry: Any, where: str) -> ToolPolicy:
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"{where}.timeout: must be positive")
     retry = _retry(entry["retry"], f"{where}.retry") if "retry" in entry else None
-    return ToolPolicy(timeout=timeout, retry=retry, idempotent=idempotent)
+    approval = entry.get("approval", "allow")
+    if approval not in _APPROVALS:
+        raise ConfigError(f"{where}.approval: must be one of {', '.join(_APPROVALS)}, got {approval!r}")
+    return ToolPolicy(timeout=timeout, retry=retry, idempotent=idempotent, approval=approval)
 
 
 def _retry(entry: Any, where: str) -> RetryPolicy:

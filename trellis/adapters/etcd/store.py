@@ -42,8 +42,8 @@ from trellis.adapters.etcd.locker import (
     no_lock_held,
 )
 from trellis.adapters.etcd.session_watch import DEFAULT_BOOKMARK_INTERVAL, session_events
+from trellis.adapters.rules import check_expected_revision, check_session_id
 from trellis.adapters.state_json import decode_document, decode_own_state, encode_document, state_document
-from trellis.adapters.store_rules import check_expected_revision, check_session_id
 from trellis.domain import State
 from trellis.errors import (
     BackendUnavailable,

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from trellis.adapters.grpc.channel import RemoteChannel
-from trellis.api import convert
+from trellis.api import convert, step_reports
 from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
-from trellis.domain import JSONValue, Node, RenderResult, State, StepResult, ToolResult
+from trellis.domain import JSONValue, LifecycleEvent, Node, RenderResult, State, StepResult, ToolResult
 from trellis.errors import InvalidInput
+from trellis.ports.engine import LifecycleHook
 
 SIGNATURES_KEPT = 4096
+LOG = logging.getLogger("trellis.engine")
+StepReply = epb.EngineStartResponse | epb.EngineNavigateResponse | epb.EngineSignalResponse
 
 
 class _Signatures:
@@ -56,13 +61,23 @@ class RemoteEngine:
     signal); the ``*_step`` methods return the rendered StepResult the service
     answers with, saving a Render round trip. Every call is retried on
     UNAVAILABLE: the stateless engine has no side effects.
+
+    It behaves as the in-process engine does: when rendering the node a call reached
+    fails, start/navigate/signal still return the state (the reply carries the
+    render error apart) and a later ``render`` raises it; the ``*_step`` methods,
+    which stand for the call and its render, raise it. ``hooks`` receive the
+    lifecycle events the server's engine fired for each successful call, in order,
+    before the call returns (a hook's exception is logged, as in process).
     """
 
-    def __init__(self, channel: RemoteChannel, *, owns_channel: bool = True) -> None:
+    def __init__(
+        self, channel: RemoteChannel, *, owns_channel: bool = True, hooks: Iterable[LifecycleHook] = ()
+    ) -> None:
         self._channel = channel
         self._stub = engine_pb2_grpc.EngineStub(channel.channel)
         self._owns_channel = owns_channel
         self._signatures = _Signatures()
+        self._hooks = tuple(hooks)
 
     def invalidate(self, node_ids: Iterable[str] | None = None) -> None:
         """Nothing to forget here: the serving process follows its own loader."""
@@ -73,35 +88,77 @@ class RemoteEngine:
             raise InvalidInput(f"{operation} needs a state")
         return self._signatures.attach(convert.state_to_proto(state))
 
-    def _step_in(self, msg: pb.Step) -> StepResult:
-        self._signatures.remember(msg.state)
-        return convert.step_from_proto(msg)
+    def _replay(self, events: list[LifecycleEvent]) -> None:
+        for event in events:
+            for hook in self._hooks:
+                try:
+                    hook(event)
+                except Exception:
+                    LOG.exception("lifecycle hook failed on %s", event.kind.value)
+
+    def _reply_in(self, reply: StepReply) -> tuple[StepResult, BaseException | None]:
+        """The step of a reply and its render error, after replaying its events."""
+        if self._hooks:
+            self._replay(step_reports.events_from_proto(reply.events))
+        self._signatures.remember(reply.step.state)
+        step = convert.step_from_proto(reply.step)
+        if reply.HasField("render_error"):
+            return step, step_reports.error_from_reported(reply.render_error)
+        return step, None
+
+    @staticmethod
+    def _rendered(step: StepResult, error: BaseException | None) -> StepResult:
+        if error is not None:
+            raise error
+        return step
 
     # --- rendered steps -------------------------------------------------------------
 
-    async def start_step(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+    async def _start(
+        self, session_id: str, context: Mapping[str, JSONValue] | None
+    ) -> tuple[StepResult, BaseException | None]:
         request = epb.EngineStartRequest(
             session_id=session_id, context_json=convert.dump_json(dict(context or {}), "context")
         )
-        reply = await self._channel.call(self._stub.Start, request, idempotent=True)
-        return self._step_in(reply.step)
+        return await self._call(self._stub.Start, request)
 
-    async def navigate_step(self, state: State, input: JSONValue | ToolResult) -> StepResult:
+    async def _navigate(
+        self, state: State, input: JSONValue | ToolResult
+    ) -> tuple[StepResult, BaseException | None]:
         request = epb.EngineNavigateRequest(
             state=self._state_out(state, "navigate"), input=convert.input_to_proto(input)
         )
-        reply = await self._channel.call(self._stub.Navigate, request, idempotent=True)
-        return self._step_in(reply.step)
+        return await self._call(self._stub.Navigate, request)
+
+    async def _signal(self, state: State, name: str) -> tuple[StepResult, BaseException | None]:
+        request = epb.EngineSignalRequest(state=self._state_out(state, "signal"), signal=name)
+        return await self._call(self._stub.Signal, request)
+
+    async def _call(
+        self, method: Callable[..., Awaitable[StepReply]], request: Any
+    ) -> tuple[StepResult, BaseException | None]:
+        try:
+            reply = await self._channel.call(method, request, idempotent=True)
+        except Exception as exc:
+            # A failed call may have fired events too (an unhandled tool error's tool_return).
+            if self._hooks:
+                self._replay(step_reports.events_of_failure(exc))
+            raise
+        return self._reply_in(reply)
+
+    async def start_step(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+        return self._rendered(*await self._start(session_id, context))
+
+    async def navigate_step(self, state: State, input: JSONValue | ToolResult) -> StepResult:
+        return self._rendered(*await self._navigate(state, input))
 
     async def signal_step(self, state: State, name: str) -> StepResult:
-        request = epb.EngineSignalRequest(state=self._state_out(state, "signal"), signal=name)
-        reply = await self._channel.call(self._stub.Signal, request, idempotent=True)
-        return self._step_in(reply.step)
+        return self._rendered(*await self._signal(state, name))
 
     # --- EnginePort -----------------------------------------------------------------
 
     async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> State:
-        return (await self.start_step(session_id, context)).state
+        return (await self._start(session_id, context))[0].state
 
     async def render(self, state: State) -> RenderResult:
         request = epb.EngineRenderRequest(state=self._state_out(state, "render"))
@@ -111,10 +168,10 @@ class RemoteEngine:
         )
 
     async def navigate(self, state: State, input: JSONValue | ToolResult) -> State:
-        return (await self.navigate_step(state, input)).state
+        return (await self._navigate(state, input))[0].state
 
     async def signal(self, state: State, name: str) -> State:
-        return (await self.signal_step(state, name)).state
+        return (await self._signal(state, name))[0].state
 
     async def inspect(self) -> list[Node]:
         reply = await self._channel.call(self._stub.Inspect, epb.EngineInspectRequest(), idempotent=True)

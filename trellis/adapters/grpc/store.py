@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trellis.adapters.grpc.channel import RemoteChannel
+from trellis.adapters.state_json import reject_non_finite
 from trellis.api import convert
 from trellis.api.v1 import store_pb2 as spb
 from trellis.api.v1 import store_pb2_grpc
@@ -38,6 +39,10 @@ class RemoteStateStore:
             raise LockLost(f"session {session_id!r}: the lock (token {fence.token}) is no longer held")
         request = spb.SaveRequest(session_id=session_id, state=convert.state_to_proto(state))
         request.state.session_id = session_id
+        if "null" in request.state.context_json or "null" in request.state.system_context_json:
+            # The JSON codec writes NaN and infinities as null: refuse them as every store does.
+            reject_non_finite(state.context, "context")
+            reject_non_finite(state.system_context, "system_context")
         if expected_revision is not None:
             request.expected_revision = expected_revision
         reply = await self._channel.call(self._stub.Save, request, idempotent=False)

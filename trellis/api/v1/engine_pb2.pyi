@@ -15,6 +15,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from trellis.api.v1 import step_reports_pb2 as _step_reports_pb2
 from trellis.api.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -59,16 +60,31 @@ class EngineStartResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STEP_FIELD_NUMBER: _builtins.int
+    RENDER_ERROR_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def step(self) -> _types_pb2.Step: ...
+    @_builtins.property
+    def render_error(self) -> _step_reports_pb2.ReportedError:
+        """Set when rendering the node the call reached failed: the call itself
+        succeeded and `step.state` is the new state (its actions are empty);
+        Render on that state fails the same way.
+        """
+
+    @_builtins.property
+    def events(self) -> _step_reports_pb2.LifecycleEvents:
+        """The lifecycle events the call fired (spec §12)."""
+
     def __init__(
         self,
         *,
         step: _types_pb2.Step | None = ...,
+        render_error: _step_reports_pb2.ReportedError | None = ...,
+        events: _step_reports_pb2.LifecycleEvents | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "render_error", b"render_error", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "render_error", b"render_error", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -154,16 +170,31 @@ class EngineNavigateResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STEP_FIELD_NUMBER: _builtins.int
+    RENDER_ERROR_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def step(self) -> _types_pb2.Step: ...
+    @_builtins.property
+    def render_error(self) -> _step_reports_pb2.ReportedError:
+        """Set when rendering the node the call reached failed: the call itself
+        succeeded and `step.state` is the new state (its actions are empty);
+        Render on that state fails the same way.
+        """
+
+    @_builtins.property
+    def events(self) -> _step_reports_pb2.LifecycleEvents:
+        """The lifecycle events the call fired (spec §12)."""
+
     def __init__(
         self,
         *,
         step: _types_pb2.Step | None = ...,
+        render_error: _step_reports_pb2.ReportedError | None = ...,
+        events: _step_reports_pb2.LifecycleEvents | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "render_error", b"render_error", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "render_error", b"render_error", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -201,16 +232,31 @@ class EngineSignalResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STEP_FIELD_NUMBER: _builtins.int
+    RENDER_ERROR_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def step(self) -> _types_pb2.Step: ...
+    @_builtins.property
+    def render_error(self) -> _step_reports_pb2.ReportedError:
+        """Set when rendering the node the call reached failed: the call itself
+        succeeded and `step.state` is the new state (its actions are empty);
+        Render on that state fails the same way.
+        """
+
+    @_builtins.property
+    def events(self) -> _step_reports_pb2.LifecycleEvents:
+        """The lifecycle events the call fired (spec §12)."""
+
     def __init__(
         self,
         *,
         step: _types_pb2.Step | None = ...,
+        render_error: _step_reports_pb2.ReportedError | None = ...,
+        events: _step_reports_pb2.LifecycleEvents | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "render_error", b"render_error", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "render_error", b"render_error", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -67,7 +67,8 @@ class EngineServicer:
     """
 
     def Start(self, request, context):
-        """A fresh state at the entry node, rendered.
+        """A fresh state at the entry node, rendered. A failed render does not
+        fail the call: it comes back as render_error with the state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,7 +42,9 @@ class EngineStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EngineAsyncStub: ...
     Start: _grpc.UnaryUnaryMultiCallable[_engine_pb2.EngineStartRequest, _engine_pb2.EngineStartResponse]
-    """A fresh state at the entry node, rendered."""
+    """A fresh state at the entry node, rendered. A failed render does not
+    fail the call: it comes back as render_error with the state.
+    """
     Render: _grpc.UnaryUnaryMultiCallable[_engine_pb2.EngineRenderRequest, _engine_pb2.EngineRenderResponse]
     """The actions of the state's current node. Never changes the state."""
     Navigate: _grpc.UnaryUnaryMultiCallable[_engine_pb2.EngineNavigateRequest, _engine_pb2.EngineNavigateResponse]
@@ -58,7 +60,9 @@ class EngineAsyncStub(EngineStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Start: _aio.UnaryUnaryMultiCallable[_engine_pb2.EngineStartRequest, _engine_pb2.EngineStartResponse]  # type: ignore[assignment]
-    """A fresh state at the entry node, rendered."""
+    """A fresh state at the entry node, rendered. A failed render does not
+    fail the call: it comes back as render_error with the state.
+    """
     Render: _aio.UnaryUnaryMultiCallable[_engine_pb2.EngineRenderRequest, _engine_pb2.EngineRenderResponse]  # type: ignore[assignment]
     """The actions of the state's current node. Never changes the state."""
     Navigate: _aio.UnaryUnaryMultiCallable[_engine_pb2.EngineNavigateRequest, _engine_pb2.EngineNavigateResponse]  # type: ignore[assignment]
@@ -77,7 +81,9 @@ class EngineServicer(metaclass=_abc_1.ABCMeta):
         request: _engine_pb2.EngineStartRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.EngineStartResponse, _abc.Awaitable[_engine_pb2.EngineStartResponse]]:
-        """A fresh state at the entry node, rendered."""
+        """A fresh state at the entry node, rendered. A failed render does not
+        fail the call: it comes back as render_error with the state.
+        """
 
     @_abc_1.abstractmethod
     def Render(

@@ -13,6 +13,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from trellis.api.v1 import step_reports_pb2 as _step_reports_pb2
 from trellis.api.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -60,19 +61,25 @@ class SessionsStartResponse(_message.Message):
 
     STEP_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     created: _builtins.bool
     """False when an existing session was resumed."""
     @_builtins.property
     def step(self) -> _types_pb2.Step: ...
+    @_builtins.property
+    def events(self) -> _step_reports_pb2.LifecycleEvents:
+        """The lifecycle events the step fired (spec §12)."""
+
     def __init__(
         self,
         *,
         step: _types_pb2.Step | None = ...,
         created: _builtins.bool = ...,
+        events: _step_reports_pb2.LifecycleEvents | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "events", b"events", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -153,16 +160,22 @@ class SessionsNavigateResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STEP_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def step(self) -> _types_pb2.Step: ...
+    @_builtins.property
+    def events(self) -> _step_reports_pb2.LifecycleEvents:
+        """The lifecycle events the step fired (spec §12)."""
+
     def __init__(
         self,
         *,
         step: _types_pb2.Step | None = ...,
+        events: _step_reports_pb2.LifecycleEvents | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -199,16 +212,22 @@ class SessionsSignalResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STEP_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def step(self) -> _types_pb2.Step: ...
+    @_builtins.property
+    def events(self) -> _step_reports_pb2.LifecycleEvents:
+        """The lifecycle events the step fired (spec §12)."""
+
     def __init__(
         self,
         *,
         step: _types_pb2.Step | None = ...,
+        events: _step_reports_pb2.LifecycleEvents | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
