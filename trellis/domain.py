@@ -231,16 +231,26 @@ class InputRequest:
 class Action:
     """One action of a render. The payload type follows the action type:
     RENDER_CONTENT and SYSTEM_MESSAGE → str, REQUEST_INPUT → InputRequest,
-    CALL_TOOL → ToolCall."""
+    CALL_TOOL → ToolCall. ``node_id`` is the node whose render produced it (a step
+    that passes through text nodes shows actions of several); "" for notices. It is
+    information for hosts, not part of an action's value (equality ignores it)."""
 
     type: ActionType
     payload: str | InputRequest | ToolCall
+    node_id: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class RenderResult:
+    """The actions of a render and whether its node is an end node (docs/engine.md,
+    "Statuses"). ``signals`` are the signals the current node accepts (its own and
+    the entry node's defaults); ``input_rejected`` says the step's input matched no
+    transition. Both inform hosts and are left out of equality."""
+
     actions: tuple[Action, ...]
     terminal: bool
+    signals: tuple[str, ...] = field(default=(), compare=False)
+    input_rejected: bool = field(default=False, compare=False)
 
     def tool_call(self) -> ToolCall | None:
         for action in self.actions:

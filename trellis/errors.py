@@ -1,4 +1,4 @@
-"""The error catalogue (spec §3.10) as one exception tree.
+"""The error catalogue (docs/errors.md) as one exception tree.
 
 Every error carries ``reason``: a stable, machine-readable upper-case code that
 the gRPC layer puts in google.rpc.ErrorInfo and remote adapters map back to the
@@ -98,10 +98,15 @@ class ContextTypeValidationError(TrellisError):
 
 class InvalidConfirmation(TrellisError):
     reason = "INVALID_CONFIRMATION"
+    field = "input"
 
-    def __init__(self, raw: object) -> None:
+    def __init__(self, raw: object, node_id: str | None = None) -> None:
+        # The text is the Go original's, word for word (the CLI prints it).
         super().__init__(f"invalid confirmation input: '{raw}' (expected y/n/yes/no)")
         self.raw = raw
+        self.got = str(raw)
+        if node_id:
+            self.node_id = node_id
 
 
 class ReservedNamespace(TrellisError):
@@ -123,6 +128,13 @@ class UnexpectedToolResult(TrellisError):
     """A tool result was sent while no tool call is pending."""
 
     reason = "UNEXPECTED_TOOL_RESULT"
+
+    def __init__(self, message: str, *, node_id: str | None = None, got: str | None = None) -> None:
+        super().__init__(message)
+        if node_id is not None:
+            self.node_id = node_id
+        if got is not None:
+            self.got = got
 
 
 class ToolResultMismatch(TrellisError):
@@ -157,9 +169,16 @@ class UnhandledSignal(TrellisError):
 
 
 class SessionTerminated(TrellisError):
-    """Input sent to a session that has already terminated (spec §17 #8: fixed)."""
+    """Input sent to a session that has already terminated (docs/engine.md, Statuses)."""
 
     reason = "SESSION_TERMINATED"
+
+    def __init__(self, message: str, *, session_id: str | None = None, node_id: str | None = None) -> None:
+        super().__init__(message)
+        if session_id is not None:
+            self.session_id = session_id
+        if node_id is not None:
+            self.node_id = node_id
 
 
 class TemplateError(TrellisError):
@@ -180,9 +199,19 @@ class ConditionOverBudget(ConditionError):
 
 
 class InvalidInput(TrellisError):
-    """Input rejected before it reaches the engine (size, encoding, shape)."""
+    """Input rejected before it reaches the engine (size, encoding, shape).
+
+    ``field`` names the request field at fault (a dotted path such as
+    ``input.tool_result.id``) when it is known; the gRPC layer sends it as a
+    google.rpc.BadRequest field violation too."""
 
     reason = "INVALID_INPUT"
+    field: str | None = None
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        if field is not None:
+            self.field = field
 
 
 # --- persistence and coordination ---------------------------------------------------
@@ -198,6 +227,7 @@ class SessionNotFound(TrellisError):
 
 class InvalidSessionId(TrellisError):
     reason = "INVALID_SESSION_ID"
+    field = "session_id"  # the request field at fault (a BadRequest field violation on the wire)
 
 
 class StateTooLarge(TrellisError):
@@ -214,6 +244,24 @@ class ConflictError(TrellisError):
     """A conditional write lost: the stored revision is not the one the caller loaded."""
 
     reason = "REVISION_CONFLICT"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        expected_revision: int | None = None,
+        stored_revision: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        if session_id is not None:
+            self.session_id = session_id
+        # 0 = absent (the store's convention), so a caller can tell "already exists"
+        # (expected 0) from "gone" (stored 0).
+        if expected_revision is not None:
+            self.expected_revision = expected_revision
+        if stored_revision is not None:
+            self.stored_revision = stored_revision
 
 
 class WatchRevisionCompacted(TrellisError):
@@ -287,6 +335,7 @@ class StateSignatureInvalid(InvalidInput):
     """A client-carried state whose signature is missing or does not match (spec §17 #11)."""
 
     reason = "STATE_SIGNATURE_INVALID"
+    field = "state.signature"
 
 
 class Unauthenticated(TrellisError):

@@ -8,6 +8,8 @@ first in the step's actions instead, so every transport says it the same way.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from trellis.domain import Action, ActionType, JSONValue, RenderResult, State, Status, ToolResult
 
 NO_TRANSITION_MATCHED = "no transition matched that answer"
@@ -26,4 +28,4 @@ def matched_nothing(before: State, after: State, answer: JSONValue | ToolResult)
 
 def with_no_match_notice(render: RenderResult) -> RenderResult:
     notice = Action(ActionType.SYSTEM_MESSAGE, NO_TRANSITION_MATCHED)
-    return RenderResult(actions=(notice, *render.actions), terminal=render.terminal)
+    return replace(render, actions=(notice, *render.actions), input_rejected=True)

@@ -36,9 +36,9 @@ def sanitize_input(text: str, limit: int = DEFAULT_INPUT_LIMIT) -> str:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
         # A str holding lone surrogates is what undecodable bytes become in Python.
-        raise InvalidInput("input is not valid UTF-8") from None
+        raise InvalidInput("input is not valid UTF-8", field="input") from None
     if size > limit:
-        raise InvalidInput(f"input exceeds maximum allowed size: size={size} limit={limit}")
+        raise InvalidInput(f"input exceeds maximum allowed size: size={size} limit={limit}", field="input")
     if text.isprintable():  # fast path: no control characters at all
         return text
     return "".join(ch for ch in text if ch in _KEPT_CONTROLS or unicodedata.category(ch) != "Cc")

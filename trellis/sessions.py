@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextvars
+import dataclasses
 import logging
 import time
 import weakref
@@ -547,7 +548,7 @@ def _shown_then(shown: builtins.list[Action], render: RenderResult) -> RenderRes
     """The actions of the nodes passed through, then those of the node the step stopped at."""
     if not shown:
         return render
-    return RenderResult(actions=(*shown, *render.actions), terminal=render.terminal)
+    return dataclasses.replace(render, actions=(*shown, *render.actions))
 
 
 def _pending_call(render: RenderResult, pending_id: str) -> ToolCall | None:

@@ -44,6 +44,8 @@ async function main(argv) {
     return 1;
   } catch (err) {
     console.error(`error: ${err.message}`);
+    if (err.reason) console.error(`reason: ${err.reason} ${JSON.stringify(err.metadata)}`);
+    (err.fieldViolations || []).forEach((v) => console.error(`bad field: ${v.field}`));
     return 1;
   } finally {
     client.close();

@@ -15,6 +15,8 @@ const path = require('path');
 const fs = require('fs');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
+const protobuf = require('protobufjs');
+const googleProtos = require('google-proto-files');
 
 const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'protos');
 
@@ -31,13 +33,74 @@ function loadApi() {
   return grpc.loadPackageDefinition(definition).trellis.v1;
 }
 
-// An Error for a failed call: gRPC status code name, and the server's message.
+// The error details of a failed call (docs/api.md, Errors): the server puts a
+// google.rpc.Status in the grpc-status-details-bin trailer, holding an ErrorInfo
+// (reason, domain "trellis.dev", metadata) and, for bad input, a BadRequest.
+let details = null;
+function detailTypes() {
+  if (details === null) {
+    const root = new protobuf.Root();
+    root.resolvePath = (_origin, file) => path.join(path.dirname(googleProtos.getProtoPath()), file);
+    root.loadSync(['google/rpc/status.proto', 'google/rpc/error_details.proto']);
+    details = {
+      status: root.lookupType('google.rpc.Status'),
+      'type.googleapis.com/google.rpc.ErrorInfo': root.lookupType('google.rpc.ErrorInfo'),
+      'type.googleapis.com/google.rpc.BadRequest': root.lookupType('google.rpc.BadRequest'),
+    };
+  }
+  return details;
+}
+
+// { reason, domain, metadata, fieldViolations } of a grpc-js error; empty when it has none.
+function decodeErrorDetails(err) {
+  const out = { reason: '', domain: '', metadata: {}, fieldViolations: [] };
+  const raw = err.metadata && err.metadata.get('grpc-status-details-bin')[0];
+  if (!raw) return out;
+  const types = detailTypes();
+  let status;
+  try {
+    status = types.status.decode(raw);
+  } catch (_e) {
+    return out; // a malformed trailer (a proxy's) counts as absent
+  }
+  for (const any of status.details) {
+    const type = types[any.type_url || any.typeUrl];
+    if (!type) continue;
+    const detail = type.toObject(type.decode(any.value));
+    if (detail.reason !== undefined && detail.domain === 'trellis.dev') {
+      out.reason = detail.reason;
+      out.domain = detail.domain;
+      out.metadata = detail.metadata || {};
+    } else if (detail.fieldViolations) {
+      out.fieldViolations = detail.fieldViolations.map((v) => ({ field: v.field, description: v.description, reason: v.reason }));
+    }
+  }
+  return out;
+}
+
+// Metadata values are strings; these keys hold a JSON list (docs/errors.md).
+const LIST_KEYS = new Set(['missing_keys', 'errors', 'problems']);
+
+// An Error for a failed call: the gRPC status code name and the server's message,
+// plus the trellis reason (docs/errors.md), its metadata and the bad request fields.
 class TrellisError extends Error {
   constructor(err) {
-    super(`${grpc.status[err.code] || err.code}: ${err.details || err.message}`);
+    const decoded = decodeErrorDetails(err);
+    const reason = decoded.reason ? ` [${decoded.reason}]` : '';
+    super(`${grpc.status[err.code] || err.code}${reason}: ${err.details || err.message}`);
     this.code = err.code;
     this.codeName = grpc.status[err.code];
     this.details = err.details;
+    this.reason = decoded.reason; // '' when the error did not come from trellis (a proxy, the network)
+    this.metadata = decoded.metadata;
+    this.fieldViolations = decoded.fieldViolations;
+  }
+
+  // A metadata value, with list keys parsed (missing_keys, errors, problems).
+  get(key) {
+    const value = this.metadata[key];
+    if (value === undefined) return undefined;
+    return LIST_KEYS.has(key) ? JSON.parse(value) : value;
   }
 }
 
@@ -174,4 +237,4 @@ const toolCall = (step) => (step.actions.find((a) => a.kind === 'call_tool') || 
 const inputRequest = (step) => (step.actions.find((a) => a.kind === 'request_input') || {}).request_input;
 const context = (step) => JSON.parse(step.state.context_json || '{}');
 
-module.exports = { TrellisClient, TrellisError, texts, toolCall, inputRequest, context };
+module.exports = { TrellisClient, TrellisError, decodeErrorDetails, texts, toolCall, inputRequest, context };

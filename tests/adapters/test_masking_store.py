@@ -26,13 +26,17 @@ RULES = MaskingRules.from_config(
 
 
 class TestMaskedMemoryStoreContract(StateStoreContract):
+    max_state_bytes = 64 * 1024  # the inner store's limit
+
     async def make_store(self, tmp_path: Path) -> StateStore:
-        return masking(MemoryStore(), CONTRACT_RULES)
+        return masking(MemoryStore(max_state_bytes=self.max_state_bytes), CONTRACT_RULES)
 
 
 class TestMaskedFileStoreContract(StateStoreContract):
+    max_state_bytes = 64 * 1024
+
     async def make_store(self, tmp_path: Path) -> StateStore:
-        return masking(FileStore(tmp_path / "sessions"), CONTRACT_RULES)
+        return masking(FileStore(tmp_path / "sessions", max_state_bytes=self.max_state_bytes), CONTRACT_RULES)
 
 
 async def test_matching_keys_are_masked_at_any_depth_in_both_contexts(tmp_path: Path) -> None:

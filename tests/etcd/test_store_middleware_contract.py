@@ -28,6 +28,7 @@ def _etcd_store(store: StateStore) -> EtcdStateStore:
 
 
 class _OverEtcd(StateStoreContract):
+    max_state_bytes = 64 * 1024  # the etcd store's limit
     @pytest.fixture(autouse=True)
     def _etcd(self, etcd_server: EtcdCluster) -> None:
         self.cluster = etcd_server
@@ -38,7 +39,7 @@ class _OverEtcd(StateStoreContract):
     async def make_store(self, tmp_path: Path) -> StateStore:
         client = EtcdClient(config_for(self.cluster))
         await client.connect()
-        return self.wrap(EtcdStateStore(client))
+        return self.wrap(EtcdStateStore(client, max_state_bytes=self.max_state_bytes))
 
     async def close_store(self, store: StateStore) -> None:
         await _etcd_store(store).client.close()

@@ -22,7 +22,7 @@ def node_modules() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         missing("node and npm are not installed (the Node client test needs them)")
     modules = NODE_DIR / "node_modules"
-    if not (modules / "@grpc" / "grpc-js").is_dir():
+    if not (modules / "google-proto-files").is_dir():
         done = subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"],
             cwd=NODE_DIR,
@@ -77,3 +77,8 @@ async def test_the_node_example_reports_a_server_error(node_modules: Path, quiz:
             _out, err = await process.communicate()
     assert process.returncode == 1
     assert "INVALID_ARGUMENT" in err.decode() and "../escape" in err.decode()
+    # The error details are decoded: the reason, its metadata and the field at fault.
+    lines = err.decode().splitlines()
+    reasons = [line for line in lines if line.startswith("reason: INVALID_SESSION_ID ")]
+    assert reasons and '"field":"session_id"' in reasons[0]
+    assert "bad field: session_id" in lines

@@ -22,9 +22,10 @@ RING = KeyRing.from_text(new_key_line("k1"), "test keys")
 
 class _Remote(StateStoreContract):
     stacks: ClassVar[dict[int, AsyncExitStack]] = {}
+    max_state_bytes = 64 * 1024  # the served store's limit
 
     def served_store(self) -> StateStore:
-        return MemoryStore()
+        return MemoryStore(max_state_bytes=self.max_state_bytes)
 
     def wrap(self, store: RemoteStateStore) -> StateStore:
         return store
@@ -54,5 +55,5 @@ class TestMaskedEncryptedRemoteStoreContract(_Remote):
 
 class TestRemoteStoreOfAMaskingServerContract(_Remote):
     def served_store(self) -> StateStore:
-        return masking(MemoryStore(), RULES)
+        return masking(MemoryStore(max_state_bytes=self.max_state_bytes), RULES)
 

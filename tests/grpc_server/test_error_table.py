@@ -100,3 +100,79 @@ def test_statuses_without_trellis_details_still_map_to_useful_errors() -> None:
     assert isinstance(cut, errors.BackendUnavailable) and "CANCELLED" in cut.message
     other = error_table.error_from_status(grpc.StatusCode.PERMISSION_DENIED, "no")
     assert isinstance(other, errors.TrellisError) and "PERMISSION_DENIED" in other.message
+
+
+# --- the catalog (docs/errors.md) ---------------------------------------------------------
+
+
+def _details(exc: BaseException, session_id: str = "") -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The ErrorInfo metadata and the BadRequest field violations (field, reason) of a status."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    _code, _message, raw = error_table.status_for(exc, session_id)
+    status = status_pb2.Status.FromString(raw)
+    metadata: dict[str, str] = {}
+    violations: list[tuple[str, str]] = []
+    for item in status.details:
+        if item.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            item.Unpack(info)
+            metadata = dict(info.metadata)
+        elif item.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            item.Unpack(bad)
+            violations += [(v.field, v.reason) for v in bad.field_violations]
+    return metadata, violations
+
+
+OWN = [c for c in ALL if c.__module__ == "trellis.errors"]
+
+
+@pytest.mark.parametrize("cls", OWN, ids=lambda c: c.__name__)
+def test_every_reason_has_a_catalog_row_listing_the_keys_it_sends(cls: type[errors.TrellisError]) -> None:
+    row = error_table.ROWS.get(cls)
+    assert row is not None, f"{cls.__name__} has no row in error_table.ROWS (and so none in docs/errors.md)"
+    metadata, _ = _details(_instance(cls), "s-1")
+    assert set(metadata) <= {*row.keys, error_table.SESSION_KEY}, cls.reason
+    assert set(row.keys) <= set(error_table.KEY_MEANINGS)
+
+
+def test_the_session_a_call_named_travels_with_every_error_but_the_errors_own_wins() -> None:
+    metadata, _ = _details(errors.UnhandledSignal("stop", "n1"), "s-1")
+    assert metadata == {"session_id": "s-1", "signal": "stop", "node_id": "n1"}
+    own, _ = _details(errors.SessionNotFound("s-2"), "s-1")
+    assert own["session_id"] == "s-2"
+
+
+def test_revision_conflicts_carry_both_revisions_as_integers_after_the_round_trip() -> None:
+    exc = errors.ConflictError("lost", session_id="s", expected_revision=3, stored_revision=5)
+    metadata, _ = _details(exc)
+    assert metadata == {"session_id": "s", "expected_revision": "3", "stored_revision": "5"}
+    code, message, raw = error_table.status_for(exc)
+    back = error_table.error_from_status(code, message, raw)
+    assert isinstance(back, errors.ConflictError)
+    assert (back.expected_revision, back.stored_revision) == (3, 5)  # type: ignore[attr-defined]
+
+
+def test_bad_input_names_its_field_as_a_bad_request_violation() -> None:
+    bad = errors.InvalidInput("input.tool_result.id: must not be empty", field="input.tool_result.id")
+    _, violations = _details(bad)
+    assert violations == [("input.tool_result.id", "INVALID_INPUT")]
+    _, confirm = _details(errors.InvalidConfirmation("maybe", "agree"))
+    assert confirm == [("input", "INVALID_CONFIRMATION")]
+    # Only INVALID_ARGUMENT errors are about the request: a node definition's field is not.
+    _, none = _details(errors.NodeDefinitionError("n", "n.md", "do", "bad"))
+    assert none == []
+
+
+def test_the_catalog_in_docs_is_the_one_the_table_makes() -> None:
+    from pathlib import Path
+
+    from trellis.api import error_catalog
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+    assert docs.read_text(encoding="utf-8") == error_catalog.render(), (
+        "docs/errors.md is stale: run python -m trellis.api.error_catalog docs/errors.md"
+    )
+    for reason in [cls.reason for cls in error_table.ROWS] + list(error_table.EXTRA_ROWS):
+        assert f"| `{reason}` |" in docs.read_text(encoding="utf-8")

@@ -7,6 +7,8 @@ import asyncio
 
 import grpc
 import orjson
+import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from tests.support.grpc_server import failure, running
 from trellis.api.v1 import sessions_pb2 as spb
@@ -116,6 +118,8 @@ async def test_signal_delete_and_paginated_list(served) -> None:
         if not token:
             break
     assert seen == ["a", "b", "c", "d"]
+    first = await sessions.List(spb.SessionsListRequest(page_size=2))
+    assert list(first.session_ids) == ["a", "b"] and "b" not in (first.next_page_token, "")
 
     await sessions.Delete(spb.SessionsDeleteRequest(session_id="b"))
     await sessions.Delete(spb.SessionsDeleteRequest(session_id="b"))  # idempotent
@@ -174,3 +178,17 @@ async def test_sessions_survive_a_restart_with_the_file_store(flow, tmp_path) ->
         after = (await stub(channel).Get(spb.SessionsGetRequest(session_id="keep"))).step
     assert after.state == before.state
     assert after.state.current_node_id == "lookup" and orjson.loads(after.state.context_json)["n"] == 7
+
+
+async def test_a_page_token_the_server_never_issued_is_refused_naming_the_field(served) -> None:
+    _, channel = served
+    sessions = stub(channel)
+    await sessions.Start(spb.SessionsStartRequest(session_id="a"))
+    for garbage in ("a", "not-a-token", "dHJlbGxpcw"):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await sessions.List(spb.SessionsListRequest(page_token=garbage))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        raw = dict(caught.value.trailing_metadata() or ())["grpc-status-details-bin"]
+        details = status_pb2.Status.FromString(raw).details
+        bad = error_details_pb2.BadRequest()
+        assert details[1].Unpack(bad) and bad.field_violations[0].field == "page_token"

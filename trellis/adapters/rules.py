@@ -86,12 +86,14 @@ def check_expected_revision(session_id: str, stored: int, expected: int | None) 
     if expected is None or expected == stored:
         return
     if expected == 0:
-        raise ConflictError(f"session {session_id!r} already exists (revision {stored})")
-    if stored == 0:
-        raise ConflictError(f"session {session_id!r} expected at revision {expected} but does not exist")
-    raise ConflictError(
-        f"session {session_id!r} is at revision {stored}, not {expected}: someone else saved it first"
-    )
+        message = f"session {session_id!r} already exists (revision {stored})"
+    elif stored == 0:
+        message = f"session {session_id!r} expected at revision {expected} but does not exist"
+    else:
+        message = (
+            f"session {session_id!r} is at revision {stored}, not {expected}: someone else saved it first"
+        )
+    raise ConflictError(message, session_id=session_id, expected_revision=expected, stored_revision=stored)
 
 
 def paginate(session_ids: Iterable[str], page_size: int, page_token: str) -> SessionPage:

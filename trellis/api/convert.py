@@ -50,7 +50,7 @@ def dump_json(value: JSONValue, field: str = "value") -> str:
     try:
         return orjson.dumps(value).decode()
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-        raise InvalidInput(f"{field}: value cannot be encoded as JSON: {exc}") from None
+        raise InvalidInput(f"{field}: value cannot be encoded as JSON: {exc}", field=field) from None
 
 
 def load_json(text: str, field: str) -> JSONValue:
@@ -60,7 +60,7 @@ def load_json(text: str, field: str) -> JSONValue:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"{field}: invalid JSON: {exc}") from None
+        raise InvalidInput(f"{field}: invalid JSON: {exc}", field=field) from None
 
 
 def load_json_object(text: str, field: str) -> dict[str, JSONValue]:
@@ -69,7 +69,7 @@ def load_json_object(text: str, field: str) -> dict[str, JSONValue]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidInput(f"{field}: expected a JSON object, got {type(value).__name__}")
+        raise InvalidInput(f"{field}: expected a JSON object, got {type(value).__name__}", field=field)
     return value
 
 
@@ -108,7 +108,7 @@ def status_from_proto(value: pb.Status.ValueType, field: str = "status") -> Stat
     try:
         return _STATUS_FROM_PROTO[value]
     except KeyError:
-        raise InvalidInput(f"{field}: unknown status value {value}") from None
+        raise InvalidInput(f"{field}: unknown status value {value}", field=field) from None
 
 
 # --- tools ------------------------------------------------------------------------------
@@ -127,7 +127,9 @@ def tool_call_to_proto(call: ToolCall) -> pb.ToolCall:
 def tool_call_from_proto(msg: pb.ToolCall, field: str = "tool_call") -> ToolCall:
     args = load_json(msg.args_json, f"{field}.args_json")
     if args is not None and not isinstance(args, dict):
-        raise InvalidInput(f"{field}.args_json: expected a JSON object, got {type(args).__name__}")
+        raise InvalidInput(
+            f"{field}.args_json: expected a JSON object, got {type(args).__name__}", field=f"{field}.args_json"
+        )
     return ToolCall(
         id=msg.id,
         name=msg.name,
@@ -203,10 +205,13 @@ def retry_policy_to_proto(policy: RetryPolicy) -> dpb.RetryPolicy:
 def retry_policy_from_proto(msg: dpb.RetryPolicy, field: str = "retry") -> RetryPolicy:
     coefficient = msg.backoff_coefficient or 2.0
     if coefficient < 1:
-        raise InvalidInput(f"{field}.backoff_coefficient: must be at least 1, got {coefficient}")
+        raise InvalidInput(
+            f"{field}.backoff_coefficient: must be at least 1, got {coefficient}",
+            field=f"{field}.backoff_coefficient",
+        )
     initial = duration_from_proto(msg.initial_interval) if msg.HasField("initial_interval") else 1.0
     if initial < 0:
-        raise InvalidInput(f"{field}.initial_interval: must not be negative")
+        raise InvalidInput(f"{field}.initial_interval: must not be negative", field=f"{field}.initial_interval")
     return RetryPolicy(
         initial_interval=initial,
         backoff_coefficient=coefficient,
@@ -234,10 +239,10 @@ def tool_info_to_proto(info: ToolInfo) -> dpb.ToolInfo:
 
 def tool_info_from_proto(msg: dpb.ToolInfo, field: str = "tool") -> ToolInfo:
     if not msg.name:
-        raise InvalidInput(f"{field}.name: must not be empty")
+        raise InvalidInput(f"{field}.name: must not be empty", field=f"{field}.name")
     timeout = duration_from_proto(msg.timeout) if msg.HasField("timeout") else None
     if timeout is not None and timeout <= 0:
-        raise InvalidInput(f"{field}.timeout: must be positive")
+        raise InvalidInput(f"{field}.timeout: must be positive", field=f"{field}.timeout")
     return ToolInfo(
         name=msg.name,
         description=msg.description,
@@ -384,10 +389,23 @@ def state_from_proto(msg: pb.State, field: str = "state") -> State:
 # --- actions and steps ------------------------------------------------------------------
 
 
+# InputRequest.kind for the engine's input types; any other type is INPUT_KIND_OTHER.
+_INPUT_KINDS = {
+    "text": pb.INPUT_KIND_TEXT,
+    "confirm": pb.INPUT_KIND_CONFIRM,
+    "choice": pb.INPUT_KIND_CHOICE,
+}
+# The signal a host sends when an input's timeout elapses (a node's on_timeout is
+# its on_signal["timeout"]; docs/engine.md, "Signals and timeouts").
+TIMEOUT_SIGNAL = "timeout"
+
+
 def fill_action(msg: pb.Action, action: Action) -> None:
     """Write ``action`` into ``msg`` in place (see fill_state)."""
     payload = action.payload
     kind = action.type
+    if action.node_id:
+        msg.node_id = action.node_id
     if kind is ActionType.RENDER_CONTENT:
         msg.render_content = str(payload)
     elif kind is ActionType.SYSTEM_MESSAGE:
@@ -400,8 +418,12 @@ def fill_action(msg: pb.Action, action: Action) -> None:
         if payload.options:
             request.options.extend(payload.options)
         request.default_value = payload.default
+        request.kind = _INPUT_KINDS.get(payload.type, pb.INPUT_KIND_OTHER)
+        # A confirm's empty answer is "yes" when it names no default (engine.navigation).
+        request.has_default = bool(payload.default) or payload.type == "confirm"
         if payload.timeout:
             request.timeout.CopyFrom(duration_to_proto(payload.timeout))
+            request.timeout_signal = TIMEOUT_SIGNAL
     else:
         assert isinstance(payload, ToolCall)
         msg.call_tool.CopyFrom(tool_call_to_proto(payload))
@@ -410,18 +432,19 @@ def fill_action(msg: pb.Action, action: Action) -> None:
 def action_from_proto(msg: pb.Action) -> Action:
     kind = msg.WhichOneof("kind")
     if kind == "render_content":
-        return Action(ActionType.RENDER_CONTENT, msg.render_content)
+        return Action(ActionType.RENDER_CONTENT, msg.render_content, msg.node_id)
     if kind == "system_message":
-        return Action(ActionType.SYSTEM_MESSAGE, msg.system_message)
+        return Action(ActionType.SYSTEM_MESSAGE, msg.system_message, msg.node_id)
     if kind == "request_input":
         r = msg.request_input
         timeout = duration_from_proto(r.timeout) if r.HasField("timeout") else 0.0
         return Action(
             ActionType.REQUEST_INPUT,
             InputRequest(type=r.type, options=tuple(r.options), default=r.default_value, timeout=timeout),
+            msg.node_id,
         )
     if kind == "call_tool":
-        return Action(ActionType.CALL_TOOL, tool_call_from_proto(msg.call_tool, "action.call_tool"))
+        return Action(ActionType.CALL_TOOL, tool_call_from_proto(msg.call_tool, "action.call_tool"), msg.node_id)
     raise InvalidInput("action: no kind set")
 
 
@@ -438,10 +461,18 @@ def fill_step(msg: pb.Step, step: StepResult) -> None:
     for action in step.render.actions:
         fill_action(actions.add(), action)
     msg.terminal = step.terminal
+    if step.render.signals:
+        msg.signals.extend(step.render.signals)
+    msg.input_rejected = step.render.input_rejected
 
 
 def step_from_proto(msg: pb.Step) -> StepResult:
-    render = RenderResult(actions=tuple(action_from_proto(a) for a in msg.actions), terminal=msg.terminal)
+    render = RenderResult(
+        actions=tuple(action_from_proto(a) for a in msg.actions),
+        terminal=msg.terminal,
+        signals=tuple(msg.signals),
+        input_rejected=msg.input_rejected,
+    )
     return StepResult(state=state_from_proto(msg.state), render=render)
 
 
@@ -463,12 +494,13 @@ def input_from_proto(msg: pb.Input, text_limit: int) -> JSONValue | ToolResult:
     kind = msg.WhichOneof("kind")
     if kind == "tool_result":
         if not msg.tool_result.id:
-            raise InvalidInput("input.tool_result.id: must not be empty")
+            raise InvalidInput("input.tool_result.id: must not be empty", field="input.tool_result.id")
         return tool_result_from_proto(msg.tool_result, "input.tool_result")
     if kind == "value_json":
         if len(msg.value_json.encode()) > text_limit:
             raise InvalidInput(
-                f"input exceeds maximum allowed size: size={len(msg.value_json.encode())} limit={text_limit}"
+                f"input exceeds maximum allowed size: size={len(msg.value_json.encode())} limit={text_limit}",
+                field="input.value_json",
             )
         return load_json(msg.value_json, "input.value_json")
     return msg.text

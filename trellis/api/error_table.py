@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -30,51 +31,124 @@ INTERNAL_REASON = "INTERNAL"
 
 C = grpc.StatusCode
 
-CODES: dict[type[e.TrellisError], grpc.StatusCode] = {
-    e.TrellisError: C.FAILED_PRECONDITION,
+
+@dataclass(frozen=True)
+class Row:
+    """One reason of the catalog: its status code, the ErrorInfo.metadata keys it may
+    carry (besides ``session_id``, see SESSION_KEY) and what it means to a caller."""
+
+    code: grpc.StatusCode
+    keys: tuple[str, ...]
+    meaning: str
+
+
+# THE table. docs/errors.md is generated from it (python -m trellis.api.error_catalog);
+# scripts/check-protos fails when the two differ.
+ROWS: dict[type[e.TrellisError], Row] = {
+    e.TrellisError: Row(C.FAILED_PRECONDITION, (), "An engine error without a more specific reason."),
     # graph definition and loading: the server's graph is not usable as asked
-    e.NodeLoadError: C.FAILED_PRECONDITION,
-    e.NodeNotFound: C.NOT_FOUND,
-    e.NodeDefinitionError: C.FAILED_PRECONDITION,
-    e.GraphError: C.FAILED_PRECONDITION,
-    e.WatchNotSupported: C.FAILED_PRECONDITION,
+    e.NodeLoadError: Row(C.FAILED_PRECONDITION, ("node_id",), "A node of the graph cannot be loaded."),
+    e.NodeNotFound: Row(C.NOT_FOUND, ("node_id",), "The graph has no node with this ID."),
+    e.NodeDefinitionError: Row(
+        C.FAILED_PRECONDITION,
+        ("node_id", "source", "field", "problem"),
+        "A node's definition is invalid: `source` is its file or key, `field` the node field at fault.",
+    ),
+    e.GraphError: Row(C.FAILED_PRECONDITION, ("problems",), "The graph as a whole is invalid."),
+    e.WatchNotSupported: Row(C.FAILED_PRECONDITION, (), "This server's store or loader cannot watch."),
     # engine: the session is not in a state where this step makes sense
-    e.ExecutionViolation: C.FAILED_PRECONDITION,
-    e.ContextValidationError: C.FAILED_PRECONDITION,
-    e.ContextTypeValidationError: C.FAILED_PRECONDITION,
-    e.InvalidConfirmation: C.INVALID_ARGUMENT,
-    e.ReservedNamespace: C.FAILED_PRECONDITION,
-    e.ExpectedToolResult: C.FAILED_PRECONDITION,
-    e.UnexpectedToolResult: C.FAILED_PRECONDITION,
-    e.ToolResultMismatch: C.FAILED_PRECONDITION,
-    e.UnhandledToolError: C.FAILED_PRECONDITION,
-    e.UnhandledSignal: C.FAILED_PRECONDITION,
-    e.SessionTerminated: C.FAILED_PRECONDITION,
-    e.TemplateError: C.FAILED_PRECONDITION,
-    e.ConditionError: C.FAILED_PRECONDITION,
+    e.ExecutionViolation: Row(
+        C.FAILED_PRECONDITION, ("node_id",), "The node cannot run as defined (e.g. it both calls a tool and waits)."
+    ),
+    e.ContextValidationError: Row(
+        C.FAILED_PRECONDITION, ("node_id", "missing_keys"), "The node's `required_context` keys are missing."
+    ),
+    e.ContextTypeValidationError: Row(
+        C.FAILED_PRECONDITION, ("node_id", "errors"), "Context values do not match the node's `context_schema`."
+    ),
+    e.InvalidConfirmation: Row(
+        C.INVALID_ARGUMENT,
+        ("node_id", "got", "field"),
+        "A confirm node got something other than y/n/yes/no; the state is unchanged, ask again.",
+    ),
+    e.ReservedNamespace: Row(C.FAILED_PRECONDITION, ("node_id",), "A node tried to save into the reserved `sys` key."),
+    e.ExpectedToolResult: Row(
+        C.FAILED_PRECONDITION, (), "A tool call is pending: only `input.tool_result` (or a signal) is accepted."
+    ),
+    e.UnexpectedToolResult: Row(
+        C.FAILED_PRECONDITION, ("node_id", "got"), "A tool result arrived while no tool call is pending."
+    ),
+    e.ToolResultMismatch: Row(
+        C.FAILED_PRECONDITION, ("got", "pending"), "The tool result's ID is not the pending call's (`pending`)."
+    ),
+    e.UnhandledToolError: Row(
+        C.FAILED_PRECONDITION,
+        ("node_id", "tool_name", "cause"),
+        "A tool failed and its node has no `on_error`; the session is unchanged.",
+    ),
+    e.UnhandledSignal: Row(
+        C.FAILED_PRECONDITION, ("signal", "node_id"), "Neither the current node nor the entry node handles the signal."
+    ),
+    e.SessionTerminated: Row(
+        C.FAILED_PRECONDITION,
+        ("node_id",),
+        "Input sent to a terminated session; start a new one, or send a signal the last node handles.",
+    ),
+    e.TemplateError: Row(C.FAILED_PRECONDITION, (), "A node's template failed to parse or to render."),
+    e.ConditionError: Row(C.FAILED_PRECONDITION, (), "A transition condition does not compile."),
+    e.ConditionOverBudget: Row(
+        C.FAILED_PRECONDITION, (), "A condition would cost more than the server's max_condition_cost."
+    ),
     # what the client sent is wrong
-    e.InvalidInput: C.INVALID_ARGUMENT,
-    e.StateSignatureInvalid: C.INVALID_ARGUMENT,
-    e.InvalidSessionId: C.INVALID_ARGUMENT,
-    e.StateTooLarge: C.INVALID_ARGUMENT,
-    e.StoreFull: C.RESOURCE_EXHAUSTED,
-    e.SessionNotFound: C.NOT_FOUND,
+    e.InvalidInput: Row(
+        C.INVALID_ARGUMENT,
+        ("field",),
+        "A request field is malformed or over a limit; `field` (and the BadRequest detail) names it.",
+    ),
+    e.StateSignatureInvalid: Row(
+        C.INVALID_ARGUMENT, ("field",), "A client-carried state's signature is missing or does not match."
+    ),
+    e.InvalidSessionId: Row(C.INVALID_ARGUMENT, ("field",), "The session ID is empty, too long or has a bad character."),
+    e.StateTooLarge: Row(C.INVALID_ARGUMENT, (), "The state would exceed the store's size limit."),
+    e.StoreFull: Row(C.RESOURCE_EXHAUSTED, (), "The store is at its quota of sessions or bytes."),
+    e.SessionNotFound: Row(C.NOT_FOUND, (), "No session with this ID."),
     # concurrency: retry the whole step
-    e.ConflictError: C.ABORTED,
-    e.LockLost: C.ABORTED,
+    e.ConflictError: Row(
+        C.ABORTED,
+        ("expected_revision", "stored_revision"),
+        "Someone else saved the session first (revision 0 = absent); retry the whole step.",
+    ),
+    e.LockLost: Row(C.ABORTED, (), "The step's session lock expired or was taken over; retry the step."),
     # a watch's resume revision is no longer in the store's history: start over
-    e.WatchRevisionCompacted: C.OUT_OF_RANGE,
+    e.WatchRevisionCompacted: Row(
+        C.OUT_OF_RANGE,
+        ("start_revision", "compact_revision"),
+        "A Sessions.Watch start_revision whose changes are no longer kept; Get the session and "
+        "watch from its revision + 1.",
+    ),
     # infrastructure
-    e.BackendUnavailable: C.UNAVAILABLE,
-    e.DispatchError: C.UNAVAILABLE,
-    e.ConfigError: C.FAILED_PRECONDITION,
-    e.Unauthenticated: C.UNAUTHENTICATED,
+    e.BackendUnavailable: Row(C.UNAVAILABLE, (), "A store, loader or dispatcher cannot be reached, or the server is stopping."),
+    e.DispatchError: Row(C.UNAVAILABLE, (), "A dispatcher could not run a tool call at all."),
+    e.ConfigError: Row(C.FAILED_PRECONDITION, (), "The server's configuration is invalid."),
+    e.Unauthenticated: Row(C.UNAUTHENTICATED, (), "No valid bearer token (`authorization: Bearer <token>`)."),
     # a server-wide budget is used up: retry later
-    e.TooManyWatchStreams: C.RESOURCE_EXHAUSTED,
+    e.TooManyWatchStreams: Row(C.RESOURCE_EXHAUSTED, (), "The server holds as many watch streams as it allows."),
 }
 
+# Reasons that are no exception class: the step outlived the caller's deadline, or a bug.
+EXTRA_ROWS: dict[str, Row] = {
+    DEADLINE_REASON: Row(C.DEADLINE_EXCEEDED, (), "The step did not finish before the caller's deadline."),
+    INTERNAL_REASON: Row(C.INTERNAL, (), "A bug in the server; the message says nothing more (the log does)."),
+}
+
+CODES: dict[type[e.TrellisError], grpc.StatusCode] = {cls: row.code for cls, row in ROWS.items()}
+
+# Every error of a call that names a session (request.session_id, or the session ID of
+# request.state) carries that ID under this key, whatever its reason.
+SESSION_KEY = "session_id"
+
 # Fields of the exception classes carried in ErrorInfo.metadata (string values;
-# lists as JSON text) so the client-side exception has them too.
+# lists as JSON text, integers as decimal text) so the client-side exception has them too.
 _FIELDS = (
     "node_id",
     "session_id",
@@ -86,14 +160,46 @@ _FIELDS = (
     "signal",
     "got",
     "pending",
+    "expected_revision",
+    "stored_revision",
     "missing_keys",
     "errors",
     "problems",
     "start_revision",
     "compact_revision",
 )
-_LIST_FIELDS = frozenset({"missing_keys", "errors", "problems"})
-_INT_FIELDS = frozenset({"start_revision", "compact_revision"})
+LIST_KEYS = frozenset({"missing_keys", "errors", "problems"})
+# What each metadata key holds (docs/errors.md shows this too).
+KEY_MEANINGS: dict[str, str] = {
+    "session_id": "the session the call named (every reason, whenever the request names one)",
+    "node_id": "the node at fault, or the session's current node",
+    "source": "where the node came from (file path or etcd key)",
+    "field": "a request field as a dotted path (`input.tool_result.id`), or for NODE_INVALID the node's field",
+    "problem": "what is wrong with that node field",
+    "tool_name": "the tool that failed",
+    "cause": "the tool's error text",
+    "signal": "the signal sent",
+    "got": "the value or ID the caller sent",
+    "pending": "the ID of the pending tool call",
+    "expected_revision": "the revision the step loaded, decimal; 0 = the session did not exist",
+    "stored_revision": "the revision in the store, decimal; 0 = the session does not exist",
+    "missing_keys": "the context keys that are missing",
+    "errors": "one text per context value of the wrong type",
+    "problems": "one text per graph problem",
+    "start_revision": "the revision a watch asked to resume from, decimal",
+    "compact_revision": "the oldest revision the store still has the changes from, decimal",
+}
+INT_KEYS = frozenset({"expected_revision", "stored_revision", "start_revision", "compact_revision"})
+
+
+def row_for(exc: BaseException) -> Row:
+    """The catalog row of an exception: its nearest class in ROWS, or an EXTRA_ROWS entry."""
+    if isinstance(exc, e.TrellisError):
+        for cls in type(exc).__mro__:
+            row = ROWS.get(cls)
+            if row is not None:
+                return row
+    return EXTRA_ROWS[reason_for(exc)]
 
 
 def code_for(exc: BaseException) -> grpc.StatusCode:
@@ -142,13 +248,13 @@ def message_for(exc: BaseException) -> str:
     return "internal error"
 
 
-def error_metadata(exc: BaseException) -> dict[str, str]:
-    out: dict[str, str] = {}
+def error_metadata(exc: BaseException, session_id: str = "") -> dict[str, str]:
+    out: dict[str, str] = {SESSION_KEY: _bounded(session_id, MAX_DETAIL_BYTES)} if session_id else {}
     for name in _FIELDS:
         value = getattr(exc, name, None)
         if value is None:
             continue
-        if name in _LIST_FIELDS:
+        if name in LIST_KEYS:
             items = [_bounded(str(item), MAX_DETAIL_BYTES) for item in value]
             # Keep whole items (the client parses this as a JSON list) within the budget.
             while len(items) > 1 and len(orjson.dumps(items)) > 4 * MAX_DETAIL_BYTES:
@@ -159,14 +265,30 @@ def error_metadata(exc: BaseException) -> dict[str, str]:
     return out
 
 
-def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, bytes]:
-    """Code, message and the serialized google.rpc.Status for the trailing metadata."""
+def status_for(exc: BaseException, session_id: str = "") -> tuple[grpc.StatusCode, str, bytes]:
+    """Code, message and the serialized google.rpc.Status for the trailing metadata.
+
+    ``session_id`` is the session the call named; the exception's own wins when it has one.
+    The details hold the ErrorInfo and, for an INVALID_ARGUMENT whose field is known, a
+    google.rpc.BadRequest with one field violation naming that request field."""
     code = code_for(exc)
     message = message_for(exc)
-    info = error_details_pb2.ErrorInfo(reason=reason_for(exc), domain=DOMAIN, metadata=error_metadata(exc))
+    metadata = error_metadata(exc, session_id)
+    info = error_details_pb2.ErrorInfo(reason=reason_for(exc), domain=DOMAIN, metadata=metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    details = [detail]
+    field = metadata.get("field")
+    if code == C.INVALID_ARGUMENT and field:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=field, description=message, reason=info.reason)
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        details.append(packed)
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
     return code, message, status.SerializeToString()
 
 
@@ -209,13 +331,13 @@ def _build(cls: type[e.TrellisError], message: str, metadata: Mapping[str, str])
             continue
         raw = metadata[name]
         value: Any = raw
-        if name in _LIST_FIELDS:
+        if name in LIST_KEYS:
             try:
                 value = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 value = [raw]
-        elif name in _INT_FIELDS:
-            value = int(raw) if raw.lstrip("-").isdigit() else 0
+        elif name in INT_KEYS:
+            value = int(raw) if raw.lstrip("-").isdigit() else raw
         setattr(exc, name, value)
     return exc
 

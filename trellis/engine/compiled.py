@@ -226,7 +226,9 @@ class CompiledNode:
             self.input_request = None
         # Actions are immutable, so the REQUEST_INPUT action is built once.
         self.input_action = (
-            Action(ActionType.REQUEST_INPUT, self.input_request) if self.input_request is not None else None
+            Action(ActionType.REQUEST_INPUT, self.input_request, node.id)
+            if self.input_request is not None
+            else None
         )
         self.is_confirm = node.input_type == "confirm"
         self.input_default = node.input_default

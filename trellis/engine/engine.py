@@ -52,6 +52,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from trellis.domain import (
@@ -251,7 +252,7 @@ class Engine:
         """§3.3. Never changes ``state``. A session whose rollback fully unwound (§7.3:
         terminated with no current node) has no node to render: it shows nothing, terminally."""
         if state is None:
-            raise InvalidInput("render needs a state")
+            raise InvalidInput("render needs a state", field="state")
         node_id = state.current_node_id
         if not node_id and state.status is _TERMINATED:
             return _UNWOUND
@@ -259,13 +260,30 @@ class Engine:
         if node is None:
             node = await self._load(node_id, "failed to load node")
         if node.iterates:
-            return await run_off_loop(render_node, node, state, self._converter)
-        return render_node(node, state, self._converter)
+            result = await run_off_loop(render_node, node, state, self._converter)
+        else:
+            result = render_node(node, state, self._converter)
+        signals = await self._signals(node)
+        return replace(result, signals=signals) if signals else result
+
+    async def _signals(self, node: CompiledNode) -> tuple[str, ...]:
+        """The signals ``node`` accepts (docs/engine.md, "Signals and timeouts"): its own
+        ``on_signal`` and the entry node's ``on_signal_default``, sorted."""
+        names = set(node.on_signal)
+        entry = self._cache.get(self.entry_node)
+        if entry is None:
+            try:
+                entry = await self._compile(self.entry_node)
+            except TrellisError:
+                entry = None  # a broken entry node fails Signal itself, not every render
+        if entry is not None:
+            names.update(entry.on_signal_default)
+        return tuple(sorted(names))
 
     async def navigate(self, state: State, input: JSONValue | ToolResult) -> State:
         """§3.4. Returns a new state; ``state`` is never changed; on error nothing happens."""
         if state is None:
-            raise InvalidInput("navigate needs a state")
+            raise InvalidInput("navigate needs a state", field="state")
         status = state.status
         events: Events = [] if self._hooks else None
         if status is _WAITING or status is _ROLLING_BACK:
@@ -282,13 +300,17 @@ class Engine:
         elif status is _TERMINATED:
             raise SessionTerminated(
                 f"session '{state.session_id}' has terminated (node '{state.current_node_id}'); "
-                "start a new session, or send a signal to resume it"
+                "start a new session, or send a signal to resume it",
+                session_id=state.session_id,
+                node_id=state.current_node_id,
             )
         else:
             if isinstance(input, ToolResult):
                 raise UnexpectedToolResult(
                     f"tool result '{input.id}' received but no tool call is pending "
-                    f"(node '{state.current_node_id}', status {status.value})"
+                    f"(node '{state.current_node_id}', status {status.value})",
+                    node_id=state.current_node_id,
+                    got=input.id,
                 )
             node_id = state.current_node_id
             current = self._cache.get(node_id)
@@ -408,7 +430,7 @@ class Engine:
     async def signal(self, state: State, name: str) -> State:
         """§3.8. Works in any status; abandons a pending call; revives a terminated state."""
         if state is None:
-            raise InvalidInput("signal needs a state")
+            raise InvalidInput("signal needs a state", field="state")
         node = await self._load(state.current_node_id, "failed to load node", " during signal handling")
         target = node.on_signal.get(name)
         if not target:

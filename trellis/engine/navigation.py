@@ -27,7 +27,7 @@ def effective_input(node: CompiledNode, raw: Any) -> Any:
             return "yes"
         if text in _NO:
             return "no"
-        raise InvalidConfirmation(go_str(value))
+        raise InvalidConfirmation(go_str(value), node.id)
     if node.input_default and _is_empty(raw):
         return node.input_default
     return raw

@@ -117,7 +117,7 @@ def render_node(node: CompiledNode, state: State, converter: ContentConverter | 
                 text = converter.convert(text)
             except Exception as exc:
                 raise TrellisError(f"content conversion failed in node '{node.id}': {exc}") from exc
-        actions.append(Action(ActionType.RENDER_CONTENT, text))
+        actions.append(Action(ActionType.RENDER_CONTENT, text, node.id))
     if node.input_action is not None:
         actions.append(node.input_action)
     rolling_back = state.status is Status.ROLLING_BACK
@@ -125,7 +125,7 @@ def render_node(node: CompiledNode, state: State, converter: ContentConverter | 
     if call is not None:
         if call.arg_templates and data is None:
             data = template_data(state)
-        actions.append(Action(ActionType.CALL_TOOL, build_call(node, call, state, data)))
+        actions.append(Action(ActionType.CALL_TOOL, build_call(node, call, state, data), node.id))
     elif node.tool_missing and not rolling_back:
         raise ExecutionViolation(node.id, f"node {node.id} is type 'tool' but missing tool_call definition")
     return RenderResult(tuple(actions), node.terminal)

@@ -29,7 +29,6 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from trellis.api.transport import server_credentials
 from trellis.api.v1 import (
@@ -39,6 +38,8 @@ from trellis.api.v1 import (
     engine_pb2_grpc,
     graph_pb2,
     graph_pb2_grpc,
+    server_info_pb2,
+    server_info_pb2_grpc,
     sessions_pb2,
     sessions_pb2_grpc,
     store_pb2,
@@ -56,8 +57,9 @@ from trellis.server.engine_service import EngineService
 from trellis.server.graph_service import GraphLoaderService
 from trellis.server.malformed import MalformedRequestInterceptor
 from trellis.server.observe import Observer
-from trellis.server.reflection_pool import MethodResolvingPool
+from trellis.server.reflection import enable_reflection
 from trellis.server.security import TokenInterceptor, load_tokens
+from trellis.server.server_info_service import ServerInfoService, server_info
 from trellis.server.sessions_service import SessionsService
 from trellis.server.signing import StateSigner
 from trellis.server.store_service import StateStoreService
@@ -70,6 +72,7 @@ SESSIONS = sessions_pb2.DESCRIPTOR.services_by_name["Sessions"].full_name
 GRAPH_LOADER = graph_pb2.DESCRIPTOR.services_by_name["GraphLoader"].full_name
 DISPATCHER = dispatcher_pb2.DESCRIPTOR.services_by_name["ActionDispatcher"].full_name
 STATE_STORE = store_pb2.DESCRIPTOR.services_by_name["StateStore"].full_name
+SERVER_INFO = server_info_pb2.DESCRIPTOR.services_by_name["ServerInfo"].full_name
 
 # Which backends each service needs to be SERVING.
 SERVICE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
@@ -78,6 +81,7 @@ SERVICE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     GRAPH_LOADER: ("loader",),
     DISPATCHER: ("dispatcher",),
     STATE_STORE: ("store",),
+    SERVER_INFO: (),
 }
 PROBE_TIMEOUT = 2.0
 CLIENT_PING_MIN_INTERVAL_MS = 10_000
@@ -204,7 +208,18 @@ class TrellisServer:
             graph_pb2_grpc.add_GraphLoaderServicer_to_server(
                 GraphLoaderService(ports.loader, self.observer, watch_streams), server
             )
-            self._services = [ENGINE, SESSIONS, GRAPH_LOADER]
+            self._services = [ENGINE, SESSIONS, GRAPH_LOADER, SERVER_INFO]
+            info = server_info(
+                config,
+                limits,
+                self._services,
+                signing=signer is not None,
+                hot_reload=isinstance(ports.loader, Watchable),
+                tool_dispatch=ports.dispatcher is not None,
+            )
+            server_info_pb2_grpc.add_ServerInfoServicer_to_server(
+                ServerInfoService(info, self.observer), server
+            )
             self.port = _bind(server, self._health, self._services, config.listen, "listen", credentials)
             internal = None
             if config.internal_listen:
@@ -386,9 +401,7 @@ def _bind(
 ) -> int:
     """Health and reflection for ``services`` on ``server``, bound to ``address``; the port."""
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    reflection.enable_server_reflection(
-        [*services, health.SERVICE_NAME, reflection.SERVICE_NAME], server, pool=MethodResolvingPool()
-    )
+    enable_reflection([*services, health.SERVICE_NAME], server)
     if credentials is not None:
         port = int(server.add_secure_port(address, credentials))
     else:

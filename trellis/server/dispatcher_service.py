@@ -27,7 +27,7 @@ class ActionDispatcherService(Servicer, dispatcher_pb2_grpc.ActionDispatcherServ
         self, request: dpb.DispatchRequest, context: grpc.aio.ServicerContext
     ) -> dpb.DispatchResponse:
         if not request.call.name:
-            raise InvalidInput("call.name: must not be empty")
+            raise InvalidInput("call.name: must not be empty", field="call.name")
         call = convert.tool_call_from_proto(request.call, "call")
         dispatch_context = (
             convert.dispatch_context_from_proto(request.context) if request.HasField("context") else None

@@ -88,7 +88,7 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         self, request: epb.EngineRenderRequest, context: grpc.aio.ServicerContext
     ) -> epb.EngineRenderResponse:
         render = await self._engine.render(self._state_in(request.state))
-        response = epb.EngineRenderResponse(terminal=render.terminal)
+        response = epb.EngineRenderResponse(terminal=render.terminal, signals=render.signals)
         for action in render.actions:
             convert.fill_action(response.actions.add(), action)
         return response

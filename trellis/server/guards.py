@@ -28,8 +28,8 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-async def abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
-    code, message, details = error_table.status_for(exc)
+async def abort_for(context: grpc.aio.ServicerContext, exc: BaseException, session_id: str = "") -> NoReturn:
+    code, message, details = error_table.status_for(exc, session_id)
     details = step_reports.status_details(exc, details)  # with the events the call fired, if any
     if code == grpc.StatusCode.INTERNAL:
         LOG.error("unexpected error in an RPC", exc_info=exc)
@@ -52,6 +52,18 @@ def _dispatch_session(request: Any) -> str:
     """The session of an ActionDispatcher.Dispatch (in its dispatch context), for the step log."""
     context = getattr(request, "context", None)
     return str(getattr(context, "session_id", "") or "")
+
+
+def session_of(request: Any) -> str:
+    """The session a request names: its session_id, its state's (Engine), or its dispatch
+    context's; "" when none. Every error of the call carries it (error_table.SESSION_KEY)."""
+    named = getattr(request, "session_id", "")
+    if named:
+        return str(named)
+    state = getattr(request, "state", None)
+    if state is not None and hasattr(state, "session_id"):
+        return str(state.session_id) or _dispatch_session(request)
+    return _dispatch_session(request)
 
 
 class Servicer:
@@ -77,7 +89,7 @@ def guarded_unary(fn: Unary) -> Unary:
         observer = self.observer
         record = observer.begin(self.service_name, name)
         try:
-            record.session = getattr(request, "session_id", "") or _dispatch_session(request)
+            record.session = session_of(request)
             try:
                 remaining = context.time_remaining()
                 # The deadline is also recorded for the step itself: evaluation that does
@@ -99,7 +111,7 @@ def guarded_unary(fn: Unary) -> Unary:
                 raise
             except Exception as exc:
                 record.outcome = _outcome(exc)
-                await abort_for(context, exc)
+                await abort_for(context, exc, record.session)
             _note_step(record, response)
             return response
         finally:
@@ -111,7 +123,7 @@ def guarded_unary(fn: Unary) -> Unary:
 def guarded_stream(fn: Stream) -> Stream:
     @functools.wraps(fn)
     async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        record = StepRecord(self.service_name, fn.__name__, getattr(request, "session_id", "") or "")
+        record = StepRecord(self.service_name, fn.__name__, session_of(request))
         try:
             async for item in fn(self, request, context):
                 if self.reply_limits is not None:
@@ -122,6 +134,6 @@ def guarded_stream(fn: Stream) -> Stream:
         except Exception as exc:
             record.outcome = _outcome(exc)
             self.observer.steps.labels(record.service, record.method, record.outcome).inc()
-            await abort_for(context, exc)
+            await abort_for(context, exc, record.session)
 
     return wrapper

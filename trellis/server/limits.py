@@ -52,7 +52,8 @@ class Limits:
         size = len(text.encode())
         if size > self.max_context_bytes:
             raise InvalidInput(
-                f"{field} exceeds maximum allowed size: size={size} limit={self.max_context_bytes}"
+                f"{field} exceeds maximum allowed size: size={size} limit={self.max_context_bytes}",
+                field=field,
             )
 
     def check_state(self, msg: pb.State, field: str = "state") -> None:

@@ -17,6 +17,7 @@ from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 from trellis.errors import InvalidInput, SessionNotFound
 from trellis.ports.sessions import SessionsPort
+from trellis.server import page_tokens
 from trellis.server.guards import Servicer, guarded_stream, guarded_unary
 from trellis.server.lifecycle_capture import CapturedEvents, capturing
 from trellis.server.limits import Limits
@@ -87,7 +88,7 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     @guarded_unary
     async def Signal(self, request: spb.SessionsSignalRequest, context: grpc.aio.ServicerContext) -> Any:
         if not request.signal:
-            raise InvalidInput("signal: must not be empty")
+            raise InvalidInput("signal: must not be empty", field="signal")
         with capturing() as captured:
             result = await self._sessions.signal(request.session_id, request.signal)
         response = spb.SessionsSignalResponse()
@@ -103,11 +104,13 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     @guarded_unary
     async def List(self, request: spb.SessionsListRequest, context: grpc.aio.ServicerContext) -> Any:
         if request.page_size < 0:
-            raise InvalidInput(f"page_size: must not be negative, got {request.page_size}")
+            raise InvalidInput(f"page_size: must not be negative, got {request.page_size}", field="page_size")
         # A server never returns an unbounded page: 0 means the default size.
         size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        page = await self._sessions.list(size, request.page_token)
-        return spb.SessionsListResponse(session_ids=page.session_ids, next_page_token=page.next_page_token)
+        page = await self._sessions.list(size, page_tokens.unwrap(request.page_token))
+        return spb.SessionsListResponse(
+            session_ids=page.session_ids, next_page_token=page_tokens.wrap(page.next_page_token)
+        )
 
     @guarded_stream
     async def Watch(

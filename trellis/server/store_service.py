@@ -31,7 +31,8 @@ class StateStoreService(Servicer, store_pb2_grpc.StateStoreServicer):
         if request.state.session_id and request.state.session_id != request.session_id:
             raise InvalidInput(
                 f"state.session_id {request.state.session_id!r} does not match "
-                f"session_id {request.session_id!r}"
+                f"session_id {request.session_id!r}",
+                field="state.session_id",
             )
         self._limits.check_stored_state(request.state, request.session_id)
         state = convert.state_from_proto(request.state)
@@ -57,6 +58,6 @@ class StateStoreService(Servicer, store_pb2_grpc.StateStoreServicer):
         self, request: spb.StateStoreListRequest, context: grpc.aio.ServicerContext
     ) -> spb.StateStoreListResponse:
         if request.page_size < 0:
-            raise InvalidInput(f"page_size: must not be negative, got {request.page_size}")
+            raise InvalidInput(f"page_size: must not be negative, got {request.page_size}", field="page_size")
         page = await self._store.list(request.page_size, request.page_token)
         return spb.StateStoreListResponse(session_ids=page.session_ids, next_page_token=page.next_page_token)

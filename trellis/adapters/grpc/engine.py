@@ -164,7 +164,9 @@ class RemoteEngine:
         request = epb.EngineRenderRequest(state=self._state_out(state, "render"))
         reply = await self._channel.call(self._stub.Render, request, idempotent=True)
         return RenderResult(
-            actions=tuple(convert.action_from_proto(a) for a in reply.actions), terminal=reply.terminal
+            actions=tuple(convert.action_from_proto(a) for a in reply.actions),
+            terminal=reply.terminal,
+            signals=tuple(reply.signals),
         )
 
     async def navigate(self, state: State, input: JSONValue | ToolResult) -> State:

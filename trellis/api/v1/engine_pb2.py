@@ -26,13 +26,14 @@ from trellis.api.v1 import step_reports_pb2 as trellis_dot_v1_dot_step__reports_
 from trellis.api.v1 import types_pb2 as trellis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17trellis/v1/engine.proto\x12\ntrellis.v1\x1a\x1dtrellis/v1/step_reports.proto\x1a\x16trellis/v1/types.proto\">\n\x12\x45ngineStartRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontext_json\x18\x02 \x01(\t\"\x93\x01\n\x13\x45ngineStartResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12/\n\x0crender_error\x18\x46 \x01(\x0b\x32\x19.trellis.v1.ReportedError\x12+\n\x06\x65vents\x18G \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\"7\n\x13\x45ngineRenderRequest\x12 \n\x05state\x18\x01 \x01(\x0b\x32\x11.trellis.v1.State\"M\n\x14\x45ngineRenderResponse\x12#\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x12.trellis.v1.Action\x12\x10\n\x08terminal\x18\x02 \x01(\x08\"[\n\x15\x45ngineNavigateRequest\x12 \n\x05state\x18\x01 \x01(\x0b\x32\x11.trellis.v1.State\x12 \n\x05input\x18\x02 \x01(\x0b\x32\x11.trellis.v1.Input\"\x96\x01\n\x16\x45ngineNavigateResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12/\n\x0crender_error\x18\x46 \x01(\x0b\x32\x19.trellis.v1.ReportedError\x12+\n\x06\x65vents\x18G \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\"G\n\x13\x45ngineSignalRequest\x12 \n\x05state\x18\x01 \x01(\x0b\x32\x11.trellis.v1.State\x12\x0e\n\x06signal\x18\x02 \x01(\t\"\x94\x01\n\x14\x45ngineSignalResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12/\n\x0crender_error\x18\x46 \x01(\x0b\x32\x19.trellis.v1.ReportedError\x12+\n\x06\x65vents\x18G \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\"\x16\n\x14\x45ngineInspectRequest\"8\n\x15\x45ngineInspectResponse\x12\x1f\n\x05nodes\x18\x01 \x03(\x0b\x32\x10.trellis.v1.Node2\x8f\x03\n\x06\x45ngine\x12H\n\x05Start\x12\x1e.trellis.v1.EngineStartRequest\x1a\x1f.trellis.v1.EngineStartResponse\x12K\n\x06Render\x12\x1f.trellis.v1.EngineRenderRequest\x1a .trellis.v1.EngineRenderResponse\x12Q\n\x08Navigate\x12!.trellis.v1.EngineNavigateRequest\x1a\".trellis.v1.EngineNavigateResponse\x12K\n\x06Signal\x12\x1f.trellis.v1.EngineSignalRequest\x1a .trellis.v1.EngineSignalResponse\x12N\n\x07Inspect\x12 .trellis.v1.EngineInspectRequest\x1a!.trellis.v1.EngineInspectResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17trellis/v1/engine.proto\x12\ntrellis.v1\x1a\x1dtrellis/v1/step_reports.proto\x1a\x16trellis/v1/types.proto\">\n\x12\x45ngineStartRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontext_json\x18\x02 \x01(\t\"\x93\x01\n\x13\x45ngineStartResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12/\n\x0crender_error\x18\x46 \x01(\x0b\x32\x19.trellis.v1.ReportedError\x12+\n\x06\x65vents\x18G \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\"7\n\x13\x45ngineRenderRequest\x12 \n\x05state\x18\x01 \x01(\x0b\x32\x11.trellis.v1.State\"^\n\x14\x45ngineRenderResponse\x12#\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x12.trellis.v1.Action\x12\x10\n\x08terminal\x18\x02 \x01(\x08\x12\x0f\n\x07signals\x18\x32 \x03(\t\"[\n\x15\x45ngineNavigateRequest\x12 \n\x05state\x18\x01 \x01(\x0b\x32\x11.trellis.v1.State\x12 \n\x05input\x18\x02 \x01(\x0b\x32\x11.trellis.v1.Input\"\x96\x01\n\x16\x45ngineNavigateResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12/\n\x0crender_error\x18\x46 \x01(\x0b\x32\x19.trellis.v1.ReportedError\x12+\n\x06\x65vents\x18G \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\"G\n\x13\x45ngineSignalRequest\x12 \n\x05state\x18\x01 \x01(\x0b\x32\x11.trellis.v1.State\x12\x0e\n\x06signal\x18\x02 \x01(\t\"\x94\x01\n\x14\x45ngineSignalResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12/\n\x0crender_error\x18\x46 \x01(\x0b\x32\x19.trellis.v1.ReportedError\x12+\n\x06\x65vents\x18G \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\"\x16\n\x14\x45ngineInspectRequest\"8\n\x15\x45ngineInspectResponse\x12\x1f\n\x05nodes\x18\x01 \x03(\x0b\x32\x10.trellis.v1.Node2\x8f\x03\n\x06\x45ngine\x12H\n\x05Start\x12\x1e.trellis.v1.EngineStartRequest\x1a\x1f.trellis.v1.EngineStartResponse\x12K\n\x06Render\x12\x1f.trellis.v1.EngineRenderRequest\x1a .trellis.v1.EngineRenderResponse\x12Q\n\x08Navigate\x12!.trellis.v1.EngineNavigateRequest\x1a\".trellis.v1.EngineNavigateResponse\x12K\n\x06Signal\x12\x1f.trellis.v1.EngineSignalRequest\x1a .trellis.v1.EngineSignalResponse\x12N\n\x07Inspect\x12 .trellis.v1.EngineInspectRequest\x1a!.trellis.v1.EngineInspectResponseBZ\n\x12\x64\x65v.trellis.api.v1P\x01Z\'trellis.dev/api/go/trellis/v1;trellisv1\xaa\x02\nTrellis.V1\xea\x02\x0bTrellis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trellis.api.v1.engine_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.trellis.api.v1P\001Z\'trellis.dev/api/go/trellis/v1;trellisv1\252\002\nTrellis.V1\352\002\013Trellis::V1'
   _globals['_ENGINESTARTREQUEST']._serialized_start=94
   _globals['_ENGINESTARTREQUEST']._serialized_end=156
   _globals['_ENGINESTARTRESPONSE']._serialized_start=159
@@ -40,19 +41,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENGINERENDERREQUEST']._serialized_start=308
   _globals['_ENGINERENDERREQUEST']._serialized_end=363
   _globals['_ENGINERENDERRESPONSE']._serialized_start=365
-  _globals['_ENGINERENDERRESPONSE']._serialized_end=442
-  _globals['_ENGINENAVIGATEREQUEST']._serialized_start=444
-  _globals['_ENGINENAVIGATEREQUEST']._serialized_end=535
-  _globals['_ENGINENAVIGATERESPONSE']._serialized_start=538
-  _globals['_ENGINENAVIGATERESPONSE']._serialized_end=688
-  _globals['_ENGINESIGNALREQUEST']._serialized_start=690
-  _globals['_ENGINESIGNALREQUEST']._serialized_end=761
-  _globals['_ENGINESIGNALRESPONSE']._serialized_start=764
-  _globals['_ENGINESIGNALRESPONSE']._serialized_end=912
-  _globals['_ENGINEINSPECTREQUEST']._serialized_start=914
-  _globals['_ENGINEINSPECTREQUEST']._serialized_end=936
-  _globals['_ENGINEINSPECTRESPONSE']._serialized_start=938
-  _globals['_ENGINEINSPECTRESPONSE']._serialized_end=994
-  _globals['_ENGINE']._serialized_start=997
-  _globals['_ENGINE']._serialized_end=1396
+  _globals['_ENGINERENDERRESPONSE']._serialized_end=459
+  _globals['_ENGINENAVIGATEREQUEST']._serialized_start=461
+  _globals['_ENGINENAVIGATEREQUEST']._serialized_end=552
+  _globals['_ENGINENAVIGATERESPONSE']._serialized_start=555
+  _globals['_ENGINENAVIGATERESPONSE']._serialized_end=705
+  _globals['_ENGINESIGNALREQUEST']._serialized_start=707
+  _globals['_ENGINESIGNALREQUEST']._serialized_end=778
+  _globals['_ENGINESIGNALRESPONSE']._serialized_start=781
+  _globals['_ENGINESIGNALRESPONSE']._serialized_end=929
+  _globals['_ENGINEINSPECTREQUEST']._serialized_start=931
+  _globals['_ENGINEINSPECTREQUEST']._serialized_end=953
+  _globals['_ENGINEINSPECTRESPONSE']._serialized_start=955
+  _globals['_ENGINEINSPECTRESPONSE']._serialized_end=1011
+  _globals['_ENGINE']._serialized_start=1014
+  _globals['_ENGINE']._serialized_end=1413
 # @@protoc_insertion_point(module_scope)

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from trellis.api.v1 import types_pb2 as trellis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16trellis/v1/graph.proto\x12\ntrellis.v1\x1a\x16trellis/v1/types.proto\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"1\n\x0fGetNodeResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Node\"\x12\n\x10ListNodesRequest\"%\n\x11ListNodesResponse\x12\x10\n\x08node_ids\x18\x01 \x03(\t\"\x19\n\x17GraphLoaderWatchRequest\">\n\x18GraphLoaderWatchResponse\x12\x10\n\x08node_ids\x18\x01 \x03(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x32\xf1\x01\n\x0bGraphLoader\x12\x42\n\x07GetNode\x12\x1a.trellis.v1.GetNodeRequest\x1a\x1b.trellis.v1.GetNodeResponse\x12H\n\tListNodes\x12\x1c.trellis.v1.ListNodesRequest\x1a\x1d.trellis.v1.ListNodesResponse\x12T\n\x05Watch\x12#.trellis.v1.GraphLoaderWatchRequest\x1a$.trellis.v1.GraphLoaderWatchResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16trellis/v1/graph.proto\x12\ntrellis.v1\x1a\x16trellis/v1/types.proto\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"1\n\x0fGetNodeResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Node\"\x12\n\x10ListNodesRequest\"%\n\x11ListNodesResponse\x12\x10\n\x08node_ids\x18\x01 \x03(\t\"\x19\n\x17GraphLoaderWatchRequest\">\n\x18GraphLoaderWatchResponse\x12\x10\n\x08node_ids\x18\x01 \x03(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x32\xf1\x01\n\x0bGraphLoader\x12\x42\n\x07GetNode\x12\x1a.trellis.v1.GetNodeRequest\x1a\x1b.trellis.v1.GetNodeResponse\x12H\n\tListNodes\x12\x1c.trellis.v1.ListNodesRequest\x1a\x1d.trellis.v1.ListNodesResponse\x12T\n\x05Watch\x12#.trellis.v1.GraphLoaderWatchRequest\x1a$.trellis.v1.GraphLoaderWatchResponse0\x01\x42Z\n\x12\x64\x65v.trellis.api.v1P\x01Z\'trellis.dev/api/go/trellis/v1;trellisv1\xaa\x02\nTrellis.V1\xea\x02\x0bTrellis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trellis.api.v1.graph_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.trellis.api.v1P\001Z\'trellis.dev/api/go/trellis/v1;trellisv1\252\002\nTrellis.V1\352\002\013Trellis::V1'
   _globals['_GETNODEREQUEST']._serialized_start=62
   _globals['_GETNODEREQUEST']._serialized_end=95
   _globals['_GETNODERESPONSE']._serialized_start=97

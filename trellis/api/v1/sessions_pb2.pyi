@@ -280,9 +280,15 @@ class SessionsListRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """0 = the server's default page size."""
+    """Session IDs per page: 0 = the default (100); more than the maximum
+    (1000) is cut to it; negative is INVALID_ARGUMENT. The server's values
+    are in ServerInfo.GetServerInfo (limits.default_page_size, max_page_size).
+    """
     page_token: _builtins.str
-    """next_page_token of the previous page; empty = first page."""
+    """next_page_token of the previous page, unchanged; empty = first page.
+    Tokens are opaque: one this server did not issue is INVALID_ARGUMENT
+    (reason INVALID_INPUT, field page_token), never an empty page.
+    """
     def __init__(
         self,
         *,

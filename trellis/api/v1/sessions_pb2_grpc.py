@@ -112,15 +112,16 @@ class SessionsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Session IDs in ascending order, a page at a time.
+        """Session IDs in ascending order, a page at a time (default 100 per page,
+        at most 1000).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """The changes of one session as they are saved (spec §11), in revision
-        order, until the caller cancels or the session is deleted. A watch can
+        """The changes of one session as they are saved (docs/clients.md, "Watching a session"),
+        in revision order, until the caller cancels or the session is deleted. A watch can
         resume from a revision (start_revision): reconnecting to any replica then
         loses and repeats nothing. A revision whose history is gone fails with
         OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch

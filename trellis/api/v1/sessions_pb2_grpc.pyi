@@ -50,10 +50,12 @@ class SessionsStub:
     Delete: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.SessionsDeleteRequest, _sessions_pb2.SessionsDeleteResponse]
     """Forget a session. Deleting a missing session is not an error."""
     List: _grpc.UnaryUnaryMultiCallable[_sessions_pb2.SessionsListRequest, _sessions_pb2.SessionsListResponse]
-    """Session IDs in ascending order, a page at a time."""
+    """Session IDs in ascending order, a page at a time (default 100 per page,
+    at most 1000).
+    """
     Watch: _grpc.UnaryStreamMultiCallable[_sessions_pb2.SessionsWatchRequest, _sessions_pb2.SessionsWatchResponse]
-    """The changes of one session as they are saved (spec §11), in revision
-    order, until the caller cancels or the session is deleted. A watch can
+    """The changes of one session as they are saved (docs/clients.md, "Watching a session"),
+    in revision order, until the caller cancels or the session is deleted. A watch can
     resume from a revision (start_revision): reconnecting to any replica then
     loses and repeats nothing. A revision whose history is gone fails with
     OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
@@ -77,10 +79,12 @@ class SessionsAsyncStub(SessionsStub):
     Delete: _aio.UnaryUnaryMultiCallable[_sessions_pb2.SessionsDeleteRequest, _sessions_pb2.SessionsDeleteResponse]  # type: ignore[assignment]
     """Forget a session. Deleting a missing session is not an error."""
     List: _aio.UnaryUnaryMultiCallable[_sessions_pb2.SessionsListRequest, _sessions_pb2.SessionsListResponse]  # type: ignore[assignment]
-    """Session IDs in ascending order, a page at a time."""
+    """Session IDs in ascending order, a page at a time (default 100 per page,
+    at most 1000).
+    """
     Watch: _aio.UnaryStreamMultiCallable[_sessions_pb2.SessionsWatchRequest, _sessions_pb2.SessionsWatchResponse]  # type: ignore[assignment]
-    """The changes of one session as they are saved (spec §11), in revision
-    order, until the caller cancels or the session is deleted. A watch can
+    """The changes of one session as they are saved (docs/clients.md, "Watching a session"),
+    in revision order, until the caller cancels or the session is deleted. A watch can
     resume from a revision (start_revision): reconnecting to any replica then
     loses and repeats nothing. A revision whose history is gone fails with
     OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
@@ -137,7 +141,9 @@ class SessionsServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.SessionsListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sessions_pb2.SessionsListResponse, _abc.Awaitable[_sessions_pb2.SessionsListResponse]]:
-        """Session IDs in ascending order, a page at a time."""
+        """Session IDs in ascending order, a page at a time (default 100 per page,
+        at most 1000).
+        """
 
     @_abc_1.abstractmethod
     def Watch(
@@ -145,8 +151,8 @@ class SessionsServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.SessionsWatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_sessions_pb2.SessionsWatchResponse], _abc.AsyncIterator[_sessions_pb2.SessionsWatchResponse]]:
-        """The changes of one session as they are saved (spec §11), in revision
-        order, until the caller cancels or the session is deleted. A watch can
+        """The changes of one session as they are saved (docs/clients.md, "Watching a session"),
+        in revision order, until the caller cancels or the session is deleted. A watch can
         resume from a revision (start_revision): reconnecting to any replica then
         loses and repeats nothing. A revision whose history is gone fails with
         OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
