@@ -140,7 +140,9 @@ def node_modules() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         missing("node and npm are not installed (the Node client's watch test needs them)")
     modules = NODE_DIR / "node_modules"
-    if not (modules / "@grpc" / "grpc-js").is_dir():
+    installed = modules / ".package-lock.json"  # what npm installed, rewritten by each install
+    lock = NODE_DIR / "package-lock.json"
+    if not installed.is_file() or installed.stat().st_mtime < lock.stat().st_mtime:
         done = subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"],
             cwd=NODE_DIR,
@@ -170,7 +172,11 @@ async def test_the_node_client_watch_resumes_on_another_replica(
         try:
             assert watcher.stdout is not None
             async with asyncio.timeout(BOUND):
-                opened = json.loads(await watcher.stdout.readline())  # the first bookmark
+                line = await watcher.stdout.readline()
+                if not line:
+                    assert watcher.stderr is not None
+                    pytest.fail(f"the Node watch ended at once: {(await watcher.stderr.read()).decode()}")
+                opened = json.loads(line)  # the first bookmark
                 for n in range(50):
                     if n == 25:
                         first.kill()  # the replica the Node watch is connected to
