@@ -13,6 +13,9 @@ node waits for input and saves it), and measures, side by side in ONE run:
                  its own along the chain (uncontended: one transaction per step, the
                  concurrent ones grouped) and starts a new one (not counted) after the
                  last node
+  steps-ids      the same as steps, each Navigate with a request ID (a fresh UUID, as
+                 the SDK sends): the price of safe retries (the ID is stored with the
+                 state in the step's own write)
   steps-uvloop   the same on the replica running uvloop (when installed)
   contended      every task on ONE session, half of them through each replica, a
                  new session when the walk ends; afterwards every acknowledged
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import pstats
@@ -67,7 +71,11 @@ try:
     HAVE_UVLOOP = True
 except ImportError:
     HAVE_UVLOOP = False
-KINDS = ("raw", "steps", "steps-uvloop", "contended") if HAVE_UVLOOP else ("raw", "steps", "contended")
+KINDS = (
+    ("raw", "steps", "steps-ids", "steps-uvloop", "contended")
+    if HAVE_UVLOOP
+    else ("raw", "steps", "steps-ids", "contended")
+)
 # Two replicas: the second on uvloop when it is installed (the steps-uvloop kind).
 SERVERS = {
     "steps": "asyncio",
@@ -125,7 +133,11 @@ async def raw_client(endpoint: str, concurrency: int, duration: float, warmup: f
         await client.close()
 
 
-async def steps_client(target: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+async def steps_client(
+    target: str, concurrency: int, duration: float, warmup: float, *, ids: bool = False
+) -> dict[str, Any]:
+    import uuid
+
     import grpc  # type: ignore[import-untyped]
 
     from trellis.api.v1 import sessions_pb2 as spb
@@ -149,7 +161,10 @@ async def steps_client(target: str, concurrency: int, duration: float, warmup: f
             sid = await new_session()
             while load.running:
                 started = time.perf_counter()
-                step = (await sessions.Navigate(spb.SessionsNavigateRequest(session_id=sid, input=go))).step
+                request = spb.SessionsNavigateRequest(
+                    session_id=sid, input=go, request_id=str(uuid.uuid4()) if ids else ""
+                )
+                step = (await sessions.Navigate(request)).step
                 load.record(started)
                 if step.terminal:
                     sid = await new_session()
@@ -375,6 +390,8 @@ def report(
     ratios = per_round(results, "steps", "raw", lambda r: r["rate"])
     met = "met" if statistics.median(ratios) >= TARGET else "NOT met"
     print(f"steps/raw: {spread(ratios)}; target >= {TARGET}: {met}")
+    with_ids = per_round(results, "steps-ids", "steps", lambda r: r["rate"])
+    print(f"steps with request IDs / without: {spread(with_ids)}")
     if "steps-uvloop" in KINDS:
         print(f"steps-uvloop/raw: {spread(per_round(results, 'steps-uvloop', 'raw', lambda r: r['rate']))}")
     etcd = per_round(results, "steps", "raw", lambda r: r["cpu_ms"]["etcd"])
@@ -414,7 +431,11 @@ if __name__ == "__main__":
     arguments = parse_args()
     if arguments.client:
         kind_, target_, conc_, duration_, warmup_ = arguments.client
-        clients = {"raw": raw_client, "contended": contended_client}
+        clients = {
+            "raw": raw_client,
+            "contended": contended_client,
+            "steps-ids": functools.partial(steps_client, ids=True),
+        }
         client_of = clients.get(kind_, steps_client)  # steps, steps-uvloop
         outcome = asyncio.run(client_of(target_, int(conc_), float(duration_), float(warmup_)))
         print(json.dumps(outcome))

@@ -17,10 +17,14 @@ ETCD_FOLDERS = ("etcd", "etcd_system")
 SLOW_MODULES = frozenset(
     {
         "grpc_clients/test_node_client.py",
+        "grpc_clients/test_node_retries.py",
         "grpc_clients/test_remote_run.py",
         "grpc_clients/test_shutdown.py",
         "cli/test_readme_commands.py",
         "cli/test_serve_busy_port.py",
+        "http/test_readme_walk.py",
+        "http/test_node_connect.py",
+        "http/test_connect_web.py",
         "grpc_server/test_serve_process.py",
         "grpc_server/test_codegen.py",
         "mcp/test_mcp_server.py",

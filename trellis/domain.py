@@ -105,6 +105,30 @@ class Status(enum.StrEnum):
     TERMINATED = "terminated"
 
 
+@dataclass(frozen=True, slots=True)
+class AppliedRequest:
+    """A request applied to a session: its caller-chosen ID and a digest of what it asked
+    (so the same ID with a different request is told apart from a retry)."""
+
+    id: str
+    digest: str
+
+    def to_json(self) -> list[JSONValue]:
+        return [self.id, self.digest]
+
+    @staticmethod
+    def list_from_json(value: object) -> tuple[AppliedRequest, ...]:
+        """The stored ``requests`` field (absent: none); raises ValueError when malformed."""
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(
+            isinstance(item, list) and len(item) == 2 and all(isinstance(part, str) for part in item)
+            for item in value
+        ):
+            raise ValueError("state field 'requests' must be a list of [request_id, digest] pairs")
+        return tuple(AppliedRequest(item[0], item[1]) for item in value)
+
+
 @dataclass(slots=True)
 class State:
     """A session's state (spec §1.3) plus the store revision it was loaded at.
@@ -124,6 +148,13 @@ class State:
     history: list[str] = field(default_factory=list)
     terminated: bool = False
     revision: int = 0
+    fence_token: int = 0
+    """The largest fencing token a save of this session was made under, when saves go
+    through the StateStore service (it refuses a save under an older one); 0: none."""
+    requests: tuple[AppliedRequest, ...] = ()
+    """The request IDs of the last steps applied to this session, oldest first (bounded:
+    trellis.request_ids). Stored with the state, in the same write as each step, so a
+    repeated request is recognised on any replica; not part of the engine's behaviour."""
 
     @classmethod
     def new(cls, session_id: str, node_id: str) -> State:
@@ -142,6 +173,8 @@ class State:
             history=list(self.history),
             terminated=self.terminated,
             revision=self.revision,
+            fence_token=self.fence_token,
+            requests=self.requests,
         )
 
     def to_json(self) -> dict[str, JSONValue]:
@@ -196,6 +229,10 @@ class State:
         terminated = data.get("terminated", False)
         if not isinstance(terminated, bool):
             raise ValueError("state field 'terminated' must be a boolean")
+        requests = AppliedRequest.list_from_json(data.get("requests"))
+        fence_token = data.get("fence", 0)
+        if not isinstance(fence_token, int) or isinstance(fence_token, bool) or fence_token < 0:
+            raise ValueError("state field 'fence' must be a non-negative integer")
         return cls(
             session_id=text("session_id", required=True),
             current_node_id=text("current_node_id"),
@@ -207,6 +244,8 @@ class State:
             history=list(history),
             terminated=terminated,
             revision=revision,
+            fence_token=fence_token,
+            requests=requests,
         )
 
 
@@ -335,10 +374,15 @@ class LifecycleEvent:
 @dataclass(frozen=True, slots=True)
 class StepResult:
     """What a durable step returns: the new state (with its stored revision), the
-    actions of its current node and whether the session is over."""
+    actions of its current node and whether the session is over. ``created``: a Start
+    that created the session (False for one that found it). ``replayed``: the step's
+    request ID had already been applied, nothing was applied again and ``state`` is the
+    session as it is now (trellis.request_ids)."""
 
     state: State
     render: RenderResult
+    created: bool = False
+    replayed: bool = False
 
     @property
     def terminal(self) -> bool:

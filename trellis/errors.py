@@ -264,6 +264,36 @@ class ConflictError(TrellisError):
             self.stored_revision = stored_revision
 
 
+class RevisionMismatch(ConflictError):
+    """A step sent with ``expected_revision`` found the session at another revision; nothing
+    was applied. Retrying the same request cannot succeed: read the session again first."""
+
+    reason = "REVISION_MISMATCH"
+
+    def __init__(self, session_id: str, expected_revision: int, actual_revision: int) -> None:
+        super().__init__(
+            f"session {session_id!r} is at revision {actual_revision}, not the expected "
+            f"{expected_revision}; nothing was applied"
+        )
+        self.session_id = session_id
+        self.expected_revision = expected_revision
+        self.actual_revision = actual_revision
+
+
+class RequestIdReused(InvalidInput):
+    """A request ID already applied to the session came with a different request."""
+
+    reason = "REQUEST_ID_REUSED"
+
+    def __init__(self, session_id: str, request_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} was already used for a different request on session "
+            f"{session_id!r}; a retry must repeat the request exactly, a new request needs a new ID"
+        )
+        self.session_id = session_id
+        self.request_id = request_id
+
+
 class WatchRevisionCompacted(TrellisError):
     """A watch asked to resume from a revision whose history the store no longer keeps
     (compacted), so the changes since cannot be replayed: start over from the current
@@ -348,3 +378,9 @@ class TooManyWatchStreams(TrellisError):
     """A watch stream refused: the server already holds as many as it allows (max_watch_streams)."""
 
     reason = "TOO_MANY_WATCH_STREAMS"
+
+
+class RequestTooLarge(TrellisError):
+    """An HTTP request whose body is larger than the server takes (max_message_bytes)."""
+
+    reason = "REQUEST_TOO_LARGE"

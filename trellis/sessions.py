@@ -53,6 +53,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, Final, Generic, TypeVar
 
+from trellis import request_ids
 from trellis.diff import diff
 from trellis.dispatching import DispatchContext
 from trellis.domain import (
@@ -70,8 +71,11 @@ from trellis.domain import (
 )
 from trellis.errors import (
     BackendUnavailable,
+    ConflictError,
     ExecutionViolation,
+    InvalidInput,
     InvalidSessionId,
+    RevisionMismatch,
     SessionNotFound,
     TrellisError,
     WatchRevisionCompacted,
@@ -92,6 +96,7 @@ from trellis.ports.store import (
     StoreEvents,
     WatchableStore,
 )
+from trellis.request_ids import check_request_id
 from trellis.sanitize import input_limit_from_env, sanitize_input
 from trellis.step_deadline import check_deadline, current_deadline
 from trellis.streams import QueueStream
@@ -114,6 +119,46 @@ _CONTENDED_REMEMBERED: Final = 4096
 _Outcome = tuple[State, RenderResult, bool]
 # The work gets the loaded state and whether it may dispatch tools (only under the lock).
 _Work = Callable[[State | None, bool], Awaitable[_Outcome]]
+
+
+class _Request:
+    """What a step was asked with beyond its input: the caller's request ID (empty: none)
+    with the digest of the request, and the revision it must apply on (None: any). Its
+    ``guard`` wraps a step's work with those checks; the flags tell the outcome of the
+    work's last run (a step may run it more than once, e.g. from a stale cached state)."""
+
+    __slots__ = ("created", "digest", "expected_revision", "id", "replayed", "starts")
+
+    def __init__(
+        self, request_id: str, kind: str, what: JSONValue | ToolResult, expected_revision: int | None
+    ) -> None:
+        self.id = request_id
+        self.starts = kind == "start"
+        self.digest = request_ids.digest(kind, what)
+        self.expected_revision = expected_revision
+        self.created = False
+        self.replayed = False
+
+    def guard(self, work: _Work, engine: EnginePort) -> _Work:
+        async def guarded(loaded: State | None, may_dispatch: bool) -> _Outcome:
+            self.replayed = False
+            if self.id and loaded is not None and request_ids.find(loaded, self.id, self.digest):
+                # Applied before (a Start records its ID only when it created the session).
+                self.replayed, self.created = True, self.starts
+                return loaded, await engine.render(loaded), False
+            # After the ID: a retry of a step that was applied is answered, not refused.
+            if self.expected_revision is not None and loaded is not None:
+                if loaded.revision != self.expected_revision:
+                    raise RevisionMismatch(loaded.session_id, self.expected_revision, loaded.revision)
+            state, render, changed = await work(loaded, may_dispatch)
+            if changed and self.id:
+                request_ids.record(state, loaded, self.id, self.digest)
+            return state, render, changed
+
+        return guarded
+
+    def result(self, state: State, render: RenderResult) -> StepResult:
+        return StepResult(state=state, render=render, created=self.created, replayed=self.replayed)
 
 
 class _NeedsLock(Exception):
@@ -181,19 +226,32 @@ class SessionManager:
 
     # --- public API ---------------------------------------------------------------------
 
-    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+    async def start(
+        self, session_id: str, context: Mapping[str, JSONValue] | None = None, *, request_id: str = ""
+    ) -> StepResult:
         """Load or start: an existing session is returned untouched (``context`` ignored);
         a new one is created with the engine's Start (defaults, a pending entry tool) and
-        advanced like any step."""
+        advanced like any step. ``created`` in the result says which happened: of several
+        simultaneous starts of one session exactly one creates it. ``request_id``: see
+        trellis.request_ids (a repeated Start that had created the session says so again)."""
+        request = _Request(request_id, "start", None, None)
 
         async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
+            request.created = loaded is None
             if loaded is not None:
                 return loaded, await self._render(loaded), False
             state, render = await self._advance(await self._engine.start(session_id, context), may_dispatch)
             return state, render, True
 
         # Not from the cache: an existing session is returned as stored, without a write to check it.
-        return await self._step(session_id, work, cached=False)
+        try:
+            return await self._step(session_id, work, cached=False, request=request)
+        except ConflictError:
+            if not request.created:
+                raise
+            # Another process created the session between our read and our write (stores
+            # without a shared lock): it is now found, and this start reports created=False.
+            return await self._step(session_id, work, cached=False, request=request)
 
     async def get(self, session_id: str) -> StepResult:
         """The stored state and the actions of its current node. Raises SessionNotFound."""
@@ -201,10 +259,20 @@ class SessionManager:
         state = await self._store.load(session_id)
         return StepResult(state=state, render=await self._render(state))
 
-    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult:
-        """One durable step with user input (text is sanitised first) or a tool result."""
+    async def navigate(
+        self,
+        session_id: str,
+        input: JSONValue | ToolResult,
+        *,
+        request_id: str = "",
+        expected_revision: int | None = None,
+    ) -> StepResult:
+        """One durable step with user input (text is sanitised first) or a tool result.
+        ``request_id``: applied at most once (trellis.request_ids). ``expected_revision``:
+        apply only while the session is at that revision, else RevisionMismatch."""
         if isinstance(input, str):
             input = sanitize_input(input, self._input_limit)
+        request = _Request(request_id, "navigate", input, expected_revision)
 
         async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
             if loaded is None:
@@ -215,10 +283,14 @@ class SessionManager:
                 render = with_no_match_notice(render)
             return state, render, True
 
-        return await self._step(session_id, work, cached=True)
+        return await self._step(session_id, work, cached=True, request=request)
 
-    async def signal(self, session_id: str, name: str) -> StepResult:
-        """One durable step after a signal (``interrupt``, ``timeout``, a custom name)."""
+    async def signal(
+        self, session_id: str, name: str, *, request_id: str = "", expected_revision: int | None = None
+    ) -> StepResult:
+        """One durable step after a signal (``interrupt``, ``timeout``, a custom name);
+        ``request_id`` and ``expected_revision`` as for ``navigate``."""
+        request = _Request(request_id, "signal", name, expected_revision)
 
         async def work(loaded: State | None, may_dispatch: bool) -> _Outcome:
             if loaded is None:
@@ -226,7 +298,7 @@ class SessionManager:
             state, render = await self._advance(await self._engine.signal(loaded, name), may_dispatch)
             return state, render, True
 
-        return await self._step(session_id, work, cached=True)
+        return await self._step(session_id, work, cached=True, request=request)
 
     async def delete(self, session_id: str) -> None:
         """Remove the session (idempotent) and end its watchers' streams."""
@@ -309,11 +381,15 @@ class SessionManager:
 
     # --- the critical section -------------------------------------------------------------
 
-    async def _step(self, session_id: str, work: _Work, *, cached: bool) -> StepResult:
+    async def _step(self, session_id: str, work: _Work, *, cached: bool, request: _Request) -> StepResult:
         _check_id(session_id)
+        check_request_id(request.id)
+        if request.expected_revision is not None and request.expected_revision < 0:
+            raise InvalidInput(f"expected_revision: must not be negative, got {request.expected_revision}")
+        work = request.guard(work, self._engine)
         async with self._locks.hold(session_id):
             if self._unlocked is not None and not self._recently_contended(session_id):
-                done = await self._step_unlocked(self._unlocked, session_id, work, cached)
+                done = await self._step_unlocked(self._unlocked, session_id, work, cached, request)
                 if done is not None:
                     return done
             handle, loaded = await self._steps.lock_and_load(session_id, self._lock_ttl)
@@ -327,15 +403,15 @@ class SessionManager:
                 raise
             if not changed:
                 await self._unlock(handle, session_id)
-                return StepResult(state=state, render=render)
+                return request.result(state, render)
             # Conditioned on the revision loaded (0: the session must not exist yet).
             state.revision = loaded.revision if loaded is not None else 0
             state.revision = await self._steps.save_and_unlock(handle, session_id, state)
             self._publish(session_id, loaded, state)
-            return StepResult(state=state, render=render)
+            return request.result(state, render)
 
     async def _step_unlocked(
-        self, store: OptimisticStepStore, session_id: str, work: _Work, cached: bool
+        self, store: OptimisticStepStore, session_id: str, work: _Work, cached: bool, request: _Request
     ) -> StepResult | None:
         """The step without the lock: one transaction when the cached view is current.
         None: take the lock path (nothing was saved or dispatched)."""
@@ -355,7 +431,11 @@ class SessionManager:
                     raise  # computed from the stored state: what the lock path would say
                 return None  # maybe only because the cached state is stale
             if not changed:
-                return StepResult(state=state, render=render) if fresh else None
+                if fresh:
+                    return request.result(state, render)
+                # E.g. a retried request found in the cached state: answer from a fresh read.
+                loaded, fresh = await store.load_unlocked(session_id), True
+                continue
             try:
                 self._check_before_save(state, render)
             except TimeoutError:
@@ -375,7 +455,7 @@ class SessionManager:
                 loaded, fresh = conflict.current, True
                 continue
             self._publish(session_id, loaded, state)
-            return StepResult(state=state, render=render)
+            return request.result(state, render)
         self._note_contended(session_id)
         return None
 

@@ -1,7 +1,8 @@
 'use strict';
 // Walks a flow on a trellis server from start to end:
 //
-//   node example.js HOST:PORT SESSION_ID [ANSWER ...]
+//   node example.js HOST:PORT SESSION_ID [ANSWER ...]        (gRPC)
+//   node example.js http://HOST:PORT SESSION_ID [ANSWER ...] (Connect, the server's --http-listen)
 //
 // Each prompt takes the next ANSWER (or the prompt's default); a tool call the
 // server does not run is answered here with {"tool": NAME, "by": "node"}.

@@ -1,5 +1,7 @@
 'use strict';
-// A small Node.js client of the trellis gRPC service (Sessions and Engine).
+// A small Node.js client of the trellis services (Sessions and Engine), over gRPC or
+// over the Connect protocol (HTTP/1.1, the server's --http-listen): one client, the
+// same methods and the same plain objects either way.
 //
 // The .proto files are loaded at run time from protos/ at the root of the
 // repository, so this client never goes stale against the API. Free-form values
@@ -7,10 +9,22 @@
 //
 //   const { TrellisClient } = require('./trellis');
 //   const client = new TrellisClient('127.0.0.1:50051', { token: process.env.TRELLIS_TOKEN });
+//   const overHttp = new TrellisClient('http://127.0.0.1:8080');   // Connect
 //   let step = await client.sessions.start('me');
 //   step = await client.sessions.navigate('me', { text: 'Ada' });
-//   for await (const event of client.sessions.watch('me')) console.log(event.revision, event.diff);
+//   for await (const diff of client.sessions.watch('me')) { ... }    // resumes by itself
+//   for await (const event of client.sessions.watchEvents('me')) { ... }  // + bookmarks, deletion
+//
+// Safe retries: every Start, Navigate and Signal carries a request ID (a fresh
+// UUID unless { requestId } is given), which the server applies at most once. A
+// call that fails with UNAVAILABLE or DEADLINE_EXCEEDED is therefore sent again
+// with the same ID, up to `retries` times (default 4) with capped, jittered
+// exponential backoff (backoffMs 50, backoffCapMs 2000); a step whose first
+// attempt had been applied comes back with `replayed: true`. Other calls retry
+// UNAVAILABLE only when they are reads. { expectedRevision } applies a step only
+// at that revision (else ABORTED, reason REVISION_MISMATCH). Both transports alike.
 
+const crypto = require('crypto');
 const path = require('path');
 const fs = require('fs');
 const grpc = require('@grpc/grpc-js');
@@ -19,17 +33,19 @@ const protobuf = require('protobufjs');
 const googleProtos = require('google-proto-files');
 
 const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'protos');
+const PROTO_FILES = ['sessions.proto', 'engine.proto'].map((f) => path.join('trellis', 'v1', f));
+// How messages become plain objects; proto-loader uses the same options for gRPC replies,
+// which is why both transports give the same objects.
+const OBJECT_OPTIONS = {
+  keepCase: true, // field names exactly as in the .proto files (session_id, ...)
+  longs: String,
+  enums: String,
+  defaults: true,
+  oneofs: true, // each oneof's set field is named in a property ("kind")
+};
 
 function loadApi() {
-  const files = ['sessions.proto', 'engine.proto'].map((f) => path.join('trellis', 'v1', f));
-  const definition = protoLoader.loadSync(files, {
-    includeDirs: [PROTO_ROOT],
-    keepCase: true, // field names exactly as in the .proto files (session_id, ...)
-    longs: String,
-    enums: String,
-    defaults: true,
-    oneofs: true, // each oneof's set field is named in a property ("kind")
-  });
+  const definition = protoLoader.loadSync(PROTO_FILES, { includeDirs: [PROTO_ROOT], ...OBJECT_OPTIONS });
   return grpc.loadPackageDefinition(definition).trellis.v1;
 }
 
@@ -85,7 +101,7 @@ const LIST_KEYS = new Set(['missing_keys', 'errors', 'problems']);
 // plus the trellis reason (docs/errors.md), its metadata and the bad request fields.
 class TrellisError extends Error {
   constructor(err) {
-    const decoded = decodeErrorDetails(err);
+    const decoded = err.decoded || decodeErrorDetails(err);
     const reason = decoded.reason ? ` [${decoded.reason}]` : '';
     super(`${grpc.status[err.code] || err.code}${reason}: ${err.details || err.message}`);
     this.code = err.code;
@@ -102,6 +118,33 @@ class TrellisError extends Error {
     if (value === undefined) return undefined;
     return LIST_KEYS.has(key) ? JSON.parse(value) : value;
   }
+
+  // From a Connect error object ({ code: 'not_found', message, details }): the same
+  // reason, metadata and field violations, read from the details' JSON "debug" form.
+  static fromConnect(body, httpStatus) {
+    const name = String((body && body.code) || 'unknown').toUpperCase();
+    const details = (body && body.details) || [];
+    const debugOf = (type) => {
+      const found = details.find((d) => d.type === type);
+      return (found && found.debug) || {};
+    };
+    const info = debugOf('google.rpc.ErrorInfo');
+    const bad = debugOf('google.rpc.BadRequest');
+    return new TrellisError({
+      code: grpc.status[name] === undefined ? grpc.status.UNKNOWN : grpc.status[name],
+      details: (body && body.message) || `HTTP ${httpStatus}`,
+      decoded: {
+        reason: info.reason || '',
+        domain: info.domain || '',
+        metadata: info.metadata || {},
+        fieldViolations: (bad.fieldViolations || []).map((v) => ({
+          field: v.field,
+          description: v.description,
+          reason: v.reason || '',
+        })),
+      },
+    });
+  }
 }
 
 function credentials(options) {
@@ -112,40 +155,171 @@ function credentials(options) {
   return grpc.credentials.createSsl(read(options.caFile), read(options.keyFile), read(options.certFile));
 }
 
-// Calls one unary method with the client's deadline and token, as a promise.
-function unary(client, stub, method, request) {
-  const metadata = new grpc.Metadata();
-  if (client.token) metadata.set('authorization', `Bearer ${client.token}`);
-  const deadline = new Date(Date.now() + client.deadlineMs);
-  return new Promise((resolve, reject) => {
-    stub[method](request, metadata, { deadline }, (err, reply) => (err ? reject(new TrellisError(err)) : resolve(reply)));
-  });
+// The gRPC transport: unary(service, method, request) -> reply; stream(...) -> async iterator.
+class GrpcTransport {
+  constructor(target, options) {
+    const api = loadApi();
+    const creds = credentials(options);
+    this.token = options.token || '';
+    this.deadlineMs = options.deadlineMs;
+    this.stubs = { Sessions: new api.Sessions(target, creds), Engine: new api.Engine(target, creds) };
+  }
+
+  metadata() {
+    const metadata = new grpc.Metadata();
+    if (this.token) metadata.set('authorization', `Bearer ${this.token}`);
+    return metadata;
+  }
+
+  unary(service, method, request) {
+    const deadline = new Date(Date.now() + this.deadlineMs);
+    return new Promise((resolve, reject) => {
+      this.stubs[service][method](request, this.metadata(), { deadline }, (err, reply) =>
+        err ? reject(new TrellisError(err)) : resolve(reply),
+      );
+    });
+  }
+
+  async *stream(service, method, request) {
+    const call = this.stubs[service][method](request, this.metadata());
+    try {
+      for await (const reply of call) yield reply;
+    } catch (err) {
+      throw new TrellisError(err);
+    } finally {
+      call.cancel();
+    }
+  }
+
+  close() {
+    Object.values(this.stubs).forEach((stub) => stub.close());
+  }
 }
 
-const RETRIED = [grpc.status.UNAVAILABLE, grpc.status.CANCELLED];
+// The Connect transport (connectrpc.com/docs/protocol) over fetch: protobuf bodies
+// (application/proto; enveloped application/connect+proto for streams), encoded and
+// decoded with the same .proto files, so replies are the objects gRPC gives.
+class ConnectTransport {
+  constructor(baseUrl, options) {
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+    this.token = options.token || '';
+    this.deadlineMs = options.deadlineMs;
+    this.root = new protobuf.Root();
+    this.root.resolvePath = (origin, target) => path.join(PROTO_ROOT, target);
+    this.root.loadSync(PROTO_FILES, { keepCase: true });
+    this.root.resolveAll();
+  }
+
+  types(service, method) {
+    const rpc = this.root.lookupService(`trellis.v1.${service}`).methods[method];
+    return [rpc.resolvedRequestType, rpc.resolvedResponseType];
+  }
+
+  headers(contentType, timeoutMs) {
+    const headers = { 'Content-Type': contentType, 'Connect-Protocol-Version': '1' };
+    if (timeoutMs) headers['Connect-Timeout-Ms'] = String(timeoutMs);
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    return headers;
+  }
+
+  async post(service, method, contentType, body, timeoutMs, signal) {
+    try {
+      return await fetch(`${this.baseUrl}/trellis.v1.${service}/${method}`, {
+        method: 'POST',
+        headers: this.headers(contentType, timeoutMs),
+        body,
+        signal,
+      });
+    } catch (err) {
+      throw new TrellisError({ code: grpc.status.UNAVAILABLE, details: `${this.baseUrl}: ${err.message}` });
+    }
+  }
+
+  async unary(service, method, request) {
+    const [requestType, replyType] = this.types(service, method);
+    const body = requestType.encode(requestType.fromObject(request)).finish();
+    // The server stops the call at the deadline; this signal only guards against a dead peer.
+    const guard = AbortSignal.timeout(this.deadlineMs + 5000);
+    const reply = await this.post(service, method, 'application/proto', body, this.deadlineMs, guard);
+    const bytes = new Uint8Array(await reply.arrayBuffer());
+    if (reply.status !== 200) throw TrellisError.fromConnect(parseJson(bytes), reply.status);
+    return replyType.toObject(replyType.decode(bytes), OBJECT_OPTIONS);
+  }
+
+  async *stream(service, method, request) {
+    const [requestType, replyType] = this.types(service, method);
+    const message = requestType.encode(requestType.fromObject(request)).finish();
+    const abort = new AbortController();
+    const reply = await this.post(service, method, 'application/connect+proto', envelope(message), 0, abort.signal);
+    if (reply.status !== 200) {
+      throw TrellisError.fromConnect(parseJson(new Uint8Array(await reply.arrayBuffer())), reply.status);
+    }
+    let buffer = Buffer.alloc(0);
+    try {
+      for await (const chunk of reply.body) {
+        buffer = Buffer.concat([buffer, chunk]);
+        while (buffer.length >= 5 && buffer.length >= 5 + buffer.readUInt32BE(1)) {
+          const flags = buffer[0];
+          const payload = buffer.subarray(5, 5 + buffer.readUInt32BE(1));
+          buffer = buffer.subarray(5 + payload.length);
+          if (flags & 0x02) {
+            const end = parseJson(payload);
+            if (end.error) throw TrellisError.fromConnect(end.error, 200);
+            return;
+          }
+          yield replyType.toObject(replyType.decode(payload), OBJECT_OPTIONS);
+        }
+      }
+      throw new TrellisError({ code: grpc.status.UNAVAILABLE, details: 'the stream ended without its end message' });
+    } finally {
+      abort.abort();
+    }
+  }
+
+  close() {}
+}
+
+function envelope(message) {
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(message.length, 1);
+  return Buffer.concat([head, Buffer.from(message)]);
+}
+
+function parseJson(bytes) {
+  try {
+    return JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (err) {
+    return { code: 'unknown', message: `not a Connect reply: ${Buffer.from(bytes).toString('utf8', 0, 200)}` };
+  }
+}
+
+// Milliseconds before retry number `attempt` (0-based): exponential, capped, jittered.
+function backoff(client, attempt) {
+  const ceiling = Math.min(client.backoffCapMs, client.backoffMs * 2 ** attempt);
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const RETRIED = [grpc.status.UNAVAILABLE, grpc.status.CANCELLED];
 
 // Follows one session: an async iterator of events { revision, diff } (a change),
 // { revision, bookmark: true } (nothing changed up to revision; the first one says
 // where the watch starts) and { revision, deleted: true } (the last one). When the
 // stream breaks (the server went away) it is opened again from the last revision
 // received + 1, so nothing is missed or repeated; after resumeForMs without a server,
-// or on any other error, it throws a TrellisError (OUT_OF_RANGE, reason
-// WATCH_REVISION_COMPACTED, when the changes since startRevision are no longer kept:
-// get the session and watch from its revision + 1).
-async function* watchSession(client, stub, sessionId, startRevision = 0, resumeForMs = 30000) {
+// or on any other error, it throws the TrellisError (reason WATCH_REVISION_COMPACTED,
+// code OUT_OF_RANGE, when the changes since startRevision are no longer kept: get the
+// session and watch from its revision + 1).
+async function* watchEvents(client, sessionId, startRevision, resumeForMs) {
   let next = startRevision;
   let attempt = 0;
   let failingSince = 0;
   for (;;) {
-    const metadata = new grpc.Metadata();
-    if (client.token) metadata.set('authorization', `Bearer ${client.token}`);
     const request = { session_id: sessionId, start_revision: String(next), allow_bookmarks: true };
-    const call = stub.Watch(request, metadata);
-    call.on('error', () => {}); // read by the loop below; a late one after cancel is expected
-    let failure = { code: grpc.status.UNAVAILABLE, details: 'the watch ended' };
+    let failure = new TrellisError({ code: grpc.status.UNAVAILABLE, details: 'the watch ended' });
     try {
-      for await (const message of call) {
+      for await (const message of client.transport.stream('Sessions', 'Watch', request)) {
         attempt = 0;
         failingSince = 0;
         const revision = Number(message.revision);
@@ -159,19 +333,23 @@ async function* watchSession(client, stub, sessionId, startRevision = 0, resumeF
       if (!next) return; // a server without revisions ends the stream on deletion
     } catch (err) {
       failure = err;
-    } finally {
-      call.cancel();
     }
     if (failure.code === grpc.status.NOT_FOUND && next) {
       yield { revision: next - 1, deleted: true }; // deleted while we were away
       return;
     }
     failingSince = failingSince || Date.now();
-    if (!RETRIED.includes(failure.code) || Date.now() - failingSince > resumeForMs) {
-      throw new TrellisError(failure);
-    }
-    await sleep(Math.min(2000, 50 * 2 ** attempt++));
+    if (!RETRIED.includes(failure.code) || Date.now() - failingSince > resumeForMs) throw failure;
+    await sleep(backoff(client, attempt));
+    attempt += 1;
   }
+}
+
+// The request ID fields of a step: a fresh UUID unless the caller gave one ('' sends none).
+function stepFields(options) {
+  const fields = { request_id: options.requestId === undefined ? crypto.randomUUID() : options.requestId };
+  if (options.expectedRevision !== undefined) fields.expected_revision = String(options.expectedRevision);
+  return fields;
 }
 
 // input: a string (text), { text }, { value: anyJson }, or { toolResult: { id, result, isError, error } }.
@@ -194,40 +372,78 @@ function toInput(input) {
   return { text: String(input.text || '') };
 }
 
+// target: HOST:PORT for gRPC, http://HOST:PORT (or https://) for Connect.
 class TrellisClient {
   constructor(target, options = {}) {
-    const api = loadApi();
-    const creds = credentials(options);
-    this.token = options.token || '';
-    this.deadlineMs = options.deadlineMs || 30000;
-    const sessions = new api.Sessions(target, creds);
-    const engine = new api.Engine(target, creds);
-    this._stubs = [sessions, engine];
-    const call = (stub, method, request) => unary(this, stub, method, request).then((r) => r.step || r);
+    const settings = { ...options, deadlineMs: options.deadlineMs || 30000 };
+    this.transport = /^https?:\/\//.test(target)
+      ? new ConnectTransport(target, settings)
+      : new GrpcTransport(target, settings);
+    this.retries = options.retries === undefined ? 4 : options.retries;
+    this.backoffMs = options.backoffMs || 50;
+    this.backoffCapMs = options.backoffCapMs || 2000;
+    // One call with retries on UNAVAILABLE (and DEADLINE_EXCEEDED when `repeatable`: the
+    // request carries an ID, so an attempt that was applied is not applied again).
+    const unary = async (service, method, request, { retry = false, repeatable = false } = {}) => {
+      const attempts = 1 + (retry ? this.retries : 0);
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          return await this.transport.unary(service, method, request);
+        } catch (err) {
+          const again =
+            err.code === grpc.status.UNAVAILABLE || (repeatable && err.code === grpc.status.DEADLINE_EXCEEDED);
+          if (!again || attempt + 1 >= attempts) throw err;
+          await sleep(backoff(this, attempt));
+        }
+      }
+    };
+    const call = (service, method, request) => unary(service, method, request).then((r) => r.step || r);
+    const read = (method, request) => unary('Sessions', method, request, { retry: true });
+    // A step: { state, actions, terminal } plus created (Start) and replayed.
+    const step = (method, request) => {
+      const repeatable = Boolean(request.request_id);
+      return unary('Sessions', method, request, { retry: repeatable, repeatable }).then((r) => ({
+        ...r.step,
+        created: Boolean(r.created),
+        replayed: Boolean(r.replayed),
+      }));
+    };
     this.sessions = {
-      start: (sessionId, context = {}) =>
-        call(sessions, 'Start', { session_id: sessionId, context_json: JSON.stringify(context) }),
-      get: (sessionId) => call(sessions, 'Get', { session_id: sessionId }),
-      navigate: (sessionId, input) => call(sessions, 'Navigate', { session_id: sessionId, input: toInput(input) }),
-      signal: (sessionId, name) => call(sessions, 'Signal', { session_id: sessionId, signal: name }),
-      delete: (sessionId) => unary(this, sessions, 'Delete', { session_id: sessionId }),
-      list: (pageSize = 0, pageToken = '') =>
-        unary(this, sessions, 'List', { page_size: pageSize, page_token: pageToken }),
-      watch: (sessionId, { startRevision = 0, resumeForMs = 30000 } = {}) =>
-        watchSession(this, sessions, sessionId, startRevision, resumeForMs),
+      start: (sessionId, context = {}, options = {}) =>
+        step('Start', {
+          session_id: sessionId,
+          context_json: JSON.stringify(context),
+          request_id: stepFields(options).request_id,
+        }),
+      get: (sessionId) => read('Get', { session_id: sessionId }).then((r) => r.step),
+      navigate: (sessionId, input, options = {}) =>
+        step('Navigate', { session_id: sessionId, input: toInput(input), ...stepFields(options) }),
+      signal: (sessionId, name, options = {}) =>
+        step('Signal', { session_id: sessionId, signal: name, ...stepFields(options) }),
+      delete: (sessionId) => read('Delete', { session_id: sessionId }),
+      list: (pageSize = 0, pageToken = '') => read('List', { page_size: pageSize, page_token: pageToken }),
+      // The session's changes (StateDiff objects, each with its revision) until the
+      // session is deleted or the caller stops iterating; resumes by itself (watchEvents).
+      watch: async function* watch(sessionId, options = {}) {
+        for await (const event of this.sessions.watchEvents(sessionId, options)) {
+          if (event.diff) yield { ...event.diff, revision: event.revision };
+        }
+      }.bind(this),
+      watchEvents: (sessionId, { startRevision = 0, resumeForMs = 30000 } = {}) =>
+        watchEvents(this, sessionId, startRevision, resumeForMs),
     };
     this.engine = {
       start: (sessionId, context = {}) =>
-        call(engine, 'Start', { session_id: sessionId, context_json: JSON.stringify(context) }),
-      navigate: (state, input) => call(engine, 'Navigate', { state, input: toInput(input) }),
-      signal: (state, name) => call(engine, 'Signal', { state, signal: name }),
-      render: (state) => unary(this, engine, 'Render', { state }),
-      inspect: () => unary(this, engine, 'Inspect', {}).then((r) => r.nodes),
+        call('Engine', 'Start', { session_id: sessionId, context_json: JSON.stringify(context) }),
+      navigate: (state, input) => call('Engine', 'Navigate', { state, input: toInput(input) }),
+      signal: (state, name) => call('Engine', 'Signal', { state, signal: name }),
+      render: (state) => unary('Engine', 'Render', { state }),
+      inspect: () => unary('Engine', 'Inspect', {}).then((r) => r.nodes),
     };
   }
 
   close() {
-    this._stubs.forEach((stub) => stub.close());
+    this.transport.close();
   }
 }
 

@@ -13,7 +13,7 @@ async function main() {
   }
   const client = new TrellisClient(target, { token: process.env.TRELLIS_TOKEN });
   try {
-    for await (const event of client.sessions.watch(sessionId)) {
+    for await (const event of client.sessions.watchEvents(sessionId)) {
       console.log(JSON.stringify(event));
     }
   } finally {

@@ -231,3 +231,16 @@ async def test_a_cancelled_save_returns_only_once_its_write_is_done(tmp_path: Pa
     # The lock was held until the thread finished: the file is complete, not half there.
     assert (await store.load("s")).current_node_id == "written"
     assert every_file(tmp_path) == {"s.json"}
+
+
+async def test_a_deleted_session_continues_its_revisions_after_a_restart(tmp_path: Path) -> None:
+    base = tmp_path / "sessions"
+    first = FileStore(base)
+    for _ in range(3):
+        last = await first.save("s1", State.new("s1", "start"))
+    await first.delete("s1")
+    assert (await first.list()).session_ids == []  # the tombstone is never listed
+    restarted = FileStore(base)
+    again = await restarted.save("s1", State.new("s1", "start"), expected_revision=0)
+    assert again == last + 1
+    assert every_file(base) == {"s1.json"}  # the tombstone went with the new save

@@ -31,12 +31,25 @@ SHELL_TAGS = {"", "sh", "bash", "shell", "console"}
 RUN = "run"  # run to its end: exit status 0
 SERVE = "serve"  # a server: started, must report "serving on", then stopped
 SKIP = "skip"
+WALK = "the README's curl walk: run in order by tests/http/test_readme_walk.py"
 
 
 @dataclass(frozen=True)
 class Plan:
     how: str
     why: str
+
+
+def _curl(method: str, body: str) -> str:
+    """A call of the README's curl walk, as readme_commands() normalises it."""
+    return (
+        f"curl -s http://127.0.0.1:8080/trellis.v1.Sessions/{method} "
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
+
+
+def _text(text: str) -> str:
+    return '{"sessionId":"walk","input":{"text":"' + text + '"}}'
 
 
 PLAN: dict[str, Plan] = {
@@ -46,6 +59,17 @@ PLAN: dict[str, Plan] = {
     "./scripts/trellis run examples/tour --session demo": Plan(RUN, "as above, on a copy of the tour"),
     "./scripts/trellis validate examples/tour": Plan(RUN, "must report the tour valid"),
     "./scripts/trellis graph examples/tour": Plan(RUN, "prints the Mermaid drawing"),
+    "./scripts/trellis serve examples/tour --http-listen 127.0.0.1:8080 &": Plan(
+        SERVE, "the embedded default with the HTTP listener (port made free)"
+    ),
+    # The curl walk of the tour: tests/http/test_readme_walk.py runs it in order against a
+    # server of its own and checks the replies and the event stream.
+    _curl("Start", '{"sessionId":"walk"}'): Plan(SKIP, WALK),
+    "curl -sN http://127.0.0.1:8080/v1/sessions/walk/events &": Plan(SKIP, WALK),
+    **{_curl("Navigate", _text(text)): Plan(SKIP, WALK) for text in ("Ada", "drinks", "tea")},
+    _curl("Signal", '{"sessionId":"walk","signal":"interrupt"}'): Plan(SKIP, WALK),
+    **{_curl("Navigate", _text(text)): Plan(SKIP, WALK) for text in ("no", "tool", "finish", "")},
+    _curl("Get", '{"sessionId":"walk"}'): Plan(SKIP, WALK),
     "./scripts/bootstrap": Plan(RUN, "idempotent: the environment is already prepared"),
     ".venv/bin/trellis graph push examples/tour --etcd 127.0.0.1:2379 --graph tour": Plan(
         RUN, "against the test's etcd"
@@ -123,6 +147,7 @@ def test_every_readme_command_has_a_plan() -> None:
 def _localised(command: str, etcd: EtcdCluster, tour_copy: Path) -> str:
     command = command.replace("127.0.0.1:2379", etcd.endpoints[0])
     command = command.replace("127.0.0.1:50052", f"127.0.0.1:{free_port()}")
+    command = command.replace("127.0.0.1:8080", f"127.0.0.1:{free_port()}")
     if "--session" in command:
         command = command.replace("examples/tour", str(tour_copy))
     return command.removesuffix(" &")
@@ -172,7 +197,7 @@ def test_readme_commands_run_as_written(private_etcd: EtcdCluster, tmp_path: Pat
             assert result.returncode == 0, f"{command!r} failed:\n{result.stderr.decode()[-2000:]}"
         # Both etcd replicas run side by side (each on its own address).
         assert all(proc.poll() is None for proc in servers)
-        assert len(servers) == 3
+        assert len(servers) == 4
     finally:
         for proc in servers:
             if proc.poll() is None:

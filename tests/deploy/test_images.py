@@ -72,6 +72,8 @@ def test_the_final_stage_runs_the_console_script_as_a_user_without_compilers(ima
     assert 'ENTRYPOINT ["trellis"]' in final and "trellis" in scripts
     assert re.search(r"^USER 10001:10001$", final, flags=re.M), "runs as the non-root user the pods name"
     assert "COPY --from=build /opt/trellis /opt/trellis" in final
+    # `trellis` and `python3` (exec probes, process tools) are the environment's.
+    assert "PATH=/opt/trellis/bin:$PATH" in final and "RUN python -m venv /opt/trellis" in build
     assert "pip install" not in final and "apt-get" not in final
     base = re.search(r"^FROM (\S+)", final, flags=re.M)
     assert base is not None and base.group(1) == "${PYTHON_IMAGE}", "the final stage is the slim Python"

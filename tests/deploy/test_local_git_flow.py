@@ -107,6 +107,6 @@ async def test_a_sync_reaches_the_engine(etcd_cluster3: EtcdCluster, tmp_path: P
                 step = await client.sessions.navigate(step.state.session_id, "Ada")
             return step.state.current_node_id == "done" and "answer" not in step.state.context
 
-        await eventually(reloaded, "the synced flow is served", within=30, interval=0.5)
+        await eventually(reloaded, "the synced flow is served", within=15, interval=0.5)
     finally:
         await asyncio.to_thread(pod.kill)

@@ -16,11 +16,13 @@ deploy/README.md says:
 from __future__ import annotations
 
 import asyncio
-import secrets
+import os
 import signal
+import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -28,8 +30,9 @@ import orjson
 import pytest
 from aetcd import rpc
 
-from tests.deploy.local_pod import LocalPod
-from tests.deploy.rendering import OVERLAYS, find, render
+from tests.deploy.documented_secrets import documented_secrets
+from tests.deploy.local_pod import PROGRAMS, LocalPod
+from tests.deploy.rendering import KUBERNETES, OVERLAYS, find, render
 from tests.support.etcd_process import EtcdCluster, EtcdUnavailable
 from tests.support.requirements import missing
 from tests.support.waiting import eventually
@@ -69,13 +72,12 @@ def etcd(overlay: str) -> Iterator[EtcdCluster]:
 class Deployment:
     """What the test gives the pods: the Secrets, and etcd's cluster names as addresses here."""
 
-    def __init__(self, overlay: str, cluster: EtcdCluster) -> None:
+    def __init__(self, overlay: str, cluster: EtcdCluster, workdir: Path) -> None:
         self.docs = render(overlay)
         self.cluster = cluster
-        self.token = secrets.token_hex(16)
-        self.secrets: dict[str, dict[str, bytes]] = {
-            "trellis-auth": {"tokens": f"{self.token}\n".encode(), "signing-key": secrets.token_bytes(32)}
-        }
+        # The token Secret as deploy/README.md makes it.
+        self.secrets = {"trellis-auth": documented_secrets(workdir)["trellis-auth"]}
+        self.token = self.secrets["trellis-auth"]["tokens"].decode().splitlines()[0]
         if cluster.tls is not None:
             self.secrets["etcd-client-tls"] = {
                 "ca.crt": cluster.tls.ca.read_bytes(),
@@ -133,6 +135,22 @@ async def locked(config: EtcdConfig, session: str) -> bool:
         return bool(reply.count)
 
 
+def run_cli(port: int, token: str, session: str, typed: str) -> str:
+    """deploy/README.md's `trellis run FLOW --server ... --session ...`, answering on stdin."""
+    flow = str(KUBERNETES / "base" / "flow")
+    argv = [*PROGRAMS["trellis"], "run", flow, "--server", f"127.0.0.1:{port}", "--session", session]
+    done = subprocess.run(
+        argv,
+        input=typed,
+        capture_output=True,
+        text=True,
+        timeout=CALL_BOUND,
+        env={**os.environ, "TRELLIS_TOKEN": token},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def read_url(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as reply:
         return bytes(reply.read())
@@ -144,8 +162,8 @@ def greeting(response: Any) -> str:
     return str(orjson.loads(state.context_json)["answer"]["greeting"])
 
 
-async def test_the_overlay_runs_as_declared(overlay: str, etcd: EtcdCluster) -> None:
-    deployment = Deployment(overlay, etcd)
+async def test_the_overlay_runs_as_declared(overlay: str, etcd: EtcdCluster, tmp_path: Path) -> None:
+    deployment = Deployment(overlay, etcd, tmp_path)
 
     # The publishing Job puts the flow of the trellis-flow ConfigMap into etcd.
     job = deployment.pod("Job", "trellis-publish-graph", "trellis-publish-graph-x7k2p")
@@ -180,6 +198,9 @@ async def test_the_overlay_runs_as_declared(overlay: str, etcd: EtcdCluster) -> 
                 step = await client.sessions.navigate("k8s-1", "Ada")
             assert step.state.current_node_id == "done"
             assert step.state.context["answer"]["greeting"] == "Hello, Ada."
+            # ... and with the command line, as the quickstart does.
+            shown = await asyncio.to_thread(run_cli, port, deployment.token, "k8s-cli", "Ada\n")
+            assert "Hello, Ada." in shown
 
             # etcd down: out of the Service (readiness), not restarted (liveness).
             for member in etcd.members:
@@ -201,7 +222,9 @@ async def test_the_overlay_runs_as_declared(overlay: str, etcd: EtcdCluster) -> 
             tools.signal(signal.SIGSTOP)
             in_flight = asyncio.ensure_future(navigate(stub, "k8s-3", "Cy", deployment.token))
             try:
-                await eventually(lambda: locked(deployment.etcd_config(), "k8s-3"), "the step is in flight")
+                await eventually(
+                    lambda: locked(deployment.etcd_config(), "k8s-3"), "the step is in flight", interval=0.2
+                )
                 deadline = await pod.begin_termination()
                 await pod.wait_probe("trellis", "readinessProbe", passing=False)
                 with pytest.raises(grpc.aio.AioRpcError) as late:

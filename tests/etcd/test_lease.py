@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.support.etcd_counting import CountingInterceptor
 from tests.support.etcd_fixtures import config_for
 from tests.support.etcd_process import EtcdCluster
 from trellis.adapters.etcd import EtcdClient, EtcdLocker, EtcdStateStore, Health
@@ -107,3 +108,21 @@ async def test_locks_keep_working_while_a_cluster_member_is_down(etcd_cluster3: 
         await held.unlock()
     finally:
         await client.close()
+
+
+async def test_locks_with_different_ttls_share_the_shortest_lease_granted(etcd_server: EtcdCluster) -> None:
+    counter = CountingInterceptor()
+    async with EtcdClient(config_for(etcd_server), interceptors=[counter]) as client:
+        locker = EtcdLocker(client)
+        short = await locker.acquire("a", ttl=5)
+        longer = [await locker.acquire(name, ttl=ttl) for name, ttl in (("b", 30), ("c", 7.5), ("d", 600))]
+        # One grant: a lock asking for a longer TTL rides on the 5 s lease (it outlives a
+        # crashed holder by at most 5 s, less than it allows).
+        assert counter.methods.count("/etcdserverpb.Lease/LeaseGrant") == 1
+        assert {handle.lease.id for handle in longer} == {short.lease.id}
+        # Only a lock asking for less than any lease held gets one of its own.
+        shorter = await locker.acquire("e", ttl=2)
+        assert counter.methods.count("/etcdserverpb.Lease/LeaseGrant") == 2
+        assert shorter.lease.id != short.lease.id and shorter.lease.ttl <= 2
+        again = await locker.acquire("f", ttl=3)
+        assert again.lease.id == shorter.lease.id

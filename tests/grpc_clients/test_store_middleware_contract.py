@@ -16,13 +16,14 @@ from trellis.adapters.memory_store import MemoryStore
 from trellis.contracts.store import StateStoreContract
 from trellis.ports.store import StateStore
 
-RULES = MaskingRules.from_config({"keys": ["^password$", "card_number"]}, "test")
+# A key longer than any the contract generates (12 characters): its contexts round-trip unchanged.
+RULES = MaskingRules.from_config({"keys": ["^contract-suite-secret$"]}, "test")
 RING = KeyRing.from_text(new_key_line("k1"), "test keys")
 
 
 class _Remote(StateStoreContract):
     stacks: ClassVar[dict[int, AsyncExitStack]] = {}
-    max_state_bytes = 64 * 1024  # the served store's limit
+    max_state_bytes = 64 * 1024  # the served store's limit, on what reaches it
 
     def served_store(self) -> StateStore:
         return MemoryStore(max_state_bytes=self.max_state_bytes)

@@ -26,6 +26,8 @@ def _instance(cls: type[errors.TrellisError]) -> errors.TrellisError:
         errors.UnhandledToolError: errors.UnhandledToolError("n1", "t", "boom"),
         errors.UnhandledSignal: errors.UnhandledSignal("sig", "n1"),
         errors.SessionNotFound: errors.SessionNotFound("s1"),
+        errors.RevisionMismatch: errors.RevisionMismatch("s1", 3, 5),
+        errors.RequestIdReused: errors.RequestIdReused("s1", "r-1"),
         errors.WatchRevisionCompacted: errors.WatchRevisionCompacted("s1", 5, 9),
     }
     return samples.get(cls) or cls(f"a {cls.__name__}")
@@ -56,6 +58,9 @@ def test_every_error_class_has_a_deliberate_code_and_survives_the_round_trip(
         "missing_keys",
         "errors",
         "problems",
+        "request_id",
+        "expected_revision",
+        "actual_revision",
     ):
         if hasattr(exc, field):
             assert getattr(back, field) == getattr(exc, field), field
@@ -73,6 +78,8 @@ def test_the_codes_a_client_relies_on() -> None:
     assert code(errors.InvalidInput("x")) == grpc.StatusCode.INVALID_ARGUMENT
     assert code(errors.ConflictError("x")) == grpc.StatusCode.ABORTED
     assert code(errors.LockLost("x")) == grpc.StatusCode.ABORTED
+    assert code(errors.RevisionMismatch("s", 1, 2)) == grpc.StatusCode.ABORTED  # AIP-154
+    assert code(errors.RequestIdReused("s", "r")) == grpc.StatusCode.INVALID_ARGUMENT
     assert code(errors.BackendUnavailable("x")) == grpc.StatusCode.UNAVAILABLE
     assert code(errors.StoreFull("x")) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert code(errors.StateTooLarge("x")) == grpc.StatusCode.INVALID_ARGUMENT

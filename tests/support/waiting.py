@@ -25,3 +25,17 @@ async def eventually(check: Check, what: str, within: float = 30.0, interval: fl
             break
         await asyncio.sleep(interval)
     raise AssertionError(f"not within {within:g} s: {what}")
+
+
+def eventually_sync(
+    check: Callable[[], bool], what: str, within: float = 30.0, interval: float = 0.02
+) -> None:
+    """``eventually`` for synchronous tests (a check that needs no event loop)."""
+    started = time.monotonic()
+    for _ in range(int(within / interval) + 1):
+        if check():
+            return
+        if time.monotonic() - started > within:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"not within {within:g} s: {what}")

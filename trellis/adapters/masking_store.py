@@ -22,12 +22,14 @@ what is left (the other way round it would only see the sealed envelope).
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from trellis.adapters.state_json import encode_document
 from trellis.domain import State
 from trellis.errors import ConfigError
 from trellis.ports.locker import LockHandle
@@ -122,10 +124,12 @@ def _mask_echoes(roots: list[Container], masked: set[str]) -> None:
 def mask_state(state: State, rules: MaskingRules) -> State:
     """A copy of ``state`` with its contexts masked; ``state`` is not changed."""
     masked = state.clone()
-    # Fresh containers all the way down: the caller's nested values stay untouched. A deep
-    # copy, not a JSON round trip: values JSON cannot hold are the inner store's to refuse.
-    masked.context = copy.deepcopy(state.context)
-    masked.system_context = copy.deepcopy(state.system_context)
+    # Fresh containers all the way down: the caller's nested values stay untouched.
+    # Encoded by the value rules of every store: NaN, infinities and integers beyond
+    # 64 bits are InvalidInput here, not silently null or a bare TypeError.
+    copied = orjson.loads(encode_document({"context": state.context, "system_context": state.system_context}))
+    masked.context = copied["context"]
+    masked.system_context = copied["system_context"]
     roots: list[Container] = [masked.context, masked.system_context]
     echoes = _mask_keys(roots, rules)
     if echoes:

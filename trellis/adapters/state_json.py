@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from trellis.domain import JSONValue, State, Status
+from trellis.domain import AppliedRequest, JSONValue, State, Status
 from trellis.errors import InvalidInput, StateTooLarge
 
 
@@ -31,8 +31,14 @@ def reject_non_finite(value: Any, path: str) -> None:
 
 
 def state_document(state: State, **extra: JSONValue) -> dict[str, JSONValue]:
-    """The JSON form of ``state`` plus ``extra`` top-level fields (e.g. ``revision``)."""
+    """The JSON form of ``state``; its fencing token (``fence``) and the request IDs
+    recently applied to it (``requests``: stored in the same write as the step, see
+    trellis.request_ids), when it has any; and ``extra`` top-level fields (``revision``)."""
     document = state.to_json()
+    if state.fence_token:
+        document["fence"] = state.fence_token
+    if state.requests:
+        document["requests"] = [request.to_json() for request in state.requests]
     document.update(extra)
     return document
 
@@ -89,4 +95,6 @@ def decode_own_state(data: bytes, revision: int) -> State:
         history=document.get("history", []),
         terminated=document.get("terminated", False),
         revision=revision,
+        fence_token=document.get("fence", 0),
+        requests=tuple(AppliedRequest(*pair) for pair in document.get("requests", ())),
     )

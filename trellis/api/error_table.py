@@ -109,6 +109,11 @@ ROWS: dict[type[e.TrellisError], Row] = {
         C.INVALID_ARGUMENT, ("field",), "A client-carried state's signature is missing or does not match."
     ),
     e.InvalidSessionId: Row(C.INVALID_ARGUMENT, ("field",), "The session ID is empty, too long or has a bad character."),
+    e.RequestIdReused: Row(
+        C.INVALID_ARGUMENT,
+        ("request_id",),
+        "This request_id was already used for a different request on this session; use a new ID.",
+    ),
     e.StateTooLarge: Row(C.INVALID_ARGUMENT, (), "The state would exceed the store's size limit."),
     e.StoreFull: Row(C.RESOURCE_EXHAUSTED, (), "The store is at its quota of sessions or bytes."),
     e.SessionNotFound: Row(C.NOT_FOUND, (), "No session with this ID."),
@@ -117,6 +122,12 @@ ROWS: dict[type[e.TrellisError], Row] = {
         C.ABORTED,
         ("expected_revision", "stored_revision"),
         "Someone else saved the session first (revision 0 = absent); retry the whole step.",
+    ),
+    # AIP-154: a request whose etag (here: expected_revision) is not current is ABORTED
+    e.RevisionMismatch: Row(
+        C.ABORTED,
+        ("expected_revision", "actual_revision"),
+        "The session is not at the request's expected_revision; read it again before deciding.",
     ),
     e.LockLost: Row(C.ABORTED, (), "The step's session lock expired or was taken over; retry the step."),
     # a watch's resume revision is no longer in the store's history: start over
@@ -133,6 +144,9 @@ ROWS: dict[type[e.TrellisError], Row] = {
     e.Unauthenticated: Row(C.UNAUTHENTICATED, (), "No valid bearer token (`authorization: Bearer <token>`)."),
     # a server-wide budget is used up: retry later
     e.TooManyWatchStreams: Row(C.RESOURCE_EXHAUSTED, (), "The server holds as many watch streams as it allows."),
+    e.RequestTooLarge: Row(
+        C.RESOURCE_EXHAUSTED, (), "An HTTP request (body, headers or streams) is over the listener's limits."
+    ),
 }
 
 # Reasons that are no exception class: the step outlived the caller's deadline, or a bug.
@@ -165,6 +179,9 @@ _FIELDS = (
     "missing_keys",
     "errors",
     "problems",
+    "request_id",
+    "expected_revision",
+    "actual_revision",
     "start_revision",
     "compact_revision",
 )
@@ -181,7 +198,9 @@ KEY_MEANINGS: dict[str, str] = {
     "signal": "the signal sent",
     "got": "the value or ID the caller sent",
     "pending": "the ID of the pending tool call",
-    "expected_revision": "the revision the step loaded, decimal; 0 = the session did not exist",
+    "expected_revision": "the revision the step loaded or the request expected, decimal; 0 = absent",
+    "actual_revision": "the session's revision when an expected_revision did not match, decimal",
+    "request_id": "the request ID the call carried",
     "stored_revision": "the revision in the store, decimal; 0 = the session does not exist",
     "missing_keys": "the context keys that are missing",
     "errors": "one text per context value of the wrong type",
@@ -189,7 +208,7 @@ KEY_MEANINGS: dict[str, str] = {
     "start_revision": "the revision a watch asked to resume from, decimal",
     "compact_revision": "the oldest revision the store still has the changes from, decimal",
 }
-INT_KEYS = frozenset({"expected_revision", "stored_revision", "start_revision", "compact_revision"})
+INT_KEYS = frozenset({"expected_revision", "stored_revision", "actual_revision", "start_revision", "compact_revision"})
 
 
 def row_for(exc: BaseException) -> Row:

@@ -24,6 +24,8 @@ Serve the flow in DIR over gRPC: the Engine (stateless), Sessions (durable) and
 GraphLoader services, plus grpc.health.v1 health checks and server reflection
 (grpcurl works without the .proto files). StateStore and ActionDispatcher, which
 replicas and sidecars use, are served only on --internal-listen, if given.
+With --http-listen the same public services are also served over Connect
+(curl -d JSON, browsers) with session events as server-sent events.
 
 With no other option it runs embedded, nothing else to start: the directory
 loader with hot reload, sessions in memory, local locks and the process tools
@@ -51,6 +53,7 @@ examples:
       --store etcd://127.0.0.1:2379/trellis --locker etcd://127.0.0.1:2379/trellis
   trellis serve examples/tour --metrics-listen 127.0.0.1:9464 --token-file secrets/token
   trellis serve examples/tour --internal-listen 127.0.0.1:50061
+  trellis serve examples/tour --http-listen 127.0.0.1:8080
   grpcurl -plaintext 127.0.0.1:50051 list
 """
 
@@ -58,6 +61,7 @@ examples:
 _PLAIN = (
     "listen",
     "internal_listen",
+    "http_listen",
     "loader",
     "store",
     "locker",
@@ -103,6 +107,12 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help="also serve StateStore and ActionDispatcher, for replicas and sidecars, on this "
         "(loopback) address; they are never served on --listen (default: not served)",
+    )
+    parser.add_argument(
+        "--http-listen",
+        metavar="HOST:PORT",
+        help="also serve the public services over Connect (curl, browsers: JSON over HTTP) and "
+        "session events as server-sent events on this address (default: not served; docs/http.md)",
     )
     ports = parser.add_argument_group("ports (URL per port)")
     ports.add_argument("--loader", metavar="URL", help="graph loader (default dir:DIR)")
@@ -221,6 +231,8 @@ def handle(args: argparse.Namespace) -> int:
     _check_free(config.listen, "listen")
     if config.metrics_listen:
         _check_free(config.metrics_listen, "metrics-listen")
+    if config.http_listen:
+        _check_free(config.http_listen, "http-listen")
     try:
         with asyncio.Runner(loop_factory=loop_factory(config.event_loop)) as runner:
             runner.run(_serve(config))
@@ -290,6 +302,9 @@ async def _serve(config: Any) -> None:
         else ""
     )
     print(f"trellis: serving on {host}:{port}{metrics}", file=sys.stderr, flush=True)
+    if server.http_port:
+        http = f"{config.http_listen.rpartition(':')[0]}:{server.http_port}"
+        print(f"trellis: HTTP (Connect, server-sent events) on {http}", file=sys.stderr, flush=True)
     if server.internal_port:
         internal = f"{config.internal_listen.rpartition(':')[0]}:{server.internal_port}"
         print(f"trellis: internal services on {internal}", file=sys.stderr, flush=True)

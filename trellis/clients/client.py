@@ -8,7 +8,9 @@ InvalidInput, ConflictError, ...), exactly as if the flow ran in process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -77,39 +79,79 @@ class Sessions:
                 except Exception:
                     LOG.exception("lifecycle hook failed on %s", event.kind.value)
 
-    async def _step(self, method: Callable[..., Awaitable[T]], request: Any, *, idempotent: bool) -> T:
+    async def _call(self, method: Callable[..., Awaitable[T]], request: Any, *, idempotent: bool) -> T:
         try:
-            return await self._channel.call(method, request, idempotent=idempotent)
+            return await self._channel.call(method, request, idempotent=idempotent, retry_deadline=True)
         except Exception as exc:
             # A failed step may have fired events too (an unhandled tool error's tool_return).
             self._replay(step_reports.events_of_failure(exc))
             raise
 
-    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+    async def start(
+        self,
+        session_id: str,
+        context: Mapping[str, JSONValue] | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> StepResult:
         """Start ``session_id`` at the entry node, or resume it untouched when it exists
-        (``context`` is then ignored). Safe to retry."""
+        (``context`` is then ignored); ``created`` in the result says which. Retried
+        (see ``navigate``) with one request ID, so a retry of a Start that created the
+        session still says ``created``."""
         request = spb.SessionsStartRequest(
-            session_id=session_id, context_json=convert.dump_json(dict(context or {}), "context")
+            session_id=session_id,
+            context_json=convert.dump_json(dict(context or {}), "context"),
+            request_id=new_request_id() if request_id is None else request_id,
         )
-        reply = await self._step(self._stub.Start, request, idempotent=True)
+        reply = await self._call(self._stub.Start, request, idempotent=True)
         self._replay(reply.events)
-        return convert.step_from_proto(reply.step)
+        return _step(reply)
 
-    async def navigate(self, session_id: str, input: JSONValue | ToolResult = "") -> StepResult:
+    async def navigate(
+        self,
+        session_id: str,
+        input: JSONValue | ToolResult = "",
+        *,
+        request_id: str | None = None,
+        expected_revision: int | None = None,
+    ) -> StepResult:
         """One step with user input (text, or any JSON value) or the answer to the pending
-        tool call. Not retried: on a broken connection the step may have been applied;
-        ``get`` tells."""
-        request = spb.SessionsNavigateRequest(session_id=session_id, input=convert.input_to_proto(input))
-        reply = await self._step(self._stub.Navigate, request, idempotent=False)
-        self._replay(reply.events)
-        return convert.step_from_proto(reply.step)
+        tool call.
 
-    async def signal(self, session_id: str, name: str) -> StepResult:
-        """One step with a signal such as ``"interrupt"``; UnhandledSignal when no node handles it."""
-        request = spb.SessionsSignalRequest(session_id=session_id, signal=name)
-        reply = await self._step(self._stub.Signal, request, idempotent=False)
+        Safe to retry, and retried: every call carries a request ID (a fresh UUID unless
+        ``request_id`` is given; "" sends none and disables the retries), the server
+        applies an ID at most once, so after UNAVAILABLE or a passed deadline the same
+        request is sent again (up to the channel's ``retries``, with capped exponential
+        backoff) and answered with the first outcome (``replayed`` set when an earlier
+        attempt had been applied). ``expected_revision``: apply only while the session is
+        at that revision (``state.revision`` of a step or ``get``), else RevisionMismatch."""
+        rid = new_request_id() if request_id is None else request_id
+        request = spb.SessionsNavigateRequest(
+            session_id=session_id, input=convert.input_to_proto(input), request_id=rid
+        )
+        if expected_revision is not None:
+            request.expected_revision = expected_revision
+        reply = await self._call(self._stub.Navigate, request, idempotent=bool(rid))
         self._replay(reply.events)
-        return convert.step_from_proto(reply.step)
+        return _step(reply)
+
+    async def signal(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        request_id: str | None = None,
+        expected_revision: int | None = None,
+    ) -> StepResult:
+        """One step with a signal such as ``"interrupt"``; UnhandledSignal when no node
+        handles it. Request ID, retries and ``expected_revision`` as for ``navigate``."""
+        rid = new_request_id() if request_id is None else request_id
+        request = spb.SessionsSignalRequest(session_id=session_id, signal=name, request_id=rid)
+        if expected_revision is not None:
+            request.expected_revision = expected_revision
+        reply = await self._call(self._stub.Signal, request, idempotent=bool(rid))
+        self._replay(reply.events)
+        return _step(reply)
 
     async def get(self, session_id: str) -> StepResult:
         """The stored state and its actions; SessionNotFound when there is no such session."""
@@ -205,6 +247,18 @@ class Sessions:
             return await self.get(session_id)
         except SessionNotFound:
             return None
+
+
+def new_request_id() -> str:
+    """A fresh request ID (a random UUID): unique for every step a client sends."""
+    return str(uuid.uuid4())
+
+
+def _step(
+    reply: spb.SessionsStartResponse | spb.SessionsNavigateResponse | spb.SessionsSignalResponse,
+) -> StepResult:
+    created = isinstance(reply, spb.SessionsStartResponse) and reply.created
+    return dataclasses.replace(convert.step_from_proto(reply.step), created=created, replayed=reply.replayed)
 
 
 class Engine:

@@ -62,14 +62,40 @@ class SyncSessions:
         self._loop = loop
         self._async = client.sessions
 
-    def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
-        return self._loop.run(self._async.start(session_id, context))
+    def start(
+        self,
+        session_id: str,
+        context: Mapping[str, JSONValue] | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> StepResult:
+        return self._loop.run(self._async.start(session_id, context, request_id=request_id))
 
-    def navigate(self, session_id: str, input: JSONValue | ToolResult = "") -> StepResult:
-        return self._loop.run(self._async.navigate(session_id, input))
+    def navigate(
+        self,
+        session_id: str,
+        input: JSONValue | ToolResult = "",
+        *,
+        request_id: str | None = None,
+        expected_revision: int | None = None,
+    ) -> StepResult:
+        return self._loop.run(
+            self._async.navigate(
+                session_id, input, request_id=request_id, expected_revision=expected_revision
+            )
+        )
 
-    def signal(self, session_id: str, name: str) -> StepResult:
-        return self._loop.run(self._async.signal(session_id, name))
+    def signal(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        request_id: str | None = None,
+        expected_revision: int | None = None,
+    ) -> StepResult:
+        return self._loop.run(
+            self._async.signal(session_id, name, request_id=request_id, expected_revision=expected_revision)
+        )
 
     def get(self, session_id: str) -> StepResult:
         return self._loop.run(self._async.get(session_id))
@@ -155,8 +181,14 @@ class SyncClient:
     ) -> None:
         # hooks run on the client's own event-loop thread, before the blocking call returns.
         settings: dict[str, Any] = {
-            "tls": tls, "token": token, "ca_file": ca_file, "cert_file": cert_file, "key_file": key_file,
-            "timeout": timeout, "options": options, "hooks": tuple(hooks),
+            "tls": tls,
+            "token": token,
+            "ca_file": ca_file,
+            "cert_file": cert_file,
+            "key_file": key_file,
+            "timeout": timeout,
+            "options": options,
+            "hooks": tuple(hooks),
         }
         self._loop = _Loop()
         try:

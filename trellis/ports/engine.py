@@ -1,4 +1,9 @@
-"""The stateless engine port: the caller carries the state (spec §3)."""
+"""The stateless engine port: the caller carries the state (spec §3).
+
+Errors are classes of ``trellis.errors``. Every method may also raise what the
+graph loader raises for a node it needs (NodeNotFound, NodeDefinitionError,
+GraphError, BackendUnavailable; see trellis.ports.loader).
+"""
 
 from __future__ import annotations
 
@@ -14,20 +19,33 @@ LifecycleHook = Callable[[LifecycleEvent], None]
 @runtime_checkable
 class EnginePort(Protocol):
     async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> State:
-        """A fresh state at the entry node (spec §3.2)."""
+        """A fresh state at the entry node (spec §3.2). Raises only what the loader
+        raises for the entry node."""
         ...
 
     async def render(self, state: State) -> RenderResult:
-        """The actions of the current node (spec §3.3). Never changes ``state``."""
+        """The actions of the current node (spec §3.3). Never changes ``state``.
+        Raises TemplateError for content that does not render, ContextValidationError /
+        ContextTypeValidationError for a node's missing or mistyped context keys."""
         ...
 
     async def navigate(self, state: State, input: JSONValue | ToolResult) -> State:
         """The next state for an input or a tool result (spec §3.4). Never changes
-        ``state``; on error nothing changes anywhere."""
+        ``state``; on error nothing changes anywhere.
+
+        Raises SessionTerminated (the session ended), InvalidInput /
+        InvalidConfirmation (input the node cannot take), ExpectedToolResult /
+        UnexpectedToolResult / ToolResultMismatch (a tool result where none, or
+        another, is pending), UnhandledToolError (a failed tool with no
+        ``on_error``), ConditionError / ConditionOverBudget, TemplateError,
+        ReservedNamespace (``save_to`` naming ``sys``), ContextValidationError / ContextTypeValidationError,
+        ExecutionViolation (a graph that loops without waiting)."""
         ...
 
     async def signal(self, state: State, name: str) -> State:
-        """The next state after a signal (spec §3.8). Raises UnhandledSignal."""
+        """The next state after a signal (spec §3.8). Raises UnhandledSignal when
+        neither the node nor the entry node handles it, SessionTerminated, and what
+        ``navigate`` raises for the steps that follow."""
         ...
 
     async def inspect(self) -> list[Node]:

@@ -3,6 +3,13 @@
 Satisfied in process by trellis.sessions.SessionManager and over gRPC by the
 SDK's ``Client.sessions``: the server's Sessions service, the terminal runner
 and embedders all program against this one protocol.
+
+Errors are classes of ``trellis.errors``: every method raises InvalidSessionId
+for an empty or unsafe ID (trellis.adapters.rules) and BackendUnavailable when
+a backend cannot be reached; a step (``start``, ``navigate``, ``signal``) also
+raises what EnginePort raises for it (trellis.ports.engine) and what the store
+raises when it saves (StateTooLarge, StoreFull; trellis.ports.store). A step
+that fails changes nothing.
 """
 
 from __future__ import annotations
@@ -36,21 +43,38 @@ class EventStream(Protocol):
 
 @runtime_checkable
 class SessionsPort(Protocol):
-    async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> StepResult:
+    async def start(
+        self, session_id: str, context: Mapping[str, JSONValue] | None = None, *, request_id: str = ""
+    ) -> StepResult:
         """Load or start: an existing session is returned untouched (``context``
-        ignored); a new one is created at the entry node and advanced."""
+        ignored); a new one is created at the entry node and advanced. The result's
+        ``created`` says which. ``request_id`` (optional): see trellis.request_ids."""
         ...
 
     async def get(self, session_id: str) -> StepResult:
         """The stored state and what its current node shows. Raises SessionNotFound."""
         ...
 
-    async def navigate(self, session_id: str, input: JSONValue | ToolResult) -> StepResult:
-        """One durable step with user input or a tool result."""
+    async def navigate(
+        self,
+        session_id: str,
+        input: JSONValue | ToolResult,
+        *,
+        request_id: str = "",
+        expected_revision: int | None = None,
+    ) -> StepResult:
+        """One durable step with user input or a tool result. ``request_id``: a request
+        repeated with an ID already applied applies nothing again (trellis.request_ids).
+        ``expected_revision``: apply only at that revision, else RevisionMismatch.
+        Raises SessionNotFound."""
         ...
 
-    async def signal(self, session_id: str, name: str) -> StepResult:
-        """One durable step after a signal (``interrupt``, ``timeout``, a custom name)."""
+    async def signal(
+        self, session_id: str, name: str, *, request_id: str = "", expected_revision: int | None = None
+    ) -> StepResult:
+        """One durable step after a signal (``interrupt``, ``timeout``, a custom name);
+        ``request_id`` and ``expected_revision`` as for ``navigate``. Raises SessionNotFound,
+        UnhandledSignal."""
         ...
 
     async def delete(self, session_id: str) -> None:
@@ -58,7 +82,8 @@ class SessionsPort(Protocol):
         ...
 
     async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
-        """Session IDs in ascending order, a page at a time."""
+        """Session IDs in ascending code-point order, a page at a time (as
+        StateStore.list). Raises InvalidInput for a negative ``page_size``."""
         ...
 
     def watch(self, session_id: str, *, start_revision: int = 0) -> DiffStream:

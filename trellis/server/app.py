@@ -156,6 +156,8 @@ class TrellisServer:
         self._owns_composition = composition is None
         self.port = 0
         self.internal_port = 0
+        self.http_port = 0
+        self._http: Any = None  # trellis.server.http.gateway.HttpGateway, with http_listen
         self._server: Any = None
         self._internal: Any = None
         self._health = health.aio.HealthServicer()
@@ -199,15 +201,20 @@ class TrellisServer:
             server = grpc.aio.server(options=server_options(config), interceptors=interceptors)
             limits = reply_limits(config)
             watch_streams = WatchStreams(config.max_watch_streams)
-            engine_pb2_grpc.add_EngineServicer_to_server(
-                EngineService(ports.engine, self.observer, limits, signer), server
-            )
-            sessions_pb2_grpc.add_SessionsServicer_to_server(
-                SessionsService(ports.sessions, self.observer, limits, watch_streams), server
-            )
-            graph_pb2_grpc.add_GraphLoaderServicer_to_server(
-                GraphLoaderService(ports.loader, self.observer, watch_streams), server
-            )
+            public: list[tuple[Any, Any]] = [
+                (
+                    engine_pb2_grpc.add_EngineServicer_to_server,
+                    EngineService(ports.engine, self.observer, limits, signer),
+                ),
+                (
+                    sessions_pb2_grpc.add_SessionsServicer_to_server,
+                    SessionsService(ports.sessions, self.observer, limits, watch_streams),
+                ),
+                (
+                    graph_pb2_grpc.add_GraphLoaderServicer_to_server,
+                    GraphLoaderService(ports.loader, self.observer, watch_streams),
+                ),
+            ]
             self._services = [ENGINE, SESSIONS, GRAPH_LOADER, SERVER_INFO]
             info = server_info(
                 config,
@@ -217,9 +224,10 @@ class TrellisServer:
                 hot_reload=isinstance(ports.loader, Watchable),
                 tool_dispatch=ports.dispatcher is not None,
             )
-            server_info_pb2_grpc.add_ServerInfoServicer_to_server(
-                ServerInfoService(info, self.observer), server
-            )
+            info_servicer = ServerInfoService(info, self.observer)
+            public.append((server_info_pb2_grpc.add_ServerInfoServicer_to_server, info_servicer))
+            for add, servicer in public:
+                add(servicer, server)
             self.port = _bind(server, self._health, self._services, config.listen, "listen", credentials)
             internal = None
             if config.internal_listen:
@@ -241,6 +249,12 @@ class TrellisServer:
                     "internal_listen",
                     credentials,
                 )
+            if config.http_listen:
+                # The same servicer objects behind the same interceptors (docs/http.md).
+                from trellis.server.http.listener import start_http
+
+                self._http = await start_http(config, interceptors, public)
+                self.http_port = self._http.port
             await self._probe_all()
             await server.start()
             self._server = server
@@ -250,6 +264,8 @@ class TrellisServer:
             self._start_background()
             self._start_metrics()
         except BaseException:
+            if self._http is not None:
+                await self._http.stop()
             if self._owns_composition:
                 await ports.aclose()
             raise
@@ -257,6 +273,8 @@ class TrellisServer:
             "trellis server listening on %s (port %d%s%s)",
             host, self.port, ", TLS" if credentials is not None else "", ", token required" if tokens else "",
         )
+        if self._http is not None:
+            LOG.info("HTTP (Connect, server-sent events) on %s (port %d)", config.http_listen, self.http_port)
         if self._internal is not None:
             LOG.info(
                 "internal services (%s) on %s (port %d)",
@@ -360,6 +378,8 @@ class TrellisServer:
         for server in (self._server, self._internal):
             if server is not None:
                 await server.stop(0)
+        if self._http is not None:
+            await self._http.stop()
         await self.stop()
 
     async def _stop(self, grace: float | None) -> None:
@@ -378,6 +398,8 @@ class TrellisServer:
             )
         servers = [server for server in (self._server, self._internal) if server is not None]
         await asyncio.gather(*(server.stop(0) for server in servers))
+        if self._http is not None:
+            await self._http.stop()  # its open event streams end here, like gRPC's watches
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

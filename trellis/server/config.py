@@ -82,6 +82,9 @@ class ServerConfig:
     # the services for composing replicas and sidecars (StateStore, ActionDispatcher) are
     # served only here, never on `listen`; "" = not served at all (see docs/server.md, Exposure)
     internal_listen: str = ""
+    # the public services over Connect (HTTP/1.1 JSON or protobuf) and session events as
+    # server-sent events (trellis.server.http, docs/http.md); "" = not served
+    http_listen: str = ""
     # ports, one URL each ("" = the embedded default)
     loader: str = ""
     store: str = "memory:"

@@ -15,7 +15,7 @@ import grpc  # type: ignore[import-untyped]
 from trellis.api import convert, step_reports
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
-from trellis.errors import InvalidInput, SessionNotFound
+from trellis.errors import InvalidInput
 from trellis.ports.sessions import SessionsPort
 from trellis.server import page_tokens
 from trellis.server.guards import Servicer, guarded_stream, guarded_unary
@@ -53,19 +53,13 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     async def Start(self, request: spb.SessionsStartRequest, context: grpc.aio.ServicerContext) -> Any:
         self._limits.check_context_text(request.context_json, "context_json")
         initial = convert.load_json_object(request.context_json, "context_json")
-        # Start resumes an existing session untouched; look first so the reply can say which
-        # happened (a concurrent creator in between only makes `created` a false positive).
-        try:
-            existing = await self._sessions.get(request.session_id)
-        except SessionNotFound:
-            with capturing() as captured:
-                result = await self._sessions.start(request.session_id, initial)
-            response = spb.SessionsStartResponse(created=True)
-            convert.fill_step(response.step, result)
-            self._events_out(response, captured)
-            return response
-        response = spb.SessionsStartResponse(created=False)
-        convert.fill_step(response.step, existing)
+        # The manager's step says whether it created the session: of simultaneous creators
+        # exactly one did (the create is a write conditioned on the session not existing).
+        with capturing() as captured:
+            result = await self._sessions.start(request.session_id, initial, request_id=request.request_id)
+        response = spb.SessionsStartResponse(created=result.created, replayed=result.replayed)
+        convert.fill_step(response.step, result)
+        self._events_out(response, captured)
         return response
 
     @guarded_unary
@@ -79,8 +73,13 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     async def Navigate(self, request: spb.SessionsNavigateRequest, context: grpc.aio.ServicerContext) -> Any:
         value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
         with capturing() as captured:
-            result = await self._sessions.navigate(request.session_id, value)
-        response = spb.SessionsNavigateResponse()
+            result = await self._sessions.navigate(
+                request.session_id,
+                value,
+                request_id=request.request_id,
+                expected_revision=_expected_revision(request),
+            )
+        response = spb.SessionsNavigateResponse(replayed=result.replayed)
         convert.fill_step(response.step, result)
         self._events_out(response, captured)
         return response
@@ -90,8 +89,13 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
         if not request.signal:
             raise InvalidInput("signal: must not be empty", field="signal")
         with capturing() as captured:
-            result = await self._sessions.signal(request.session_id, request.signal)
-        response = spb.SessionsSignalResponse()
+            result = await self._sessions.signal(
+                request.session_id,
+                request.signal,
+                request_id=request.request_id,
+                expected_revision=_expected_revision(request),
+            )
+        response = spb.SessionsSignalResponse(replayed=result.replayed)
         convert.fill_step(response.step, result)
         self._events_out(response, captured)
         return response
@@ -118,7 +122,8 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     ) -> AsyncIterator[spb.SessionsWatchResponse]:
         if request.start_revision < 0:
             raise InvalidInput(
-                f"start_revision: must be 0 (from now) or a revision, got {request.start_revision}"
+                f"start_revision: must be 0 (from now) or a revision, got {request.start_revision}",
+                field="start_revision",
             )
         with self._watch_streams.slot("Sessions.Watch"):
             # SessionNotFound (or WatchRevisionCompacted) comes with the first read.
@@ -129,3 +134,11 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
                         yield convert.watch_response(event)
             finally:
                 await watch.aclose()
+
+
+def _expected_revision(request: spb.SessionsNavigateRequest | spb.SessionsSignalRequest) -> int | None:
+    if not request.HasField("expected_revision"):
+        return None
+    if request.expected_revision < 0:
+        raise InvalidInput(f"expected_revision: must not be negative, got {request.expected_revision}")
+    return request.expected_revision

@@ -230,10 +230,18 @@ class EtcdClient:
     # --- process lease -------------------------------------------------------------
 
     async def lease(self, ttl: float | None = None) -> ProcessLease:
-        """The live process lease for ``ttl`` seconds (rounded up to whole seconds,
-        etcd's unit), granting it on first use. Raises BackendUnavailable."""
+        """A live process lease whose TTL is at most ``ttl`` seconds (rounded up to whole
+        seconds, etcd's unit), granting one on first use. Raises BackendUnavailable.
+
+        Locks with different TTLs share a lease: a lock's TTL bounds how long it outlives
+        a crashed holder, and a shorter lease keeps that promise (while the process lives
+        the lease is renewed anyway). So the process reuses the longest lease it already
+        has that is not longer than asked, and grants one of ``ttl`` only when it has none
+        that short; the usual case (every lock asks for the server's lock TTL, or for
+        longer than the configured lease) keeps one lease per process."""
         seconds = max(1, math.ceil(ttl if ttl is not None else self.config.lease_ttl))
-        keeper = self._keepers.get(seconds)
+        shorter = [held for held in self._keepers if held <= seconds]
+        keeper = self._keepers[max(shorter)] if shorter else None
         if keeper is None:
             keeper = self._keepers[seconds] = LeaseKeeper(
                 self, seconds, on_granted=self._lease_granted, on_changed=self._lease_changed

@@ -8,8 +8,9 @@ What it adds to a plain ``grpc.aio`` channel:
   channel, e.g. behind a TLS-terminating sidecar);
 * a default deadline for every unary call (``timeout``), overridable per call;
 * keepalive pings, so that a long Watch stream notices a dead peer;
-* retries with capped exponential backoff on UNAVAILABLE, for idempotent calls only
-  (a Save or a Sessions.Navigate may have been applied before the connection broke);
+* retries with capped, jittered exponential backoff on UNAVAILABLE, for idempotent
+  calls only (a Save may have been applied before the connection broke), and also on
+  DEADLINE_EXCEEDED for calls a repeat cannot apply twice (a step with a request ID);
 * every failed call turned back into the trellis exception the server raised
   (``trellis.api.error_table``), so remote adapters behave like local ones.
 
@@ -38,6 +39,7 @@ from trellis.errors import BackendUnavailable
 T = TypeVar("T")
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 def _credentials(options: ChannelOptions) -> Any:
@@ -95,17 +97,21 @@ class RemoteChannel:
         *,
         idempotent: bool,
         deadline: float | None = None,
+        retry_deadline: bool = False,
     ) -> T:
-        """One unary call: ``deadline`` seconds (default: options.timeout), the token,
-        retries on UNAVAILABLE when ``idempotent``, failures raised as trellis
+        """One unary call: ``deadline`` seconds (default: options.timeout) per attempt,
+        the token, retries on UNAVAILABLE when ``idempotent`` (and on DEADLINE_EXCEEDED
+        too when ``retry_deadline``: the request carries an ID, so a repeat of an attempt
+        that was applied after all applies nothing), failures raised as trellis
         exceptions (TimeoutError for a passed deadline)."""
         attempts = 1 + (self.options.retries if idempotent else 0)
+        retried = (UNAVAILABLE, DEADLINE_EXCEEDED) if retry_deadline else (UNAVAILABLE,)
         seconds = self._deadline(deadline)
         for attempt in range(attempts):
             try:
                 return await method(request, timeout=seconds, metadata=self.metadata)
             except grpc.aio.AioRpcError as err:
-                if err.code() == UNAVAILABLE and attempt + 1 < attempts:
+                if err.code() in retried and attempt + 1 < attempts:
                     await asyncio.sleep(self.options.backoff(attempt))
                     continue
                 raise self.error(err) from None

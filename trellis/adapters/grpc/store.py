@@ -7,7 +7,7 @@ from trellis.adapters.state_json import reject_non_finite
 from trellis.api import convert
 from trellis.api.v1 import store_pb2 as spb
 from trellis.api.v1 import store_pb2_grpc
-from trellis.domain import State
+from trellis.domain import AppliedRequest, State
 from trellis.errors import InvalidInput, LockLost
 from trellis.ports.locker import LockHandle
 from trellis.ports.store import SessionPage
@@ -16,10 +16,12 @@ from trellis.ports.store import SessionPage
 class RemoteStateStore:
     """A StateStore whose sessions live in another process.
 
-    Fencing tokens do not cross the wire (see the StateStore service): a fenced save
-    checks the handle here, just before the call, and refuses with LockLost when the
-    lock is no longer held. Loads and lists are retried on UNAVAILABLE; a save is not
-    (it may have been applied before the connection broke).
+    A fenced save sends the lock's fencing token with the state: the StateStore service
+    refuses it (LockLost) when a save under a larger token of that session was stored
+    before, checked in the same conditional write as the state. A handle this process
+    already knows to be lost is refused here, before the call. The request IDs recently
+    applied to a session travel beside its state both ways. Loads and lists are retried
+    on UNAVAILABLE; a save is not (it may have been applied before the connection broke).
     """
 
     def __init__(self, channel: RemoteChannel, *, owns_channel: bool = True) -> None:
@@ -45,6 +47,11 @@ class RemoteStateStore:
             reject_non_finite(state.system_context, "system_context")
         if expected_revision is not None:
             request.expected_revision = expected_revision
+        for applied in state.requests:
+            request.requests.add(id=applied.id, digest=applied.digest)
+        if fence is not None:
+            request.fence.key = fence.key
+            request.fence.token = fence.token
         reply = await self._channel.call(self._stub.Save, request, idempotent=False)
         return int(reply.revision)
 
@@ -52,7 +59,9 @@ class RemoteStateStore:
         reply = await self._channel.call(
             self._stub.Load, spb.LoadRequest(session_id=session_id), idempotent=True
         )
-        return convert.state_from_proto(reply.state)
+        state = convert.state_from_proto(reply.state)
+        state.requests = tuple(AppliedRequest(r.id, r.digest) for r in reply.requests)
+        return state
 
     async def delete(self, session_id: str) -> None:
         await self._channel.call(

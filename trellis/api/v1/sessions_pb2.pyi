@@ -34,20 +34,30 @@ class SessionsStartRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     CONTEXT_JSON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     context_json: _builtins.str
     """Initial context for a new session, JSON object; empty = {}.
     Ignored when the session already exists.
+    """
+    request_id: _builtins.str
+    """Optional: an ID the caller chooses for this request (at most 64 of
+    A-Z a-z 0-9 - _ . :; a UUID fits). A request repeated with an ID already
+    applied to the session applies nothing again and answers as the first
+    time did (created = true, replayed = true). The same ID with a different request is
+    INVALID_ARGUMENT (reason REQUEST_ID_REUSED). A session remembers the IDs
+    of its last 16 identified steps.
     """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         context_json: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_json", b"context_json", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context_json", b"context_json", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -62,8 +72,15 @@ class SessionsStartResponse(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
     created: _builtins.bool
-    """False when an existing session was resumed."""
+    """False when an existing session was resumed. Of simultaneous creators of
+    one session exactly one gets true.
+    """
+    replayed: _builtins.bool
+    """True when request_id had already been applied: nothing was applied again
+    and the step is the session as it is now.
+    """
     @_builtins.property
     def step(self) -> _types_pb2.Step: ...
     @_builtins.property
@@ -76,10 +93,11 @@ class SessionsStartResponse(_message.Message):
         step: _types_pb2.Step | None = ...,
         created: _builtins.bool = ...,
         events: _step_reports_pb2.LifecycleEvents | None = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "events", b"events", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "events", b"events", "replayed", b"replayed", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -136,7 +154,23 @@ class SessionsNavigateRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    request_id: _builtins.str
+    """Optional: an ID the caller chooses for this request (at most 64 of
+    A-Z a-z 0-9 - _ . :; a UUID fits). A request repeated with an ID already
+    applied to the session applies nothing again and answers with the session
+    as it is now (replayed = true). The same ID with a different request is
+    INVALID_ARGUMENT (reason REQUEST_ID_REUSED). A session remembers the IDs
+    of its last 16 identified steps.
+    """
+    expected_revision: _builtins.int
+    """Optional: apply the step only if the session is at this revision (its
+    state.revision, the etag of AIP-154); otherwise ABORTED with reason
+    REVISION_MISMATCH and nothing is applied. Checked after request_id, so a
+    retried request that was applied is answered, not refused.
+    """
     @_builtins.property
     def input(self) -> _types_pb2.Input: ...
     def __init__(
@@ -144,12 +178,16 @@ class SessionsNavigateRequest(_message.Message):
         *,
         session_id: _builtins.str = ...,
         input: _types_pb2.Input | None = ...,
+        request_id: _builtins.str = ...,
+        expected_revision: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision", "expected_revision", b"expected_revision", "input", b"input"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision", "expected_revision", b"expected_revision", "input", b"input", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__expected_revision: _TypeAlias = _typing.Literal["expected_revision"]  # noqa: Y015
+    _WhichOneofArgType__expected_revision: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_revision) -> _WhichOneofReturnType__expected_revision | None: ...
 
 Global___SessionsNavigateRequest: _TypeAlias = SessionsNavigateRequest  # noqa: Y015
 
@@ -161,6 +199,11 @@ class SessionsNavigateResponse(_message.Message):
 
     STEP_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when request_id had already been applied: nothing was applied again
+    and the step is the session as it is now.
+    """
     @_builtins.property
     def step(self) -> _types_pb2.Step: ...
     @_builtins.property
@@ -172,10 +215,11 @@ class SessionsNavigateResponse(_message.Message):
         *,
         step: _types_pb2.Step | None = ...,
         events: _step_reports_pb2.LifecycleEvents | None = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "replayed", b"replayed", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -189,19 +233,39 @@ class SessionsSignalRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     SIGNAL_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     signal: _builtins.str
+    request_id: _builtins.str
+    """Optional: an ID the caller chooses for this request (at most 64 of
+    A-Z a-z 0-9 - _ . :; a UUID fits). A request repeated with an ID already
+    applied to the session applies nothing again and answers with the session
+    as it is now (replayed = true). The same ID with a different request is
+    INVALID_ARGUMENT (reason REQUEST_ID_REUSED). A session remembers the IDs
+    of its last 16 identified steps.
+    """
+    expected_revision: _builtins.int
+    """Optional: apply the step only if the session is at this revision (its
+    state.revision, the etag of AIP-154); otherwise ABORTED with reason
+    REVISION_MISMATCH and nothing is applied. Checked after request_id, so a
+    retried request that was applied is answered, not refused.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         signal: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        expected_revision: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision", "expected_revision", b"expected_revision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "signal", b"signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision", "expected_revision", b"expected_revision", "request_id", b"request_id", "session_id", b"session_id", "signal", b"signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__expected_revision: _TypeAlias = _typing.Literal["expected_revision"]  # noqa: Y015
+    _WhichOneofArgType__expected_revision: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_revision) -> _WhichOneofReturnType__expected_revision | None: ...
 
 Global___SessionsSignalRequest: _TypeAlias = SessionsSignalRequest  # noqa: Y015
 
@@ -213,6 +277,11 @@ class SessionsSignalResponse(_message.Message):
 
     STEP_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when request_id had already been applied: nothing was applied again
+    and the step is the session as it is now.
+    """
     @_builtins.property
     def step(self) -> _types_pb2.Step: ...
     @_builtins.property
@@ -224,10 +293,11 @@ class SessionsSignalResponse(_message.Message):
         *,
         step: _types_pb2.Step | None = ...,
         events: _step_reports_pb2.LifecycleEvents | None = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "replayed", b"replayed", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from trellis.api.v1 import types_pb2 as trellis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16trellis/v1/store.proto\x12\ntrellis.v1\x1a\x16trellis/v1/types.proto\"y\n\x0bSaveRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12 \n\x05state\x18\x02 \x01(\x0b\x32\x11.trellis.v1.State\x12\x1e\n\x11\x65xpected_revision\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_revision\" \n\x0cSaveResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"!\n\x0bLoadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"0\n\x0cLoadResponse\x12 \n\x05state\x18\x01 \x01(\x0b\x32\x11.trellis.v1.State\"-\n\x17StateStoreDeleteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x1a\n\x18StateStoreDeleteResponse\">\n\x15StateStoreListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"F\n\x16StateStoreListResponse\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa6\x02\n\nStateStore\x12\x39\n\x04Save\x12\x17.trellis.v1.SaveRequest\x1a\x18.trellis.v1.SaveResponse\x12\x39\n\x04Load\x12\x17.trellis.v1.LoadRequest\x1a\x18.trellis.v1.LoadResponse\x12S\n\x06\x44\x65lete\x12#.trellis.v1.StateStoreDeleteRequest\x1a$.trellis.v1.StateStoreDeleteResponse\x12M\n\x04List\x12!.trellis.v1.StateStoreListRequest\x1a\".trellis.v1.StateStoreListResponseBZ\n\x12\x64\x65v.trellis.api.v1P\x01Z\'trellis.dev/api/go/trellis/v1;trellisv1\xaa\x02\nTrellis.V1\xea\x02\x0bTrellis::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16trellis/v1/store.proto\x12\ntrellis.v1\x1a\x16trellis/v1/types.proto\"\xce\x01\n\x0bSaveRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12 \n\x05state\x18\x02 \x01(\x0b\x32\x11.trellis.v1.State\x12\x1e\n\x11\x65xpected_revision\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12,\n\x08requests\x18\x1e \x03(\x0b\x32\x1a.trellis.v1.AppliedRequest\x12%\n\x05\x66\x65nce\x18\x1f \x01(\x0b\x32\x16.trellis.v1.StoreFenceB\x14\n\x12_expected_revision\",\n\x0e\x41ppliedRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"(\n\nStoreFence\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x03\" \n\x0cSaveResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\"!\n\x0bLoadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"^\n\x0cLoadResponse\x12 \n\x05state\x18\x01 \x01(\x0b\x32\x11.trellis.v1.State\x12,\n\x08requests\x18\x1e \x03(\x0b\x32\x1a.trellis.v1.AppliedRequest\"-\n\x17StateStoreDeleteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x1a\n\x18StateStoreDeleteResponse\">\n\x15StateStoreListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"F\n\x16StateStoreListResponse\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xa6\x02\n\nStateStore\x12\x39\n\x04Save\x12\x17.trellis.v1.SaveRequest\x1a\x18.trellis.v1.SaveResponse\x12\x39\n\x04Load\x12\x17.trellis.v1.LoadRequest\x1a\x18.trellis.v1.LoadResponse\x12S\n\x06\x44\x65lete\x12#.trellis.v1.StateStoreDeleteRequest\x1a$.trellis.v1.StateStoreDeleteResponse\x12M\n\x04List\x12!.trellis.v1.StateStoreListRequest\x1a\".trellis.v1.StateStoreListResponseBZ\n\x12\x64\x65v.trellis.api.v1P\x01Z\'trellis.dev/api/go/trellis/v1;trellisv1\xaa\x02\nTrellis.V1\xea\x02\x0bTrellis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,22 +33,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trellis.api.v1.store_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.trellis.api.v1P\001Z\'trellis.dev/api/go/trellis/v1;trellisv1\252\002\nTrellis.V1\352\002\013Trellis::V1'
-  _globals['_SAVEREQUEST']._serialized_start=62
-  _globals['_SAVEREQUEST']._serialized_end=183
-  _globals['_SAVERESPONSE']._serialized_start=185
-  _globals['_SAVERESPONSE']._serialized_end=217
-  _globals['_LOADREQUEST']._serialized_start=219
-  _globals['_LOADREQUEST']._serialized_end=252
-  _globals['_LOADRESPONSE']._serialized_start=254
-  _globals['_LOADRESPONSE']._serialized_end=302
-  _globals['_STATESTOREDELETEREQUEST']._serialized_start=304
-  _globals['_STATESTOREDELETEREQUEST']._serialized_end=349
-  _globals['_STATESTOREDELETERESPONSE']._serialized_start=351
-  _globals['_STATESTOREDELETERESPONSE']._serialized_end=377
-  _globals['_STATESTORELISTREQUEST']._serialized_start=379
-  _globals['_STATESTORELISTREQUEST']._serialized_end=441
-  _globals['_STATESTORELISTRESPONSE']._serialized_start=443
-  _globals['_STATESTORELISTRESPONSE']._serialized_end=513
-  _globals['_STATESTORE']._serialized_start=516
-  _globals['_STATESTORE']._serialized_end=810
+  _globals['_SAVEREQUEST']._serialized_start=63
+  _globals['_SAVEREQUEST']._serialized_end=269
+  _globals['_APPLIEDREQUEST']._serialized_start=271
+  _globals['_APPLIEDREQUEST']._serialized_end=315
+  _globals['_STOREFENCE']._serialized_start=317
+  _globals['_STOREFENCE']._serialized_end=357
+  _globals['_SAVERESPONSE']._serialized_start=359
+  _globals['_SAVERESPONSE']._serialized_end=391
+  _globals['_LOADREQUEST']._serialized_start=393
+  _globals['_LOADREQUEST']._serialized_end=426
+  _globals['_LOADRESPONSE']._serialized_start=428
+  _globals['_LOADRESPONSE']._serialized_end=522
+  _globals['_STATESTOREDELETEREQUEST']._serialized_start=524
+  _globals['_STATESTOREDELETEREQUEST']._serialized_end=569
+  _globals['_STATESTOREDELETERESPONSE']._serialized_start=571
+  _globals['_STATESTOREDELETERESPONSE']._serialized_end=597
+  _globals['_STATESTORELISTREQUEST']._serialized_start=599
+  _globals['_STATESTORELISTREQUEST']._serialized_end=661
+  _globals['_STATESTORELISTRESPONSE']._serialized_start=663
+  _globals['_STATESTORELISTRESPONSE']._serialized_end=733
+  _globals['_STATESTORE']._serialized_start=736
+  _globals['_STATESTORE']._serialized_end=1030
 # @@protoc_insertion_point(module_scope)

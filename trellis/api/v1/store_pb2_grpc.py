@@ -63,7 +63,8 @@ class StateStoreServicer:
 
     def Save(self, request, context):
         """Store a state; returns its new revision. ABORTED (reason
-        REVISION_CONFLICT) when expected_revision does not match.
+        REVISION_CONFLICT) when expected_revision does not match, ABORTED
+        (reason LOCK_LOST) when the fence is older than one that already wrote.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -35,7 +35,8 @@ class StateStoreStub:
     def __new__(cls, channel: _aio.Channel) -> StateStoreAsyncStub: ...
     Save: _grpc.UnaryUnaryMultiCallable[_store_pb2.SaveRequest, _store_pb2.SaveResponse]
     """Store a state; returns its new revision. ABORTED (reason
-    REVISION_CONFLICT) when expected_revision does not match.
+    REVISION_CONFLICT) when expected_revision does not match, ABORTED
+    (reason LOCK_LOST) when the fence is older than one that already wrote.
     """
     Load: _grpc.UnaryUnaryMultiCallable[_store_pb2.LoadRequest, _store_pb2.LoadResponse]
     """The stored state with its revision. NOT_FOUND (reason SESSION_NOT_FOUND)."""
@@ -51,7 +52,8 @@ class StateStoreAsyncStub(StateStoreStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Save: _aio.UnaryUnaryMultiCallable[_store_pb2.SaveRequest, _store_pb2.SaveResponse]  # type: ignore[assignment]
     """Store a state; returns its new revision. ABORTED (reason
-    REVISION_CONFLICT) when expected_revision does not match.
+    REVISION_CONFLICT) when expected_revision does not match, ABORTED
+    (reason LOCK_LOST) when the fence is older than one that already wrote.
     """
     Load: _aio.UnaryUnaryMultiCallable[_store_pb2.LoadRequest, _store_pb2.LoadResponse]  # type: ignore[assignment]
     """The stored state with its revision. NOT_FOUND (reason SESSION_NOT_FOUND)."""
@@ -70,7 +72,8 @@ class StateStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_store_pb2.SaveResponse, _abc.Awaitable[_store_pb2.SaveResponse]]:
         """Store a state; returns its new revision. ABORTED (reason
-        REVISION_CONFLICT) when expected_revision does not match.
+        REVISION_CONFLICT) when expected_revision does not match, ABORTED
+        (reason LOCK_LOST) when the fence is older than one that already wrote.
         """
 
     @_abc_1.abstractmethod
