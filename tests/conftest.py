@@ -41,6 +41,7 @@ SLOW_MODULES = frozenset(
         "deploy/test_local_pod.py",
         "deploy/test_local_etcd.py",
         "deploy/test_local_git_flow.py",
+        "replication/test_watch_across_replicas.py",
     }
 )
 _TESTS = Path(__file__).parent

@@ -316,6 +316,9 @@ class StateDiff:
     context: Mapping[str, JSONValue] | None = None
     history_appended: tuple[str, ...] | None = None
     terminated: bool | None = None
+    revision: int = field(default=0, compare=False)
+    """The stored revision of the state this diff leads to (0: not known). Where the diff
+    sits, not what changed, so equality ignores it; a watch resumes after it."""
 
     def to_json(self) -> dict[str, JSONValue]:
         out: dict[str, JSONValue] = {"session_id": self.session_id}
@@ -330,6 +333,22 @@ class StateDiff:
         if self.terminated is not None:
             out["terminated"] = self.terminated
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """One thing a session watch reports (SessionManager.watch_events), at ``revision``:
+    a saved change (``diff``), the deletion (``deleted``; the watch ends), or a bookmark
+    (neither: every change up to ``revision`` has been reported). A watch resumed from
+    ``revision + 1`` of the last event received misses and repeats nothing."""
+
+    revision: int
+    diff: StateDiff | None = None
+    deleted: bool = False
+
+    @property
+    def bookmark(self) -> bool:
+        return self.diff is None and not self.deleted
 
 
 class HookKind(enum.StrEnum):

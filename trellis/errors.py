@@ -298,6 +298,30 @@ class RequestIdReused(InvalidInput):
         self.request_id = request_id
 
 
+class WatchRevisionCompacted(TrellisError):
+    """A watch asked to resume from a revision whose history the store no longer keeps
+    (compacted), so the changes since cannot be replayed: start over from the current
+    state (``current``, in process; over the wire: Get the session) and watch from its
+    revision + 1 — the Kubernetes "410 Gone, relist" contract."""
+
+    reason = "WATCH_REVISION_COMPACTED"
+    current: object = None  # also on an instance rebuilt from the wire (trellis.api.error_table)
+
+    def __init__(
+        self, session_id: str, start_revision: int, compact_revision: int, current: object = None
+    ) -> None:
+        super().__init__(
+            f"session {session_id!r}: cannot watch from revision {start_revision}, the history "
+            f"before revision {compact_revision} is no longer kept; get the session and watch "
+            "again from its revision + 1"
+        )
+        self.session_id = session_id
+        self.start_revision = start_revision
+        self.compact_revision = compact_revision
+        self.current = current
+        """The session's state now (trellis.domain.StepResult) when known, None when deleted."""
+
+
 class LockLost(TrellisError):
     """The caller's lock expired or was taken over; its write was refused (fencing)."""
 

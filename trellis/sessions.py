@@ -49,8 +49,9 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from types import TracebackType
-from typing import Final
+from typing import Any, Final, Generic, TypeVar
 
 from trellis import request_ids
 from trellis.diff import diff
@@ -60,6 +61,7 @@ from trellis.domain import (
     ActionType,
     JSONValue,
     RenderResult,
+    SessionEvent,
     State,
     StateDiff,
     Status,
@@ -68,6 +70,7 @@ from trellis.domain import (
     ToolResult,
 )
 from trellis.errors import (
+    BackendUnavailable,
     ConflictError,
     ExecutionViolation,
     InvalidInput,
@@ -75,6 +78,7 @@ from trellis.errors import (
     RevisionMismatch,
     SessionNotFound,
     TrellisError,
+    WatchRevisionCompacted,
 )
 from trellis.keyed_locks import KeyedLocks
 from trellis.locked_store import step_store_for
@@ -82,7 +86,16 @@ from trellis.no_match import matched_nothing, with_no_match_notice
 from trellis.ports.dispatcher import ActionDispatcher
 from trellis.ports.engine import EnginePort
 from trellis.ports.locker import DistributedLocker, LockHandle
-from trellis.ports.store import OptimisticStepStore, SessionPage, StateStore, StepConflict, StepStore
+from trellis.ports.store import (
+    OptimisticStepStore,
+    SessionPage,
+    StateStore,
+    StepConflict,
+    StepStore,
+    StoreEvent,
+    StoreEvents,
+    WatchableStore,
+)
 from trellis.request_ids import check_request_id
 from trellis.sanitize import input_limit_from_env, sanitize_input
 from trellis.step_deadline import check_deadline, current_deadline
@@ -206,7 +219,10 @@ class SessionManager:
         self._contended: OrderedDict[str, float] = OrderedDict()
         self._contended_for = contended_for
         # Weak: a watch nobody holds any more unsubscribes itself (SessionWatch.__del__).
-        self._watchers: dict[str, weakref.WeakSet[SessionWatch]] = {}
+        self._watchers: dict[str, weakref.WeakSet[SessionWatch[Any]]] = {}
+        # A store every replica writes to feeds the watches itself (all replicas' steps).
+        self._watchable = store if isinstance(store, WatchableStore) else None
+        self._store_watches: weakref.WeakSet[SessionWatch[Any]] = weakref.WeakSet()
         self._saved_hooks: builtins.list[Callable[[StepResult], Awaitable[None]]] = []
         self._saving_hooks: builtins.list[Callable[[StepResult], None]] = []
 
@@ -324,26 +340,45 @@ class SessionManager:
         """Remove the session (idempotent) and end its watchers' streams."""
         _check_id(session_id)
         async with self._locks.hold(session_id):
-            handle, _ = await self._steps.lock_and_load(session_id, self._lock_ttl)
+            handle, loaded = await self._steps.lock_and_load(session_id, self._lock_ttl)
             try:
                 await self._store.delete(session_id)
             finally:
                 await self._unlock(handle, session_id)
+        # The store has no revision for a deletion: the last version's stands for it.
+        deleted = SessionEvent(revision=loaded.revision if loaded is not None else 0, deleted=True)
         for watch in builtins.list(self._watchers.get(session_id, ())):
-            watch.close()
+            watch._offer(deleted)
 
     async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
         return await self._store.list(page_size=page_size, page_token=page_token)
 
-    def watch(self, session_id: str) -> SessionWatch:
-        """What changes in ``session_id`` after each committed step, as StateDiffs.
+    def watch(self, session_id: str, *, start_revision: int = 0) -> SessionWatch[StateDiff]:
+        """What changes in ``session_id`` after each committed step, as StateDiffs (each
+        with the ``revision`` it leads to); ``start_revision``: see ``watch_events``.
 
-        Subscribed as soon as this is called (not on first iteration). The stream ends
-        when the session is deleted or the watch is closed (``aclose``, ``async with``,
-        or dropping it). A watcher that falls more than 256 events behind loses the
-        newest ones (never blocks a step)."""
+        With a store of this process only, subscribed as soon as this is called (not on
+        first iteration); with a WatchableStore (etcd), the changes of every replica
+        after the revision read on first iteration. SessionNotFound (on iteration) when
+        the session does not exist. The stream ends when the session is deleted or the
+        watch is closed (``aclose``, ``async with``, or dropping it). A watcher that
+        falls more than 256 events behind loses the newest ones (never blocks a step)."""
         _check_id(session_id)
-        return SessionWatch(self, session_id)
+        return SessionWatch(self, session_id, _check_start(start_revision), _diff_of, strict=False)
+
+    def watch_events(self, session_id: str, *, start_revision: int = 0) -> SessionWatch[SessionEvent]:
+        """``watch`` as SessionEvents, made to be resumed: a first bookmark with the
+        revision the watch starts after, then each change, bookmarks now and then while
+        nothing changes (WatchableStore), and the deletion, which ends the stream.
+
+        ``start_revision`` n > 0 resumes: every change saved at revision n or later (a
+        client passes the last revision it received + 1). WatchRevisionCompacted (on
+        iteration, ``current`` set) when changes since n are no longer known: the store
+        compacted them, or (a store without a history) the session changed since. A
+        watcher that falls more than 256 events behind gets BackendUnavailable and
+        resumes from its last revision."""
+        _check_id(session_id)
+        return SessionWatch(self, session_id, _check_start(start_revision), _same_event, strict=True)
 
     async def repair_after_reload(self, state: State) -> State:
         """Resume guardrail after the graph changed (spec §14.5, fix of §17 #4): a state
@@ -378,7 +413,7 @@ class SessionManager:
 
     def watcher_count(self) -> int:
         """Open watches across all sessions."""
-        return sum(len(watches) for watches in self._watchers.values())
+        return sum(len(watches) for watches in self._watchers.values()) + len(self._store_watches)
 
     # --- the critical section -------------------------------------------------------------
 
@@ -598,23 +633,32 @@ class SessionManager:
         watches = self._watchers.get(session_id)
         if not watches:
             return
-        change = diff(old, new)
-        if change is None:
-            return
+        event = _event_of(old, new, new.revision)
         for watch in builtins.list(watches):
-            watch._offer(change)
+            watch._offer(event, old.revision if old is not None else 0)
 
-    def _subscribe(self, watch: SessionWatch) -> None:
-        self._watchers.setdefault(watch.session_id, weakref.WeakSet()).add(watch)
+    def _subscribe(self, watch: SessionWatch[Any]) -> None:
+        if self._watchable is not None:
+            self._store_watches.add(watch)  # counted only: the store feeds it
+        else:
+            self._watchers.setdefault(watch.session_id, weakref.WeakSet()).add(watch)
 
-    def _unsubscribe(self, watch: QueueStream[StateDiff]) -> None:
+    def _unsubscribe(self, watch: QueueStream[Any]) -> None:
         assert isinstance(watch, SessionWatch)
+        self._store_watches.discard(watch)
         watches = self._watchers.get(watch.session_id)
         if watches is None:
             return
         watches.discard(watch)
         if not watches:
             del self._watchers[watch.session_id]
+
+    async def _current(self, session_id: str) -> StepResult | None:
+        """The session now, for a watch that must start over (None: it is gone)."""
+        try:
+            return await self.get(session_id)
+        except SessionNotFound:
+            return None
 
 
 def _passed(render: RenderResult) -> builtins.list[Action]:
@@ -668,18 +712,168 @@ def _check_id(session_id: str) -> None:
         raise InvalidSessionId("session ID cannot be empty")
 
 
-class SessionWatch(QueueStream[StateDiff]):
-    """The StateDiffs of one session; see SessionManager.watch."""
+T = TypeVar("T")
 
-    def __init__(self, manager: SessionManager, session_id: str) -> None:
+
+def _check_start(start_revision: int) -> int:
+    if not isinstance(start_revision, int) or start_revision < 0:
+        raise ValueError(f"start_revision must be 0 (from now) or a revision, got {start_revision!r}")
+    return start_revision
+
+
+def _event_of(old: State | None, new: State, revision: int) -> SessionEvent:
+    """The change from ``old`` to ``new``, or a bookmark when nothing a watcher follows
+    changed (the revision still moves)."""
+    change = diff(old, new)
+    return SessionEvent(revision=revision, diff=replace(change, revision=revision) if change else None)
+
+
+def _diff_of(event: SessionEvent) -> StateDiff | None:
+    return event.diff
+
+
+def _same_event(event: SessionEvent) -> SessionEvent:
+    return event
+
+
+class SessionWatch(QueueStream[T], Generic[T]):
+    """The changes of one session; see SessionManager.watch and watch_events.
+
+    Without a WatchableStore, the manager offers every step of this process as it is
+    saved (``_offer``); offers that come before the first iteration wait in ``_early``
+    until the watch has read the session (under the session's local lock, so no step
+    is between its save and its offer) and knows the revision it starts after. With
+    one, the first iteration reads the session and a task relays the store's events.
+    ``strict``: a watcher that falls behind ends with BackendUnavailable (it resumes)
+    instead of losing changes."""
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        session_id: str,
+        start_revision: int,
+        pick: Callable[[SessionEvent], T | None],
+        *,
+        strict: bool,
+    ) -> None:
         super().__init__(maxsize=_WATCH_QUEUE_SIZE, on_close=manager._unsubscribe)
         self.session_id = session_id
         self._manager = manager
+        self._start = start_revision
+        self._pick = pick
+        self._strict = strict
         self._dropped = 0
+        # Offers before the start: (event, revision it follows). None once started.
+        self._early: builtins.list[tuple[SessionEvent, int]] | None = []
+        self._starting: asyncio.Future[None] | None = None
+        self._relay: asyncio.Task[None] | None = None
         manager._subscribe(self)
 
-    def _offer(self, change: StateDiff) -> None:
-        if self.publish(change) or self.closed:
+    async def __anext__(self) -> T:
+        if self._starting is None and not self.closed:
+            self._starting = asyncio.ensure_future(self._begin())
+        if self._starting is not None and not self._starting.done():
+            # Shielded: a reader that times out and reads again finds the start done.
+            await asyncio.shield(self._starting)
+        return await super().__anext__()
+
+    async def _begin(self) -> None:
+        try:
+            store = self._manager._watchable
+            if store is None:
+                await self._begin_local()
+            else:
+                await self._begin_store(store)
+        except Exception as exc:
+            self.fail(exc)
+            self._release()
+
+    async def _begin_local(self) -> None:
+        manager, session_id = self._manager, self.session_id
+        async with manager._locks.hold(session_id):
+            try:
+                state: State | None = await manager._store.load(session_id)
+            except SessionNotFound:
+                state = None
+            early, self._early = self._early or [], None
+            # The revision the watch starts after: before the first offer, else the one read.
+            after = early[0][1] if early else state.revision if state is not None else 0
+            missed = bool(self._start) and self._start <= after
+            if not missed and (state is not None or early):
+                # Still under the lock: no step can offer a later change before these.
+                last = after
+                for event, _ in early:
+                    self._deliver(event)
+                    last = max(last, event.revision)
+                if state is not None:
+                    self._deliver(SessionEvent(revision=max(last, state.revision)))
+        if state is None and not early:
+            raise SessionNotFound(session_id)
+        if missed:
+            # No history here: the changes from start_revision to `after` are gone.
+            current = await manager._current(session_id)
+            raise WatchRevisionCompacted(session_id, self._start, after + 1, current)
+
+    async def _begin_store(self, store: WatchableStore) -> None:
+        state = await self._manager._store.load(self.session_id)  # SessionNotFound
+        start = self._start or state.revision + 1
+        if not self._start:
+            self._deliver(SessionEvent(revision=state.revision))
+        if self.closed:
+            return  # closed while it was reading
+        events = store.watch_session(self.session_id, start)
+        self._relay = asyncio.create_task(self._relay_events(events), name="trellis-session-watch")
+
+    async def _relay_events(self, events: StoreEvents) -> None:
+        try:
+            async for event in events:
+                if self.closed:
+                    return
+                self._deliver(_session_event(event))
+        except WatchRevisionCompacted as exc:
+            exc.current = await self._manager._current(self.session_id)
+            self.fail(exc)
+        except Exception as exc:
+            self.fail(exc)
+        finally:
+            await events.aclose()
+            self._release()
+
+    def _offer(self, event: SessionEvent, follows: int = 0) -> None:
+        """A step of this process (``follows``: the revision it was made on)."""
+        if self._early is not None:
+            if event.deleted:
+                self._early.append((event, follows))
+                self.close()  # queues what was offered, then the end: unsubscribed at once
+            elif len(self._early) < _WATCH_QUEUE_SIZE:
+                self._early.append((event, follows))
+            else:
+                self._overflow()
+            return
+        self._deliver(event)
+
+    def _deliver(self, event: SessionEvent) -> None:
+        if self._start and event.revision < self._start and not event.bookmark:
+            return  # before what a resumed watch asked for
+        item = self._pick(event)
+        if event.deleted:
+            if item is not None:
+                self.publish(item)  # the end marker after it needs no room
+            self.close()
+            return
+        if item is None or self.publish(item) or self.closed:
+            return
+        self._overflow()
+
+    def _overflow(self) -> None:
+        if self._strict:
+            self.fail(
+                BackendUnavailable(
+                    f"the watch of session {self.session_id!r} fell {_WATCH_QUEUE_SIZE} events behind; "
+                    "resume it from the last revision received + 1"
+                )
+            )
+            self._stop()
             return
         self._dropped += 1
         # One line per overflowing watcher, not one per dropped event.
@@ -690,18 +884,45 @@ class SessionWatch(QueueStream[StateDiff]):
 
     def close(self) -> None:
         """Stop receiving changes (events already queued can still be read)."""
+        early, self._early = self._early, None
+        for event, _ in early or ():  # offered before the first read: queued, readable
+            self._deliver(event)
         self.end()
-        self._release()
+        self._stop()
         if self._dropped:
             self._manager._logger.info(
                 "watcher of session %r closed after %d dropped events", self.session_id, self._dropped
             )
             self._dropped = 0
 
-    async def __aenter__(self) -> SessionWatch:
+    def _stop(self) -> None:
+        self._release()
+        relay, self._relay = self._relay, None
+        if relay is not None and relay is not asyncio.current_task():
+            relay.cancel()
+
+    async def aclose(self) -> None:
+        relay = self._relay
+        self.close()
+        if relay is not None and relay is not asyncio.current_task():
+            try:
+                await relay
+            except asyncio.CancelledError:
+                pass
+        await super().aclose()
+
+    async def __aenter__(self) -> SessionWatch[T]:
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _session_event(event: StoreEvent) -> SessionEvent:
+    if event.deleted:
+        return SessionEvent(revision=event.revision, deleted=True)
+    if event.state is None:
+        return SessionEvent(revision=event.revision)
+    return _event_of(event.previous, event.state, event.revision)

@@ -12,7 +12,8 @@
 //   const overHttp = new TrellisClient('http://127.0.0.1:8080');   // Connect
 //   let step = await client.sessions.start('me');
 //   step = await client.sessions.navigate('me', { text: 'Ada' });
-//   for await (const diff of client.sessions.watch('me')) { ... }
+//   for await (const diff of client.sessions.watch('me')) { ... }    // resumes by itself
+//   for await (const event of client.sessions.watchEvents('me')) { ... }  // + bookmarks, deletion
 //
 // Safe retries: every Start, Navigate and Signal carries a request ID (a fresh
 // UUID unless { requestId } is given), which the server applies at most once. A
@@ -300,6 +301,50 @@ function backoff(client, attempt) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+const RETRIED = [grpc.status.UNAVAILABLE, grpc.status.CANCELLED];
+
+// Follows one session: an async iterator of events { revision, diff } (a change),
+// { revision, bookmark: true } (nothing changed up to revision; the first one says
+// where the watch starts) and { revision, deleted: true } (the last one). When the
+// stream breaks (the server went away) it is opened again from the last revision
+// received + 1, so nothing is missed or repeated; after resumeForMs without a server,
+// or on any other error, it throws the TrellisError (reason WATCH_REVISION_COMPACTED,
+// code OUT_OF_RANGE, when the changes since startRevision are no longer kept: get the
+// session and watch from its revision + 1).
+async function* watchEvents(client, sessionId, startRevision, resumeForMs) {
+  let next = startRevision;
+  let attempt = 0;
+  let failingSince = 0;
+  for (;;) {
+    const request = { session_id: sessionId, start_revision: String(next), allow_bookmarks: true };
+    let failure = new TrellisError({ code: grpc.status.UNAVAILABLE, details: 'the watch ended' });
+    try {
+      for await (const message of client.transport.stream('Sessions', 'Watch', request)) {
+        attempt = 0;
+        failingSince = 0;
+        const revision = Number(message.revision);
+        next = Math.max(next, revision + 1);
+        if (message.deleted) {
+          yield { revision, deleted: true };
+          return;
+        }
+        yield message.bookmark ? { revision, bookmark: true } : { revision, diff: message.diff };
+      }
+      if (!next) return; // a server without revisions ends the stream on deletion
+    } catch (err) {
+      failure = err;
+    }
+    if (failure.code === grpc.status.NOT_FOUND && next) {
+      yield { revision: next - 1, deleted: true }; // deleted while we were away
+      return;
+    }
+    failingSince = failingSince || Date.now();
+    if (!RETRIED.includes(failure.code) || Date.now() - failingSince > resumeForMs) throw failure;
+    await sleep(backoff(client, attempt));
+    attempt += 1;
+  }
+}
+
 // The request ID fields of a step: a fresh UUID unless the caller gave one ('' sends none).
 function stepFields(options) {
   const fields = { request_id: options.requestId === undefined ? crypto.randomUUID() : options.requestId };
@@ -377,12 +422,15 @@ class TrellisClient {
         step('Signal', { session_id: sessionId, signal: name, ...stepFields(options) }),
       delete: (sessionId) => read('Delete', { session_id: sessionId }),
       list: (pageSize = 0, pageToken = '') => read('List', { page_size: pageSize, page_token: pageToken }),
-      // The session's changes (StateDiff objects) until the caller stops iterating.
-      watch: async function* watch(sessionId) {
-        for await (const reply of this.transport.stream('Sessions', 'Watch', { session_id: sessionId })) {
-          yield reply.diff;
+      // The session's changes (StateDiff objects, each with its revision) until the
+      // session is deleted or the caller stops iterating; resumes by itself (watchEvents).
+      watch: async function* watch(sessionId, options = {}) {
+        for await (const event of this.sessions.watchEvents(sessionId, options)) {
+          if (event.diff) yield { ...event.diff, revision: event.revision };
         }
       }.bind(this),
+      watchEvents: (sessionId, { startRevision = 0, resumeForMs = 30000 } = {}) =>
+        watchEvents(this, sessionId, startRevision, resumeForMs),
     };
     this.engine = {
       start: (sessionId, context = {}) =>

@@ -28,6 +28,7 @@ def _instance(cls: type[errors.TrellisError]) -> errors.TrellisError:
         errors.SessionNotFound: errors.SessionNotFound("s1"),
         errors.RevisionMismatch: errors.RevisionMismatch("s1", 3, 5),
         errors.RequestIdReused: errors.RequestIdReused("s1", "r-1"),
+        errors.WatchRevisionCompacted: errors.WatchRevisionCompacted("s1", 5, 9),
     }
     return samples.get(cls) or cls(f"a {cls.__name__}")
 

@@ -15,6 +15,7 @@ import orjson
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from trellis.api.v1 import dispatcher_pb2 as dpb
+from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import types_pb2 as pb
 from trellis.dispatching import DispatchContext, RetryPolicy, ToolInfo
 from trellis.domain import (
@@ -25,6 +26,7 @@ from trellis.domain import (
     JSONValue,
     Node,
     RenderResult,
+    SessionEvent,
     State,
     StateDiff,
     Status,
@@ -522,7 +524,8 @@ def diff_to_proto(diff: StateDiff) -> pb.StateDiff:
     return msg
 
 
-def diff_from_proto(msg: pb.StateDiff) -> StateDiff:
+def diff_from_proto(msg: pb.StateDiff, revision: int = 0) -> StateDiff:
+    """``revision``: where the diff sits (the watch response's, not part of the message)."""
     context: Mapping[str, Any] | None = None
     if msg.context_json:
         context = load_json_object(msg.context_json, "diff.context_json")
@@ -533,7 +536,23 @@ def diff_from_proto(msg: pb.StateDiff) -> StateDiff:
         context=context,
         history_appended=tuple(msg.history.node_ids) if msg.HasField("history") else None,
         terminated=msg.terminated if msg.HasField("terminated") else None,
+        revision=revision,
     )
+
+
+def watch_response(event: SessionEvent) -> spb.SessionsWatchResponse:
+    """A session watch's event on the wire (a diff, a bookmark or the deletion)."""
+    if event.diff is not None:
+        return spb.SessionsWatchResponse(diff=diff_to_proto(event.diff), revision=event.revision)
+    return spb.SessionsWatchResponse(revision=event.revision, bookmark=not event.deleted, deleted=event.deleted)
+
+
+def watch_event_from_proto(msg: spb.SessionsWatchResponse) -> SessionEvent:
+    if msg.deleted:
+        return SessionEvent(revision=msg.revision, deleted=True)
+    if msg.bookmark:
+        return SessionEvent(revision=msg.revision)
+    return SessionEvent(revision=msg.revision, diff=diff_from_proto(msg.diff, msg.revision))
 
 
 def graph_change_fields(change: GraphChange) -> tuple[list[str], int]:

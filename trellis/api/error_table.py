@@ -132,6 +132,13 @@ ROWS: dict[type[e.TrellisError], Row] = {
         "The session is not at the request's expected_revision; read it again before deciding.",
     ),
     e.LockLost: Row(C.ABORTED, (), "The step's session lock expired or was taken over; retry the step."),
+    # a watch's resume revision is no longer in the store's history: start over
+    e.WatchRevisionCompacted: Row(
+        C.OUT_OF_RANGE,
+        ("start_revision", "compact_revision"),
+        "A Sessions.Watch start_revision whose changes are no longer kept; Get the session and "
+        "watch from its revision + 1.",
+    ),
     # infrastructure
     e.BackendUnavailable: Row(C.UNAVAILABLE, (), "A store, loader or dispatcher cannot be reached, or the server is stopping."),
     e.DispatchError: Row(C.UNAVAILABLE, (), "A dispatcher could not run a tool call at all."),
@@ -177,6 +184,8 @@ _FIELDS = (
     "request_id",
     "expected_revision",
     "actual_revision",
+    "start_revision",
+    "compact_revision",
 )
 LIST_KEYS = frozenset({"missing_keys", "errors", "problems"})
 # What each metadata key holds (docs/errors.md shows this too).
@@ -198,8 +207,10 @@ KEY_MEANINGS: dict[str, str] = {
     "missing_keys": "the context keys that are missing",
     "errors": "one text per context value of the wrong type",
     "problems": "one text per graph problem",
+    "start_revision": "the revision a watch asked to resume from, decimal",
+    "compact_revision": "the oldest revision the store still has the changes from, decimal",
 }
-INT_KEYS = frozenset({"expected_revision", "stored_revision", "actual_revision"})
+INT_KEYS = frozenset({"expected_revision", "stored_revision", "actual_revision", "start_revision", "compact_revision"})
 
 
 def row_for(exc: BaseException) -> Row:

@@ -7,6 +7,7 @@ InvalidInput, ConflictError, ...), exactly as if the flow ran in process.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import uuid
@@ -28,16 +29,20 @@ from trellis.domain import (
     LifecycleEvent,
     Node,
     RenderResult,
+    SessionEvent,
     State,
     StateDiff,
     StepResult,
     ToolResult,
 )
+from trellis.errors import BackendUnavailable, SessionNotFound, WatchRevisionCompacted
 from trellis.ports.engine import LifecycleHook
 from trellis.ports.store import SessionPage
 
 LOG = logging.getLogger("trellis.clients")
 T = TypeVar("T")
+RESUME_FOR = 30.0
+"""Seconds a session watch keeps trying to reconnect before it gives up."""
 
 
 class Sessions:
@@ -166,24 +171,82 @@ class Sessions:
         request = spb.SessionsDeleteRequest(session_id=session_id)
         await self._channel.call(self._stub.Delete, request, idempotent=True)
 
-    async def watch(self, session_id: str) -> AsyncGenerator[StateDiff, None]:
-        """The session's changes as they are saved, until the caller stops iterating
-        (or cancels). SessionNotFound when the session does not exist.
+    async def watch(
+        self, session_id: str, *, start_revision: int = 0, resume_for: float = RESUME_FOR
+    ) -> AsyncGenerator[StateDiff, None]:
+        """The session's changes as they are saved (each with its ``revision``), until the
+        session is deleted or the caller stops iterating (or cancels). SessionNotFound
+        when the session does not exist. Reconnects and resumes by itself; see
+        ``watch_events`` for ``start_revision``, ``resume_for`` and what can be raised.
 
         Example::
 
             async for diff in client.sessions.watch("order-7"):
-                print(diff.current_node_id, diff.context)
+                print(diff.revision, diff.current_node_id, diff.context)
         """
-        request = spb.SessionsWatchRequest(session_id=session_id)
-        call = self._stub.Watch(request, metadata=self._channel.metadata)
+        events = self.watch_events(session_id, start_revision=start_revision, resume_for=resume_for)
         try:
-            async for message in call:
-                yield convert.diff_from_proto(message.diff)
-        except grpc.aio.AioRpcError as err:
-            raise self._channel.error(err) from None
+            async for event in events:
+                if event.diff is not None:
+                    yield event.diff
         finally:
-            call.cancel()
+            await events.aclose()
+
+    async def watch_events(
+        self, session_id: str, *, start_revision: int = 0, resume_for: float = RESUME_FOR
+    ) -> AsyncGenerator[SessionEvent, None]:
+        """The session's changes, bookmarks and deletion (trellis.domain.SessionEvent).
+
+        ``start_revision`` 0 watches from now; n > 0 gets every change saved at revision n
+        or later (pass the last revision you received + 1, e.g. after a restart). When
+        the connection breaks or the server goes away, the watch reconnects (through
+        the channel: another replica behind the same address, or the next address of
+        an ``ipv4:`` list) and resumes after the last revision received, so no change is
+        lost or repeated; it gives up with BackendUnavailable after ``resume_for``
+        seconds without a server. WatchRevisionCompacted (its ``current`` holds the
+        session now, None when it is gone) when the changes since that revision are no
+        longer kept: start over from ``current`` and watch from its revision + 1.
+        """
+        next_revision = start_revision
+        attempt = 0
+        failing_since: float | None = None
+        while True:
+            request = spb.SessionsWatchRequest(
+                session_id=session_id, start_revision=next_revision, allow_bookmarks=True
+            )
+            call = self._stub.Watch(request, metadata=self._channel.metadata)
+            try:
+                async for message in call:
+                    attempt, failing_since = 0, None
+                    event = convert.watch_event_from_proto(message)
+                    next_revision = max(next_revision, event.revision + 1)
+                    yield event
+                    if event.deleted:
+                        return
+                if not next_revision:
+                    return  # a server without revisions ends the stream on deletion
+                problem: BaseException = BackendUnavailable(f"the watch of session {session_id!r} ended")
+            except grpc.aio.AioRpcError as err:
+                problem = self._channel.error(err)
+            finally:
+                call.cancel()
+            if isinstance(problem, SessionNotFound) and next_revision:
+                yield SessionEvent(revision=next_revision - 1, deleted=True)  # deleted while away
+                return
+            if isinstance(problem, WatchRevisionCompacted):
+                problem.current = await self._current(session_id)
+            loop = asyncio.get_running_loop()
+            failing_since = failing_since if failing_since is not None else loop.time()
+            if not isinstance(problem, BackendUnavailable) or loop.time() - failing_since > resume_for:
+                raise problem
+            await asyncio.sleep(self._channel.options.backoff(attempt))
+            attempt += 1
+
+    async def _current(self, session_id: str) -> StepResult | None:
+        try:
+            return await self.get(session_id)
+        except SessionNotFound:
+            return None
 
 
 def new_request_id() -> str:

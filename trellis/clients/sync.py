@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 from trellis.api.transport import ChannelOptions
 from trellis.clients.client import Client
-from trellis.domain import JSONValue, Node, RenderResult, State, StateDiff, StepResult, ToolResult
+from trellis.domain import (
+    JSONValue,
+    Node,
+    RenderResult,
+    SessionEvent,
+    State,
+    StateDiff,
+    StepResult,
+    ToolResult,
+)
 from trellis.ports.engine import LifecycleHook
 from trellis.ports.store import SessionPage
 
@@ -97,9 +106,16 @@ class SyncSessions:
     def delete(self, session_id: str) -> None:
         self._loop.run(self._async.delete(session_id))
 
-    def watch(self, session_id: str) -> Iterator[StateDiff]:
-        """The session's saved changes, blocking for each; closing the generator ends the watch."""
-        stream = self._async.watch(session_id)
+    def watch(self, session_id: str, *, start_revision: int = 0) -> Iterator[StateDiff]:
+        """The session's saved changes, blocking for each; closing the generator ends the watch.
+        Resumes by itself after a broken connection (see Sessions.watch_events)."""
+        yield from self._follow(self._async.watch(session_id, start_revision=start_revision))
+
+    def watch_events(self, session_id: str, *, start_revision: int = 0) -> Iterator[SessionEvent]:
+        """Changes, bookmarks and the deletion, blocking for each (Sessions.watch_events)."""
+        yield from self._follow(self._async.watch_events(session_id, start_revision=start_revision))
+
+    def _follow(self, stream: AsyncGenerator[T, None]) -> Iterator[T]:
         try:
             while True:
                 try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Protocol, runtime_checkable
 
-from trellis.domain import JSONValue, StateDiff, StepResult, ToolResult
+from trellis.domain import JSONValue, SessionEvent, StateDiff, StepResult, ToolResult
 from trellis.ports.store import SessionPage
 
 
@@ -26,6 +26,16 @@ class DiffStream(Protocol):
 
     def __aiter__(self) -> AsyncIterator[StateDiff]: ...
     def __anext__(self) -> Awaitable[StateDiff]: ...
+    async def aclose(self) -> None:
+        """Stop receiving; safe to call more than once."""
+        ...
+
+
+class EventStream(Protocol):
+    """What a resumable session watch yields: changes, bookmarks and the deletion."""
+
+    def __aiter__(self) -> AsyncIterator[SessionEvent]: ...
+    def __anext__(self) -> Awaitable[SessionEvent]: ...
     async def aclose(self) -> None:
         """Stop receiving; safe to call more than once."""
         ...
@@ -76,6 +86,12 @@ class SessionsPort(Protocol):
         StateStore.list). Raises InvalidInput for a negative ``page_size``."""
         ...
 
-    def watch(self, session_id: str) -> DiffStream:
-        """The changes of each step committed after the call, until the session is deleted."""
+    def watch(self, session_id: str, *, start_revision: int = 0) -> DiffStream:
+        """The changes of each step committed after the call (``start_revision`` > 0: at
+        that revision or later), until the session is deleted."""
+        ...
+
+    def watch_events(self, session_id: str, *, start_revision: int = 0) -> EventStream:
+        """``watch`` with the revision of each change, bookmarks and the deletion, so a
+        watcher can resume from the last revision + 1 (SessionManager.watch_events)."""
         ...

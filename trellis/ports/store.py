@@ -11,6 +11,7 @@ rules — are implemented once in the public module ``trellis.adapters.rules``;
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -160,4 +161,42 @@ class OptimisticStepStore(StepStore, Protocol):
         ``state.revision`` (0: the session must not exist) and no lock of the
         session is held or waited for. Returns the new revision. Raises
         StepConflict (nothing changed) when a compare fails."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoreEvent:
+    """One thing a session watch of a WatchableStore reports, at ``revision``: a saved
+    version (``state``, with ``previous``, the version it replaced, None when it created
+    the session), the deletion (``deleted``), or a bookmark (neither: every change up to
+    ``revision`` has been reported)."""
+
+    revision: int
+    state: State | None = None
+    previous: State | None = None
+    deleted: bool = False
+
+
+class StoreEvents(Protocol):
+    """The StoreEvents of one session watch, in revision order."""
+
+    def __aiter__(self) -> AsyncIterator[StoreEvent]: ...
+    def __anext__(self) -> Awaitable[StoreEvent]: ...
+    async def aclose(self) -> None:
+        """Stop watching; safe to call more than once."""
+        ...
+
+
+@runtime_checkable
+class WatchableStore(Protocol):
+    """Optional capability of a store that every replica writes to (etcd): a session
+    watch fed by the store itself, so it sees every saved version whichever process
+    saved it. Without it the session manager reports the steps of its own process."""
+
+    def watch_session(self, session_id: str, start_revision: int) -> StoreEvents:
+        """Every change of ``session_id`` at revision ``start_revision`` (> 0) or later,
+        in order, and a bookmark now and then while nothing changes; the stream ends
+        after the deletion. Raises (from the stream) WatchRevisionCompacted when that
+        history is no longer kept, BackendUnavailable when the store cannot be reached
+        for longer than it retries."""
         ...

@@ -15,7 +15,6 @@ import grpc  # type: ignore[import-untyped]
 from trellis.api import convert, step_reports
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
-from trellis.domain import StateDiff
 from trellis.errors import InvalidInput
 from trellis.ports.sessions import SessionsPort
 from trellis.server import page_tokens
@@ -121,14 +120,18 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     async def Watch(
         self, request: spb.SessionsWatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[spb.SessionsWatchResponse]:
+        if request.start_revision < 0:
+            raise InvalidInput(
+                f"start_revision: must be 0 (from now) or a revision, got {request.start_revision}",
+                field="start_revision",
+            )
         with self._watch_streams.slot("Sessions.Watch"):
-            # Subscribe before checking that the session exists so no step slips in between.
-            watch = self._sessions.watch(request.session_id)
+            # SessionNotFound (or WatchRevisionCompacted) comes with the first read.
+            watch = self._sessions.watch_events(request.session_id, start_revision=request.start_revision)
             try:
-                await self._sessions.get(request.session_id)
-                async for diff in watch:
-                    assert isinstance(diff, StateDiff)
-                    yield spb.SessionsWatchResponse(diff=convert.diff_to_proto(diff))
+                async for event in watch:
+                    if event.diff is not None or request.allow_bookmarks:
+                        yield convert.watch_response(event)
             finally:
                 await watch.aclose()
 

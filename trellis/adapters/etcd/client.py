@@ -74,6 +74,9 @@ _METHOD_STUB = {
     "Defragment": "Maintenance",
 }
 _RETRY_BACKOFF = 0.05
+REQUIRE_LEADER = ("hasleader", "true")
+"""gRPC metadata with which etcd refuses (and later ends) a stream on a member without a
+leader (clientv3's WithRequireLeader)."""
 _RETRIED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -220,7 +223,10 @@ class EtcdClient:
     async def _open_watch(self) -> Any:
         await self.connect()
         await self._authenticate()  # a stream keeps the token it was opened with: use a fresh one
-        return self._stubs["Watch"].Watch(metadata=self._metadata, wait_for_ready=True)
+        # Require a leader: a member that loses the quorum then ends the stream (UNAVAILABLE,
+        # "no leader") instead of keeping it open with no events; the mux reopens it.
+        metadata = (*self._metadata, REQUIRE_LEADER)
+        return self._stubs["Watch"].Watch(metadata=metadata, wait_for_ready=True)
 
     def open_keepalive(self) -> Any:
         return self._stubs["Lease"].LeaseKeepAlive(metadata=self._metadata, wait_for_ready=True)

@@ -18,6 +18,9 @@ as EtcdLocker (the lock's name is the session ID): ``lock_and_load`` queues for
 the lock and reads the state in one transaction, ``save_and_unlock`` writes and
 releases in one. The session manager takes that path under contention and for
 steps that run tools (docs/etcd.md, "The step protocol").
+
+As a WatchableStore it feeds session watches from etcd itself
+(session_watch.py), so a watch sees the steps of every replica.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from trellis.adapters.etcd.locker import (
     count_lock_keys,
     no_lock_held,
 )
+from trellis.adapters.etcd.session_watch import DEFAULT_BOOKMARK_INTERVAL, session_events
 from trellis.adapters.rules import check_expected_revision, check_session_id
 from trellis.adapters.state_json import decode_document, decode_own_state, encode_document, state_document
 from trellis.domain import State
@@ -52,7 +56,8 @@ from trellis.errors import (
     TrellisError,
 )
 from trellis.ports.locker import LockHandle
-from trellis.ports.store import SessionPage, StepConflict
+from trellis.ports.store import SessionPage, StepConflict, StoreEvent
+from trellis.streams import QueueStream
 
 _LIST_CHUNK = 10_000
 """Keys per range request when listing everything (keeps each answer well under 4 MiB)."""
@@ -130,9 +135,10 @@ class _SessionLeases:
 
 
 class EtcdStateStore:
-    """StateStore, StepStore and OptimisticStepStore on etcd. ``session_ttl`` (seconds,
-    0 = keep forever) defaults to the client configuration's; ``cached_sessions``: how
-    many sessions' last seen state to remember (0: none; every step then reads first)."""
+    """StateStore, StepStore, OptimisticStepStore and WatchableStore on etcd. ``session_ttl``
+    (seconds, 0 = keep forever) defaults to the client configuration's; ``cached_sessions``:
+    how many sessions' last seen state to remember (0: none; every step then reads first);
+    ``bookmark_interval``: seconds between bookmarks of an idle session watch."""
 
     def __init__(
         self,
@@ -141,8 +147,10 @@ class EtcdStateStore:
         session_ttl: float | None = None,
         max_state_bytes: int | None = None,
         cached_sessions: int = CACHED_SESSIONS,
+        bookmark_interval: float = DEFAULT_BOOKMARK_INTERVAL,
     ) -> None:
         self.client = client
+        self.bookmark_interval = bookmark_interval
         self._prefix = client.config.key("sessions") + b"/"
         ttl = client.config.session_ttl if session_ttl is None else session_ttl
         self._leases = _SessionLeases(client, ttl)
@@ -260,6 +268,18 @@ class EtcdStateStore:
                 return SessionPage(ids)
             revision = response.header.revision
             start = response.kvs[-1].key + b"\0"
+
+    # --- WatchableStore ---------------------------------------------------------------
+
+    def watch_session(self, session_id: str, start_revision: int) -> QueueStream[StoreEvent]:
+        return session_events(
+            self.client,
+            self._key(session_id),
+            session_id,
+            start_revision,
+            self._decode,
+            bookmark_interval=self.bookmark_interval,
+        )
 
     # --- StepStore -------------------------------------------------------------------
 

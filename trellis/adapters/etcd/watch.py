@@ -9,7 +9,13 @@ hand-offs.
 
 A watch whose resume revision was compacted away is not an error: it resumes
 at the current revision and its owner is told to resynchronise (``on_resync``),
-i.e. to re-read whatever it depends on.
+i.e. to re-read whatever it depends on. A watch that must not skip anything
+(a session watch: ``resume_after_compaction`` False) is dropped instead and its
+owner told the same way.
+
+The stream is opened requiring a leader (etcd's ``hasleader`` metadata, see
+client.py): a member cut off from the quorum ends it rather than leaving every
+watch silently stalled, and the reopened stream lands on a member that has one.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ class Subscription:
     on_resync: ResyncCallback
     deletes_only: bool = False
     watch_id: int = 0
+    prev_kv: bool = False
+    """Each event also carries the key's previous version."""
+    resume_after_compaction: bool = True
 
     def create_request(self) -> Any:
         request = rpc.WatchCreateRequest(
@@ -48,6 +57,7 @@ class Subscription:
             range_end=self.range_end,
             start_revision=self.next_revision,
             watch_id=self.watch_id,
+            prev_kv=self.prev_kv,
         )
         if self.deletes_only:
             request.filters.append(rpc.WatchCreateRequest.FilterType.NOPUT)
@@ -79,10 +89,22 @@ class WatchMux:
         on_resync: ResyncCallback,
         *,
         deletes_only: bool = False,
+        prev_kv: bool = False,
+        resume_after_compaction: bool = True,
     ) -> Subscription:
-        """Watch ``[key, range_end)`` from ``start_revision`` until ``unsubscribe``."""
+        """Watch ``[key, range_end)`` from ``start_revision`` until ``unsubscribe``.
+        ``resume_after_compaction`` False: a compacted resume revision ends the watch
+        (``on_resync`` is still called) instead of skipping to the oldest one kept."""
         sub = Subscription(
-            key, range_end, start_revision, on_events, on_resync, deletes_only, next(self._ids)
+            key,
+            range_end,
+            start_revision,
+            on_events,
+            on_resync,
+            deletes_only,
+            next(self._ids),
+            prev_kv,
+            resume_after_compaction,
         )
         self._subs[sub.watch_id] = sub
         if self._task is None:
@@ -173,9 +195,13 @@ class WatchMux:
             # Compacted: resume at the oldest revision still kept and let the owner
             # re-read; events it already covered by re-reading may come again.
             log.info("etcd watch on %r fell behind compaction (%d)", sub.key, response.compact_revision)
+            self._created.discard(sub.watch_id)
+            if not sub.resume_after_compaction:
+                del self._subs[sub.watch_id]
+                sub.on_resync(response.compact_revision)
+                return True
             sub.next_revision = response.compact_revision
             # etcd keeps a canceled watch's ID taken on this stream: resume under a new one.
-            self._created.discard(sub.watch_id)
             del self._subs[sub.watch_id]
             sub.watch_id = next(self._ids)
             self._subs[sub.watch_id] = sub

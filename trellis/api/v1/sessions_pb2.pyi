@@ -406,15 +406,28 @@ class SessionsWatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    START_REVISION_FIELD_NUMBER: _builtins.int
+    ALLOW_BOOKMARKS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    start_revision: _builtins.int
+    """0 = the changes saved from now on. n > 0 = every change saved at revision
+    n or later (a client resumes with the last revision it received + 1).
+    """
+    allow_bookmarks: _builtins.bool
+    """Also send bookmarks (a first one with the revision the watch starts
+    after, then one now and then while nothing changes) and a last response
+    with deleted = true when the session is deleted.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
+        start_revision: _builtins.int = ...,
+        allow_bookmarks: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_bookmarks", b"allow_bookmarks", "session_id", b"session_id", "start_revision", b"start_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -422,21 +435,40 @@ Global___SessionsWatchRequest: _TypeAlias = SessionsWatchRequest  # noqa: Y015
 
 @_typing.final
 class SessionsWatchResponse(_message.Message):
-    """Sessions.Watch response: one saved change."""
+    """Sessions.Watch response: one saved change, or (allow_bookmarks) a bookmark
+    or the deletion.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DIFF_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    BOOKMARK_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The revision this response reflects: of the change, of the deletion, or
+    (bookmark) up to which every change has been sent. 0 from a server that
+    predates revisions.
+    """
+    bookmark: _builtins.bool
+    """Nothing changed: every change up to revision has been sent."""
+    deleted: _builtins.bool
+    """The session was deleted (at or before revision); the stream ends."""
     @_builtins.property
-    def diff(self) -> _types_pb2.StateDiff: ...
+    def diff(self) -> _types_pb2.StateDiff:
+        """Unset on a bookmark and on the deletion."""
+
     def __init__(
         self,
         *,
         diff: _types_pb2.StateDiff | None = ...,
+        revision: _builtins.int = ...,
+        bookmark: _builtins.bool = ...,
+        deleted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["diff", b"diff"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["diff", b"diff"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookmark", b"bookmark", "deleted", b"deleted", "diff", b"diff", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -120,8 +120,13 @@ class SessionsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """The changes of one session as they are saved (docs/api.md, "Watching"), until the
-        caller cancels. Slow watchers may miss intermediate diffs.
+        """The changes of one session as they are saved (docs/clients.md, "Watching a session"),
+        in revision order, until the caller cancels or the session is deleted. A watch can
+        resume from a revision (start_revision): reconnecting to any replica then
+        loses and repeats nothing. A revision whose history is gone fails with
+        OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
+        again from its revision + 1. A watcher that falls 256 changes behind gets
+        UNAVAILABLE: resume from the last revision received + 1.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

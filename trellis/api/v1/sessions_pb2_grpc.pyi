@@ -54,8 +54,13 @@ class SessionsStub:
     at most 1000).
     """
     Watch: _grpc.UnaryStreamMultiCallable[_sessions_pb2.SessionsWatchRequest, _sessions_pb2.SessionsWatchResponse]
-    """The changes of one session as they are saved (docs/api.md, "Watching"), until the
-    caller cancels. Slow watchers may miss intermediate diffs.
+    """The changes of one session as they are saved (docs/clients.md, "Watching a session"),
+    in revision order, until the caller cancels or the session is deleted. A watch can
+    resume from a revision (start_revision): reconnecting to any replica then
+    loses and repeats nothing. A revision whose history is gone fails with
+    OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
+    again from its revision + 1. A watcher that falls 256 changes behind gets
+    UNAVAILABLE: resume from the last revision received + 1.
     """
 
 @_typing.type_check_only
@@ -78,8 +83,13 @@ class SessionsAsyncStub(SessionsStub):
     at most 1000).
     """
     Watch: _aio.UnaryStreamMultiCallable[_sessions_pb2.SessionsWatchRequest, _sessions_pb2.SessionsWatchResponse]  # type: ignore[assignment]
-    """The changes of one session as they are saved (docs/api.md, "Watching"), until the
-    caller cancels. Slow watchers may miss intermediate diffs.
+    """The changes of one session as they are saved (docs/clients.md, "Watching a session"),
+    in revision order, until the caller cancels or the session is deleted. A watch can
+    resume from a revision (start_revision): reconnecting to any replica then
+    loses and repeats nothing. A revision whose history is gone fails with
+    OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
+    again from its revision + 1. A watcher that falls 256 changes behind gets
+    UNAVAILABLE: resume from the last revision received + 1.
     """
 
 class SessionsServicer(metaclass=_abc_1.ABCMeta):
@@ -141,8 +151,13 @@ class SessionsServicer(metaclass=_abc_1.ABCMeta):
         request: _sessions_pb2.SessionsWatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_sessions_pb2.SessionsWatchResponse], _abc.AsyncIterator[_sessions_pb2.SessionsWatchResponse]]:
-        """The changes of one session as they are saved (docs/api.md, "Watching"), until the
-        caller cancels. Slow watchers may miss intermediate diffs.
+        """The changes of one session as they are saved (docs/clients.md, "Watching a session"),
+        in revision order, until the caller cancels or the session is deleted. A watch can
+        resume from a revision (start_revision): reconnecting to any replica then
+        loses and repeats nothing. A revision whose history is gone fails with
+        OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
+        again from its revision + 1. A watcher that falls 256 changes behind gets
+        UNAVAILABLE: resume from the last revision received + 1.
         """
 
 def add_SessionsServicer_to_server(servicer: SessionsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
