@@ -50,12 +50,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENTS_FILE = ROOT / "tools" / "mutation_equivalents.toml"
 
-# Which fast tests (no etcd, no sidecar processes) guard which part of the core.
+# Which tests guard which part of the core: fast ones (no sidecar processes), with a
+# real etcd only where the code under test exists for etcd alone (the session steps).
 # The first matching prefix wins. Each entry: (path prefix, pytest arguments).
 _SESSION_TESTS = [
-    "tests/sessions/test_durable_step.py", "tests/sessions/test_registry_watch_repair.py",
-    "tests/sessions/test_step_outcomes.py", "tests/sessions/test_manager_limits.py",
-    "tests/sessions/test_sessions_on_etcd.py", "tests/sessions/test_optimistic_step_paths.py",
+    # The step paths without and with the lock exist on etcd only (an OptimisticStepStore):
+    # these folders include tests on a real etcd, which the runner starts per run.
+    "tests/sessions", "tests/timers", "tests/etcd/test_session_watch.py",
 ]
 TEST_SETS: list[tuple[str, list[str]]] = [
     ("trellis/engine/", ["tests/engine", "-k", "not grpc"]),
