@@ -91,6 +91,10 @@ PLAN: dict[str, Plan] = {
     ".venv/bin/python bench/reload.py": Plan(SKIP, "benchmark"),
     ".venv/bin/python bench/evaluation_limits.py": Plan(SKIP, "benchmark"),
     ".venv/bin/python bench/dispatch.py": Plan(SKIP, "benchmark"),
+    ".venv/bin/python bench/timers.py": Plan(SKIP, "benchmark"),
+    ".venv/bin/python bench/watch.py": Plan(SKIP, "benchmark"),
+    ".venv/bin/python bench/etcd_growth.py": Plan(SKIP, "benchmark"),
+    ".venv/bin/python bench/http_steps.py": Plan(SKIP, "benchmark"),
 }
 
 
