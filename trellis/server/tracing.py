@@ -118,11 +118,12 @@ def call_metadata() -> list[tuple[str, str]]:
 
 
 def _status_of(context: Any) -> Any:
+    """The status code set on the call's context: a method of grpc.aio's, an attribute of
+    the HTTP listener's (trellis.server.http.calls); None when not set."""
     code = getattr(context, "code", None)
-    try:
-        return code() if callable(code) else None
-    except Exception:  # a context that cannot tell: the span just has no gRPC code
-        return None
+    if callable(code):
+        code = code()
+    return code if isinstance(code, grpc.StatusCode) else None
 
 
 class _RpcSpan:
