@@ -20,14 +20,12 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from trellis.adapters.grpc.channel import set_call_metadata
+from tests.support.tracing import traced_server
 from trellis.api.v1 import sessions_pb2, sessions_pb2_grpc, types_pb2
 from trellis.server.app import TrellisServer
-from trellis.server.config import ServerConfig
 from trellis.sessions import SessionManager
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,25 +99,6 @@ def write_flow(directory: Path) -> Path:
     return directory
 
 
-@asynccontextmanager
-async def traced_server(
-    flow: Path, sidecar_url: str, exporter: InMemorySpanExporter, *, tracing: bool = True
-) -> AsyncIterator[TrellisServer]:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    config = ServerConfig(
-        flow_dir=str(flow), listen="127.0.0.1:0", sidecars=[sidecar_url], token=TOKEN, tracing=tracing
-    )
-    server = TrellisServer(config, tracer=provider.get_tracer("test"))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(grace=2.0)
-        set_call_metadata(None)  # the process-wide hook the traced server set
-        provider.shutdown()
-
-
 async def walk(server: TrellisServer, session_id: str) -> sessions_pb2.SessionsNavigateResponse:
     """Start a session, then one Navigate that runs the sidecar's tool, with the caller's trace."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -160,7 +139,8 @@ async def test_a_navigate_is_one_trace_from_the_caller_through_the_step_to_the_s
 ) -> None:
     exporter = InMemorySpanExporter()
     async with traced_sidecar() as sidecar:
-        async with traced_server(write_flow(tmp_path), sidecar.url, exporter) as server:
+        flow = write_flow(tmp_path)
+        async with traced_server(flow, exporter, sidecars=[sidecar.url], token=TOKEN) as server:
             reply = await walk(server, "trace-1")
             assert reply.step.state.current_node_id == "done"
         sidecar_spans = await sidecar.stop()
@@ -213,7 +193,7 @@ async def test_a_failed_call_is_an_error_span_with_its_grpc_code(tmp_path: Path)
     exporter = InMemorySpanExporter()
     unknown = sessions_pb2.SessionsNavigateRequest(session_id="nobody", input=types_pb2.Input(text="a"))
     flow = write_flow(tmp_path)
-    async with traced_sidecar() as sidecar, traced_server(flow, sidecar.url, exporter) as server:
+    async with traced_server(flow, exporter, token=TOKEN) as server:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = sessions_pb2_grpc.SessionsStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -233,7 +213,9 @@ async def test_a_failed_call_is_an_error_span_with_its_grpc_code(tmp_path: Path)
 async def test_with_tracing_off_nothing_is_traced_or_installed(tmp_path: Path) -> None:
     exporter = InMemorySpanExporter()
     async with traced_sidecar() as sidecar:
-        async with traced_server(write_flow(tmp_path), sidecar.url, exporter, tracing=False) as server:
+        async with traced_server(
+            write_flow(tmp_path), exporter, tracing=False, sidecars=[sidecar.url], token=TOKEN
+        ) as server:
             reply = await walk(server, "plain")
             assert reply.step.state.current_node_id == "done"
             # No wrapper around the steps (their cost matters: bench/grpc_steps.py --tracing).
