@@ -169,6 +169,9 @@ async def test_a_navigate_is_one_trace_from_the_caller_through_the_step_to_the_s
     assert dispatch.attributes["trellis.session.id"] == "trace-1"
     # In order: lock and load, the tool, then the save.
     lock, save = children["trellis.lock_and_load"], children["trellis.save_and_unlock"]
+    # The local locker's share of taking the lock and loading (the rest is the load).
+    waited = [s for s in named(spans, "trellis.lock") if parent_of(s) == lock.context.span_id]
+    assert len(waited) == 1
     assert lock.end_time is not None and dispatch.start_time is not None
     assert lock.end_time <= dispatch.start_time
     assert dispatch.end_time is not None and save.start_time is not None

@@ -92,13 +92,16 @@ def assemble(
         hooks=[observer.hook, lifecycle_capture.record],
         limits=config.evaluation_limits(),
     )
+    if tracer is not None:
+        from trellis.server import tracing
+
+        if locker is not None:
+            locker = tracing.TracedLocker(locker, tracer)
     step_dispatcher: ActionDispatcher | None = None
     step_store: StepStore = metered_step_store(step_store_for(store, locker), observer)
     if dispatcher is not None:
         step_dispatcher = MeteredDispatcher(dispatcher, observer)
     if tracer is not None:
-        from trellis.server import tracing
-
         step_store = tracing.traced_step_store(step_store, tracer)
         if step_dispatcher is not None:
             step_dispatcher = tracing.TracedDispatcher(step_dispatcher, tracer)

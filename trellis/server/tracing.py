@@ -10,7 +10,8 @@ What is traced (docs/server.md, "Tracing"):
   caller's trace when its metadata carries a W3C ``traceparent``;
 * every durable step (Sessions Start/Navigate/Signal/Delete): a ``trellis.step``
   span with the session ID and the node IDs it went from and to;
-* inside a step: the step store's calls (``trellis.lock_and_load``,
+* inside a step: the step store's calls (``trellis.lock_and_load``, with a
+  ``trellis.lock`` child when the lock comes from a separate locker,
   ``trellis.save_and_unlock``, ``trellis.unlock``, and ``trellis.load`` /
   ``trellis.save`` on a store's lock-free path) and each tool dispatch
   (``trellis.dispatch``), whose context reaches a sidecar in the call's metadata.
@@ -44,7 +45,7 @@ from trellis.dispatching import DispatchContext
 from trellis.domain import JSONValue, State, StepResult, ToolCall, ToolResult
 from trellis.errors import ConfigError
 from trellis.ports.dispatcher import ActionDispatcher
-from trellis.ports.locker import LockHandle
+from trellis.ports.locker import DistributedLocker, LockHandle
 from trellis.ports.sessions import DiffStream, SessionsPort
 from trellis.ports.store import OptimisticStepStore, SessionPage, StepStore
 
@@ -345,6 +346,19 @@ def traced_step_store(inner: StepStore, tracer: Tracer) -> TracedStepStore:
     if isinstance(inner, OptimisticStepStore):
         return TracedOptimisticStepStore(inner, tracer)
     return TracedStepStore(inner, tracer)
+
+
+class TracedLocker:
+    """A DistributedLocker whose waits are ``trellis.lock`` spans: inside a step store made
+    of a store and a separate locker, the lock's share of ``trellis.lock_and_load``."""
+
+    def __init__(self, inner: DistributedLocker, tracer: Tracer) -> None:
+        self._inner = inner
+        self._tracer = tracer
+
+    async def acquire(self, key: str, ttl: float) -> LockHandle:
+        with self._tracer.start_as_current_span("trellis.lock"):
+            return await self._inner.acquire(key, ttl)
 
 
 class TracedDispatcher:
