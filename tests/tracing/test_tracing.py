@@ -31,6 +31,7 @@ from trellis.sessions import SessionManager
 ROOT = Path(__file__).resolve().parents[2]
 BOUND = 60.0
 TOKEN = "s3cret-token-never-in-a-span"
+USER_INPUT = "Grace Hopper"  # not a substring of any hex ID or JSON key
 # A caller's own trace: the RPC span must continue it.
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -107,8 +108,9 @@ async def walk(server: TrellisServer, session_id: str) -> sessions_pb2.SessionsN
         start = sessions_pb2.SessionsStartRequest(session_id=session_id)
         await stub.Start(start, metadata=auth, timeout=BOUND)
         traceparent = ("traceparent", f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+        typed = types_pb2.Input(text=USER_INPUT)
         reply: sessions_pb2.SessionsNavigateResponse = await stub.Navigate(
-            sessions_pb2.SessionsNavigateRequest(session_id=session_id, input=types_pb2.Input(text="ada")),
+            sessions_pb2.SessionsNavigateRequest(session_id=session_id, input=typed),
             metadata=(*auth, traceparent),
             timeout=BOUND,
         )
@@ -189,7 +191,7 @@ async def test_a_navigate_is_one_trace_from_the_caller_through_the_step_to_the_s
     # Neither the token nor what the user typed is in any span.
     everything = json.dumps(sidecar_spans) + "".join(span.to_json() for span in spans)
     assert TOKEN not in everything
-    assert "ada" not in everything
+    assert USER_INPUT not in everything
 
 
 async def test_a_failed_call_is_an_error_span_with_its_grpc_code(tmp_path: Path) -> None:
