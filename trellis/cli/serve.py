@@ -72,6 +72,7 @@ _PLAIN = (
     "html",
     "lock_ttl",
     "metrics_listen",
+    "tracing",
     "log_level",
     "tls_cert",
     "tls_key",
@@ -166,6 +167,12 @@ def register(subparsers: Any) -> None:
     engine.add_argument("--lock-ttl", type=str, metavar="DURATION", help="session lock TTL (default 30s)")
     ops = parser.add_argument_group("operations")
     ops.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics over HTTP here")
+    ops.add_argument(
+        "--tracing",
+        action="store_true",
+        default=None,
+        help="export OpenTelemetry traces as the OTEL_* variables say (needs trellis-flow[otel])",
+    )
     ops.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     ops.add_argument(
         "--shutdown-grace", metavar="DURATION", help="time in-flight calls get on shutdown (default 10s)"

@@ -149,9 +149,15 @@ class TrellisServer:
         *,
         composition: Composition | None = None,
         observer: Observer | None = None,
+        tracer: Any = None,
     ):
+        """``tracer``: an OpenTelemetry Tracer to trace with when ``config.tracing`` is on
+        (tests, embedders; the composition given must be assembled with it too); by
+        default one is made from the OTEL_* variables (trellis.server.tracing)."""
         self.config = config
         self.observer = observer or Observer()
+        self.tracer = tracer
+        self._tracing: Any = None  # the trellis.server.tracing.Tracing this server made
         self.composition = composition
         self._owns_composition = composition is None
         self.port = 0
@@ -189,12 +195,27 @@ class TrellisServer:
         host, _port = split_host_port(config.listen, "listen")
         if config.internal_listen:
             check_internal_listen(config, tokens)
+        if config.tracing and self.tracer is None:
+            self._tracing = make_tracing()
+            self.tracer = self._tracing.tracer
         if self.composition is None:
-            self.composition = await build_composition(config, self.observer)
+            try:
+                tracer = self.tracer if config.tracing else None
+                self.composition = await build_composition(config, self.observer, tracer)
+            except BaseException:
+                self._shutdown_tracing()
+                raise
         ports = self.composition
         try:
             # The gate first: once stopping, a call is refused before anything else looks at it.
             interceptors: list[Any] = [self._gate]
+            if config.tracing:
+                # Before the token check, so a refused call is traced too (the token never is).
+                from trellis.adapters.grpc.channel import set_call_metadata
+                from trellis.server.tracing import TracingInterceptor, call_metadata
+
+                interceptors.append(TracingInterceptor(self.tracer))
+                set_call_metadata(call_metadata)
             if tokens:
                 interceptors.append(TokenInterceptor(tokens))
             interceptors.append(MalformedRequestInterceptor())
@@ -268,6 +289,7 @@ class TrellisServer:
                 await self._http.stop()
             if self._owns_composition:
                 await ports.aclose()
+            self._shutdown_tracing()
             raise
         LOG.info(
             "trellis server listening on %s (port %d%s%s)",
@@ -413,11 +435,31 @@ class TrellisServer:
             httpd.server_close()
         if self._owns_composition and self.composition is not None:
             await self.composition.aclose()
+        self._shutdown_tracing()
         self._stopped.set()
         LOG.info("server stopped")
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+    def _shutdown_tracing(self) -> None:
+        """Export the spans still buffered, if this server made its tracer provider."""
+        if self._tracing is not None:
+            self._tracing.shutdown()
+            self._tracing = None
+
+
+def make_tracing(default_service: str = "trellis") -> Any:
+    """A trellis.server.tracing.Tracing from the OTEL_* variables; ConfigError naming the
+    extra to install when OpenTelemetry is missing."""
+    try:
+        from trellis.server.tracing import tracing_from_env
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"tracing: OpenTelemetry is not installed (missing module {exc.name!r}): "
+            "pip install 'trellis-flow[otel]'"
+        ) from None
+    return tracing_from_env(default_service)
 
 
 def _bind(

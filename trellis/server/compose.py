@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trellis.engine import Engine
 from trellis.errors import ConfigError, TrellisError
@@ -29,6 +29,9 @@ from trellis.server.observe import MeteredDispatcher, Observer, metered_step_sto
 from trellis.server.tool_policies import approvals_of
 from trellis.sessions import SessionManager
 from trellis.timers import MemoryTimerQueue, TimerQueue, TimerService
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 LOG = logging.getLogger("trellis.server")
 
@@ -79,9 +82,11 @@ def assemble(
     dispatcher: ActionDispatcher | None,
     config: ServerConfig,
     observer: Observer,
+    tracer: Tracer | None = None,
 ) -> Composition:
     """The engine and session manager over ready ports, metered once where they wait
-    (the step store's lock) and where they call out (the dispatcher)."""
+    (the step store's lock) and where they call out (the dispatcher); with ``tracer``,
+    their steps, store calls and dispatches traced too (nothing is wrapped without)."""
     engine = Engine(
         loader,
         entry_node=config.effective_entry_node(),
@@ -91,18 +96,33 @@ def assemble(
         hooks=[observer.hook, lifecycle_capture.record],
         limits=config.evaluation_limits(),
     )
-    metered_dispatcher = MeteredDispatcher(dispatcher, observer) if dispatcher is not None else None
-    sessions = SessionManager(
+    if tracer is not None:
+        from trellis.server import tracing
+
+        if locker is not None:
+            locker = tracing.TracedLocker(locker, tracer)
+    step_dispatcher: ActionDispatcher | None = None
+    step_store: StepStore = metered_step_store(step_store_for(store, locker), observer)
+    if dispatcher is not None:
+        step_dispatcher = MeteredDispatcher(dispatcher, observer)
+    if tracer is not None:
+        step_store = tracing.traced_step_store(step_store, tracer)
+        if step_dispatcher is not None:
+            step_dispatcher = tracing.TracedDispatcher(step_dispatcher, tracer)
+    manager = SessionManager(
         engine,
         store,
-        step_store=metered_step_store(step_store_for(store, locker), observer),
-        dispatcher=metered_dispatcher,
+        step_store=step_store,
+        dispatcher=step_dispatcher,
         lock_ttl=config.lock_ttl,
         input_limit=config.max_input_bytes,
         # A step whose reply could not be sent is refused before it is saved.
         check_step=reply_limits(config).check_step,
         approvals=approvals_of(config.tool_policies),
     )
+    sessions: SessionsPort = manager
+    if tracer is not None:
+        sessions = tracing.TracedSessions(manager, tracer)
     return Composition(loader=loader, store=store, dispatcher=dispatcher, engine=engine, sessions=sessions)
 
 
@@ -159,7 +179,9 @@ def _at_rest(store: StateStore, config: ServerConfig) -> StateStore:
     return store
 
 
-async def build_composition(config: ServerConfig, observer: Observer) -> Composition:
+async def build_composition(
+    config: ServerConfig, observer: Observer, tracer: Tracer | None = None
+) -> Composition:
     """Every port from ``config``. Raises ConfigError naming the setting that is wrong;
     on failure, whatever was already built is closed again."""
     limits = {
@@ -183,7 +205,7 @@ async def build_composition(config: ServerConfig, observer: Observer) -> Composi
             locker = await build("locker", config.locker, ctx)
         dispatcher, dispatcher_probes = await _dispatcher(config, ctx)
         composition = assemble(
-            loader.value, store_value, locker.value if locker else None, dispatcher, config, observer
+            loader.value, store_value, locker.value if locker else None, dispatcher, config, observer, tracer
         )
     except BaseException:
         await _close_all(ctx.closers)

@@ -127,6 +127,8 @@ class ServerConfig:
     # observability
     metrics_listen: str = ""
     log_level: str = "info"
+    # OpenTelemetry traces, exported as the OTEL_* variables say (trellis.server.tracing)
+    tracing: bool = False
     # security
     tls_cert: str = ""
     tls_key: str = ""

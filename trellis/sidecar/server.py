@@ -14,8 +14,8 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,13 @@ class SidecarOptions:
     tls_client_ca: str = ""
     grace: float = DEFAULT_GRACE
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # OpenTelemetry spans of the calls, continuing the caller's trace (trellis.server.tracing);
+    # on when TRELLIS_TRACING is true, so a sidecar script needs no flag for it.
+    tracing: bool = field(default_factory=lambda: tracing_requested(os.environ))
+
+
+def tracing_requested(environ: Mapping[str, str]) -> bool:
+    return environ.get("TRELLIS_TRACING", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def socket_path(listen: str) -> Path | None:
@@ -80,6 +87,7 @@ class SidecarServer:
         self._server: Any = None
         self._stopping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._tracing: Any = None  # trellis.server.tracing.Tracing, with options.tracing
         self.port = 0
 
     @property
@@ -105,6 +113,15 @@ class SidecarServer:
                 path.unlink()
         elif ":" not in options.listen:
             raise ConfigError(f"listen: {options.listen!r} is not HOST:PORT or unix:///PATH")
+        interceptors: list[Any] = []
+        if options.tracing:
+            from trellis.server.app import make_tracing
+            from trellis.server.tracing import TracingInterceptor
+
+            self._tracing = make_tracing("trellis-sidecar")
+            interceptors.append(TracingInterceptor(self._tracing.tracer))
+        if tokens:
+            interceptors.append(TokenInterceptor(tokens))
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", options.max_message_bytes),
@@ -119,7 +136,7 @@ class SidecarServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.http2.max_pings_without_data", 0),
             ],
-            interceptors=[TokenInterceptor(tokens)] if tokens else [],
+            interceptors=interceptors,
         )
         if self._dispatcher is not None:
             dispatcher_pb2_grpc.add_ActionDispatcherServicer_to_server(
@@ -168,6 +185,9 @@ class SidecarServer:
         if path is not None:
             with contextlib.suppress(OSError):
                 path.unlink()
+        if self._tracing is not None:
+            self._tracing.shutdown()  # exports the spans still buffered
+            self._tracing = None
         self._stopped.set()
 
     async def wait(self) -> None:

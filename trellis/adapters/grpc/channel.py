@@ -11,6 +11,9 @@ What it adds to a plain ``grpc.aio`` channel:
 * retries with capped, jittered exponential backoff on UNAVAILABLE, for idempotent
   calls only (a Save may have been applied before the connection broke), and also on
   DEADLINE_EXCEEDED for calls a repeat cannot apply twice (a step with a request ID);
+* metadata from a process-wide hook (``set_call_metadata``): the trace context of the
+  current span when the server traces (trellis.server.tracing), so a sidecar's span
+  joins the step's trace without this layer knowing about tracing;
 * every failed call turned back into the trellis exception the server raised
   (``trellis.api.error_table``), so remote adapters behave like local ones.
 
@@ -37,6 +40,21 @@ from trellis.api.transport import (
 from trellis.errors import BackendUnavailable
 
 T = TypeVar("T")
+
+MetadataHook = Callable[[], list[tuple[str, str]]]
+_call_metadata: MetadataHook | None = None
+
+
+def set_call_metadata(hook: MetadataHook | None) -> None:
+    """Have every unary call of every RemoteChannel in this process also send what
+    ``hook()`` returns at the time of the call (None: nothing more). One hook per
+    process: the tracing of the server that sets it."""
+    global _call_metadata
+    _call_metadata = hook
+
+
+def call_metadata_hook() -> MetadataHook | None:
+    return _call_metadata
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
@@ -107,9 +125,12 @@ class RemoteChannel:
         attempts = 1 + (self.options.retries if idempotent else 0)
         retried = (UNAVAILABLE, DEADLINE_EXCEEDED) if retry_deadline else (UNAVAILABLE,)
         seconds = self._deadline(deadline)
+        metadata = self.metadata
+        if _call_metadata is not None:
+            metadata = (*metadata, *_call_metadata())
         for attempt in range(attempts):
             try:
-                return await method(request, timeout=seconds, metadata=self.metadata)
+                return await method(request, timeout=seconds, metadata=metadata)
             except grpc.aio.AioRpcError as err:
                 if err.code() in retried and attempt + 1 < attempts:
                     await asyncio.sleep(self.options.backoff(attempt))
