@@ -5,7 +5,7 @@ returns equal states; it never mutates a state it was given (each result is a
 fresh State with its own top-level containers) and on error nothing changes and
 no lifecycle hook fires (events are collected during an operation and delivered
 only when it succeeds; the one exception is the ``tool_return`` of an unhandled
-tool error, which the spec delivers before raising).
+tool error, delivered before raising: docs/engine.md, "Lifecycle events").
 
 Nodes are compiled once (trellis.engine.compiled) and cached by node ID until
 ``invalidate`` drops them, typically driven by a loader's watch stream through

@@ -428,8 +428,8 @@ def load_config(
     and the setting that is wrong."""
     env = os.environ if environ is None else environ
     config = ServerConfig()
-    # The spec's sanitiser variable (TRELLIS_MAX_INPUT_SIZE) sets the default input limit;
-    # max_input_bytes from any source below overrides it.
+    # The sanitiser's variable (TRELLIS_MAX_INPUT_SIZE, docs/engine.md, "Input") sets the default
+    # input limit; max_input_bytes from any source below overrides it.
     config.max_input_bytes = input_limit_from_env(env)
     path = file or env.get(CONFIG_ENV, "")
     if path:
