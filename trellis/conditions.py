@@ -1,10 +1,10 @@
-"""Transition and format-item conditions (spec §4, with §17 #6 fixed).
+"""Transition and format-item conditions (docs/engine.md, "Conditions"; docs/engine-differences.md, fix #6).
 
 Two forms are understood:
 
 * **The original's form** ``<words> input == '<literal>'`` (or ``"<literal>"``), which is
   what the file loader generates for ``options`` entries. It keeps the meaning the
-  original gave it: the input is printed the Go ``%v`` way (§5.5) and trimmed, the
+  original gave it: the input is printed the Go ``%v`` way (trellis.go_values) and trimmed, the
   literal is trimmed of surrounding quote characters, and the two are compared
   case-insensitively; plain words left of ``input ==`` are ignored. It is recognised
   syntactically and evaluated natively (no CEL), so option menus stay fast.
@@ -13,7 +13,7 @@ Two forms are understood:
   shorthand, every top-level context key that is a valid identifier other than
   ``input``, ``context`` and ``sys`` (``age > 18`` reads ``context.age``).
 
-Differences from the original's string-splitting evaluator, on purpose (§17 #6):
+Differences from the original's string-splitting evaluator, on purpose (docs/engine-differences.md, fix #6):
 
 * ``!=``, ``&&``, ``||``, context access, ``input=='x'`` without the space, and values
   containing ``==`` now mean what they say instead of always being false.
@@ -26,7 +26,7 @@ Differences from the original's string-splitting evaluator, on purpose (§17 #6)
   compiled, naming where it is, instead of silently evaluating to false.
 
 At run time an evaluation error (e.g. a missing key) or a non-boolean result counts
-as false (§3.6.1). Work is budgeted (trellis.condition_cost): a condition with
+as false (docs/engine.md, "Conditions"). Work is budgeted (trellis.condition_cost): a condition with
 comprehensions whose estimated cost on the data at hand is over
 ``max_condition_cost`` is not run; it raises ConditionOverBudget, which fails the
 step like any other engine error (it does not count as false: a step must not

@@ -1,4 +1,4 @@
-"""What changed between two states of a session (spec §11), for event streams.
+"""What changed between two states of a session (docs/api.md, "Sessions": Watch), for event streams.
 
 ``pending_tool_call``, ``system_context`` and ``locale`` are deliberately not
 compared: watchers follow the user-visible parts of a session.

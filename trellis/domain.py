@@ -1,4 +1,4 @@
-"""Domain types shared by every part of trellis (spec §1).
+"""Domain types shared by every part of trellis (docs/engine.md).
 
 Nodes are immutable: the loader builds them once and the engine compiles them
 once. States are treated as values: the engine never mutates a state it was
@@ -37,7 +37,7 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class ToolResult:
-    """The answer to a ToolCall. Neither flag set means success (spec §1.2)."""
+    """The answer to a ToolCall. Neither flag set means success (docs/engine.md, "Tools and sagas")."""
 
     id: str
     result: JSONValue = None
@@ -66,7 +66,8 @@ class FormatItem:
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """A node in canonical form (spec §1.1), after the loader applied the sugar of §2.6.
+    """A node in canonical form, after the loader applied the sugar of its file form
+    (docs/engine.md, "Node fields").
 
     ``source`` names where the node came from (a file path relative to the graph
     root, an etcd key, ...) so errors can point at it; it is not part of the
@@ -131,7 +132,7 @@ class AppliedRequest:
 
 @dataclass(slots=True)
 class State:
-    """A session's state (spec §1.3) plus the store revision it was loaded at.
+    """A session's state (docs/engine.md, "State") plus the store revision it was loaded at.
 
     ``revision`` is 0 for a state that was never saved; stores set it on load and
     compare it on a conditional save. It is not part of the engine's behaviour
@@ -178,7 +179,7 @@ class State:
         )
 
     def to_json(self) -> dict[str, JSONValue]:
-        """The JSON form of spec §1.3 (empty optional fields omitted)."""
+        """The JSON form of the state (docs/engine.md, "State"; empty optional fields omitted)."""
         out: dict[str, JSONValue] = {
             "session_id": self.session_id,
             "current_node_id": self.current_node_id,
@@ -308,7 +309,8 @@ class RenderResult:
 
 @dataclass(frozen=True, slots=True)
 class StateDiff:
-    """Spec §11. Absent parts are None; ``context`` maps removed keys to None."""
+    """What changed (docs/api.md, "Sessions": Watch). Absent parts are None; ``context`` maps removed keys to
+    None."""
 
     session_id: str
     current_node_id: str | None = None
@@ -360,7 +362,8 @@ class HookKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LifecycleEvent:
-    """Spec §12. ``data`` is the tool input (args) or output (result) for tool events."""
+    """docs/engine.md, "Lifecycle events". ``data`` is the tool input (args) or output (result) for tool
+    events."""
 
     kind: HookKind
     node_id: str

@@ -366,7 +366,8 @@ def all_error_classes() -> list[type[TrellisError]]:
 
 
 class StateSignatureInvalid(InvalidInput):
-    """A client-carried state whose signature is missing or does not match (spec §17 #11)."""
+    """A client-carried state whose signature is missing or does not match
+    (docs/engine-differences.md, fix #11)."""
 
     reason = "STATE_SIGNATURE_INVALID"
     field = "state.signature"

@@ -1,4 +1,5 @@
-"""Printing and parsing values the way the Go original did (spec §5.5, §3.3 step 6).
+"""Printing and parsing values the way the Go original did
+(docs/engine.md, "Templates"; input defaults and options, "Rendering").
 
 One ``go_str`` is used by templates, conditions, metadata flattening and error
 messages so that all of them print a value the same way.

@@ -2,7 +2,7 @@
 
 A long-running server sees millions of session IDs; keeping one lock per ID
 forever would leak. Each entry counts its users (holders and waiters) and is
-removed when the count drops to zero (spec §13.5).
+removed when the count drops to zero.
 """
 
 from __future__ import annotations

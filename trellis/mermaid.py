@@ -1,4 +1,4 @@
-"""A flow as a Mermaid flowchart (spec §15.3), optionally overlaid with a session."""
+"""A flow as a Mermaid flowchart (docs/cli.md, ``trellis graph``), optionally overlaid with a session."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The input sanitiser hosts apply to free-text input before it reaches the engine (spec §14.6).
+"""The input sanitiser hosts apply to free-text input before it reaches the engine
+(docs/engine.md, "Input").
 
 The engine itself accepts any JSON value; the CLI and the servers call
 ``sanitize_input`` on text typed or sent by users. It never truncates or trims:

@@ -1,7 +1,7 @@
 """SessionManager: durable steps over an engine and a store (DESIGN "A durable step").
 
 One step — ``start``, ``navigate`` or ``signal`` of one session — runs inside
-one critical section from the load to the save (spec §17 #1):
+one critical section from the load to the save (docs/engine-differences.md, fix #1):
 
 1. take the session's local lock (per process, FIFO) and, when configured, the
    distributed lock, whose handle is the write fence;
@@ -9,7 +9,8 @@ one critical section from the load to the save (spec §17 #1):
 3. apply the step with the engine, then run the runner loop: while the session
    waits for a tool a dispatcher serves, dispatch it (with its idempotency key)
    and navigate with the result; while the current node needs no input, advance
-   with ``""`` (spec §14.1 steps 5 and 8); at most ``max_auto_steps`` moves;
+   with ``""`` (docs/engine.md, "Sessions and Engine: who moves on"); at most
+   ``max_auto_steps`` moves;
 4. save, conditioned on the revision loaded and on still holding the lock;
 5. release the locks; publish what changed to ``watch``ers.
 
@@ -381,7 +382,7 @@ class SessionManager:
         return SessionWatch(self, session_id, _check_start(start_revision), _same_event, strict=True)
 
     async def repair_after_reload(self, state: State) -> State:
-        """Resume guardrail after the graph changed (spec §14.5, fix of §17 #4): a state
+        """Resume guardrail after the graph changed (docs/engine-differences.md, fix #4): a state
         waiting for a tool whose node is gone, or no longer has a ``do``, is set back to
         ``active`` with no pending call, so the runner does not wait forever. Returns a
         repaired copy, or ``state`` itself (same object) when nothing needed repair; saving
@@ -565,7 +566,8 @@ class SessionManager:
                 continue
             if render.input_request() is not None:
                 return state, _shown_then(shown, render)
-            # A node that needs no input is passed through (spec §14.1 step 5).
+            # A node that needs no input is passed through (docs/engine.md, "Sessions and Engine:
+            # who moves on").
             moves = self._count_move(state, moves)
             moved = await self._engine.navigate(state, "")
             if (

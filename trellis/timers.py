@@ -1,4 +1,5 @@
-"""Durable timers: a node's ``timeout:`` fires on the server (issue 11, spec §8).
+"""Durable timers: a node's ``timeout:`` fires on the server (issue 11, docs/engine.md, "Signals and
+timeouts").
 
 When a saved step leaves a session waiting for input at a node whose input request
 has a timeout, the session is armed with a ``Timer``: (session, revision it was
@@ -142,7 +143,7 @@ class MemoryTimerQueue:
 
 def timer_for(result: StepResult, now: float) -> Timer | None:
     """The timer a saved step arms: its session waits for input at a node whose input
-    request has a timeout (spec §8: no input request, no timer)."""
+    request has a timeout (no input request, no timer: docs/engine.md)."""
     state = result.state
     if state.status is not Status.ACTIVE or result.render.terminal:
         return None

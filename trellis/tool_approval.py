@@ -6,7 +6,7 @@ configuration) is one of
 * ``allow`` (the default): a tool a dispatcher serves runs inside the step;
 * ``deny``: it never runs; the step answers the call with a denied result
   (``is_denied``), so the engine takes the node's ``on_denied`` (or the default
-  error node, or ends the session, spec §3.4.3), whoever would have run it;
+  error node, or ends the session, docs/engine.md, "Tools and sagas"), whoever would have run it;
 * ``confirm``: the step stops before running it and asks the session: the
   reply shows the call's prompt and a ``confirm`` input request; the next
   input answers it (yes/y/true/1 runs the tool, no/n/false/0 denies it, as a

@@ -1,4 +1,4 @@
-"""`trellis graph`: Mermaid output (spec §15.3) and the push/pull routing."""
+"""`trellis graph`: Mermaid output (docs/cli.md, "`trellis graph DIR`") and the push/pull routing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ctrl+C and input deadlines while `trellis run` waits (spec §8)."""
+"""Ctrl+C and input deadlines while `trellis run` waits (docs/engine.md, "Signals and timeouts")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`trellis run --watch`: flow files edited while a prompt waits (spec §14.5)."""
+"""`trellis run --watch`: flow files edited while a prompt waits (docs/cli.md, "`--watch`")."""
 
 from __future__ import annotations
 

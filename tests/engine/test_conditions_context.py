@@ -1,4 +1,4 @@
-"""Spec §4 (conditions) and §9 (context contracts)."""
+"""Conditions and context contracts (docs/engine.md, "Conditions", "Context")."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from trellis.errors import (
 
 from .helpers import make_engine
 
-# --- §4 the original's form ---------------------------------------------------------------------
+# --- conditions: the original's form ------------------------------------------------------------
 
 
 @pytest.mark.in_process_only(reason="builds no engine: compiles a condition")
@@ -37,7 +37,8 @@ from .helpers import make_engine
         ("Pick: input == 'X'", "x", True),  # not CEL: the original's meaning is kept
         ('foo-bar input == "x"', "y", False),
         ("input == 'yes'", "no", False),
-        ("input == 'don\\'t'", "don't", True),  # escaped quote from an option text (§17 #6)
+        # escaped quote from an option text (docs/engine-differences.md, fix #6)
+        ("input == 'don\\'t'", "don't", True),
         ("input == 'σ'", "ς", True),  # beyond ASCII: Greek sigma and its final form fold together
         ("input == 'été'", "ÉTÉ", True),
         ("input == 'ß'", "ẞ", True),
@@ -57,7 +58,7 @@ def test_4_input_equals_form(expr: str, value: Any, expected: bool) -> None:
 @pytest.mark.parametrize(
     ("expr", "value", "context", "expected"),
     [
-        ("input != 'x'", "y", {}, True),  # fixed (§17 #6): meaningful instead of always false
+        ("input != 'x'", "y", {}, True),  # docs/engine-differences.md, fix #6: meaningful, not always false
         ("input=='x'", "x", {}, True),
         ("context.age >= 18", None, {"age": 20}, True),
         ("age >= 18", None, {"age": 12}, False),  # top-level context keys are variables
@@ -131,7 +132,7 @@ async def test_4_conditions_see_values_saved_by_this_input() -> None:
     assert (await engine.navigate(state, 3)).current_node_id == "minor"
 
 
-# --- §9.1 required_context ------------------------------------------------------------------------
+# --- required_context -----------------------------------------------------------------------------
 
 
 async def test_9_1_missing_keys_listed_in_declaration_order() -> None:
@@ -151,7 +152,7 @@ async def test_9_1_system_context_satisfies_required_keys() -> None:
     await engine.render(state)
 
 
-# --- §9.2 default_context is §3.2/§3.7 (see test_start_render / test_navigate) -----------------------
+# --- default_context: see test_start_render / test_navigate ------------------------------------------
 
 
 async def test_9_2_defaults_not_reapplied_on_rerender() -> None:
@@ -160,7 +161,7 @@ async def test_9_2_defaults_not_reapplied_on_rerender() -> None:
     assert (await engine.render(state)).actions[0].payload == "<no value>"
 
 
-# --- §9.3 context_schema ------------------------------------------------------------------------------
+# --- context_schema -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Spec §11 (StateDiff) and §14.6 (input sanitiser)."""
+"""StateDiff (docs/api.md, "Sessions": Watch) and the input sanitiser (docs/engine.md, "Input")."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_11_shorter_history_and_ignored_fields_give_none() -> None:
     assert diff(old, new) is None
 
 
-# --- §14.6 sanitiser -------------------------------------------------------------------------------
+# --- sanitiser -------------------------------------------------------------------------------------
 
 
 def test_14_6_control_characters_removed_except_whitespace_controls() -> None:

@@ -1,5 +1,5 @@
-"""Spec §3.4 dispatch, §3.4.1 input path, §3.5 effective input, §3.6 next node,
-§3.7 transition_to, §10 system context."""
+"""Navigate: dispatch, the input path, effective input, next node, transition_to, system
+context (docs/engine.md, "Input", "Transitions", "Context")."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from trellis.errors import (
 
 from .helpers import Recorder, make_engine, ok
 
-# --- §3.4 dispatch ----------------------------------------------------------------------
+# --- dispatch ---------------------------------------------------------------------------
 
 
 async def test_3_4_navigate_without_state_is_an_error() -> None:
@@ -60,7 +60,7 @@ async def test_3_4_navigating_a_terminated_state_raises_fix_17_8() -> None:
         await engine.navigate(done, "")
 
 
-# --- §3.4.1 input path ---------------------------------------------------------------------
+# --- input path ----------------------------------------------------------------------------
 
 
 async def test_3_4_1_step3_context_validated_before_the_input() -> None:
@@ -185,7 +185,7 @@ async def test_17_22_history_is_not_shared_between_two_navigations() -> None:
     assert state.history == ["start"]
 
 
-# --- §3.5 effective input -------------------------------------------------------------------
+# --- effective input (Input) ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -250,7 +250,7 @@ async def test_3_5_non_string_input_kept_as_is() -> None:
     assert moved.context["v"] == {"k": [1, 2]}
 
 
-# --- §3.6 next node ---------------------------------------------------------------------------
+# --- next node (Transitions) ------------------------------------------------------------------
 
 _ROUTER = {
     "id": "start",
@@ -297,7 +297,7 @@ async def test_3_6_first_matching_condition_wins() -> None:
     assert (await engine.navigate(await engine.start("s"), "x")).current_node_id == "a"
 
 
-# --- §3.7 transition_to ---------------------------------------------------------------------
+# --- transition_to (Transitions) ------------------------------------------------------------
 
 
 async def test_3_7_defaults_fill_only_absent_keys() -> None:
@@ -339,7 +339,7 @@ async def test_3_7_target_requirements_are_checked_by_render_not_on_entry() -> N
         await engine.render(moved)
 
 
-# --- §10 system context ----------------------------------------------------------------------
+# --- system context (Context) ----------------------------------------------------------------
 
 
 async def test_10_sys_ans_is_last_effective_input_and_visible_to_templates() -> None:

@@ -1,5 +1,5 @@
-"""A render that fails does not fail the transition that reached the node (spec §3.2,
-§3.7): Start, Navigate and Signal return the state, and only Render raises. Over gRPC
+"""A render that fails does not fail the transition that reached the node
+(docs/engine.md, "Rendering"): Start, Navigate and Signal return the state, and only Render raises. Over gRPC
 the reply carries the render error beside the state, and the remote engine behaves
 exactly like the in-process one (these tests run over both, see conftest.py)."""
 

@@ -1,4 +1,5 @@
-"""Spec §3.8 (signals), §3.9 (inspect), §12 (hook payloads), and the compiled-node cache."""
+"""Signals, Inspect, hook payloads (docs/engine.md, "Signals and timeouts", "Lifecycle events"),
+and the compiled-node cache."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from trellis.errors import (
 
 from .helpers import Recorder, make_engine, ok
 
-# --- §3.8 signals ------------------------------------------------------------------------------
+# --- signals -----------------------------------------------------------------------------------
 
 
 async def test_3_8_on_signal_moves_with_hooks() -> None:
@@ -108,7 +109,7 @@ async def test_3_8_signal_leaves_input_state_alone() -> None:
     assert state.to_json() == before
 
 
-# --- §3.9 inspect --------------------------------------------------------------------------------
+# --- inspect -------------------------------------------------------------------------------------
 
 
 async def test_3_9_inspect_lists_every_node_sorted() -> None:
@@ -122,7 +123,7 @@ async def test_3_9_inspect_fails_when_a_node_does_not_compile() -> None:
         await engine.inspect()
 
 
-# --- §12 hook payloads ---------------------------------------------------------------------------
+# --- hook payloads (Lifecycle events) ------------------------------------------------------------
 
 
 async def test_12_hook_payloads_carry_node_type_and_tool_data() -> None:

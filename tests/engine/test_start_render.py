@@ -1,4 +1,5 @@
-"""Spec §3.2 (Start), §3.3 (Render), §5 (interpolation), §6 (idempotency), §8 (timeouts)."""
+"""Start, Render, interpolation, idempotency, timeouts (docs/engine.md: "Transitions", "Rendering",
+"Templates", "Tools and sagas", "Signals and timeouts")."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from trellis.errors import (
 
 from .helpers import Recorder, make_engine
 
-# --- §3.2 Start --------------------------------------------------------------------------
+# --- Start -------------------------------------------------------------------------------
 
 
 async def test_3_2_1_start_gives_fresh_state_at_entry() -> None:
@@ -75,7 +76,7 @@ async def test_3_2_6_start_emits_node_enter_and_one_tool_call() -> None:
     assert hooks.events[1].data == {"who": "ann"}
     await engine.render(state)
     await engine.render(state)
-    assert len(hooks.events) == 2  # §17 #9: render does not repeat tool_call
+    assert len(hooks.events) == 2  # docs/engine-differences.md, fix #9: render does not repeat tool_call
 
 
 async def test_3_2_start_performs_no_validation() -> None:
@@ -86,7 +87,7 @@ async def test_3_2_start_performs_no_validation() -> None:
         await engine.render(state)
 
 
-# --- §3.3 Render --------------------------------------------------------------------------
+# --- Render (Rendering) -------------------------------------------------------------------
 
 
 async def test_3_3_1_render_without_state_is_an_error() -> None:
@@ -266,7 +267,7 @@ async def test_3_3_rendering_a_terminated_state_works() -> None:
     assert (await engine.render(state)).actions[0].payload == "done"
 
 
-# --- §5 interpolation ---------------------------------------------------------------------
+# --- interpolation (Templates) ------------------------------------------------------------
 
 
 async def test_5_1_templates_see_context_and_sys() -> None:
@@ -365,7 +366,7 @@ async def test_5_6_empty_format_node_without_messages_renders_nothing() -> None:
     assert (await engine.render(State.new("s", "start"))).actions == ()
 
 
-# --- §6 idempotency -----------------------------------------------------------------------
+# --- idempotency (Tools and sagas) --------------------------------------------------------
 
 
 @pytest.mark.in_process_only(reason="builds no engine: a plain key function")
@@ -394,7 +395,7 @@ async def test_6_key_is_stable_and_depends_on_session_and_history() -> None:
     assert first.idempotency_key not in keys and len(keys) == 2
 
 
-# --- §8 timeouts -----------------------------------------------------------------------------
+# --- timeouts (Signals and timeouts) ---------------------------------------------------------
 
 
 async def test_8_node_with_timeout_but_no_input_has_no_request() -> None:

@@ -1,4 +1,4 @@
-"""Spec §3.4.2 (denied), §3.4.3 (error), §3.4.4 (success), §7 (SAGA rollback)."""
+"""Tool results: denied, error, success, and SAGA rollback (docs/engine.md, "Tools and sagas")."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def _at_tool(engine: Any, **context: Any) -> State:
 
 _START = {"id": "start", "to": "act"}
 
-# --- §3.4.2 denied ---------------------------------------------------------------------------
+# --- denied ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,8 @@ async def test_3_4_2_denied_target_chain(extra: dict[str, Any], target: str) -> 
     moved = await engine.navigate(state, denied("charge"))
     assert moved.current_node_id == target
     assert moved.status is Status.ACTIVE and moved.pending_tool_call == ""
-    # §17 #9: node_leave on denial transitions; no tool_return for a call that never ran.
+    # node_leave on denial transitions; no tool_return for a call that never ran
+    # (docs/engine-differences.md, fix #9).
     assert hooks.seen() == [("node_leave", "act"), ("node_enter", target)]
 
 
@@ -84,7 +85,7 @@ async def test_3_4_2_denial_does_not_touch_save_to_or_sys_ans() -> None:
     assert moved.system_context == state.system_context
 
 
-# --- §3.4.3 error ------------------------------------------------------------------------------
+# --- error -------------------------------------------------------------------------------------
 
 
 async def test_3_4_3_error_goes_to_on_error_with_hooks_fix_17_9() -> None:
@@ -142,7 +143,7 @@ async def test_3_4_3_unhandled_error_halts(result: ToolResult, cause: str) -> No
     assert hooks.seen() == [("tool_return", "charge")]
 
 
-# --- §3.4.4 success -----------------------------------------------------------------------------
+# --- success ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -217,7 +218,7 @@ async def test_3_4_4_successful_tool_on_terminal_node_terminates() -> None:
     assert done.status is Status.TERMINATED and done.terminated
 
 
-# --- §7 rollback ---------------------------------------------------------------------------------
+# --- rollback ------------------------------------------------------------------------------------
 
 _SAGA = [
     {"id": "start", "to": "book"},

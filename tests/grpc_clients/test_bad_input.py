@@ -313,7 +313,7 @@ async def test_hostile_evaluation(rig: Rig, node: str, context: dict[str, Any], 
     if node == "filtered":  # a condition: the move itself fails
         assert await check(rig, rig.engine.Navigate(engine_step), {C.FAILED_PRECONDITION}) == reason
         return
-    # A template: the move happens, rendering where it led fails (spec §3.2, §3.7).
+    # A template: the move happens, rendering where it led fails (docs/engine.md, "Rendering").
     reply = await rig.engine.Navigate(engine_step)
     assert (reply.step.state.current_node_id, reply.render_error.reason) == (node, reason)
     render = epb.EngineRenderRequest(state=reply.step.state)

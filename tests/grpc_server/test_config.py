@@ -104,7 +104,8 @@ def test_evaluation_budgets_come_from_file_and_environment(tmp_path: Path) -> No
 
 
 def test_entry_and_error_nodes_are_picked_from_the_flow_directory_like_run(tmp_path: Path) -> None:
-    """`trellis serve DIR` enters a flow where `trellis run DIR` does (spec §2.9)."""
+    """`trellis serve DIR` enters a flow where `trellis run DIR` does
+    (docs/engine.md, "Graphs and node IDs")."""
     flow = tmp_path / "checkout"
     flow.mkdir()
     (flow / "checkout.md").write_text("Hello\n")

@@ -1,5 +1,5 @@
 """The stateless Engine service: the client carries the state; with a signing key
-the server refuses states it did not issue (spec §17 #11)."""
+the server refuses states it did not issue (docs/engine-differences.md, fix #11)."""
 
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ async def test_signed_states_cannot_be_altered_or_forged(flow: Path, tmp_path: P
 
 
 async def test_a_fully_rolled_back_state_renders_as_terminal_with_nothing_to_show(served) -> None:
-    # Spec §7.3: once the last compensation ran, the state is terminated with no current node.
+    # Once the last compensation ran, the state is terminated with no current node
+    # (docs/engine.md, "Tools and sagas").
     # The Engine service answers like the Sessions service does, not NOT_FOUND for node ''.
     _, channel = served
     engine = engine_pb2_grpc.EngineStub(channel)

@@ -5,7 +5,7 @@ saved, and the session stays readable.
 The flow: ``start`` waits for a tool the client runs (``fetch``) and saves its
 result to ``data``; ``show`` prints ``data`` once per item of ``copies``. One
 result is held three times in the state (``tool_result``, ``data`` and
-``sys.ans``: spec §3.4.4), and the limit counts all of them.
+``sys.ans``: docs/engine.md, "Tools and sagas"), and the limit counts all of them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""File form → canonical node: the sugar of spec §2.6 in order, strict typing (§2.5),
-tool lists (§2.7), metadata flattening (§2.8)."""
+"""File form → canonical node (docs/engine.md, "Node fields"): the sugar in order, strict typing,
+tool lists, metadata flattening."""
 
 from __future__ import annotations
 
@@ -254,7 +254,7 @@ def test_other_input_types_pass_through_verbatim() -> None:
 
 
 def test_input_default_is_kept_without_an_input_type() -> None:
-    # spec §17 #17: the original dropped it; we keep it.
+    # docs/engine-differences.md, fix #17: the original dropped it; we keep it.
     node = build({"wait": True, "input_default": "Bob"})
     assert (node.input_type, node.input_default) == ("", "Bob")
 
@@ -337,7 +337,7 @@ def test_build_node_resolves_imports_through_a_lookup() -> None:
     assert node.tools == (Tool("t"),)
 
 
-# --- 12. metadata and timeout (§2.8) ---------------------------------------------------------------
+# --- 12. metadata and timeout ----------------------------------------------------------------------
 
 
 def test_metadata_is_flattened_with_go_printing() -> None:
@@ -371,7 +371,7 @@ def test_timeout_that_is_not_a_duration_is_rejected() -> None:
     assert "expected a duration" in fails({"timeout": "soon"}, "timeout")
 
 
-# --- §2.5 strict typing ----------------------------------------------------------------------------
+# --- strict typing ---------------------------------------------------------------------------------
 
 
 def test_wrong_type_message_names_file_field_and_value() -> None:

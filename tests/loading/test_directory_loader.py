@@ -1,4 +1,5 @@
-"""DirectoryLoader: discovery (§2.1), IDs (§2.2), entry helpers (§2.9), safety, caching and watching."""
+"""DirectoryLoader: discovery, IDs, entry helpers (docs/engine.md, "Graphs and node IDs"), safety,
+caching and watching."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def graph(tmp_path: Path) -> Path:
     return root
 
 
-# --- §2.1 discovery --------------------------------------------------------------------------------
+# --- discovery -------------------------------------------------------------------------------------
 
 
 async def test_every_node_format_is_discovered_and_other_extensions_are_ignored(graph: Path) -> None:
@@ -70,7 +71,7 @@ async def test_a_missing_root_lists_with_a_clear_error_and_finds_nothing(tmp_pat
         await loader.get_node("start")
 
 
-# --- §2.2 IDs --------------------------------------------------------------------------------------
+# --- IDs -------------------------------------------------------------------------------------------
 
 
 async def test_ids_are_root_relative_paths_without_extension(graph: Path) -> None:
@@ -93,7 +94,7 @@ async def test_explicit_id_with_extension_matching_the_path(graph: Path) -> None
 
 
 async def test_a_node_whose_explicit_id_differs_from_its_path_is_found_by_that_id(graph: Path) -> None:
-    # spec §17 #17: the original listed `welcome` but could not load it.
+    # docs/engine-differences.md, fix #17: the original listed `welcome` but could not load it.
     write(graph, "pages/one.md", "---\nid: welcome\n---\nHello\n")
     loader = DirectoryLoader(graph)
     assert await loader.list_nodes() == ["welcome"]
@@ -284,7 +285,7 @@ async def test_an_unchanged_file_is_not_parsed_again(graph: Path) -> None:
     assert again is first  # same parsed node object, served from the cache
 
 
-# --- §2.9 entry point helpers ----------------------------------------------------------------------
+# --- entry point helpers ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

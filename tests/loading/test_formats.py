@@ -1,4 +1,5 @@
-"""Reading node files: YAML 1.2 core semantics (§2.5), Markdown frontmatter (§2.3), JSON/YAML (§2.4)."""
+"""Reading node files: YAML 1.2 core semantics, Markdown frontmatter, JSON/YAML
+(docs/engine.md, "Graphs and node IDs")."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ def parse_md(text: str) -> tuple[dict[str, object], str | None]:
     return parse_document(text, ".md", source="flows/x.md", node_id="x")
 
 
-# --- §2.5 YAML 1.2 core ------------------------------------------------------------------
+# --- YAML 1.2 core -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("word", ["yes", "no", "on", "off", "y", "n", "Yes", "NO"])
@@ -38,7 +39,7 @@ def test_input_default_no_is_the_string_no() -> None:
     assert data["input_default"] == "no"
 
 
-# --- §2.3 Markdown frontmatter ----------------------------------------------------------------
+# --- Markdown frontmatter ---------------------------------------------------------------------
 
 
 def test_frontmatter_and_body_with_one_leading_newline_removed() -> None:
@@ -113,7 +114,7 @@ def test_duplicate_yaml_keys_are_an_error() -> None:
         parse_md("---\nto: a\nto: b\n---\n")
 
 
-# --- §2.4 JSON and YAML documents -----------------------------------------------------------------
+# --- JSON and YAML documents ----------------------------------------------------------------------
 
 
 def test_json_document_is_the_definition() -> None:

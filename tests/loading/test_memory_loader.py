@@ -18,7 +18,7 @@ async def test_canonical_nodes_are_taken_as_they_are_without_sugar() -> None:
     loader = MemoryLoader([node])
     got = await loader.get_node("a")
     assert got is node
-    assert got.type == ""  # no default type for canonical nodes (§2.11)
+    assert got.type == ""  # no default type for canonical nodes
     assert got.undo is not None and got.undo.id == ""  # no default tool-call ID either
 
 

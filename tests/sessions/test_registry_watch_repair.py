@@ -127,7 +127,8 @@ async def test_repair_after_reload_resets_only_states_whose_tool_is_gone() -> No
     tool_kept = SessionManager(engine(PAYMENT), MemoryStore())
     assert await tool_kept.repair_after_reload(waiting) is waiting
 
-    # A text node that still has a ``do`` (universal action) keeps its pending call (fix of §17 #4).
+    # A text node that still has a ``do`` (universal action) keeps its pending call
+    # (docs/engine-differences.md, fix #4).
     universal = [dict(n, type="text") if n["id"] == "charge" else n for n in PAYMENT]
     assert await SessionManager(engine(universal), MemoryStore()).repair_after_reload(waiting) is waiting
 

@@ -102,7 +102,8 @@ class StandInTools:
 
 
 def engine_options(name: str) -> dict[str, str]:
-    """The flow's entry and default error node, chosen as the CLI chooses them (spec §2.9);
+    """The flow's entry and default error node, chosen as the CLI chooses them
+    (docs/engine.md, "Graphs and node IDs");
     the keys are both Engine options and server settings."""
     root = FLOWS / name
     return {

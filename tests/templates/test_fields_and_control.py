@@ -1,4 +1,4 @@
-"""Field access, missing keys (§5.3), if/else, range, with, variables and trim markers."""
+"""Field access, missing keys, if/else, range, with, variables and trim markers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Built-in functions (eq … printf) and trellis's default / coalesce / toJson (§5.2)."""
+"""Built-in functions (eq … printf) and trellis's default / coalesce / toJson
+(docs/engine.md, "Templates")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Value printing (§5.5) and the HTML-escaping variant (§5.1)."""
+"""Value printing and the HTML-escaping variant (docs/engine.md, "Templates")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""DirectoryLoader: a graph read from a directory tree of .md/.json/.yaml/.yml files (spec §2.1-§2.4).
+"""DirectoryLoader: a graph read from a directory tree of .md/.json/.yaml/.yml files
+(docs/engine.md, "Graphs and node IDs").
 
-Differences from the original, on purpose (spec §17 #17):
+Differences from the original, on purpose (docs/engine-differences.md, fix #17):
 * every hidden directory is skipped (not only ``.git``), so session files kept under
   ``.trellis/`` inside a flow never show up as nodes;
 * nodes are indexed by their ID, explicit or path-derived: a file whose ``id`` differs
@@ -50,8 +51,9 @@ ENTRY_EXTENSIONS = (".md", ".yaml", ".json")
 
 
 def entry_node_id(root: str | os.PathLike[str]) -> str:
-    """The entry node the CLI uses for a flow directory (spec §2.9): ``start``, ``main``,
-    ``index``, then the directory's own name, each as .md/.yaml/.json at the root; else ``start``."""
+    """The entry node the CLI uses for a flow directory (docs/engine.md, "Graphs and node
+    IDs"): ``start``, ``main``, ``index``, then the directory's own name, each as
+    .md/.yaml/.json at the root; else ``start``."""
     directory = Path(root)
     for name in (*ENTRY_CANDIDATES, directory.resolve().name):
         if any((directory / f"{name}{extension}").is_file() for extension in ENTRY_EXTENSIONS):
@@ -81,7 +83,7 @@ _Snapshot = dict[str, tuple[str, bytes]]
 
 
 def _priority(rel: str) -> tuple[str, int]:
-    """Sort key: by path-derived ID, then the extension priority of spec §2.2."""
+    """Sort key: by path-derived ID, then the extension priority of NODE_EXTENSIONS."""
     extension = node_extension(rel)
     return rel[: -len(extension)], NODE_EXTENSIONS.index(extension)
 
@@ -250,7 +252,7 @@ class DirectoryLoader:
         return [f"{node_id}{extension}" for extension in NODE_EXTENSIONS]
 
     def _find(self, node_id: str) -> _Entry:
-        """The file holding ``node_id``: by path first (spec §2.2 priority), else by explicit ID."""
+        """The file holding ``node_id``: by path first (extension priority), else by explicit ID."""
         wanted = strip_node_extension(node_id)
         declared_elsewhere: list[str] = []
         for rel in self._candidates(node_id):
@@ -262,7 +264,7 @@ class DirectoryLoader:
             declared_elsewhere.append(f"{rel} declares id '{entry.node_id}'")
         if not self._real_root.is_dir():
             raise NodeNotFound(node_id, f"node {node_id!r} not found: no graph directory '{self.root}'")
-        # An ID with an extension names one file (spec §2.2): no search by explicit ID.
+        # An ID with an extension names one file: no search by explicit ID.
         if not node_extension(node_id):
             for entry in self._scan():
                 if entry.node_id == wanted:

@@ -1,7 +1,7 @@
-"""FileStore: one JSON file per session in a directory (spec §13.3, fixes of §17 #14).
+"""FileStore: one JSON file per session in a directory (docs/engine-differences.md, fix #14).
 
 File format: ``<base_dir>/<session_id>.json`` holds the pretty-printed
-(2-space) JSON state of spec §1.3 with one extra top-level field,
+(2-space) JSON state (docs/engine.md, "State") with one extra top-level field,
 ``"revision"`` (an int, 1 for the first save, +1 per save)::
 
     {

@@ -1,4 +1,4 @@
-"""MemoryLoader: a graph held in memory (spec §2.11), with change notifications.
+"""MemoryLoader: a graph of canonical nodes held in memory, with change notifications.
 
 ``Node`` objects are canonical and taken as they are (no sugar: no default type,
 no default tool-call IDs). Mappings are definitions in file form and go through the

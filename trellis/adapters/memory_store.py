@@ -1,8 +1,9 @@
-"""MemoryStore: sessions in a dict, for tests and single-process embedding (spec §13.2).
+"""MemoryStore: sessions in a dict, for tests and single-process embedding
+(docs/adapters.md, "The rules, and the public helpers that apply them").
 
 Each session is kept as its encoded JSON bytes, so a saved or loaded state can
 never share a nested list or map with the store (the original copied only the
-top-level context: spec §17 #19). Revisions come from one store-wide counter,
+top-level context: docs/engine-differences.md, fix #19). Revisions come from one store-wide counter,
 so a session deleted and created again never reuses a revision a stale writer
 might still hold.
 
@@ -83,7 +84,8 @@ class MemoryStore:
         if stored is None:
             raise SessionNotFound(session_id)
         revision, data = stored
-        # A fresh parse per load: the caller may change the state freely (spec §17 #19).
+        # A fresh parse per load: the caller may change the state freely
+        # (docs/engine-differences.md, fix #19).
         return decode_own_state(data, revision)
 
     def _stored(self, session_id: str) -> tuple[int, bytes] | None:

@@ -1,4 +1,5 @@
-"""ProcessDispatcher: tools that are external programs, declared in tools.yaml (spec §14.4).
+"""ProcessDispatcher: tools that are external programs, declared in tools.yaml
+(docs/cli.md, "Tools").
 
 ``tools.yaml`` (or ``tools.json``)::
 
@@ -14,7 +15,7 @@
 
 Each call runs ``command args…`` directly (no shell) in its own process group,
 with the working directory set to ``base_dir`` (by default the directory of
-tools.yaml) and a minimal environment (fixes of spec §17 #15): ``BASE_ENV``
+tools.yaml) and a minimal environment (docs/engine-differences.md, fix #15): ``BASE_ENV``
 (PATH, HOME, locale and time zone) and the names listed in ``pass_env`` (top
 level and the tool's own) taken from this process, then the tool's ``env``.
 Nothing else is inherited: the server's secrets (TRELLIS_TOKEN,
@@ -381,7 +382,7 @@ def _scalar(value: Any, where: str) -> str:
 def _parse_tool(entry: dict[str, Any], where: str) -> ProcessTool | None:
     name = entry.get("name")
     if name is None or name == "":
-        return None  # spec §14.4: entries without a name are skipped
+        return None  # entries without a name are skipped, as the original did
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: must be a string")
     command = entry.get("command")

@@ -11,7 +11,7 @@ the contract suite (trellis.contracts.store) checks each rule:
   (spaces, ``:``, any script, emoji) is a valid ID. IDs end up as file names
   (file store) and key suffixes (etcd), so one rule applies everywhere: an ID
   accepted by one store is accepted by all of them, and no ID can climb out of
-  a store's directory or prefix (spec §17 #14).
+  a store's directory or prefix (docs/engine-differences.md, fix #14).
 * Revisions (``check_expected_revision``): the ``expected_revision`` compare of
   StateStore.save. Revisions are > 0, increase with every save of a session and
   are never reused, not even after the session was deleted and created again.
@@ -19,7 +19,7 @@ the contract suite (trellis.contracts.store) checks each rule:
   ``str`` order, which is also the byte order of their UTF-8 form), pages
   continuing strictly after the token, the last ID of the previous page.
 * JSON values (``encode_state``/``decode_state``): a state is stored as the
-  JSON of spec §1.3. Integers from ``MIN_INT`` (-2**63) to ``MAX_INT``
+  JSON of docs/engine.md, "State". Integers from ``MIN_INT`` (-2**63) to ``MAX_INT``
   (2**64 - 1) stay integers (42 is never 42.0), floats stay floats (1e16 is not
   an integer, -0.0 keeps its sign), strings are exact. NaN, infinities and
   integers outside that range raise InvalidInput; a state whose encoding is

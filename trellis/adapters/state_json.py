@@ -1,6 +1,7 @@
-"""State ⇄ JSON bytes, the one encoding every store writes (spec §1.3).
+"""State ⇄ JSON bytes, the one encoding every store writes (docs/engine.md, "State").
 
-orjson keeps ints as ints (42 stays 42, not 42.0: spec §13.1), floats as
+orjson keeps ints as ints (42 stays 42, not 42.0: docs/adapters.md, "The rules, and
+the public helpers that apply them"), floats as
 floats and strings exact. NaN and infinities are not JSON and are refused
 rather than silently stored as null; so are integers beyond 64 bits, which
 orjson cannot encode.

@@ -489,8 +489,8 @@ def input_to_proto(value: JSONValue | ToolResult) -> pb.Input:
 
 def input_from_proto(msg: pb.Input, text_limit: int) -> JSONValue | ToolResult:
     """The engine input of a request; an unset input is the empty text (auto-advance).
-    Text comes back as sent: the host that steps the engine sanitises it once (spec
-    §14.6: SessionManager.navigate, the Engine service)."""
+    Text comes back as sent: the host that steps the engine sanitises it once
+    (docs/engine.md, "Input": SessionManager.navigate, the Engine service)."""
     kind = msg.WhichOneof("kind")
     if kind == "tool_result":
         if not msg.tool_result.id:

@@ -58,7 +58,7 @@ def flow_dir(path: str) -> Path:
 def store_dir(flow: Path, option: str | None) -> Path:
     """Where sessions are kept: ``--store-dir`` or ``<flow>/.trellis/sessions``.
 
-    One rule for ``run`` and ``session`` (spec §17 #14: the original used the
+    One rule for ``run`` and ``session`` (docs/engine-differences.md, fix #14: the original used the
     working directory for one and the flow directory for the other).
     """
     return Path(option) if option else flow / STORE_SUBDIR

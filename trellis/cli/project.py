@@ -39,8 +39,8 @@ class Flow:
 
 
 def open_flow(directory: Path, *, html: bool = False, error_node: bool = True) -> Flow:
-    """The flow in ``directory``: entry node by the CLI's rule (spec §2.9: start, main,
-    index, then the folder's name), and ``error`` as default error node when present
+    """The flow in ``directory``: entry node by the CLI's rule (start, main, index, then the
+    folder's name; docs/engine.md, "Graphs and node IDs"), and ``error`` as default error node when present
     (unless ``error_node`` is false). ``html``: the engine's HTML interpolator."""
     loader = DirectoryLoader(directory)
     entry = entry_node_id(directory)

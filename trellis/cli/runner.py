@@ -1,4 +1,5 @@
-"""The loop behind ``trellis run`` (spec §14.1, with §8 signals and §14.5 reload).
+"""The loop behind ``trellis run`` (docs/cli.md), with signals and timeouts
+(docs/engine.md, "Signals and timeouts") and reload (docs/cli.md, "``--watch``").
 
 Every step goes through the SessionManager, so a ``--session`` run is durable step
 by step, and pass-through nodes are advanced by the manager itself (their text
@@ -108,7 +109,7 @@ class Runner:
         return step, False
 
     async def _resume(self, sid: str) -> StepResult:
-        """The stored session, after the §14.5 guardrail (fixed per §17 #4): a session
+        """The stored session, after the resume guardrail (docs/engine-differences.md, fix #4): a session
         waiting for a tool whose node is gone or no longer has ``do`` becomes active."""
         state = await self._store.load(sid)
         repaired = await self._repair(state) if self._repair is not None else state
@@ -245,7 +246,7 @@ class Runner:
             self._view.retry("no tool call is pending")
             return None
         try:
-            # The manager sanitises text input (spec §14.6); a rejection asks again.
+            # The manager sanitises text input (docs/engine.md, "Input"); a rejection asks again.
             return await self._manager.navigate(sid, reply.input)
         except _RETRYABLE as exc:
             self._view.retry(exc.message)

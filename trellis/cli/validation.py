@@ -1,4 +1,4 @@
-"""Checking a flow directory before running it (spec §15.2, fixes of §17 #16).
+"""Checking a flow directory before running it (docs/cli.md; docs/engine-differences.md, fix #16).
 
 Every problem is collected (not just the first), each naming the file and the
 field. Errors make the flow unusable or wrong at run time; warnings are legal but
@@ -110,7 +110,7 @@ def _edges(node: Node, *, is_entry: bool) -> list[tuple[str, str]]:
 
 def _rollback_allowed(edge_field: str) -> bool:
     # `rollback` is a pseudo-target for transitions, on_error and on_denied; a signal
-    # target named rollback is an ordinary node ID (spec §3.8).
+    # target named rollback is an ordinary node ID (docs/engine-differences.md, fix #7).
     return not edge_field.startswith(("on_signal.", "on_signal_default."))
 
 

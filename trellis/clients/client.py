@@ -309,7 +309,7 @@ class Client:
     trellis.api.transport.parse_target). ``tls``: use TLS (implied by
     ``ca_file``/``cert_file``); ``cert_file`` + ``key_file``: mutual TLS; ``token``:
     bearer token for a server started with --token-file; ``timeout``: default
-    deadline of each call in seconds; ``hooks``: lifecycle hooks (spec §12) that receive
+    deadline of each call in seconds; ``hooks``: lifecycle hooks (docs/engine.md) that receive
     the events the server's engine fired for each step or engine call, in order,
     before it returns.
 

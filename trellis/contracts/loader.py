@@ -3,7 +3,7 @@ gRPC client) passes it.
 
 Definitions are given in file form (the mappings a JSON node file holds, with an
 ``id`` and the body under ``content``); the loader under test must serve them as
-canonical nodes with the sugar of spec §2.6 applied. Run it against your loader in a
+canonical nodes with the sugar of docs/engine.md ("Node fields") applied. Run it against your loader in a
 few lines::
 
     from trellis.contracts.loader import GraphLoaderContract
@@ -236,7 +236,7 @@ class GraphLoaderContract:
         assert caught.value.field == "wait"
         assert "'wait'" in str(caught.value) and "boolean" in str(caught.value)
 
-    # --- tool libraries (§2.7) ---------------------------------------------------------------
+    # --- tool libraries (``tools``) ----------------------------------------------------------
 
     async def test_tool_imports_resolve_depth_first_and_local_tools_shadow_in_place(
         self, make: LoaderFactory

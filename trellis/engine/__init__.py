@@ -1,4 +1,4 @@
-"""The pure engine (spec §3-§12): compiled nodes, Start/Render/Navigate/Signal/Inspect."""
+"""The pure engine (docs/engine.md): compiled nodes, Start/Render/Navigate/Signal/Inspect."""
 
 from trellis.engine.compiled import CompiledNode
 from trellis.engine.engine import Engine

@@ -83,7 +83,7 @@ def _constant_text(template: Renderable) -> str | None:
 
 
 def is_rollback(target: str) -> bool:
-    """``rollback`` as a navigation target, in any letter case (§17 #7)."""
+    """``rollback`` as a navigation target, in any letter case (docs/engine-differences.md, fix #7)."""
     return len(target) == len(_ROLLBACK) and target.lower() == _ROLLBACK
 
 
@@ -93,8 +93,9 @@ def fresh(value: Any) -> Any:
 
 
 class CompiledCall:
-    """A do/undo call ready to emit: ID defaulted to the name (§17 #10), metadata
-    merged with the node's, argument templates compiled (top level only, §5.4)."""
+    """A do/undo call ready to emit: ID defaulted to the name (docs/engine-differences.md,
+    fix #10), metadata merged with the node's, argument templates compiled (top level only,
+    docs/engine.md, "Templates")."""
 
     __slots__ = ("arg_templates", "args", "args_nested", "id", "iterates", "metadata", "name")
 
@@ -176,7 +177,7 @@ class CompiledNode:
         self.html = html
         self.limits = limits
 
-        # §3.3 step 3: a node either acts or listens, never both.
+        # A node either acts or listens, never both (docs/engine.md, "Node fields").
         listens = node.wait or bool(node.input_type) or node.type == "question"
         self.execution_violation = (
             f"node {node.id} violation: cannot have both 'do' (tool) and 'wait/input' in the same node"
@@ -185,7 +186,7 @@ class CompiledNode:
         )
         self.tool_missing = node.type == "tool" and node.do is None
 
-        # §9: context contracts.
+        # Context contracts (docs/engine.md, "Context").
         self.required = tuple(node.required_context)
         schema: list[tuple[str, str, TypeCheck]] = []
         for key, type_text in node.context_schema.items():
@@ -196,7 +197,7 @@ class CompiledNode:
         self.schema = tuple(schema)
         self.has_context_checks = bool(self.required or self.schema)
 
-        # §3.3 step 5 and §5.6: content.
+        # Content (docs/engine.md, "Rendering"; format nodes: "Templates").
         self.is_format = node.type == "format"
         self.content = _template(node.content, html=html, name=f"{where}:content", limits=limits)
         self.content_always = node.type in ("text", "question") or node.content != ""
@@ -208,7 +209,7 @@ class CompiledNode:
             )
         self._format_memo: dict[tuple[str, tuple[int, ...]], Renderable] = {}
 
-        # §3.3 step 6: input request (timeout parsed once; invalid → 0, logged).
+        # Input request (docs/engine.md, "Rendering"; timeout parsed once; invalid → 0, logged).
         self.timeout = 0.0
         if node.timeout:
             try:
@@ -233,7 +234,7 @@ class CompiledNode:
         self.is_confirm = node.input_type == "confirm"
         self.input_default = node.input_default
 
-        # §3.3 step 7: tool calls.
+        # Tool calls (docs/engine.md, "Tools and sagas").
         self.do: CompiledCall | None = None
         self.undo: CompiledCall | None = None
         if node.do is not None:
@@ -247,7 +248,7 @@ class CompiledNode:
             or any(call is not None and call.iterates for call in (self.do, self.undo))
         )
 
-        # §3.6: transitions, conditional ones compiled, the first unconditional one kept.
+        # docs/engine.md, "Transitions": conditional ones compiled, the first unconditional one kept.
         conditional: list[tuple[str, Condition]] = []
         unconditional: str | None = None
         for index, transition in enumerate(node.transitions):
@@ -286,7 +287,8 @@ class CompiledNode:
         )
 
     def format_items(self, locale: str) -> tuple[str, tuple[tuple[str, Condition | None], ...]] | None:
-        """§5.6 steps 1-3: the messages for ``locale``, then ``""``, then ``en``."""
+        """Format nodes (docs/engine.md, "Templates"): the messages for ``locale``, then ``""``, then
+        ``en``."""
         messages = self.messages
         if not messages:
             return None

@@ -1,4 +1,4 @@
-"""Context contracts (spec §9): required keys and the type schema.
+"""Context contracts (docs/engine.md, "Context"): required keys and the type schema.
 
 Schemas are parsed once, when a node is compiled; checking a state then walks
 precompiled checkers only.
@@ -84,7 +84,7 @@ def check_required(
     context: Mapping[str, Any],
     system_context: Mapping[str, Any],
 ) -> None:
-    """§9.1: presence in context or system context (null counts as present)."""
+    """``required_context``: presence in context or system context (null counts as present)."""
     missing = [key for key in required if key not in context and key not in system_context]
     if missing:
         raise ContextValidationError(node_id, missing)
@@ -96,7 +96,8 @@ def check_schema(
     context: Mapping[str, Any],
     system_context: Mapping[str, Any],
 ) -> None:
-    """§9.3: every schema key present (context first, then system context) with the right type."""
+    """``context_schema``: every schema key present (context first, then system context) with
+    the right type."""
     errors: list[str] = []
     for key, type_text, check in schema:
         if key in context:

@@ -1,17 +1,17 @@
-"""The engine (spec §3): Start, Render, Navigate, Signal, Inspect.
+"""The engine (docs/engine.md): Start, Render, Navigate, Signal, Inspect.
 
 Pure with respect to its inputs: given the same state, input and tool results it
 returns equal states; it never mutates a state it was given (each result is a
 fresh State with its own top-level containers) and on error nothing changes and
 no lifecycle hook fires (events are collected during an operation and delivered
 only when it succeeds; the one exception is the ``tool_return`` of an unhandled
-tool error, which the spec delivers before raising).
+tool error, delivered before raising: docs/engine.md, "Lifecycle events").
 
 Nodes are compiled once (trellis.engine.compiled) and cached by node ID until
 ``invalidate`` drops them, typically driven by a loader's watch stream through
 ``trellis.engine.follow.follow_graph``.
 
-Differences from the original, on purpose (spec §17), also listed in
+Differences from the original, on purpose, also listed in
 docs/engine-differences.md:
 
 * #5  format nodes evaluate message conditions with ``input`` = None and the
@@ -226,7 +226,7 @@ class Engine:
     # --- operations -----------------------------------------------------------------
 
     async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> State:
-        """§3.2. A broken entry node does not fail Start; Render will report it."""
+        """(docs/engine.md, "Transitions".) A broken entry node does not fail Start; Render will report it."""
         entry = self.entry_node
         state = State.new(session_id, entry)
         try:
@@ -251,8 +251,9 @@ class Engine:
         return state
 
     async def render(self, state: State) -> RenderResult:
-        """§3.3. Never changes ``state``. A session whose rollback fully unwound (§7.3:
-        terminated with no current node) has no node to render: it shows nothing, terminally."""
+        """(docs/engine.md, "Rendering".) Never changes ``state``. A session whose rollback
+        fully unwound (terminated with no current node, docs/engine.md, "Tools and sagas") has no node to
+        render: it shows nothing, terminally."""
         if state is None:
             raise InvalidInput("render needs a state", field="state")
         node_id = state.current_node_id
@@ -287,7 +288,8 @@ class Engine:
         return signals
 
     async def navigate(self, state: State, input: JSONValue | ToolResult) -> State:
-        """§3.4. Returns a new state; ``state`` is never changed; on error nothing happens."""
+        """(docs/engine.md, "Input".) Returns a new state; ``state`` is never changed; on error nothing
+        happens."""
         if state is None:
             raise InvalidInput("navigate needs a state", field="state")
         status = state.status
@@ -298,7 +300,8 @@ class Engine:
             if input.id != state.pending_tool_call:
                 raise ToolResultMismatch(input.id, state.pending_tool_call)
             if status is _ROLLING_BACK:
-                # Any matching undo result, failed or not, completes that step (§7.3).
+                # Any matching undo result, failed or not, completes that step
+                # (docs/engine.md, "Tools and sagas").
                 new = await self._unwind(state.clone(), True, events)
             else:
                 node = await self._load(state.current_node_id, "failed to load node")
@@ -322,7 +325,7 @@ class Engine:
             current = self._cache.get(node_id)
             if current is None:
                 current = await self._load(node_id, "failed to load node")
-            # Checks run against the state before this input (§3.4.1 step 3).
+            # Checks run against the state before this input (docs/engine.md, "Rendering").
             check_node(current, state)
             new = await self._after_input(state.clone(), current, input, events, False)
         if events:
@@ -332,7 +335,8 @@ class Engine:
     async def _after_input(
         self, state: State, node: CompiledNode, raw: Any, events: Events, tool_ran: bool
     ) -> State:
-        """§3.4.1 steps 4-10 on ``state``, which the caller owns (a fresh clone)."""
+        """The answer on ``state``, which the caller owns (a fresh clone): docs/engine.md, "Input",
+        then "Transitions"."""
         value = effective_input(node, raw)
         state.system_context["ans"] = value
         save_to = node.save_to
@@ -345,7 +349,8 @@ class Engine:
             if events is not None:
                 self._event(events, HookKind.NODE_LEAVE, node, node.id)
             if is_rollback(target):
-                # §17 #10: after a successful do, this node's own undo must run too.
+                # After a successful do, this node's own undo must run too
+                # (docs/engine-differences.md, fix #10).
                 return await self._unwind(state, not tool_ran, events)
             await self._transition_to(state, target, events)
             return state
@@ -357,7 +362,7 @@ class Engine:
         return state
 
     async def _transition_to(self, state: State, target: str, events: Events) -> None:
-        """§3.7 on ``state`` (owned by the caller)."""
+        """Entering ``target`` on ``state`` (owned by the caller): docs/engine.md, "Transitions"."""
         state.current_node_id = target
         state.history.append(target)
         state.status = _ACTIVE
@@ -387,7 +392,7 @@ class Engine:
     async def _tool_result(
         self, state: State, node: CompiledNode, result: ToolResult, events: Events
     ) -> State:
-        """§3.4.2-§3.4.4 for the result of the current node's pending call."""
+        """(docs/engine.md, "Tools and sagas") for the result of the current node's pending call."""
         tool_name = node.do.name if node.do is not None else result.id
         if result.is_denied:
             new = state.clone()
@@ -434,7 +439,8 @@ class Engine:
         return await self._after_input(new, node, result.result, events, True)
 
     async def signal(self, state: State, name: str) -> State:
-        """§3.8. Works in any status; abandons a pending call; revives a terminated state."""
+        """(docs/engine.md, "Signals and timeouts".) Works in any status; abandons a pending call; revives a
+        terminated state."""
         if state is None:
             raise InvalidInput("signal needs a state", field="state")
         node = await self._load(state.current_node_id, "failed to load node", " during signal handling")
@@ -457,7 +463,7 @@ class Engine:
         return new
 
     async def inspect(self) -> list[Node]:
-        """§3.9: every node, loaded and compiled (any failure fails the call)."""
+        """docs/api.md, "Engine" (Inspect): every node, loaded and compiled (any failure fails the call)."""
         ids = await self.loader.list_nodes()
         nodes: list[Node] = []
         for node_id in ids:

@@ -1,4 +1,4 @@
-"""Idempotency keys for emitted tool calls (spec §6).
+"""Idempotency keys for emitted tool calls (docs/engine.md, "Tools and sagas").
 
 The key depends only on the session, the node, how far the session has walked
 and the tool, so re-rendering the same state yields the same key and a

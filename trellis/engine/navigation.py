@@ -1,4 +1,5 @@
-"""The pure decisions of Navigate (spec §3.4.4, §3.5, §3.6): no loading, no hooks."""
+"""The pure decisions of Navigate (docs/engine.md, "Input", "Transitions", "Tools and
+sagas"): no loading, no hooks."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def _is_empty(value: Any) -> bool:
 
 
 def effective_input(node: CompiledNode, raw: Any) -> Any:
-    """§3.5: defaults for empty input; confirm inputs normalised to ``"yes"``/``"no"``."""
+    """(docs/engine.md, "Input") Defaults for empty input; confirm inputs normalised to ``"yes"``/``"no"``."""
     if node.is_confirm:
         value = (node.input_default or "yes") if _is_empty(raw) else raw
         text = go_str(value).strip().lower()
@@ -34,7 +35,8 @@ def effective_input(node: CompiledNode, raw: Any) -> Any:
 
 
 def is_refusal(value: Any) -> bool:
-    """§3.6 step 2: ``false`` or n/no/false/deny (trimmed, any case); ``0`` is not a refusal."""
+    """(docs/engine.md, "Transitions") ``false`` or n/no/false/deny (trimmed, any case); ``0`` is not a
+    refusal."""
     if value is False:
         return True
     return type(value) is str and value.strip().lower() in _REFUSALS
@@ -43,7 +45,8 @@ def is_refusal(value: Any) -> bool:
 def next_node_id(
     node: CompiledNode, value: Any, context: Mapping[str, Any], system: Mapping[str, Any]
 ) -> str:
-    """§3.6: first true condition, then refusal → on_denied, then the first unconditional edge."""
+    """(docs/engine.md, "Transitions") First true condition, then refusal → on_denied, then the first
+    unconditional edge."""
     for target, condition in node.conditional:
         if condition.evaluate(value, context, system):
             return target
@@ -53,7 +56,8 @@ def next_node_id(
 
 
 def tool_result_map(call_id: str, value: Any) -> dict[str, Any]:
-    """§3.4.4 step 3: ``{"_id": id, **result}`` for mappings, else ``{"_id": id, "result": value}``."""
+    """``{"_id": id, **result}`` for mappings, else ``{"_id": id, "result": value}``
+    (docs/engine.md, "Tools and sagas")."""
     if isinstance(value, Mapping):
         merged: dict[str, Any] = {"_id": call_id}
         merged.update(value)

@@ -1,4 +1,4 @@
-"""Render (spec §3.3): the actions of a state's current node. Pure and synchronous:
+"""Render (docs/engine.md, "Rendering"): the actions of a state's current node. Pure and synchronous:
 it reads a compiled node and a state and changes neither.
 """
 
@@ -16,14 +16,15 @@ from trellis.ports.content import ContentConverter
 
 
 def template_data(state: State) -> dict[str, Any]:
-    """§5.1: a copy of the context with ``sys`` bound to the system context."""
+    """(docs/engine.md, "Templates") A copy of the context with ``sys`` bound to the system context."""
     data = dict(state.context)
     data["sys"] = state.system_context
     return data
 
 
 def check_node(node: CompiledNode, state: State) -> None:
-    """§3.3 steps 3-4 (also §3.4.1 steps 2-3): execution rule, then context contracts."""
+    """Before rendering or taking an answer: execution rule, then context contracts
+    (docs/engine.md, "Rendering")."""
     if node.execution_violation:
         raise ExecutionViolation(node.id, node.execution_violation)
     if node.has_context_checks:
@@ -44,7 +45,8 @@ def _interpolate(template: Renderable, data: Mapping[str, Any], node_id: str) ->
 def interpolate_args(
     call: CompiledCall, data: Mapping[str, Any] | None, node_id: str
 ) -> dict[str, Any] | None:
-    """§5.4: top-level string arguments containing ``{{`` are rendered (always to strings)."""
+    """(docs/engine.md, "Templates") Top-level string arguments containing ``{{`` are rendered (always to
+    strings)."""
     if call.args is None:
         return None
     args = {k: fresh(v) for k, v in call.args.items()} if call.args_nested else dict(call.args)
@@ -64,7 +66,8 @@ def interpolate_args(
 def build_call(
     node: CompiledNode, call: CompiledCall, state: State, data: Mapping[str, Any] | None
 ) -> ToolCall:
-    """The CALL_TOOL payload: metadata merged, idempotency key (§6) filled, args interpolated."""
+    """The CALL_TOOL payload: metadata merged, idempotency key (docs/engine.md, "Tools and sagas") filled,
+    args interpolated."""
     key = idempotency_key(state.session_id, node.id, len(state.history), call.name)
     metadata = dict(call.metadata)
     metadata["idempotency_key"] = key
@@ -80,11 +83,12 @@ def build_call(
 def _content(
     node: CompiledNode, state: State, data: dict[str, Any] | None
 ) -> tuple[str | None, dict[str, Any] | None]:
-    """The raw-then-interpolated content, or None when the node emits none (§3.3 step 5, §5.6)."""
+    """The raw-then-interpolated content, or None when the node emits none
+    (docs/engine.md, "Rendering"; format nodes: "Templates")."""
     if node.is_format:
         found = node.format_items(state.locale)
         if found is not None:
-            # §17 #5 fixed: conditions see the context (input is None), and a format
+            # Fix #5 (docs/engine-differences.md): conditions see the context (input is None), and a format
             # node with an empty body still renders its messages.
             locale_key, items = found
             context, system = state.context, state.system_context

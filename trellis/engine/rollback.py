@@ -1,6 +1,6 @@
-"""SAGA rollback (spec §7): walk the history backwards, asking for each ``undo``.
+"""SAGA rollback (docs/engine.md, "Tools and sagas"): walk the history backwards, asking for each ``undo``.
 
-Differences from the original (§17 #8, #10):
+Differences from the original (docs/engine-differences.md, fixes #8, #10):
 * a node whose own ``do`` succeeded and then navigated to ``rollback`` is not
   popped blindly: its ``undo`` runs first (the caller passes ``pop=False``);
 * an ``undo`` without an ID is awaited (and emitted) under its name;

@@ -1,9 +1,10 @@
 """Turning node definitions (Markdown with frontmatter, JSON, YAML) into canonical nodes.
 
 Used by every graph loader: ``build_draft``/``build_node`` apply the sugar and strict
-typing of spec §2.5-§2.8, ``resolve_tools`` resolves tool imports across nodes (§2.7),
-``parse_document`` reads the file formats (§2.3, §2.4) and ``draft_from_bytes`` runs
-the whole per-file pipeline (size, UTF-8, format, sugar) for loaders that store files.
+typing of docs/engine.md ("Node fields"), ``resolve_tools`` resolves tool imports across
+nodes (``tools``), ``parse_document`` reads the file formats ("Graphs and node IDs") and
+``draft_from_bytes`` runs the whole per-file pipeline (size, UTF-8, format, sugar) for
+loaders that store files.
 """
 
 from trellis.loading.build import build_draft, build_node

@@ -1,11 +1,12 @@
-"""File form → canonical Node: every piece of sugar of spec §2.6, in order, with strict typing (§2.5).
+"""File form → canonical Node: every piece of sugar, in order, with strict typing
+(docs/engine.md, "Node fields", "Graphs and node IDs").
 
-``build_draft`` does the per-file work. Imports of other nodes' ``tools`` (§2.7) need
+``build_draft`` does the per-file work. Imports of other nodes' ``tools`` need
 the rest of the graph, so a draft keeps them and a loader finishes the node with
 ``trellis.loading.tools.resolve_tools``. ``build_node`` is the one-call form for a
 definition that imports nothing.
 
-Deliberate differences from the original (spec §17 #17 and §2.5):
+Deliberate differences from the original (docs/engine-differences.md, fix #17, and strict typing):
 * ``input_default`` is kept even when the node has no ``input_type`` (the original
   silently dropped it, e.g. for ``wait: true`` + ``input_default``).
 * ``context_schema`` type names are checked here, so an unknown type such as ``date``
@@ -57,7 +58,8 @@ def build_node(
 
 
 def build_draft(node_id: str, data: Mapping[str, Any], content: str | None, *, source: str) -> NodeDraft:
-    """Apply the sugar of spec §2.6 in its order. Raises NodeDefinitionError naming the field."""
+    """Apply the sugar (docs/engine.md, "Node fields") in its order. Raises NodeDefinitionError naming the
+    field."""
     if not isinstance(data, Mapping):
         raise NodeDefinitionError(node_id, source, "", f"expected a mapping of fields, got {type_name(data)}")
     fields = _Fields(node_id, source)
@@ -127,7 +129,8 @@ def build_draft(node_id: str, data: Mapping[str, Any], content: str | None, *, s
     if input_type == "confirm" and not input_options:
         input_options = ("yes", "no")
     if not input_type:
-        # Options without an input type are dropped as in the original; the default is kept (§17 #17).
+        # Options without an input type are dropped as in the original; the default is kept
+        # (docs/engine-differences.md, fix #17).
         input_options = ()
 
     # 11. tool configuration
@@ -379,7 +382,8 @@ class _Fields:
         return tuple(items)
 
     def flat_metadata(self, value: object, field: str) -> dict[str, str]:
-        """Spec §2.8: nested keys joined with '-', lists space-joined, scalars printed like Go's %v."""
+        """``metadata`` (docs/engine.md, "Node fields"): nested keys joined with '-', lists space-joined,
+        scalars printed like Go's %v."""
         out: dict[str, str] = {}
 
         def walk(prefix: str, item: object, depth: int) -> None:

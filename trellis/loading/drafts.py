@@ -1,4 +1,4 @@
-"""Drafts: nodes built from one definition whose tool imports (spec §2.7) are not resolved yet."""
+"""Drafts: nodes built from one definition whose tool imports (``tools``) are not resolved yet."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from trellis.domain import Node, Tool
 
 @dataclass(frozen=True, slots=True)
 class ToolImport:
-    """A ``tools`` entry naming another node whose tools are imported (§2.7)."""
+    """A ``tools`` entry naming another node whose tools are imported (docs/engine.md, "Node fields")."""
 
     node_id: str
 

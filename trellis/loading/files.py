@@ -16,7 +16,8 @@ def draft_from_bytes(
     """Check size and encoding, parse by extension, apply the sugar.
 
     ``path`` is the file's path relative to the graph root with forward slashes; its
-    extension picks the format and, stripped, gives the default node ID (spec §2.2).
+    extension picks the format and, stripped, gives the default node ID
+    (docs/engine.md, "Graphs and node IDs").
     Raises NodeDefinitionError naming ``source``. Its ``node_id`` is the explicit ID when
     the file got far enough to declare one, else the path-derived ID, so a loader can list
     a broken file under the ID it will be asked for.

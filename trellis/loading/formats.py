@@ -1,4 +1,5 @@
-"""Reading node files: size and encoding checks, YAML 1.2, JSON and Markdown frontmatter (spec §2.3-§2.5).
+"""Reading node files: size and encoding checks, YAML 1.2, JSON and Markdown frontmatter
+(docs/engine.md, "Graphs and node IDs").
 
 Every failure is a NodeDefinitionError naming the file (``source``) and, when the
 parser knows it, the line, so a broken flow file never surfaces as a bare traceback.
@@ -80,7 +81,8 @@ def load_json(text: str, *, source: str, node_id: str) -> Any:
 
 
 def split_frontmatter(text: str, *, source: str, node_id: str) -> tuple[str | None, str]:
-    """Split a Markdown file into (frontmatter YAML or None, body), exactly as spec §2.3.
+    """Split a Markdown file into (frontmatter YAML or None, body), exactly as
+    docs/engine.md ("Graphs and node IDs") says.
 
     Frontmatter exists only when the file starts with ``---`` + newline; it ends at the
     first later ``---`` (even mid-line, as the original does); the body loses exactly one
@@ -129,7 +131,7 @@ def parse_document(
             node_id, source, "", f"the {what} must be a mapping of fields, got {type_name(data)}"
         )
     if extension == ".md":
-        # A `content` key in frontmatter is not used for Markdown files (spec §2.3).
+        # A `content` key in frontmatter is not used for Markdown files (the body is the content).
         data.pop("content", None)
     return data, body
 

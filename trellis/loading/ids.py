@@ -1,9 +1,9 @@
-"""Node IDs and node file extensions (spec §2.1, §2.2)."""
+"""Node IDs and node file extensions (docs/engine.md, "Graphs and node IDs")."""
 
 from __future__ import annotations
 
 NODE_EXTENSIONS = (".md", ".json", ".yaml", ".yml")
-"""Node file extensions, in the lookup priority of spec §2.2."""
+"""Node file extensions, in their lookup priority (.md first)."""
 
 
 def node_extension(name: str) -> str:

@@ -1,4 +1,5 @@
-"""Tool libraries (spec §2.7): resolving string imports of other nodes' ``tools``.
+"""Tool libraries (``tools``, docs/engine.md, "Node fields"): resolving string imports
+of other nodes' ``tools``.
 
 Shared by every loader: a loader hands over a lookup from node ID to draft, and
 gets back the node with its final, ordered tool list.

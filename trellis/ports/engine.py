@@ -1,4 +1,4 @@
-"""The stateless engine port: the caller carries the state (spec §3).
+"""The stateless engine port: the caller carries the state (docs/engine.md).
 
 Errors are classes of ``trellis.errors``. Every method may also raise what the
 graph loader raises for a node it needs (NodeNotFound, NodeDefinitionError,
@@ -13,25 +13,25 @@ from typing import Protocol, runtime_checkable
 from trellis.domain import JSONValue, LifecycleEvent, Node, RenderResult, State, ToolResult
 
 LifecycleHook = Callable[[LifecycleEvent], None]
-"""Called synchronously, in order, for each lifecycle event (spec §12)."""
+"""Called synchronously, in order, for each lifecycle event (docs/engine.md, "Lifecycle events")."""
 
 
 @runtime_checkable
 class EnginePort(Protocol):
     async def start(self, session_id: str, context: Mapping[str, JSONValue] | None = None) -> State:
-        """A fresh state at the entry node (spec §3.2). Raises only what the loader
-        raises for the entry node."""
+        """A fresh state at the entry node (docs/engine.md, "Transitions"). Raises only what the
+        loader raises for the entry node."""
         ...
 
     async def render(self, state: State) -> RenderResult:
-        """The actions of the current node (spec §3.3). Never changes ``state``.
+        """The actions of the current node (docs/engine.md, "Rendering"). Never changes ``state``.
         Raises TemplateError for content that does not render, ContextValidationError /
         ContextTypeValidationError for a node's missing or mistyped context keys."""
         ...
 
     async def navigate(self, state: State, input: JSONValue | ToolResult) -> State:
-        """The next state for an input or a tool result (spec §3.4). Never changes
-        ``state``; on error nothing changes anywhere.
+        """The next state for an input or a tool result (docs/engine.md, "Input", "Tools and
+        sagas"). Never changes ``state``; on error nothing changes anywhere.
 
         Raises SessionTerminated (the session ended), InvalidInput /
         InvalidConfirmation (input the node cannot take), ExpectedToolResult /
@@ -43,13 +43,13 @@ class EnginePort(Protocol):
         ...
 
     async def signal(self, state: State, name: str) -> State:
-        """The next state after a signal (spec §3.8). Raises UnhandledSignal when
+        """The next state after a signal (docs/engine.md, "Signals and timeouts"). Raises UnhandledSignal when
         neither the node nor the entry node handles it, SessionTerminated, and what
         ``navigate`` raises for the steps that follow."""
         ...
 
     async def inspect(self) -> list[Node]:
-        """Every node of the graph, sorted by ID (spec §3.9)."""
+        """Every node of the graph, sorted by ID (docs/api.md, "Engine")."""
         ...
 
     def invalidate(self, node_ids: Iterable[str] | None = None) -> None:

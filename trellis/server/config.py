@@ -103,7 +103,8 @@ class ServerConfig:
     # "" = as `trellis run` picks them for a flow directory (start, main, index or the
     # directory's name; `error` when the flow has one), else "start" and none.
     entry_node: str = ""
-    # where a failed or denied tool goes when its node names no target (spec §3.4.3); "" = none
+    # where a failed or denied tool goes when its node names no target
+    # (docs/engine.md, "Tools and sagas"); "" = none
     default_error_node: str = ""
     # true: no default error node even when the flow has an `error` node (a failed or
     # denied tool without its own target then fails the step / ends the session)
@@ -429,8 +430,8 @@ def load_config(
     and the setting that is wrong."""
     env = os.environ if environ is None else environ
     config = ServerConfig()
-    # The spec's sanitiser variable (TRELLIS_MAX_INPUT_SIZE) sets the default input limit;
-    # max_input_bytes from any source below overrides it.
+    # The sanitiser's variable (TRELLIS_MAX_INPUT_SIZE, docs/engine.md, "Input") sets the default
+    # input limit; max_input_bytes from any source below overrides it.
     config.max_input_bytes = input_limit_from_env(env)
     path = file or env.get(CONFIG_ENV, "")
     if path:

@@ -52,7 +52,7 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
         """Fill ``response`` with the new state, signed, the actions of its render (after a
         "no transition matched" message when ``no_match``) and the call's events.
 
-        A render that fails does not fail the call (spec §3.2, §3.7): the in-process
+        A render that fails does not fail the call (docs/engine.md, "Rendering"): the in-process
         engine returns the state and only a later Render raises, so the reply carries
         the state and the error in ``render_error``."""
         try:
@@ -99,7 +99,7 @@ class EngineService(Servicer, engine_pb2_grpc.EngineServicer):
     ) -> epb.EngineNavigateResponse:
         state = self._state_in(request.state)
         value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
-        if isinstance(value, str):  # this service is the engine's host: it sanitises (spec §14.6)
+        if isinstance(value, str):  # the engine's host sanitises (docs/engine.md, "Input")
             value = sanitize_input(value, self._limits.max_input_bytes)
         with capturing() as captured:
             new_state = await self._engine.navigate(state, value)

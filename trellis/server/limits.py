@@ -1,7 +1,7 @@
 """Size limits on what clients send, checked before anything is parsed, and on what
 the server sends back.
 
-Text inputs follow the spec's sanitiser limit (spec §14.6, TRELLIS_MAX_INPUT_SIZE);
+Text inputs follow the sanitiser's limit (docs/engine.md, "Input", TRELLIS_MAX_INPUT_SIZE);
 contexts carried in a request are bounded separately (they are legitimately
 larger than one answer, but a client must not make the server parse megabytes
 of JSON per step). The gRPC max message size is the outer bound of both.

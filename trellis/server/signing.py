@@ -1,4 +1,4 @@
-"""Integrity of client-carried states (spec §17 #11).
+"""Integrity of client-carried states (docs/engine-differences.md, fix #11).
 
 The stateless Engine service hands its state to the client and gets it back on
 the next call. With a configured key it signs every state it returns —
@@ -6,7 +6,7 @@ HMAC-SHA256 over a canonical encoding — and refuses any state whose signature
 does not match, so a client cannot move itself to another node, fake a pending
 tool call or edit ``system_context``.
 
-Canonical encoding: the state's JSON form (spec §1.3, revision excluded) with
+Canonical encoding: the state's JSON form (docs/engine.md, "State", revision excluded) with
 sorted keys, encoded by orjson, prefixed by a version tag so that a future
 encoding cannot collide with this one. It is computed from the parsed state,
 so whitespace or key order in the client's JSON text does not matter.

@@ -1,4 +1,4 @@
-"""Go ``text/template``-compatible interpolation (spec §5), compiled once, data-only.
+"""Go ``text/template``-compatible interpolation (docs/engine.md, "Templates"), compiled once, data-only.
 
     t = compile_template("Hello {{ .name }}")
     t.render({"name": "Ada"})  # "Hello Ada"

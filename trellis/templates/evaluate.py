@@ -98,7 +98,7 @@ class LoopSignal(Exception):
 
 
 def print_text(value: Any) -> str:
-    """Action output for text templates: a top-level nil is ``<no value>`` (§5.3, §5.5)."""
+    """Action output for text templates: a top-level nil is ``<no value>`` (docs/engine.md, "Templates")."""
     if value is None:
         return "<no value>"
     return data_str(value)

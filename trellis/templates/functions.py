@@ -1,4 +1,4 @@
-"""The functions a template may call (spec §5.2): Go's built-ins and trellis's own.
+"""The functions a template may call (docs/engine.md, "Templates"): Go's built-ins and trellis's own.
 
 Choices where Go's rules do not carry over to Python data (documented behaviour):
 
@@ -147,7 +147,7 @@ def index(value: Any, *keys: Any) -> Any:
     return value
 
 
-# --- trellis functions (§5.2) --------------------------------------------------------------
+# --- trellis functions ---------------------------------------------------------------------
 
 
 def default(fallback: Any, value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Splitting template text into tokens (Go ``text/template`` lexical rules, spec §5.2).
+"""Splitting template text into tokens (Go ``text/template`` lexical rules, docs/engine.md, "Templates").
 
 Outside actions everything is text. An action is ``{{ … }}``; ``{{- `` trims the
 whitespace before it and `` -}}`` the whitespace after it (the marker needs the

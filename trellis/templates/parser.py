@@ -1,4 +1,4 @@
-"""Building the node tree from tokens (Go ``text/template`` grammar, spec §5.2).
+"""Building the node tree from tokens (Go ``text/template`` grammar, docs/engine.md, "Templates").
 
 Checked here rather than at render time, so a broken template fails when the
 graph is loaded: unknown functions (``{{ user_name }}``), wrong argument counts,

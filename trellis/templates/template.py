@@ -1,4 +1,4 @@
-"""A compiled template: parse once, render many times (spec §5.1)."""
+"""A compiled template: parse once, render many times (docs/engine.md, "Templates")."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _location(source: str, offset: int) -> str:
 
 
 class Template:
-    """Go ``text/template`` subset (§5.2) evaluated over mappings only.
+    """Go ``text/template`` subset (docs/engine.md, "Templates") evaluated over mappings only.
 
     ``Template(text)`` compiles immediately and raises :class:`TemplateError`
     (``invalid template '<text>': <line:col>: <problem>``) on a syntax error.

@@ -59,7 +59,7 @@ def truth(value: Any) -> bool:
 
 
 def is_zero(value: Any) -> bool:
-    """"Zero" for ``default``/``coalesce`` (§5.2): empty lists and maps are NOT zero."""
+    """"Zero" for ``default``/``coalesce``: empty lists and maps are NOT zero."""
     if value is None or value is False:
         return True
     if value is True:
@@ -70,7 +70,7 @@ def is_zero(value: Any) -> bool:
 
 
 def lookup_key(value: Any, name: str) -> Any:
-    """``.name`` on ``value``: a mapping key; missing or below nil gives None (§5.3)."""
+    """``.name`` on ``value``: a mapping key; missing or below nil gives None (printed ``<no value>``)."""
     if isinstance(value, Mapping):
         return value.get(name)
     if value is None:
