@@ -237,7 +237,11 @@ def test_a_bad_number_is_a_parse_error() -> None:
         ("{{ 1 | 2 }}", "1:8", "can't give argument to non-function 2"),
         ("{{ if 1 x }}{{ end }}", "1:9", 'function "x" not defined'),
         ("{{ range .l }}{{ continue 1 }}{{ end }}", "1:27", "unexpected number '1' in continue"),
-        ('{{ block "x" . }}', "1:4", "{{block}} is not supported (only the §5.2 subset is)"),
+        (
+            '{{ block "x" . }}',
+            "1:4",
+            "{{block}} is not supported (only the subset in docs/engine.md, Templates, is)",
+        ),
         ("{{ print 1 ) }}", "1:12", "unexpected right paren"),
         ("{{ ( }}", "1:6", "unclosed left paren"),
         ("{{ print () }}", "1:11", "missing value for parenthesized pipeline"),

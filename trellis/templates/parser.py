@@ -184,7 +184,8 @@ class Parser:
 
     def control(self, word: Token) -> Node:
         if word.text in _UNSUPPORTED:
-            raise self.fail(f"{{{{{word.text}}}}} is not supported (only the §5.2 subset is)", word)
+            supported = "only the subset in docs/engine.md, Templates, is"
+            raise self.fail(f"{{{{{word.text}}}}} is not supported ({supported})", word)
         if word.text in ("break", "continue"):
             if not self.range_depth:
                 raise self.fail(f"{{{{{word.text}}}}} outside {{{{range}}}}", word)
