@@ -323,10 +323,11 @@ async def test_the_steps_deadline_becomes_the_tool_calls_and_cancels_it(tmp_path
             async with server(flow, dispatcher=address, tool_policies=no_retry) as target:
                 async with Client(target) as client:
                     await client.sessions.start("s1")
-                # The tool may take 30 s by its own timeout; the caller waits 1.5 s.
+                # The tool may take 30 s by its own timeout; the caller waits 1.5 s, once
+                # (no request ID: the SDK would otherwise resend the step after its deadline).
                 async with Client(target, timeout=1.5) as hurried:
                     with contextlib.suppress(TimeoutError):
-                        await hurried.sessions.navigate("s1", "me")
+                        await hurried.sessions.navigate("s1", "me", request_id="")
                 await wait_for(lambda: any(r[0] == "cancelled" for r in runs(runs_file)), "the cancel")
     assert [r[0] for r in runs(runs_file)] == ["started", "cancelled"]
     # The call carried the caller's deadline (1.5 s), not the tool's own 30 s.
