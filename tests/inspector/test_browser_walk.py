@@ -3,7 +3,9 @@ chromedriver by Selenium, against a real `trellis serve examples/tour --inspecto
 process. The page draws the graph, starts a session, walks the tour to its end through
 the conversation panel (text answers and choices by keyboard, a confirmation, a signal)
 and follows a step made by another caller through the session's watch. At each
-milestone the DOM's text is checked and a screenshot saved and checked."""
+milestone the DOM's text is checked and a screenshot saved and checked. A second
+server requires a token, which the page asks for, and asks a question with a timeout,
+whose signal the page sends when nobody answers."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support.cli import GUARD, ROOT, cli_env, copy_example
+from tests.support.cli import GUARD, ROOT, cli_env, copy_example, write_flow
 from tests.support.requirements import missing
 from tests.support.waiting import eventually_sync
 
@@ -53,13 +56,12 @@ def _started(log: Path, process: subprocess.Popen[bytes]) -> str:
     return found[0].removeprefix(READY).strip()
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    tour = copy_example("tour", tmp_path)
-    log = tmp_path / "server.log"
+@contextmanager
+def serve(flow: Path, log: Path, *flags: str) -> Iterator[Served]:
+    """A real `trellis serve FLOW --inspector` process, stopped (by its PID) at the end."""
     with log.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "trellis.cli.main", "serve", str(tour), *SERVE_FLAGS],
+            [sys.executable, "-m", "trellis.cli.main", "serve", str(flow), *SERVE_FLAGS, *flags],
             cwd=ROOT,
             env=cli_env(),
             stdin=subprocess.DEVNULL,
@@ -74,6 +76,12 @@ def served(tmp_path: Path) -> Iterator[Served]:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=GUARD)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with serve(copy_example("tour", tmp_path), tmp_path / "server.log") as server:
+        yield server
 
 
 @pytest.fixture
@@ -292,3 +300,39 @@ def test_the_page_walks_the_tour_to_its_end(served: Served, browser: Any, tmp_pa
     )
     with urllib.request.urlopen(request, timeout=GUARD) as reply:
         assert orjson.loads(reply.read())["step"]["state"]["status"] == "STATUS_TERMINATED"
+
+
+TIMED_FLOW = {
+    "start.md": "---\ntype: question\ntimeout: 1s\non_timeout: late\nto: in_time\n---\n"
+    "Answer within a second.\n",
+    "late.md": "---\nwait: true\n---\nToo late: the page sent the timeout signal.\n",
+    "in_time.md": "---\nwait: true\n---\nIn time.\n",
+}
+
+
+def test_behind_a_token_the_page_asks_for_it_and_sends_timeouts(browser: Any, tmp_path: Path) -> None:
+    flow = write_flow(tmp_path / "timed", TIMED_FLOW)
+    token = tmp_path / "token"
+    token.write_text("page-token-1\n", encoding="utf-8")
+    with serve(flow, tmp_path / "server.log", "--token-file", str(token)) as served:
+        page = Page(browser, tmp_path / "screenshots")
+        browser.get(served.page)
+        page.wait_text("notice", "Enter the server's bearer token above.")
+        assert "UNAUTHENTICATED" in page.text("notice")
+        page.screenshot("token", "Bearer token", "UNAUTHENTICATED")
+        browser.find_element(page.by.ID, "token").send_keys("page-token-1", page.keys.ENTER)
+        page.wait_text("notice", "Connected: 3 nodes in the flow")
+        browser.find_element(page.by.ID, "new-id").send_keys("timed", page.keys.ENTER)
+        page.wait_text("chat-log", "Answer within a second.")
+        page.wait_text("timer", 'Answer within 1 s, or the "timeout" signal is sent.')
+        # Nobody answers: the page sends the signal, and the watch (with the token) follows.
+        page.wait_text("chat-log", "(no answer in time: timeout)")
+        page.wait_text("chat-log", "Too late: the page sent the timeout signal.")
+        page.wait_node("late")
+        page.screenshot("late", "Too late", "Current node\nlate")
+        problems = [
+            entry["message"]
+            for entry in browser.get_log("browser")
+            if entry["level"] == "SEVERE" and "401 (Unauthorized)" not in entry["message"]
+        ]
+        assert problems == []
