@@ -95,7 +95,7 @@ const label = (text) =>
   `"${String(text).replace(/["<>#]/g, (c) => ENTITIES[c]).replace(/\n/g, " ")}"`;
 
 function shape(node, entry) {
-  const text = node.timeoutText ? `${node.id} ⏱ ${node.timeoutText}` : node.id;
+  const text = node.timeoutText ? `${node.id} (timeout ${node.timeoutText})` : node.id;
   if (node.id === entry || node.id === "start" || node.type === "start") return `((${label(text)}))`;
   if (node.type === "tool" || node.doCall) return `[[${label(text)}]]`;
   if (node.type === "question") return `[/${label(text)}/]`;
@@ -428,6 +428,8 @@ function showStep(step) {
   for (const name of step.signals || []) {
     $("signals").append(button(`Signal: ${name}`, () => signal(name, false)));
   }
+  // The new controls took room from the log: keep its newest message in sight.
+  $("chat-log").scrollTop = $("chat-log").scrollHeight;
   const first = $("choices").querySelector("button");
   (first || $("answer")).focus();
 }
@@ -438,10 +440,12 @@ async function step(method, body, said) {
   $("chat").setAttribute("aria-busy", "true");
   for (const control of $("controls").querySelectorAll("button, input")) control.disabled = true;
   say("you", said);
+  const sessionId = view.sessionId;
   try {
-    const reply = await call(method, { sessionId: view.sessionId, ...body });
-    showStep(reply.step);
+    const reply = await call(method, { sessionId, ...body });
+    if (sessionId === view.sessionId) showStep(reply.step); // not if another session was opened meanwhile
   } catch (error) {
+    if (sessionId !== view.sessionId) return;
     say("system", `Refused: ${error.describe ? error.describe() : error.message}`);
     for (const control of $("controls").querySelectorAll("button, input")) control.disabled = false;
     $("answer").focus();
@@ -473,6 +477,7 @@ async function startSession(event) {
     $("new-id").value = "";
     await listSessions(false);
     openSession(sessionId, reply.created ? reply.step : null);
+    if (!reply.created) say("system", `Session ${sessionId} existed already: here it is.`);
   } catch (error) {
     notify(`Cannot start ${sessionId}: ${error.describe ? error.describe() : error.message}`);
   }
@@ -502,7 +507,8 @@ function init() {
     load();
   });
   $("start-form").addEventListener("submit", startSession);
-  $("refresh").addEventListener("click", () => listSessions(false).catch((e) => notify(e.message)));
+  // The flow may have been reloaded since: the graph is read again too.
+  $("refresh").addEventListener("click", () => load());
   $("more").addEventListener("click", () => listSessions(true).catch((e) => notify(e.message)));
   $("answer-form").addEventListener("submit", (event) => {
     event.preventDefault();
