@@ -102,6 +102,13 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         "--disable-dev-shm-usage",
         f"--window-size={WINDOW[0]},{WINDOW[1]}",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        # Loopback only: every other host name fails to resolve, so a page that loaded
+        # anything from elsewhere (a CDN) would log an error, and the browser's own
+        # background traffic (updates, metrics) stays off.
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
