@@ -5,7 +5,8 @@ the conversation panel (text answers and choices by keyboard, a confirmation, a 
 and follows a step made by another caller through the session's watch. At each
 milestone the DOM's text is checked and a screenshot saved and checked. A second
 server requires a token, which the page asks for, and asks a question with a timeout,
-whose signal the page sends when nobody answers."""
+whose signal the page sends when nobody answers. axe-core checks the page's
+accessibility along the way."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import orjson
 import pytest
 
 from tests.support.cli import GUARD, ROOT, cli_env, copy_example, write_flow
+from tests.support.node import node_modules
 from tests.support.requirements import missing
 from tests.support.waiting import eventually_sync
 
@@ -32,6 +34,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WINDOW = (1400, 1000)
 READY = "trellis: inspector on "
+AXE = Path(__file__).with_name("axe")
 # any free ports; the page's address is read back from what the server prints
 SERVE_FLAGS = ("--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--inspector")
 
@@ -114,6 +117,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     driver.set_page_load_timeout(GUARD)
+    driver.set_script_timeout(GUARD)
     try:
         yield driver
     finally:
@@ -187,6 +191,26 @@ class Page:
         return path
 
 
+@pytest.fixture(scope="module")
+def axe_source() -> str:
+    """axe-core, the accessibility rules engine, to run inside the page."""
+    return (node_modules(AXE, "axe-core") / "axe-core" / "axe.min.js").read_text(encoding="utf-8")
+
+
+def accessibility_problems(driver: Any, axe_source: str) -> list[str]:
+    """What axe-core finds wrong with the page as it is now (WCAG A/AA rules and best
+    practices): one line per rule broken, with the elements that break it."""
+    driver.execute_script(axe_source)
+    found = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']})"
+        ".then((r) => done(r.violations.map((v) => `${v.impact} ${v.id}: ${v.help} at `"
+        " + v.nodes.map((n) => n.target.join(' ')).join(', '))))"
+        ".catch((e) => done([`axe failed: ${e}`]));"
+    )
+    return [str(line) for line in found]
+
+
 def check_png(path: Path, size: tuple[int, int]) -> None:
     """A PNG of the page's viewport, and not a blank one (those compress to a few hundred
     bytes; a page of text and a graph is tens of kilobytes)."""
@@ -210,7 +234,9 @@ def navigate_elsewhere(base: str, session_id: str, text: str) -> dict[str, Any]:
         return result
 
 
-def test_the_page_walks_the_tour_to_its_end(served: Served, browser: Any, tmp_path: Path) -> None:
+def test_the_page_walks_the_tour_to_its_end(
+    served: Served, browser: Any, axe_source: str, tmp_path: Path
+) -> None:
     page = Page(browser, tmp_path / "screenshots")
     # The listener's root leads to the page.
     browser.get(served.base + "/")
@@ -258,6 +284,8 @@ def test_the_page_walks_the_tour_to_its_end(served: Served, browser: Any, tmp_pa
     page.wait_text("chat-log", "Leave the tour?")
     page.wait_node("interrupted")
     page.screenshot("signal", "⚡ interrupt", "Leave the tour?", "Current node\ninterrupted")
+    # Every panel is filled in now: the page passes axe-core's accessibility rules.
+    assert accessibility_problems(browser, axe_source) == []
     page.choice("no").click()
     page.wait_node("menu")
 
@@ -294,6 +322,7 @@ def test_the_page_walks_the_tour_to_its_end(served: Served, browser: Any, tmp_pa
     assert [node.text for node in current] == ["finish"]
     assert not browser.find_element(page.by.ID, "answer").is_enabled()
     page.screenshot("ended", "The session has ended.", "Status\nended", "Drink: water. Liked the tour: yes.")
+    assert accessibility_problems(browser, axe_source) == []
 
     # Nothing went wrong in the page: no script error, no refused load (CSP included).
     problems = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
@@ -317,7 +346,9 @@ TIMED_FLOW = {
 }
 
 
-def test_behind_a_token_the_page_asks_for_it_and_sends_timeouts(browser: Any, tmp_path: Path) -> None:
+def test_behind_a_token_the_page_asks_for_it_and_sends_timeouts(
+    browser: Any, axe_source: str, tmp_path: Path
+) -> None:
     flow = write_flow(tmp_path / "timed", TIMED_FLOW)
     token = tmp_path / "token"
     token.write_text("page-token-1\n", encoding="utf-8")
@@ -327,6 +358,7 @@ def test_behind_a_token_the_page_asks_for_it_and_sends_timeouts(browser: Any, tm
         page.wait_text("notice", "Enter the server's bearer token above.")
         assert "UNAUTHENTICATED" in page.text("notice")
         page.screenshot("token", "Bearer token", "UNAUTHENTICATED")
+        assert accessibility_problems(browser, axe_source) == []
         browser.find_element(page.by.ID, "token").send_keys("page-token-1", page.keys.ENTER)
         page.wait_text("notice", "Connected: 3 nodes in the flow")
         browser.find_element(page.by.ID, "new-id").send_keys("timed", page.keys.ENTER)
