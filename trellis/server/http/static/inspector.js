@@ -12,6 +12,7 @@ const view = {
   state: null, // {currentNodeId, status, context, history}: the watch keeps it current
   lastStep: null, // the step whose prompt the conversation shows
   busy: false,
+  syncing: false, // reading a step another caller made
   stream: null, // AbortController of the open event stream
   timer: null, // a pending timeout signal
   nextPage: "",
@@ -336,15 +337,23 @@ async function changedElsewhere() {
   if (seen < ours) return;
   const same = shown.currentNodeId === view.state.currentNodeId && shown.status === view.state.status;
   if (seen === ours && same) return;
+  if (view.syncing) return; // one read at a time; checked again when it is back
+  view.syncing = true;
   const sessionId = view.sessionId;
+  let read = false;
   try {
     const reply = await call("Sessions/Get", { sessionId });
     if (sessionId !== view.sessionId || view.busy) return;
     say("system", "The session was moved by another caller.");
     showStep(reply.step);
+    read = true;
   } catch (error) {
     say("system", `Cannot read the session: ${error.describe ? error.describe() : error.message}`);
+  } finally {
+    view.syncing = false;
   }
+  // More steps may have come while it was read: the watch says whether the prompt is current.
+  if (read) changedElsewhere();
 }
 
 // --- the conversation --------------------------------------------------------------------
