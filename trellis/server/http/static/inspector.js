@@ -5,6 +5,9 @@
 
 const $ = (id) => document.getElementById(id);
 
+// Seconds past a question's timeout before the page sends the timeout signal itself.
+const TIMER_GRACE = 2;
+
 const view = {
   token: "",
   nodes: [],
@@ -344,7 +347,7 @@ async function changedElsewhere() {
   try {
     const reply = await call("Sessions/Get", { sessionId });
     if (sessionId !== view.sessionId || view.busy) return;
-    say("system", "The session was moved by another caller.");
+    say("system", "The session moved on without this page (another caller, or the server's timer).");
     showStep(reply.step);
     read = true;
   } catch (error) {
@@ -428,14 +431,18 @@ function showStep(step) {
     if (timeout > 0 && request.timeoutSignal) {
       $("timer").textContent =
         `Answer within ${timeout} s, or the "${request.timeoutSignal}" signal is sent.`;
+      // The server's own timer (docs/server.md, "Durable timers") normally fires first and
+      // the watch shows it. Only if the session is still here a little later, as with a
+      // server whose timers are off, does the page send the signal itself, and then only
+      // for this revision: should the server's timer win anyway, nothing is applied twice.
       const current = step;
       view.timer = setTimeout(() => {
-        if (view.lastStep === current && !view.busy) signal(request.timeoutSignal, true);
-      }, timeout * 1000);
+        if (view.lastStep === current && !view.busy) signal(request.timeoutSignal, state.revision);
+      }, (timeout + TIMER_GRACE) * 1000);
     }
   }
   for (const name of step.signals || []) {
-    $("signals").append(button(`Signal: ${name}`, () => signal(name, false)));
+    $("signals").append(button(`Signal: ${name}`, () => signal(name)));
   }
   // The new controls took room from the log: keep its newest message in sight.
   $("chat-log").scrollTop = $("chat-log").scrollHeight;
@@ -455,6 +462,14 @@ async function step(method, body, said) {
     if (sessionId === view.sessionId) showStep(reply.step); // not if another session was opened meanwhile
   } catch (error) {
     if (sessionId !== view.sessionId) return;
+    if (error.reason === "REVISION_MISMATCH") {
+      say("system", "The session had moved on already; here is where it is now.");
+      const reply = await call("Sessions/Get", { sessionId }).catch(() => null);
+      if (reply && sessionId === view.sessionId) {
+        showStep(reply.step);
+        return;
+      }
+    }
     say("system", `Refused: ${error.describe ? error.describe() : error.message}`);
     for (const control of $("controls").querySelectorAll("button, input")) control.disabled = false;
     $("answer").focus();
@@ -469,8 +484,11 @@ function answer(text) {
   return step("Sessions/Navigate", { input: { text } }, text === "" ? "(Enter)" : text);
 }
 
-function signal(name, timedOut) {
-  return step("Sessions/Signal", { signal: name }, timedOut ? `(no answer in time: ${name})` : `⚡ ${name}`);
+// ``revision``: a timeout sent by the page, valid only while the session is at it.
+function signal(name, revision) {
+  if (revision === undefined) return step("Sessions/Signal", { signal: name }, `⚡ ${name}`);
+  const body = { signal: name, expectedRevision: revision || "0" };
+  return step("Sessions/Signal", body, `(no answer in time: ${name})`);
 }
 
 // --- wiring -----------------------------------------------------------------------------------
