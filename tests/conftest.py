@@ -26,6 +26,7 @@ SLOW_MODULES = frozenset(
         "http/test_readme_walk.py",
         "http/test_node_connect.py",
         "http/test_connect_web.py",
+        "inspector/test_browser_walk.py",
         "grpc_server/test_serve_process.py",
         "grpc_server/test_codegen.py",
         "mcp/test_mcp_server.py",

@@ -25,7 +25,8 @@ GraphLoader services, plus grpc.health.v1 health checks and server reflection
 (grpcurl works without the .proto files). StateStore and ActionDispatcher, which
 replicas and sidecars use, are served only on --internal-listen, if given.
 With --http-listen the same public services are also served over Connect
-(curl -d JSON, browsers) with session events as server-sent events.
+(curl -d JSON, browsers) with session events as server-sent events; add
+--inspector for a web page there that draws the flow and walks its sessions.
 
 With no other option it runs embedded, nothing else to start: the directory
 loader with hot reload, sessions in memory, local locks and the process tools
@@ -54,6 +55,7 @@ examples:
   trellis serve examples/tour --metrics-listen 127.0.0.1:9464 --token-file secrets/token
   trellis serve examples/tour --internal-listen 127.0.0.1:50061
   trellis serve examples/tour --http-listen 127.0.0.1:8080
+  trellis serve examples/tour --http-listen 127.0.0.1:8080 --inspector
   grpcurl -plaintext 127.0.0.1:50051 list
 """
 
@@ -62,6 +64,7 @@ _PLAIN = (
     "listen",
     "internal_listen",
     "http_listen",
+    "inspector",
     "loader",
     "store",
     "locker",
@@ -114,6 +117,13 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT",
         help="also serve the public services over Connect (curl, browsers: JSON over HTTP) and "
         "session events as server-sent events on this address (default: not served; docs/http.md)",
+    )
+    parser.add_argument(
+        "--inspector",
+        action="store_true",
+        default=None,
+        help="serve a web page at http://HTTP-LISTEN/inspector/ that draws the flow and walks its "
+        "sessions through the public API (needs --http-listen; default: not served; docs/inspector.md)",
     )
     ports = parser.add_argument_group("ports (URL per port)")
     ports.add_argument("--loader", metavar="URL", help="graph loader (default dir:DIR)")
@@ -312,6 +322,9 @@ async def _serve(config: Any) -> None:
     if server.http_port:
         http = f"{config.http_listen.rpartition(':')[0]}:{server.http_port}"
         print(f"trellis: HTTP (Connect, server-sent events) on {http}", file=sys.stderr, flush=True)
+        if config.inspector:
+            scheme = "https" if config.tls_cert else "http"
+            print(f"trellis: inspector on {scheme}://{http}/inspector/", file=sys.stderr, flush=True)
     if server.internal_port:
         internal = f"{config.internal_listen.rpartition(':')[0]}:{server.internal_port}"
         print(f"trellis: internal services on {internal}", file=sys.stderr, flush=True)

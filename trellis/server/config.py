@@ -85,6 +85,9 @@ class ServerConfig:
     # the public services over Connect (HTTP/1.1 JSON or protobuf) and session events as
     # server-sent events (trellis.server.http, docs/http.md); "" = not served
     http_listen: str = ""
+    # a web page on the HTTP listener (/inspector/) that draws the graph, lists and watches
+    # sessions and walks one, through the public API only (docs/inspector.md); needs http_listen
+    inspector: bool = False
     # ports, one URL each ("" = the embedded default)
     loader: str = ""
     store: str = "memory:"
@@ -439,4 +442,6 @@ def load_config(
     _apply(config, read_env(env), "environment")
     if flags:
         _apply(config, {k: v for k, v in flags.items() if v is not None}, "command line")
+    if config.inspector and not config.http_listen:
+        raise ConfigError("inspector: the page is served on the HTTP listener: set http_listen too")
     return config

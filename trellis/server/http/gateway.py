@@ -87,7 +87,14 @@ def _error_response(
 class HttpGateway:
     """The aiohttp application and its listener; ``start`` then ``stop``."""
 
-    def __init__(self, methods: PublicMethods, *, max_body_bytes: int, keepalive: float) -> None:
+    def __init__(
+        self,
+        methods: PublicMethods,
+        *,
+        max_body_bytes: int,
+        keepalive: float,
+        extra_routes: Sequence[web.RouteDef] = (),
+    ) -> None:
         self._methods = methods
         self._max_body = max_body_bytes
         self._keepalive = keepalive
@@ -95,6 +102,7 @@ class HttpGateway:
         self._streams: set[asyncio.Task[Any]] = set()  # handlers of open streams, ended by stop
         self.port = 0
         app = web.Application()
+        app.router.add_routes(extra_routes)  # the web inspector's files, when it is on
         app.router.add_get("/v1/sessions/{session_id}/events", self._events)
         app.router.add_post("/{service}/{method}", self._call)
         self._app = app

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from trellis.server.config import ServerConfig
+from trellis.server.http import inspector
 from trellis.server.http.calls import PublicMethods
 from trellis.server.http.gateway import HttpGateway, ssl_context
 
@@ -27,7 +28,10 @@ async def start_http(
     methods = PublicMethods(interceptors)
     for add, servicer in public:
         add(servicer, methods)
+    extra = inspector.routes() if config.inspector else []
     # Idle event streams are probed as often as gRPC pings idle connections.
-    gateway = HttpGateway(methods, max_body_bytes=config.max_message_bytes, keepalive=config.keepalive_time)
+    gateway = HttpGateway(
+        methods, max_body_bytes=config.max_message_bytes, keepalive=config.keepalive_time, extra_routes=extra
+    )
     await gateway.start(host, port, context)
     return gateway
