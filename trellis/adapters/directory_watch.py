@@ -28,7 +28,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, cast
 
 from watchfiles import Change, awatch
 
@@ -181,7 +181,9 @@ class SharedDirectoryWatch:
             try:
                 watch = awatch(
                     self.root,
-                    stop_event=stop,
+                    # A threading.Event: the watcher waits in a worker thread and only calls
+                    # is_set(), which a thread-safe event serves (watchfiles types only async ones).
+                    stop_event=cast(Any, stop),
                     debounce=self._debounce_ms,
                     step=min(50, self._debounce_ms),
                     rust_timeout=IDENTITY_CHECK_MS,
