@@ -86,6 +86,9 @@ class SharedDirectoryWatch:
         self._task: asyncio.Task[None] | None = None
         self._stop: threading.Event | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        # The stop event of the run whose inotify instance is open now (None: none is), so
+        # that watcher_count() counts instances, not tasks that may still be opening one.
+        self._open_for: threading.Event | None = None
         self._revision = 0
 
     def subscribe(self) -> QueueStream[GraphChange]:
@@ -98,8 +101,9 @@ class SharedDirectoryWatch:
         return stream
 
     def watcher_count(self) -> int:
-        """File watchers running for this directory now: 0 or 1."""
-        return 0 if self._task is None else 1
+        """File watchers (inotify instances) open for this directory now: 0 or 1; 0 also
+        while the watch is starting or waiting for a missing directory."""
+        return 1 if self._task is not None and self._open_for is self._stop else 0
 
     async def aclose(self) -> None:
         """Stop the watcher and end every subscriber's stream."""
@@ -220,6 +224,9 @@ class SharedDirectoryWatch:
                 )
                 # aclosing: leaving the loop early closes the inotify instance now, not at GC.
                 async with contextlib.aclosing(watch):
+                    # (awatch opens the instance in the first step below, before it yields
+                    # to the event loop: nothing can see this flag set and no instance)
+                    self._open_for = stop
                     async for changes in watch:
                         # Its own deletion event first: a file system may give a directory
                         # re-created at once the inode number of the removed one.
@@ -238,3 +245,6 @@ class SharedDirectoryWatch:
                 if self._identity() == identity:
                     raise
                 lost = True  # removed or replaced (a link swapped) while the watch was being opened
+            finally:
+                if self._open_for is stop:
+                    self._open_for = None
