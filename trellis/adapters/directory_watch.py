@@ -196,6 +196,7 @@ class SharedDirectoryWatch:
 
     async def _follow(self, stop: threading.Event) -> None:
         lost = False  # the directory the previous watch covered is gone or replaced
+        watched: Path | None = None  # the real directory the previous watch covered
         while not stop.is_set():
             target = self._target()
             if target is None:
@@ -204,6 +205,9 @@ class SharedDirectoryWatch:
                 continue  # resolve the path again: it may have changed while polling
             real, identity = target
             root = str(real)
+            if watched is not None and real != watched:
+                log.info("graph watch: '%s' now leads to '%s'; reloading every node", self.root, real)
+            watched = real
 
             def relevant(change: Change, path: str, real: Path = real, root: str = root) -> bool:
                 return path == root or self._filter(real, change, path)  # the directory's own events too
