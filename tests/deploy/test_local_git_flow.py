@@ -70,11 +70,6 @@ async def test_the_flow_is_served_from_the_checkout(etcd_cluster3: EtcdCluster) 
         await asyncio.to_thread(pod.kill)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DirectoryLoader watches the directory its path resolves to when it starts, so "
-    "git-sync's swap of the `current` symlink to a new worktree is not seen",
-)
 async def test_a_sync_reaches_the_engine(etcd_cluster3: EtcdCluster, tmp_path: Path) -> None:
     docs = render("examples/git-flow")
     spec = find(docs, "Deployment", "trellis")["spec"]["template"]["spec"]

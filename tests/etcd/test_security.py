@@ -50,6 +50,38 @@ async def test_mutual_tls(tls_etcd: EtcdCluster) -> None:
     await plain.close()
 
 
+@pytest.fixture
+def tls_etcd3() -> Iterator[EtcdCluster]:
+    try:
+        cluster = EtcdCluster(3, tls=True)
+        cluster.__enter__()
+    except EtcdUnavailable as exc:
+        missing(f"etcd with TLS is not available: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+async def test_tls_over_several_ip_endpoints(tls_etcd3: EtcdCluster) -> None:
+    """Bare IP endpoints: each member's certificate is checked against the first
+    endpoint's address (127.0.0.1 here, in every member's certificate), not against
+    the list of addresses, and that holds while the first member is down."""
+    tls = tls_etcd3.tls
+    assert tls is not None
+    assert all(endpoint.startswith("127.0.0.1:") for endpoint in tls_etcd3.endpoints)
+    config = config_for(
+        tls_etcd3, ca_file=str(tls.ca), cert_file=str(tls.client_cert), key_file=str(tls.client_key)
+    )
+    async with EtcdClient(config) as client:
+        store = EtcdStateStore(client)
+        revision = await store.save("s", State.new("s", "start"))
+        assert (await store.load("s")).revision == revision
+    await asyncio.to_thread(tls_etcd3.members[0].stop)
+    async with EtcdClient(config) as client:
+        assert (await EtcdStateStore(client).load("s")).revision == revision
+
+
 async def test_user_and_password_with_expiring_tokens(private_etcd: EtcdCluster, tmp_path: Path) -> None:
     member = private_etcd.members[0]
     member.stop()

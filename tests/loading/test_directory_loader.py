@@ -597,3 +597,76 @@ async def test_a_directory_that_is_gone_for_a_while_resumes_reloads(graph: Path)
         assert (await loader.get_node("start")).content == "After"
     finally:
         await stream.aclose()
+
+
+# --- a flow directory behind a swapped link (git-sync, issue 10) -------------------------------
+
+
+# Counting inotify instances needs /proc (Linux, where the watcher uses inotify).
+COUNTS_WATCHERS = Path("/proc/self/fd").is_dir()
+
+
+def _git_sync(git: Path, name: str, files: dict[str, str]) -> Path:
+    """One sync the way git-sync publishes it: a new worktree, a new link to it, and that
+    link renamed over ``current`` in one step. Returns the new worktree."""
+    worktree = git / ".worktrees" / name
+    for rel, text in files.items():
+        write(worktree, rel, text)
+    link = git / f".current-{name}"
+    os.symlink(worktree.relative_to(git), link)
+    os.replace(link, git / "current")
+    return worktree
+
+
+@pytest.mark.parametrize("below", ["", "flows"], ids=["link-is-the-flow", "flow-below-the-link"])
+async def test_a_swapped_link_is_followed_and_reported_as_a_full_reload(tmp_path: Path, below: str) -> None:
+    git = tmp_path / "git"
+    first = _git_sync(git, "one", {f"{below}/start.md".lstrip("/"): "One"})
+    loader = DirectoryLoader(git / "current" / below)
+    assert (await loader.get_node("start")).content == "One"
+    before = _inotify_instances() if COUNTS_WATCHERS else 0
+    stream = await _live(loader)
+    try:
+        await asyncio.to_thread(_git_sync, git, "two", {f"{below}/start.md".lstrip("/"): "Two"})
+        await asyncio.to_thread(shutil.rmtree, first)  # git-sync then deletes the old worktree
+        await _next_naming(stream, lambda c: not c.node_ids)  # everything may have changed
+        assert (await loader.get_node("start")).content == "Two"
+        assert await loader.list_nodes() == ["start"]
+        # The watch now covers the new worktree: its edits are seen one by one.
+        write(git / "current" / below, "start.md", "Edited")
+        await _next_naming(stream, lambda c: "start" in c.node_ids)
+        assert (await loader.get_node("start")).content == "Edited"
+        assert loader.watcher_count() == 1
+        if COUNTS_WATCHERS:
+            assert _inotify_instances() - before <= 1  # the old worktree's watch was closed
+    finally:
+        await stream.aclose()
+
+
+async def test_a_link_swapped_while_the_old_worktree_stays_is_still_noticed(tmp_path: Path) -> None:
+    git = tmp_path / "git"
+    _git_sync(git, "one", {"start.md": "One"})
+    loader = DirectoryLoader(git / "current")
+    stream = await _live(loader)
+    try:
+        # Nothing happens in the old worktree, so only the watcher's own check can tell.
+        await asyncio.to_thread(_git_sync, git, "two", {"start.md": "Two"})
+        await _next_naming(stream, lambda c: not c.node_ids)
+        assert (await loader.get_node("start")).content == "Two"
+        write(git / "current", "start.md", "Edited")
+        await _next_naming(stream, lambda c: "start" in c.node_ids)
+    finally:
+        await stream.aclose()
+
+
+async def test_lookups_follow_a_swapped_link_without_any_watch(tmp_path: Path) -> None:
+    git = tmp_path / "git"
+    first = _git_sync(git, "one", {"start.md": "One", "old.md": "Old"})
+    loader = DirectoryLoader(git / "current")
+    assert await loader.list_nodes() == ["old", "start"]
+    _git_sync(git, "two", {"start.md": "Two", "new.md": "New"})
+    assert await loader.list_nodes() == ["new", "start"]  # the old worktree is still there
+    shutil.rmtree(first)
+    assert (await loader.get_node("start")).content == "Two"
+    with pytest.raises(NodeNotFound):
+        await loader.get_node("old")

@@ -14,11 +14,17 @@ Differences from the original, on purpose (docs/engine-differences.md, fix #17):
 
 Parsed files are cached by content digest, so a node is parsed again only when its
 bytes change; reading a small file to compare is far cheaper than parsing it.
+
+The flow directory may be given through a symbolic link that is later pointed elsewhere
+(git-sync swaps its ``current`` link to each new worktree): the path is resolved again
+at every listing and lookup, never once for good, and the watch follows the swap too
+(see SharedDirectoryWatch) and reports it as a full reload.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -101,15 +107,17 @@ class DirectoryLoader:
         self.root = Path(root)
         self.max_file_bytes = max_file_bytes
         self.debounce = debounce
-        self._real_root = self.root.resolve()
+        # Absolute now, so that a later change of working directory moves nothing; links
+        # are NOT resolved here (a swapped link must be followed, see _resolved_root).
+        self._given = Path(os.path.abspath(self.root))
         # Errors name files as "<flow directory name>/<path>", as the user knows them.
-        self._label = Path(os.path.abspath(self.root)).name or str(self.root)
+        self._label = self._given.name or str(self.root)
         self._cache: dict[str, _Entry] = {}
         # What the shared watch last saw (None: take the cache as it stands), so each
         # change can be told by comparing whole snapshots.
         self._known: _Snapshot | None = None
         self._watch = SharedDirectoryWatch(
-            self._real_root, describe=self._describe, watch_filter=self._relevant, debounce=debounce
+            self._given, describe=self._describe, watch_filter=self._relevant, debounce=debounce
         )
 
     # --- GraphLoader ------------------------------------------------------------------
@@ -144,35 +152,42 @@ class DirectoryLoader:
     def _source(self, rel: str) -> str:
         return f"{self._label}/{rel}"
 
-    def _safe_path(self, rel: str) -> Path | None:
+    def _resolved_root(self) -> Path:
+        """The real directory the flow path names now. Resolved once per listing or lookup,
+        which then reads only below it, so a link swapped meanwhile cannot mix two graphs."""
+        return Path(os.path.realpath(self._given))
+
+    @staticmethod
+    def _safe_path(root: Path, rel: str) -> Path | None:
         """The file for a root-relative path, or None when it is not a regular file inside the root."""
-        path = self._real_root / rel
+        path = root / rel
         try:
             real = path.resolve()
             # is_file() raises for some errors (e.g. ENAMETOOLONG for an over-long ID):
             # any path the OS cannot stat is simply not a node.
-            if not real.is_relative_to(self._real_root) or not real.is_file():
+            if not real.is_relative_to(root) or not real.is_file():
                 return None
         except OSError:
             return None
         return real
 
-    def _walked_path(self, rel: str) -> Path | None:
-        path = self._real_root / rel
+    @classmethod
+    def _walked_path(cls, root: Path, rel: str) -> Path | None:
+        path = root / rel
         try:
             mode = path.lstat().st_mode
         except OSError:
             return None
         if stat.S_ISLNK(mode):
-            return self._safe_path(rel)
+            return cls._safe_path(root, rel)
         return path if stat.S_ISREG(mode) else None  # never open a FIFO or a device
 
-    def _entry(self, rel: str, *, walked: bool = False) -> _Entry | None:
-        """Read one file (through the cache); None when it does not exist.
+    def _entry(self, root: Path, rel: str, *, walked: bool = False) -> _Entry | None:
+        """Read one file under the real ``root`` (through the cache); None when it does not exist.
 
         ``walked``: the path came from walking the root without following links, so only
         its last component can be a link and a cheap check replaces resolving the path."""
-        path = self._walked_path(rel) if walked else self._safe_path(rel)
+        path = self._walked_path(root, rel) if walked else self._safe_path(root, rel)
         path_id = strip_node_extension(rel)
         source = self._source(rel)
         if path is None:
@@ -201,21 +216,21 @@ class DirectoryLoader:
         self._cache[rel] = entry
         return entry
 
-    def _scan(self) -> list[_Entry]:
-        """Every node file under the root (hidden files and directories skipped), by priority."""
-        if not self._real_root.is_dir():
+    def _scan(self, root: Path) -> list[_Entry]:
+        """Every node file under the real ``root`` (hidden files and directories skipped), by priority."""
+        if not root.is_dir():
             raise GraphError(f"graph directory '{self.root}' does not exist or is not a directory")
         found: list[str] = []
-        for directory, dirnames, filenames in os.walk(self._real_root):
+        for directory, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
-            base = Path(directory).relative_to(self._real_root).as_posix()
+            base = Path(directory).relative_to(root).as_posix()
             for name in filenames:
                 if name.startswith(".") or not node_extension(name):
                     continue
                 found.append(name if base == "." else f"{base}/{name}")
         entries = []
         for rel in sorted(found, key=_priority):
-            entry = self._entry(rel, walked=True)
+            entry = self._entry(root, rel, walked=True)
             if entry is not None:
                 entries.append(entry)
         for stale in set(self._cache) - set(found):
@@ -224,7 +239,7 @@ class DirectoryLoader:
 
     def _list_nodes(self) -> list[str]:
         by_id: dict[str, list[str]] = {}
-        for entry in self._scan():
+        for entry in self._scan(self._resolved_root()):
             by_id.setdefault(entry.node_id, []).append(entry.rel)
         problems = [
             f"collision detected: node ID '{node_id}' is defined by " + " and ".join(rels)
@@ -251,30 +266,31 @@ class DirectoryLoader:
             return [node_id]
         return [f"{node_id}{extension}" for extension in NODE_EXTENSIONS]
 
-    def _find(self, node_id: str) -> _Entry:
-        """The file holding ``node_id``: by path first (extension priority), else by explicit ID."""
+    def _find(self, root: Path, node_id: str) -> _Entry:
+        """The file under the real ``root`` holding ``node_id``: by path first (extension
+        priority), else by explicit ID."""
         wanted = strip_node_extension(node_id)
         declared_elsewhere: list[str] = []
         for rel in self._candidates(node_id):
-            entry = self._entry(rel)
+            entry = self._entry(root, rel)
             if entry is None:
                 continue
             if entry.node_id == wanted:
                 return entry
             declared_elsewhere.append(f"{rel} declares id '{entry.node_id}'")
-        if not self._real_root.is_dir():
+        if not root.is_dir():
             raise NodeNotFound(node_id, f"node {node_id!r} not found: no graph directory '{self.root}'")
         # An ID with an extension names one file: no search by explicit ID.
         if not node_extension(node_id):
-            for entry in self._scan():
+            for entry in self._scan(root):
                 if entry.node_id == wanted:
                     return entry
         hint = f" ({'; '.join(declared_elsewhere)})" if declared_elsewhere else ""
         raise NodeNotFound(node_id, f"node {node_id!r} not found in {self._label}{hint}")
 
-    def _lookup_draft(self, node_id: str) -> NodeDraft | None:
+    def _lookup_draft(self, root: Path, node_id: str) -> NodeDraft | None:
         try:
-            entry = self._find(node_id)
+            entry = self._find(root, node_id)
         except NodeNotFound:
             return None
         if entry.error is not None:
@@ -282,18 +298,20 @@ class DirectoryLoader:
         return entry.draft
 
     def _get_node(self, node_id: str) -> Node:
-        entry = self._find(node_id)
+        root = self._resolved_root()  # the node and its tool libraries from one directory
+        entry = self._find(root, node_id)
         if entry.error is not None:
             raise entry.error
         assert entry.draft is not None
-        return resolve_tools(entry.draft, self._lookup_draft)
+        return resolve_tools(entry.draft, functools.partial(self._lookup_draft, root))
 
     # --- watching -----------------------------------------------------------------------
 
-    def _relevant(self, change: Change, path: str) -> bool:
-        """Changes to node files and directories outside hidden directories."""
+    def _relevant(self, root: Path, change: Change, path: str) -> bool:
+        """Changes to node files and directories outside hidden directories (``root``: the
+        real directory the watch covers)."""
         try:
-            rel = Path(path).relative_to(self._real_root).as_posix()
+            rel = Path(path).relative_to(root).as_posix()
         except ValueError:
             return False
         if any(part.startswith(".") for part in rel.split("/")):
@@ -303,7 +321,9 @@ class DirectoryLoader:
         # A directory renamed or removed moves every node file under it.
         return Path(path).is_dir() or any(cached.startswith(rel + "/") for cached in list(self._cache))
 
-    def _changed_ids(self, paths: set[str], known: _Snapshot | None) -> tuple[frozenset[str], _Snapshot]:
+    def _changed_ids(
+        self, root: Path, paths: set[str], known: _Snapshot | None
+    ) -> tuple[frozenset[str], _Snapshot]:
         """IDs affected since the previous event (the empty set means "cannot tell, reload
         all"), and the new snapshot of the graph's files.
 
@@ -314,13 +334,13 @@ class DirectoryLoader:
         if known is None:
             known = {rel: (entry.node_id, entry.digest) for rel, entry in list(self._cache.items())}
         before = known
-        entries = self._scan()
+        entries = self._scan(root)
         after = {entry.rel: (entry.node_id, entry.digest) for entry in entries}
         changed: set[str] = set()
         for rel in before.keys() | after.keys():
             if before.get(rel) != after.get(rel):
                 changed.update(snapshot[rel][0] for snapshot in (before, after) if rel in snapshot)
-        for rel in {Path(path).relative_to(self._real_root).as_posix() for path in paths}:
+        for rel in {Path(path).relative_to(root).as_posix() for path in paths}:
             if not node_extension(rel):
                 return frozenset(), after  # a directory moved: every node under it may have changed
             if rel not in before and rel not in after:
@@ -329,18 +349,19 @@ class DirectoryLoader:
         drafts = {entry.node_id: entry.draft for entry in entries if entry.draft is not None}
         return frozenset(importers_of(drafts, changed)), after
 
-    async def _describe(self, paths: set[str] | None) -> frozenset[str]:
-        """For the shared watch: the node IDs a batch of changed paths affects; with None,
-        as a watch opens, take the files as they are now as the snapshot to compare with."""
+    async def _describe(self, root: Path, paths: set[str] | None) -> frozenset[str]:
+        """For the shared watch: the node IDs a batch of changed paths under the real ``root``
+        affects; with None, as a watch opens (also on a new target after a link swap), take
+        the files as they are now as the snapshot to compare with."""
         if paths is None:
             try:
-                entries = await asyncio.to_thread(self._scan)
+                entries = await asyncio.to_thread(self._scan, root)
                 self._known = {entry.rel: (entry.node_id, entry.digest) for entry in entries}
             except Exception:
                 self._known = None  # the first event compares with the cache instead
             return frozenset()
         try:
-            node_ids, self._known = await asyncio.to_thread(self._changed_ids, paths, self._known)
+            node_ids, self._known = await asyncio.to_thread(self._changed_ids, root, paths, self._known)
         except Exception:
             # A broken file is reported by get_node; the watch must survive anything here.
             log.warning("graph watch: cannot tell which nodes changed", exc_info=True)

@@ -15,6 +15,17 @@ Polling the path was chosen over watching the parent: the parent may be removed
 too, and a poll of one ``stat`` a few times a second costs nothing. Once the
 directory is back, a new watch is opened and the first thing it reports is a
 full reload (no node IDs), since nothing can tell what changed meanwhile.
+
+The path may be (or go through) a symbolic link that is swapped to another
+directory: git-sync publishes each sync by atomically replacing a ``current``
+link with one to a new worktree, then deletes the old worktree. The watch
+covers the directory the path resolves to when it opens, and the identity
+check stats the path as given (following links), so a swapped link is a
+replaced directory like any other: the watch moves to the new target and
+reports a full reload. This check runs at every wake-up, and the old
+worktree's deletion wakes the watcher at once; a link swapped while the old
+target stays is seen at the next quiet wake-up. One inotify instance still
+suffices: no second watch on the link's parent.
 """
 
 from __future__ import annotations
@@ -44,9 +55,13 @@ IDENTITY_CHECK_MS: Final = 1000
 FIRST_POLL_DELAY: Final = 0.05
 MAX_POLL_DELAY: Final = 2.0
 
-Describe = Callable[[set[str] | None], Awaitable[frozenset[str]]]
-"""The node IDs a batch of changed paths affects (empty: cannot tell, reload all).
+Describe = Callable[[Path, set[str] | None], Awaitable[frozenset[str]]]
+"""The node IDs a batch of changed paths under the watched directory (first argument:
+the real path the watch covers) affects (empty: cannot tell, reload all).
 Called with None as a watch opens: take the directory as it is now as the baseline."""
+
+WatchFilter = Callable[[Path, Change, str], bool]
+"""Whether a change of a path under the watched directory (first argument) matters."""
 
 _Identity = tuple[int, int]
 
@@ -59,7 +74,7 @@ class SharedDirectoryWatch:
         root: Path,
         *,
         describe: Describe,
-        watch_filter: Callable[[Change, str], bool],
+        watch_filter: WatchFilter,
         debounce: float,
     ) -> None:
         self.root = root
@@ -71,6 +86,9 @@ class SharedDirectoryWatch:
         self._task: asyncio.Task[None] | None = None
         self._stop: threading.Event | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        # The stop event of the run whose inotify instance is open now (None: none is), so
+        # that watcher_count() counts instances, not tasks that may still be opening one.
+        self._open_for: threading.Event | None = None
         self._revision = 0
 
     def subscribe(self) -> QueueStream[GraphChange]:
@@ -83,8 +101,9 @@ class SharedDirectoryWatch:
         return stream
 
     def watcher_count(self) -> int:
-        """File watchers running for this directory now: 0 or 1."""
-        return 0 if self._task is None else 1
+        """File watchers (inotify instances) open for this directory now: 0 or 1; 0 also
+        while the watch is starting or waiting for a missing directory."""
+        return 1 if self._task is not None and self._open_for is self._stop else 0
 
     async def aclose(self) -> None:
         """Stop the watcher and end every subscriber's stream."""
@@ -145,42 +164,61 @@ class SharedDirectoryWatch:
                 self._task = self._stop = None
 
     def _identity(self) -> _Identity | None:
+        """The directory the path names now (through any links), or None when there is none."""
         try:
             info = os.stat(self.root)
         except OSError:
             return None
         return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
 
-    async def _wait_for_root(self) -> _Identity:
+    def _target(self) -> tuple[Path, _Identity] | None:
+        """The real directory to watch and its identity, or None when there is none.
+
+        The identity is taken from the resolved path, not the given one: should the link
+        be swapped between the two steps, the next identity check sees the new target and
+        the watch moves on, instead of watching the old one for good."""
+        real = Path(os.path.realpath(self.root))
+        try:
+            info = os.stat(real)
+        except OSError:
+            return None
+        return (real, (info.st_dev, info.st_ino)) if stat.S_ISDIR(info.st_mode) else None
+
+    async def _wait_for_root(self) -> None:
         log.warning("graph watch: flow directory '%s' is gone; reloads resume when it is back", self.root)
         delay = FIRST_POLL_DELAY
         while True:
             await asyncio.sleep(delay)
-            identity = self._identity()
-            if identity is not None:
+            if self._identity() is not None:
                 log.warning("graph watch: flow directory '%s' is back; reloading every node", self.root)
-                return identity
+                return
             delay = min(delay * 2, MAX_POLL_DELAY)
 
     async def _follow(self, stop: threading.Event) -> None:
-        root = str(self.root)
-
-        def relevant(change: Change, path: str) -> bool:
-            return path == root or self._filter(change, path)  # the directory's own events too
-
-        lost = False  # the directory the previous watch covered is gone
+        lost = False  # the directory the previous watch covered is gone or replaced
+        watched: Path | None = None  # the real directory the previous watch covered
         while not stop.is_set():
-            identity = self._identity()
-            if identity is None:
-                identity = await self._wait_for_root()
+            target = self._target()
+            if target is None:
+                await self._wait_for_root()
                 lost = True
+                continue  # resolve the path again: it may have changed while polling
+            real, identity = target
+            root = str(real)
+            if watched is not None and real != watched:
+                log.info("graph watch: '%s' now leads to '%s'; reloading every node", self.root, real)
+            watched = real
+
+            def relevant(change: Change, path: str, real: Path = real, root: str = root) -> bool:
+                return path == root or self._filter(real, change, path)  # the directory's own events too
+
             # A lost directory is reported as a full reload at the new watch's first wake-up,
             # so that no edit falls between that report and the moment the watch is open.
             full_reload_due, lost = lost, False
-            await self._describe(None)
+            await self._describe(real, None)
             try:
                 watch = awatch(
-                    self.root,
+                    real,
                     # A threading.Event: the watcher waits in a worker thread and only calls
                     # is_set(), which a thread-safe event serves (watchfiles types only async ones).
                     stop_event=cast(Any, stop),
@@ -192,6 +230,9 @@ class SharedDirectoryWatch:
                 )
                 # aclosing: leaving the loop early closes the inotify instance now, not at GC.
                 async with contextlib.aclosing(watch):
+                    # (awatch opens the instance in the first step below, before it yields
+                    # to the event loop: nothing can see this flag set and no instance)
+                    self._open_for = stop
                     async for changes in watch:
                         # Its own deletion event first: a file system may give a directory
                         # re-created at once the inode number of the removed one.
@@ -205,8 +246,11 @@ class SharedDirectoryWatch:
                             continue
                         paths = {path for _change, path in changes if path != root}
                         if paths:
-                            self._publish(await self._describe(paths))
+                            self._publish(await self._describe(real, paths))
             except FileNotFoundError:
-                if self._identity() is not None:
+                if self._identity() == identity:
                     raise
-                lost = True  # removed while the watch was being opened
+                lost = True  # removed or replaced (a link swapped) while the watch was being opened
+            finally:
+                if self._open_for is stop:
+                    self._open_for = None

@@ -372,8 +372,12 @@ def _channel_target(config: EtcdConfig) -> tuple[str, list[tuple[str, Any]]]:
     """A gRPC target naming every endpoint, and channel options.
 
     gRPC's ``ipv4:``/``ipv6:`` schemes take a list of addresses, so names are
-    resolved here, once; TLS then verifies the certificate against the first
-    host name.
+    resolved here, once. One channel has one name to check certificates
+    against, and without an override gRPC would take the target's authority,
+    the whole address list, which no certificate matches: so with TLS every
+    member's certificate is checked against the first endpoint's host, a name
+    or an IP address alike (docs/etcd.md says so to whoever makes the
+    certificates).
     """
     options: list[tuple[str, Any]] = [
         ("grpc.lb_policy_name", "round_robin"),
@@ -386,14 +390,12 @@ def _channel_target(config: EtcdConfig) -> tuple[str, list[tuple[str, Any]]]:
         ("grpc.max_reconnect_backoff_ms", 1_000),
     ]
     addresses: list[tuple[int, str, int]] = []
-    names: list[str] = []
     for endpoint in config.endpoints:
         host, port = split_endpoint(endpoint)
         try:
             ip = ipaddress.ip_address(host)
             addresses.append((ip.version, str(ip), port))
         except ValueError:
-            names.append(host)
             try:
                 info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except OSError as exc:
@@ -407,6 +409,7 @@ def _channel_target(config: EtcdConfig) -> tuple[str, list[tuple[str, Any]]]:
         target = "ipv4:" + ",".join(f"{ip}:{port}" for _, ip, port in addresses)
     else:
         target = "ipv6:" + ",".join(f"[{ip}]:{port}" for _, ip, port in addresses)
-    if names and config.use_tls:
-        options.append(("grpc.ssl_target_name_override", names[0]))
+    if config.use_tls:
+        first_host, _ = split_endpoint(config.endpoints[0])
+        options.append(("grpc.ssl_target_name_override", first_host))
     return target, options
