@@ -3,7 +3,7 @@
 
 Starts a single-member etcd and two ``trellis serve`` replicas (loader, store and
 locks on etcd) on loopback, the second on uvloop when it is installed (else on
-asyncio's loop too); publishes a 20-node chain (tests/etcd_system/flows.py: each
+asyncio's loop too); publishes a 20-node chain (tests/support/system_flows.py: each
 node waits for input and saves it), and measures, side by side in ONE run:
 
   raw            single-key etcd transactions (compare the key's mod revision, put;
@@ -58,9 +58,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Load, bench_parser, client_process, run_workers
-from tests.etcd_system.flows import counter_node, write_counter_flow
-from tests.etcd_system.replicas import Replica, serve_args
 from tests.support.etcd_process import EtcdCluster
+from tests.support.replicas import Replica, serve_args
+from tests.support.system_flows import counter_node, write_counter_flow
 
 CHAIN = 20
 PREFIX = "/bench"

@@ -2,7 +2,7 @@
 """Server memory per stored session: the memory store and the etcd store, side by side.
 
 Starts two ``trellis serve`` processes on loopback over the same small flow (a
-chain of input nodes, tests/etcd_system/flows.py): one keeps sessions in its
+chain of input nodes, tests/support/system_flows.py): one keeps sessions in its
 memory store, the other in a single-member etcd (loader, store and locks on
 etcd). Creates sessions in both through Sessions.Start (``--concurrency``
 calls at a time, from this process) up to each of ``--sessions`` (default
@@ -32,9 +32,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.etcd_system.flows import counter_node, write_counter_flow
-from tests.etcd_system.replicas import Replica, serve_args
 from tests.support.etcd_process import EtcdCluster
+from tests.support.replicas import Replica, serve_args
+from tests.support.system_flows import counter_node, write_counter_flow
 
 PREFIX = "/bench-memory"
 GRAPH = "chain"

@@ -43,9 +43,9 @@ if __package__ in (None, ""):
 import grpc  # type: ignore[import-untyped]  # noqa: E402
 
 from bench.common import percentile  # noqa: E402
-from tests.etcd_system.flows import counter_node, write_counter_flow  # noqa: E402
-from tests.etcd_system.replicas import Replica, serve_args, start_replicas  # noqa: E402
 from tests.support.etcd_process import EtcdCluster  # noqa: E402
+from tests.support.replicas import Replica, serve_args, start_replicas  # noqa: E402
+from tests.support.system_flows import counter_node, write_counter_flow  # noqa: E402
 from trellis.adapters.etcd import EtcdClient, EtcdConfig  # noqa: E402
 from trellis.adapters.etcd.publish import publish  # noqa: E402
 from trellis.api.v1 import graph_pb2, graph_pb2_grpc, sessions_pb2_grpc  # noqa: E402

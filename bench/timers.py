@@ -44,8 +44,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Load, bench_parser, client_process, percentile, run_workers
-from tests.etcd_system.replicas import Replica, serve_args
 from tests.support.etcd_process import EtcdCluster
+from tests.support.replicas import Replica, serve_args
 
 PREFIX = "/bench-timers"
 GRAPH = "timers"

@@ -35,8 +35,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
 from bench.common import percentile  # noqa: E402
-from tests.etcd_system.replicas import Replica, serve_args, start_replicas  # noqa: E402
 from tests.support.etcd_process import EtcdCluster  # noqa: E402
+from tests.support.replicas import Replica, serve_args, start_replicas  # noqa: E402
 from trellis.adapters.etcd import EtcdClient, EtcdConfig  # noqa: E402
 from trellis.adapters.etcd.publish import publish  # noqa: E402
 from trellis.clients import Client  # noqa: E402

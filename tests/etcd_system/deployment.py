@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tests.etcd_system.replicas import Replica, serve_args, start_replicas
 from tests.support.etcd_process import EtcdCluster
+from tests.support.replicas import Replica, serve_args, start_replicas
 from trellis.adapters.etcd import EtcdClient, EtcdConfig
 from trellis.adapters.etcd.publish import publish
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import grpc  # type: ignore[import-untyped]
 import orjson
 
-from tests.etcd_system.flows import counter_node
+from tests.support.system_flows import counter_node
 from trellis.api import error_table
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc

@@ -14,10 +14,10 @@ import grpc  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2
 
 from tests.etcd_system.deployment import Deployment, channels
-from tests.etcd_system.flows import counter_node, write_counter_flow
-from tests.etcd_system.replicas import health_of
 from tests.etcd_system.stepping import Ledger, check_counter, navigate, step_until_acked
 from tests.support.etcd_process import EtcdCluster, EtcdMember
+from tests.support.replicas import health_of
+from tests.support.system_flows import counter_node, write_counter_flow
 from tests.support.waiting import eventually
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc

@@ -11,9 +11,9 @@ from pathlib import Path
 from aetcd import rpc
 
 from tests.etcd_system.deployment import Deployment, channels
-from tests.etcd_system.flows import counter_node, write_counter_flow
-from tests.etcd_system.replicas import ROOT
 from tests.etcd_system.stepping import Ledger, check_counter, step_until_acked
+from tests.support.replicas import ROOT
+from tests.support.system_flows import counter_node, write_counter_flow
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 from trellis.adapters.etcd import EtcdClient

@@ -9,8 +9,8 @@ import random
 from pathlib import Path
 
 from tests.etcd_system.deployment import Deployment, channels
-from tests.etcd_system.flows import counter_node, write_counter_flow
 from tests.etcd_system.stepping import Ledger, check_counter, step_until_acked
+from tests.support.system_flows import counter_node, write_counter_flow
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 

@@ -14,9 +14,9 @@ import orjson
 from grpc_health.v1 import health_pb2
 
 from tests.etcd_system.deployment import Deployment, channels
-from tests.etcd_system.flows import write_slow_flow
-from tests.etcd_system.replicas import Replica, health_of
 from tests.etcd_system.stepping import navigate
+from tests.support.replicas import Replica, health_of
+from tests.support.system_flows import write_slow_flow
 from tests.support.waiting import eventually
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.etcd_system.deployment import Deployment
-from tests.etcd_system.flows import counter_node, write_counter_flow
+from tests.support.system_flows import counter_node, write_counter_flow
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 from trellis.adapters.etcd import EtcdClient, EtcdStateStore

@@ -12,9 +12,9 @@ import grpc  # type: ignore[import-untyped]
 import orjson
 
 from tests.etcd_system.deployment import Deployment, channels
-from tests.etcd_system.replicas import Replica, serve_args, start_replicas
 from tests.etcd_system.stepping import navigate
-from tests.sidecars.processes import running, socket_dir
+from tests.support.replicas import Replica, serve_args, start_replicas
+from tests.support.sidecar_processes import running, socket_dir
 from tests.support.waiting import eventually
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc

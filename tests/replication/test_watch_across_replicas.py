@@ -21,8 +21,8 @@ import pytest
 from aetcd import rpc
 
 from tests.etcd_system.deployment import Deployment
-from tests.etcd_system.replicas import Replica
 from tests.support.etcd_process import EtcdCluster
+from tests.support.replicas import Replica
 from tests.support.requirements import missing
 from tests.support.servers import ROOT
 from tests.support.waiting import eventually

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.sidecars.processes import NODE_DIR, node_ready, running, socket_dir
-from tests.sidecars.test_python_sidecars import conformance, server, write_flow
 from tests.support.requirements import missing
+from tests.support.sidecar_processes import (
+    NODE_DIR,
+    conformance,
+    node_ready,
+    running,
+    server,
+    socket_dir,
+    write_flow,
+)
 from trellis.clients import Client
 
 GREETING_FLOW = {

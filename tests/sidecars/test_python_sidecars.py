@@ -8,19 +8,25 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.sidecars.processes import ROOT, TRELLIS, SidecarProcess, running, socket_dir, start
+from tests.support.sidecar_processes import (
+    ROOT,
+    TRELLIS,
+    SidecarProcess,
+    conformance,
+    running,
+    server,
+    socket_dir,
+    start,
+    write_flow,
+)
 from trellis.clients import Client
 from trellis.dispatching import RetryPolicy, ToolPolicy
 from trellis.domain import Status
 from trellis.errors import BackendUnavailable
-from trellis.server.app import TrellisServer
-from trellis.server.config import ServerConfig
 
 KIT_APP = [sys.executable, "-m", "tests.sidecars.kit_app"]
 BOUND = 60.0
@@ -36,27 +42,6 @@ PAY_FLOW = {
 }
 
 
-def write_flow(directory: Path, nodes: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in nodes.items():
-        (directory / name).write_text(text, encoding="utf-8")
-    (directory / "tools.yaml").write_text("tools: []\n", encoding="utf-8")
-    return directory
-
-
-@asynccontextmanager
-async def server(flow: Path, **settings: object) -> AsyncIterator[str]:
-    config = ServerConfig(flow_dir=str(flow), listen="127.0.0.1:0", health_probe_interval=0.2)
-    for key, value in settings.items():
-        setattr(config, key, value)
-    app = TrellisServer(config)
-    await app.start()
-    try:
-        yield f"127.0.0.1:{app.port}"
-    finally:
-        await app.stop(grace=2.0)
-
-
 def runs(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -67,22 +52,6 @@ async def wait_for(predicate: object, what: str, bound: float = BOUND) -> None:
     async with asyncio.timeout(bound):
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-
-
-async def conformance(kind: str, address: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        *TRELLIS,
-        "conformance",
-        kind,
-        address,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with asyncio.timeout(BOUND):
-        out, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode()
 
 
 # --- conformance -------------------------------------------------------------------------

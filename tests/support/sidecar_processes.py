@@ -13,6 +13,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
+from trellis.server.app import TrellisServer
+from trellis.server.config import ServerConfig
+
 ROOT = Path(__file__).resolve().parents[2]
 TRELLIS = [sys.executable, "-m", "trellis.cli.main"]
 START_BOUND = 60.0
@@ -131,3 +134,40 @@ def node_ready() -> str | None:
         if done.returncode != 0:
             raise AssertionError(f"npm ci failed:\n{done.stdout}\n{done.stderr}")
     return None
+
+
+def write_flow(directory: Path, nodes: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in nodes.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    (directory / "tools.yaml").write_text("tools: []\n", encoding="utf-8")
+    return directory
+
+
+@asynccontextmanager
+async def server(flow: Path, **settings: object) -> AsyncIterator[str]:
+    config = ServerConfig(flow_dir=str(flow), listen="127.0.0.1:0", health_probe_interval=0.2)
+    for key, value in settings.items():
+        setattr(config, key, value)
+    app = TrellisServer(config)
+    await app.start()
+    try:
+        yield f"127.0.0.1:{app.port}"
+    finally:
+        await app.stop(grace=2.0)
+
+
+async def conformance(kind: str, address: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *TRELLIS,
+        "conformance",
+        kind,
+        address,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(START_BOUND):
+        out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode()
