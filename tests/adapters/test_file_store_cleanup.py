@@ -3,11 +3,15 @@ so), and the tombstone that keeps a deleted session's revisions going up."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import pytest
+
 from trellis.adapters.file_store import LEFTOVER_AGE, FileStore
 from trellis.domain import State
+from trellis.errors import SessionNotFound
 
 
 def age(path: Path, seconds: float) -> None:
@@ -56,3 +60,27 @@ async def test_deleting_a_damaged_file_removes_it_and_the_id_starts_again(tmp_pa
     await store.delete("s")
     assert names(tmp_path) == []  # no tombstone either: there is no revision to remember
     assert await store.save("s", State.new("s", "start")) == 1
+
+
+async def test_a_session_file_without_a_revision_is_deleted_too(tmp_path: Path) -> None:
+    """Such a file loads at revision 0 (test_file_store.py); delete must not leave it behind."""
+    store = FileStore(tmp_path)
+    await store.save("s", State.new("s", "start"))
+    document = json.loads((tmp_path / "s.json").read_text())
+    del document["revision"]
+    (tmp_path / "s.json").write_text(json.dumps(document))
+    assert (await store.load("s")).revision == 0
+    await store.delete("s")
+    assert names(tmp_path) == []
+    assert (await store.list()).session_ids == []
+    with pytest.raises(SessionNotFound):
+        await store.load("s")
+
+
+async def test_deleting_a_session_that_does_not_exist_leaves_no_trace(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await store.save("kept", State.new("kept", "start"))
+    await store.delete("never-saved")
+    assert names(tmp_path) == ["kept.json"]
+    await FileStore(tmp_path / "missing").delete("never-saved")
+    assert names(tmp_path) == ["kept.json"]
