@@ -4,6 +4,7 @@ the entry node yet, and the compiled nodes the engine lets go of when told to fo
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from typing import Any
 
@@ -77,6 +78,56 @@ async def test_two_compilations_of_one_node_each_render_their_own_signals() -> N
     for _ in range(2):
         assert (await engine.render(at_ask)).signals == ("interrupt", "reject")
         assert (await engine.render(at_alias)).signals == SIGNALS
+
+
+@pytest.mark.in_process_only(reason="changes the loader under the engine without telling it")
+async def test_the_entry_node_and_a_later_compilation_of_it_keep_their_own_signals() -> None:
+    """The same for the entry node itself, asked by a second name after its file changed."""
+    loader = AliasingLoader([{**ENTRY, "on_signal": {"pause": "ask"}}, ASK], {"Start": "start"})
+    engine = Engine(loader)
+    at_entry = await engine.start("a")
+    assert (await engine.render(at_entry)).signals == ("interrupt", "pause")
+    loader.put({**ENTRY, "on_signal": {"resume": "ask"}})
+    at_alias = await engine.start("b")
+    at_alias.current_node_id = "Start"
+    for _ in range(2):
+        assert (await engine.render(at_alias)).signals == ("interrupt", "resume")
+        assert (await engine.render(at_entry)).signals == ("interrupt", "pause")
+
+
+class GatedEntryLoader(MemoryLoader):
+    """Holds every load of the entry node ``start`` (after reading it) while ``gate`` is set."""
+
+    def __init__(self, nodes: list[dict[str, Any]]) -> None:
+        super().__init__(nodes)
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    async def get_node(self, node_id: str) -> Node:
+        node = await super().get_node(node_id)
+        if node_id == "start" and self.gate is not None:
+            self.entered.set()
+            await self.gate.wait()
+        return node
+
+
+@pytest.mark.in_process_only(reason="changes the loader under the engine and calls engine.invalidate")
+async def test_signals_read_from_an_entry_node_that_changed_meanwhile_are_not_kept() -> None:
+    loader = GatedEntryLoader([ENTRY, ASK])
+    engine = Engine(loader)
+    state = await engine.start("s")
+    engine.invalidate()  # a restarted engine: the entry node is not compiled
+    state.current_node_id = "ask"
+    loader.gate = asyncio.Event()
+    rendering = asyncio.create_task(engine.render(state))
+    async with asyncio.timeout(10):
+        await loader.entered.wait()
+        loader.put({"id": "start", "to": "ask"})  # the entry no longer catches interrupt
+        engine.invalidate(["start"])
+        loader.gate.set()
+        assert (await rendering).signals == SIGNALS  # what was read before the change
+    loader.gate = None
+    assert (await engine.render(state)).signals == ("approve", "timeout")
 
 
 def _compiled_alive(node_id: str) -> int:
