@@ -70,7 +70,8 @@ TEST_SETS: list[tuple[str, list[str]]] = [
     ("trellis/adapters/", [
         "tests/adapters/test_store_contracts.py", "tests/adapters/test_store_limits.py",
         "tests/adapters/test_store_rules.py", "tests/adapters/test_memory_store.py",
-        "tests/adapters/test_file_store.py",
+        "tests/adapters/test_file_store.py", "tests/adapters/test_file_store_cleanup.py",
+        "tests/adapters/test_memory_store_quota.py", "tests/adapters/test_rules_state_codec.py",
     ]),
 ]
 

@@ -220,8 +220,8 @@ class FileStore:
             revision = self._read_revision(path)
         except TrellisError:
             revision = -1  # a damaged file: delete it all the same (no revision to remember)
-        if revision == 0:
-            return
+        # Revision 0 is an absent file (unlink below finds nothing) or one written without
+        # a revision (still a session: delete it, with no revision to remember).
         try:
             if revision > 0:
                 temp = self._base / f"{_TEMP_PREFIX}{secrets.token_hex(8)}"
