@@ -152,10 +152,9 @@ async def test_watches_on_etcd_are_counted(etcd_server: EtcdCluster) -> None:
         manager = SessionManager(engine(FLOW), EtcdStateStore(client))
         await manager.start("w")
         assert manager.watcher_count() == 0
-        async with manager.watch_events("w") as first, manager.watch("w") as second:
+        async with manager.watch_events("w") as first, manager.watch("w"):
             await anext(first)
             assert manager.watcher_count() == 2
-            del second
         assert manager.watcher_count() == 0
 
 
