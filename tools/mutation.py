@@ -511,9 +511,13 @@ def select_tests(mutant: Mutant, data: dict[str, Any]) -> list[str] | None:
 
 
 def key_of(mutant: Mutant, source: bytes) -> str:
-    """Names a mutant by what it changes, not where: it still matches after lines move."""
+    """Names a mutant by what it changes and which line of that text it is (the first, the
+    second, ...), not where: it still matches after lines move, and two identical lines (a
+    bare ``raise``) do not share an outcome."""
     lines = source.decode().splitlines()
-    return "|".join((mutant.module, mutant.description, mutant.line_text(lines), mutant.mutated_line(source)))
+    text = mutant.line_text(lines)
+    nth = sum(1 for line in lines[: mutant.line - 1] if line.strip() == text)
+    return "|".join((mutant.module, mutant.description, text, mutant.mutated_line(source), str(nth)))
 
 
 def write_module(path: Path, source: bytes) -> None:
