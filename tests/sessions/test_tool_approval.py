@@ -136,6 +136,9 @@ async def test_a_tool_the_caller_runs_is_the_callers_to_confirm() -> None:
     step = await manager.navigate("s", "Ada")
     call = step.render.tool_call()
     assert call is not None and call.name == "charge"
+    # A client resuming the session is asked to run the call too, not to confirm it.
+    resumed = await manager.get("s")
+    assert resumed.render.tool_call() == call and resumed.render.input_request() is None
     done = await manager.navigate("s", ToolResult(id=call.id, result="paid by the client"))
     assert done.state.current_node_id == "done"
 
