@@ -27,10 +27,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trellis.adapters.state_json import encode_document
+from trellis.adapters.store_middleware import MiddlewareStepStore, MiddlewareStore
 from trellis.domain import JSONValue, State
 from trellis.errors import ConfigError
-from trellis.ports.locker import LockHandle
-from trellis.ports.store import SessionPage, StateStore, StepStore
+from trellis.ports.store import StateStore, StepStore
 
 ENVELOPE_KEY = "$trellis_sealed"
 """The single context key of a sealed state (``$`` cannot start a context name a flow uses)."""
@@ -89,14 +89,15 @@ def new_key_line(key_id: str) -> str:
     return f"{key_id}:{base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()}"
 
 
-class EncryptingStore:
+class EncryptingStore(MiddlewareStore):
     """A StateStore that seals what it saves into ``inner`` and opens what it loads."""
 
     def __init__(self, inner: StateStore, keys: KeyRing) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._keys = keys
 
-    def seal(self, session_id: str, state: State) -> State:
+    def stored(self, session_id: str, state: State) -> State:
+        """The state sealed: its contexts in one AES-GCM envelope under the active key."""
         sealed = state.clone()
         # The value rules of every store (InvalidInput for NaN, infinities, > 64-bit integers).
         plain = encode_document({"context": state.context, "system_context": state.system_context})
@@ -112,7 +113,8 @@ class EncryptingStore:
         sealed.system_context = {}
         return sealed
 
-    def open(self, session_id: str, state: State) -> State:
+    def loaded(self, session_id: str, state: State) -> State:
+        """The state opened with the key its envelope names (a state never sealed as it is)."""
         envelope = state.context.get(ENVELOPE_KEY)
         if len(state.context) != 1 or not isinstance(envelope, dict):
             # Written before encryption was turned on: readable as it is, sealed at its next save.
@@ -138,43 +140,9 @@ class EncryptingStore:
         opened.system_context = plain["system_context"]
         return opened
 
-    async def save(
-        self,
-        session_id: str,
-        state: State,
-        *,
-        expected_revision: int | None = None,
-        fence: LockHandle | None = None,
-    ) -> int:
-        return await self.inner.save(
-            session_id, self.seal(session_id, state), expected_revision=expected_revision, fence=fence
-        )
 
-    async def load(self, session_id: str) -> State:
-        return self.open(session_id, await self.inner.load(session_id))
-
-    async def delete(self, session_id: str) -> None:
-        await self.inner.delete(session_id)
-
-    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
-        return await self.inner.list(page_size, page_token)
-
-
-class EncryptingStepStore(EncryptingStore):
+class EncryptingStepStore(MiddlewareStepStore, EncryptingStore):
     """The same over a store that is its own lock service, keeping its one-round-trip step."""
-
-    def __init__(self, inner: StateStore, keys: KeyRing) -> None:
-        assert isinstance(inner, StepStore)
-        super().__init__(inner, keys)
-        self._step_inner: StepStore = inner
-
-    async def lock_and_load(self, session_id: str, ttl: float) -> tuple[LockHandle, State | None]:
-        handle, state = await self._step_inner.lock_and_load(session_id, ttl)
-        return handle, (self.open(session_id, state) if state is not None else None)
-
-    async def save_and_unlock(self, handle: LockHandle, session_id: str, state: State | None) -> int:
-        sealed = self.seal(session_id, state) if state is not None else None
-        return await self._step_inner.save_and_unlock(handle, session_id, sealed)
 
 
 def encrypting(inner: StateStore, keys: KeyRing) -> EncryptingStore:

@@ -30,10 +30,10 @@ from typing import Any
 import orjson
 
 from trellis.adapters.state_json import encode_document
+from trellis.adapters.store_middleware import MiddlewareStepStore, MiddlewareStore
 from trellis.domain import State
 from trellis.errors import ConfigError
-from trellis.ports.locker import LockHandle
-from trellis.ports.store import SessionPage, StateStore, StepStore
+from trellis.ports.store import StateStore, StepStore
 
 MASK = "***"
 _SECTION_KEYS = frozenset({"keys", "values"})
@@ -137,49 +137,19 @@ def mask_state(state: State, rules: MaskingRules) -> State:
     return masked
 
 
-class MaskingStore:
+class MaskingStore(MiddlewareStore):
     """A StateStore that masks what it saves into ``inner``."""
 
     def __init__(self, inner: StateStore, rules: MaskingRules) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._rules = rules
 
-    async def save(
-        self,
-        session_id: str,
-        state: State,
-        *,
-        expected_revision: int | None = None,
-        fence: LockHandle | None = None,
-    ) -> int:
-        return await self.inner.save(
-            session_id, mask_state(state, self._rules), expected_revision=expected_revision, fence=fence
-        )
-
-    async def load(self, session_id: str) -> State:
-        return await self.inner.load(session_id)
-
-    async def delete(self, session_id: str) -> None:
-        await self.inner.delete(session_id)
-
-    async def list(self, page_size: int = 0, page_token: str = "") -> SessionPage:
-        return await self.inner.list(page_size, page_token)
+    def stored(self, session_id: str, state: State) -> State:
+        return mask_state(state, self._rules)
 
 
-class MaskingStepStore(MaskingStore):
+class MaskingStepStore(MiddlewareStepStore, MaskingStore):
     """The same over a store that is its own lock service, keeping its one-round-trip step."""
-
-    def __init__(self, inner: StateStore, rules: MaskingRules) -> None:
-        assert isinstance(inner, StepStore)
-        super().__init__(inner, rules)
-        self._step_inner: StepStore = inner
-
-    async def lock_and_load(self, session_id: str, ttl: float) -> tuple[LockHandle, State | None]:
-        return await self._step_inner.lock_and_load(session_id, ttl)
-
-    async def save_and_unlock(self, handle: LockHandle, session_id: str, state: State | None) -> int:
-        masked = mask_state(state, self._rules) if state is not None else None
-        return await self._step_inner.save_and_unlock(handle, session_id, masked)
 
 
 def masking(inner: StateStore, rules: MaskingRules) -> MaskingStore:
