@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.requirements import missing
+from tests.support import node
 from tests.support.servers import ROOT, flow_server
 from trellis.clients import Client
 
@@ -19,19 +17,7 @@ NODE_DIR = ROOT / "clients" / "node"
 
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        missing("node and npm are not installed (the Node client test needs them)")
-    modules = NODE_DIR / "node_modules"
-    if not (modules / "google-proto-files").is_dir():
-        done = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
-    return modules
+    return node.node_modules(NODE_DIR, "google-proto-files")
 
 
 async def test_the_node_example_walks_a_flow_to_its_end(node_modules: Path, quiz: Path) -> None:

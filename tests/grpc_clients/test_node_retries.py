@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.requirements import missing
+from tests.support import node
 from tests.support.servers import ROOT, serving
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
@@ -57,19 +55,7 @@ const next = () => new Promise((resolve) => lines.once('line', resolve));
 
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        missing("node and npm are not installed (the Node client test needs them)")
-    modules = NODE_DIR / "node_modules"
-    if not (modules / "@grpc" / "grpc-js").is_dir():
-        done = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
-    return modules
+    return node.node_modules(NODE_DIR, "google-proto-files")
 
 
 async def test_the_node_client_retries_a_lost_reply_and_the_step_is_applied_once(

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -21,9 +19,9 @@ import pytest
 from aetcd import rpc
 
 from tests.etcd_system.deployment import Deployment
+from tests.support import node
 from tests.support.etcd_process import EtcdCluster
 from tests.support.replicas import Replica
-from tests.support.requirements import missing
 from tests.support.servers import ROOT
 from tests.support.waiting import eventually
 from trellis.adapters.etcd import EtcdClient
@@ -137,21 +135,7 @@ async def test_a_watch_from_a_compacted_revision_gets_the_error_and_the_current_
 
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        missing("node and npm are not installed (the Node client's watch test needs them)")
-    modules = NODE_DIR / "node_modules"
-    installed = modules / ".package-lock.json"  # what npm installed, rewritten by each install
-    lock = NODE_DIR / "package-lock.json"
-    if not installed.is_file() or installed.stat().st_mtime < lock.stat().st_mtime:
-        done = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
-    return modules
+    return node.node_modules(NODE_DIR, "google-proto-files")
 
 
 async def test_the_node_client_watch_resumes_on_another_replica(
