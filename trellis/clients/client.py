@@ -36,7 +36,7 @@ from trellis.domain import (
     ToolResult,
 )
 from trellis.errors import BackendUnavailable, SessionNotFound, WatchRevisionCompacted
-from trellis.ports.engine import LifecycleHook
+from trellis.ports.engine import LifecycleHook, deliver
 from trellis.ports.store import SessionPage
 
 LOG = logging.getLogger("trellis.clients")
@@ -72,12 +72,7 @@ class Sessions:
             return
         if isinstance(events, rpb.LifecycleEvents):
             events = step_reports.events_from_proto(events)
-        for event in events:
-            for hook in self._hooks:
-                try:
-                    hook(event)
-                except Exception:
-                    LOG.exception("lifecycle hook failed on %s", event.kind.value)
+        deliver(self._hooks, events, LOG)
 
     async def _call(self, method: Callable[..., Awaitable[T]], request: Any, *, idempotent: bool) -> T:
         try:

@@ -85,7 +85,7 @@ from trellis.errors import (
 from trellis.evaluation_limits import EvaluationLimits
 from trellis.go_values import go_str
 from trellis.ports.content import ContentConverter
-from trellis.ports.engine import LifecycleHook
+from trellis.ports.engine import LifecycleHook, deliver
 from trellis.ports.loader import GraphLoader
 from trellis.step_deadline import run_off_loop
 
@@ -191,12 +191,7 @@ class Engine:
     # --- hooks ----------------------------------------------------------------------
 
     def _emit(self, events: list[LifecycleEvent]) -> None:
-        for event in events:
-            for hook in self._hooks:
-                try:
-                    hook(event)
-                except Exception:
-                    self._log.exception("lifecycle hook failed on %s", event.kind.value)
+        deliver(self._hooks, events, self._log)
 
     @staticmethod
     def _event(

@@ -7,13 +7,25 @@ GraphError, BackendUnavailable; see trellis.ports.loader).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from trellis.domain import JSONValue, LifecycleEvent, Node, RenderResult, State, ToolResult
 
 LifecycleHook = Callable[[LifecycleEvent], None]
 """Called synchronously, in order, for each lifecycle event (docs/engine.md, "Lifecycle events")."""
+
+
+def deliver(hooks: Sequence[LifecycleHook], events: Iterable[LifecycleEvent], log: logging.Logger) -> None:
+    """Each event to each hook, in order, wherever the events were fired (in process, or
+    replayed from a reply): what a hook raises is logged on ``log``, never raised."""
+    for event in events:
+        for hook in hooks:
+            try:
+                hook(event)
+            except Exception:
+                log.exception("lifecycle hook failed on %s", event.kind.value)
 
 
 @runtime_checkable

@@ -12,9 +12,9 @@ from trellis.api import convert, step_reports
 from trellis.api.v1 import engine_pb2 as epb
 from trellis.api.v1 import engine_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
-from trellis.domain import JSONValue, LifecycleEvent, Node, RenderResult, State, StepResult, ToolResult
+from trellis.domain import JSONValue, Node, RenderResult, State, StepResult, ToolResult
 from trellis.errors import InvalidInput
-from trellis.ports.engine import LifecycleHook
+from trellis.ports.engine import LifecycleHook, deliver
 
 SIGNATURES_KEPT = 4096
 LOG = logging.getLogger("trellis.engine")
@@ -89,18 +89,10 @@ class RemoteEngine:
             raise InvalidInput(f"{operation} needs a state")
         return self._signatures.attach(convert.state_to_proto(state))
 
-    def _replay(self, events: list[LifecycleEvent]) -> None:
-        for event in events:
-            for hook in self._hooks:
-                try:
-                    hook(event)
-                except Exception:
-                    LOG.exception("lifecycle hook failed on %s", event.kind.value)
-
     def _reply_in(self, reply: StepReply) -> tuple[StepResult, BaseException | None]:
         """The step of a reply and its render error, after replaying its events."""
         if self._hooks:
-            self._replay(step_reports.events_from_proto(reply.events))
+            deliver(self._hooks, step_reports.events_from_proto(reply.events), LOG)
         self._signatures.remember(reply.step.state)
         step = convert.step_from_proto(reply.step)
         if reply.HasField("render_error"):
@@ -145,7 +137,7 @@ class RemoteEngine:
         except Exception as exc:
             # A failed call may have fired events too (an unhandled tool error's tool_return).
             if self._hooks:
-                self._replay(step_reports.events_of_failure(exc))
+                deliver(self._hooks, step_reports.events_of_failure(exc), LOG)
             raise
         return self._reply_in(reply)
 
