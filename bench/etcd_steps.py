@@ -72,9 +72,9 @@ try:
 except ImportError:
     HAVE_UVLOOP = False
 KINDS = (
-    ("raw", "steps", "steps-ids", "steps-uvloop", "contended")
+    ("raw", "steps", "steps-ids", "steps-stream", "steps-uvloop", "contended")
     if HAVE_UVLOOP
-    else ("raw", "steps", "steps-ids", "contended")
+    else ("raw", "steps", "steps-ids", "steps-stream", "contended")
 )
 # Two replicas: the second on uvloop when it is installed (the steps-uvloop kind).
 SERVERS = {
@@ -170,6 +170,79 @@ async def steps_client(
                     sid = await new_session()
 
         return await measured(worker, concurrency, duration, warmup)
+
+
+async def stream_client(target: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+    """As ``steps_client``, each task's steps over ONE Sessions.Steps stream shared by
+    all tasks (as the SDK sends them with ``step_stream=True``), with request IDs."""
+    import uuid
+
+    import grpc
+
+    from trellis.api.v1 import sessions_pb2 as spb
+    from trellis.api.v1 import sessions_pb2_grpc
+    from trellis.api.v1 import types_pb2 as pb
+
+    go = pb.Input(text="go")
+    outgoing: asyncio.Queue[Any] = asyncio.Queue()
+    waiting: dict[int, asyncio.Future[Any]] = {}
+    tags = iter(range(1, 1 << 62))
+
+    async def requests() -> Any:
+        # The steps queued together go in one message, as the SDK sends them.
+        while (step := await outgoing.get()) is not None:
+            request = spb.SessionsStepsRequest(steps=[step])
+            while not outgoing.empty() and len(request.steps) < 64:
+                more = outgoing.get_nowait()
+                if more is None:
+                    outgoing.put_nowait(None)
+                    break
+                request.steps.append(more)
+            yield request
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = sessions_pb2_grpc.SessionsStub(channel).Steps(requests())
+
+        async def replies() -> None:
+            async for reply in call:
+                for result in reply.results:
+                    waiting.pop(result.tag).set_result(result)
+
+        reading = asyncio.create_task(replies())
+
+        async def step(**kind: Any) -> Any:
+            tag = next(tags)
+            future = waiting[tag] = asyncio.get_running_loop().create_future()
+            outgoing.put_nowait(spb.SessionsStep(tag=tag, **kind))
+            reply = await future
+            if reply.HasField("error"):
+                raise SystemExit(f"step failed: {reply.error.message}")
+            return reply
+
+        async def worker(index: int, load: Load) -> None:
+            walk = 0
+
+            async def new_session() -> str:
+                nonlocal walk
+                walk += 1
+                sid = f"s{os.getpid()}-w{index}-{walk}"
+                await step(start=spb.SessionsStartRequest(session_id=sid, request_id=str(uuid.uuid4())))
+                return sid
+
+            sid = await new_session()
+            while load.running:
+                started = time.perf_counter()
+                request = spb.SessionsNavigateRequest(session_id=sid, input=go, request_id=str(uuid.uuid4()))
+                reply = await step(navigate=request)
+                load.record(started)
+                if reply.navigate.step.terminal:
+                    sid = await new_session()
+
+        try:
+            return await measured(worker, concurrency, duration, warmup)
+        finally:
+            outgoing.put_nowait(None)
+            await reading
 
 
 async def contended_client(targets: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
@@ -435,6 +508,7 @@ if __name__ == "__main__":
             "raw": raw_client,
             "contended": contended_client,
             "steps-ids": functools.partial(steps_client, ids=True),
+            "steps-stream": stream_client,
         }
         client_of = clients.get(kind_, steps_client)  # steps, steps-uvloop
         outcome = asyncio.run(client_of(target_, int(conc_), float(duration_), float(warmup_)))

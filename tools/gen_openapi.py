@@ -203,6 +203,8 @@ class Spec:
         for service_name in PUBLIC_SERVICES:
             service, comments = self.services[service_name]
             for index, method in enumerate(service.method):
+                if method.client_streaming:
+                    continue  # Sessions.Steps: gRPC only (the gateway serves no client streams)
                 route = f"/{PACKAGE}.{service.name}/{method.name}"
                 paths[route] = {"post": self._operation(service.name, method, comments[index])}
         paths["/v1/sessions/{sessionId}/events"] = {"get": EVENTS_OPERATION}

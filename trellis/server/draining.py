@@ -13,6 +13,10 @@ whole grace). So the server stops in two phases:
 2. Only then is gRPC stopped; what is left are streams (a Watch never ends by
    itself) and refusals under way.
 
+A step stream (Sessions.Steps) counts as running while it is open. On ``close``
+it reads no further request: its running steps are answered, then it ends with
+the same UNAVAILABLE, so the client resends what was left on another replica.
+
 Health checks pass through so probes see NOT_SERVING during phase 1.
 """
 
@@ -33,12 +37,20 @@ _OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _SHUTTING_DOWN = BackendUnavailable("the trellis server is shutting down; retry (another replica, or later)")
 
 
+class _Ended:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
 class DrainingGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self) -> None:
         self._closing = False
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._open_streams: set[Callable[[], None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -46,8 +58,11 @@ class DrainingGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return self._in_flight
 
     def close(self) -> None:
-        """Refuse every call from now on (health checks excepted)."""
+        """Refuse every call from now on (health checks excepted); step streams stop
+        reading."""
         self._closing = True
+        for stop in list(self._open_streams):
+            stop()
 
     async def wait_idle(self, grace: float) -> bool:
         """Wait until no unary call is running; False when ``grace`` seconds passed first."""
@@ -73,10 +88,59 @@ class DrainingGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
-    ) -> Any:
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
         handler = await continuation(details)
         if handler is None or details.method.startswith(_OPEN):
             return handler
+        if handler.request_streaming and handler.response_streaming:
+            return self._bidi(handler)
         return guard_handler(handler, self._refuse_when_closing, unary_scope=self._running)
+
+    def _bidi(self, handler: Any) -> Any:
+        inner = handler.stream_stream
+
+        async def stream_stream(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            await self._refuse_when_closing(None, context)
+            # The requests pass through a queue a pump fills, so that close() can end
+            # them at once: the stream then answers what runs and ends.
+            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+            done = object()
+
+            async def pump() -> None:
+                try:
+                    async for request in requests:
+                        await queue.put(request)
+                except Exception as exc:  # e.g. a malformed request's abort: the stream's end
+                    await queue.put(_Ended(exc))
+                else:
+                    await queue.put(done)
+
+            def stop() -> None:
+                pumping.cancel()
+                while not queue.empty():
+                    queue.get_nowait()  # read but not begun: the client resends it
+                queue.put_nowait(done)
+
+            async def until_closed() -> AsyncIterator[Any]:
+                while (request := await queue.get()) is not done:
+                    if isinstance(request, _Ended):
+                        raise request.error
+                    yield request
+
+            pumping = asyncio.create_task(pump())
+            self._open_streams.add(stop)
+            try:
+                async with self._running():
+                    async for reply in inner(until_closed(), context):
+                        yield reply
+            finally:
+                self._open_streams.discard(stop)
+                pumping.cancel()
+            if self._closing:
+                await abort_for(context, _SHUTTING_DOWN)
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -81,41 +81,57 @@ Unary = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Stream = Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 
 
+async def observed(
+    servicer: Servicer, name: str, call: Callable[[], Awaitable[Any]], request: Any, remaining: float | None
+) -> Any:
+    """``call()`` as one recorded step of ``servicer.name``: bounded by ``remaining``
+    seconds (None: no deadline), its reply checked against the limits, counted and
+    logged however it ends. Raises what the call raised. A unary method and each step
+    of a step stream run through here, so both behave alike."""
+    observer = servicer.observer
+    record = observer.begin(servicer.service_name, name)
+    try:
+        record.session = session_of(request)
+        try:
+            # The deadline is also recorded for the step itself: evaluation that does
+            # not await cannot be interrupted by the timeout, so the session manager
+            # checks it before saving, off-loop renders stop by it, and a tool call
+            # carries it to its sidecar.
+            with step_deadline(remaining):
+                if remaining is None:
+                    response = await call()
+                else:
+                    # Pass the caller's deadline down: lock waits, dispatches and
+                    # store calls inside the step stop when the caller gives up.
+                    async with asyncio.timeout(remaining):
+                        response = await call()
+            if servicer.reply_limits is not None:
+                servicer.reply_limits.check_reply(response, f"{servicer.service_name}.{name}")
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            record.outcome = "aborted"
+            raise
+        except Exception as exc:
+            record.outcome = _outcome(exc)
+            raise
+        _note_step(record, response)
+        return response
+    finally:
+        observer.end(record)
+
+
 def guarded_unary(fn: Unary) -> Unary:
     name = fn.__name__
 
     @functools.wraps(fn)
     async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        observer = self.observer
-        record = observer.begin(self.service_name, name)
         try:
-            record.session = session_of(request)
-            try:
-                remaining = context.time_remaining()
-                # The deadline is also recorded for the step itself: evaluation that does
-                # not await cannot be interrupted by the timeout, so the session manager
-                # checks it before saving, off-loop renders stop by it, and a tool call
-                # carries it to its sidecar.
-                with step_deadline(remaining):
-                    if remaining is None:
-                        response = await fn(self, request, context)
-                    else:
-                        # Pass the caller's deadline down: lock waits, dispatches and
-                        # store calls inside the step stop when the caller gives up.
-                        async with asyncio.timeout(remaining):
-                            response = await fn(self, request, context)
-                if self.reply_limits is not None:
-                    self.reply_limits.check_reply(response, f"{self.service_name}.{name}")
-            except (grpc.aio.AbortError, asyncio.CancelledError):
-                record.outcome = "aborted"
-                raise
-            except Exception as exc:
-                record.outcome = _outcome(exc)
-                await abort_for(context, exc, record.session)
-            _note_step(record, response)
-            return response
-        finally:
-            observer.end(record)
+            return await observed(
+                self, name, lambda: fn(self, request, context), request, context.time_remaining()
+            )
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            await abort_for(context, exc, session_of(request))
 
     return wrapper
 

@@ -21,16 +21,32 @@ def guard_handler(
     request_deserializer: Callable[[bytes], Any] | None = None,
     unary_scope: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
 ) -> Any:
-    """``handler`` with ``guard`` run first. ``request_deserializer`` replaces the
-    handler's; ``unary_scope`` is entered around each unary call once it is let through.
-    Client streams and handlers that are not coroutines are returned as they are:
-    wrapping them would change how grpc.aio runs them."""
-    if handler is None or handler.request_streaming:
+    """``handler`` with ``guard`` run first (on every request of a bidirectional stream).
+    ``request_deserializer`` replaces the handler's; ``unary_scope`` is entered around
+    each unary call once it is let through. Client-only streams and handlers that are
+    not coroutines are returned as they are: wrapping them would change how grpc.aio
+    runs them."""
+    if handler is None:
         return handler
     kwargs = {
         "request_deserializer": request_deserializer or handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
+    if handler.request_streaming:
+        bidi = handler.stream_stream
+        if not handler.response_streaming or not inspect.isasyncgenfunction(bidi):
+            return handler
+
+        async def guarded(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async for request in requests:
+                await guard(request, context)
+                yield request
+
+        async def stream_stream(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+            async for item in bidi(guarded(requests, context), context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, **kwargs)
     if handler.response_streaming:
         stream = handler.unary_stream
         if not inspect.isasyncgenfunction(stream):

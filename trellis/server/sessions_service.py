@@ -22,6 +22,7 @@ from trellis.server.guards import Servicer, guarded_stream, guarded_unary
 from trellis.server.lifecycle_capture import CapturedEvents, capturing
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
+from trellis.server.step_stream import MAX_IN_FLIGHT, StepCall, StepStream
 from trellis.server.watch_streams import WatchStreams
 
 DEFAULT_PAGE_SIZE = 100
@@ -51,6 +52,34 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
 
     @guarded_unary
     async def Start(self, request: spb.SessionsStartRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._start(request)
+
+    @guarded_unary
+    async def Get(self, request: spb.SessionsGetRequest, context: grpc.aio.ServicerContext) -> Any:
+        result = await self._sessions.get(request.session_id)
+        response = spb.SessionsGetResponse()
+        convert.fill_step(response.step, result)
+        return response
+
+    @guarded_unary
+    async def Navigate(self, request: spb.SessionsNavigateRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._navigate(request)
+
+    @guarded_unary
+    async def Signal(self, request: spb.SessionsSignalRequest, context: grpc.aio.ServicerContext) -> Any:
+        return await self._signal(request)
+
+    async def Steps(
+        self, requests: AsyncIterator[spb.SessionsStepsRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[spb.SessionsStepsResponse]:
+        calls: dict[str, StepCall] = {"start": self._start, "navigate": self._navigate, "signal": self._signal}
+        stream = StepStream(self, calls, context, MAX_IN_FLIGHT, self._limits.max_message_bytes)
+        async for reply in stream.serve(requests):
+            yield reply
+
+    # --- the steps, for a unary call or a step stream -----------------------------------
+
+    async def _start(self, request: spb.SessionsStartRequest) -> spb.SessionsStartResponse:
         self._limits.check_context_text(request.context_json, "context_json")
         initial = convert.load_json_object(request.context_json, "context_json")
         # The manager's step says whether it created the session: of simultaneous creators
@@ -62,15 +91,7 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
         self._events_out(response, captured)
         return response
 
-    @guarded_unary
-    async def Get(self, request: spb.SessionsGetRequest, context: grpc.aio.ServicerContext) -> Any:
-        result = await self._sessions.get(request.session_id)
-        response = spb.SessionsGetResponse()
-        convert.fill_step(response.step, result)
-        return response
-
-    @guarded_unary
-    async def Navigate(self, request: spb.SessionsNavigateRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def _navigate(self, request: spb.SessionsNavigateRequest) -> spb.SessionsNavigateResponse:
         value = convert.input_from_proto(request.input, self._limits.max_input_bytes)
         with capturing() as captured:
             result = await self._sessions.navigate(
@@ -84,8 +105,7 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
         self._events_out(response, captured)
         return response
 
-    @guarded_unary
-    async def Signal(self, request: spb.SessionsSignalRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def _signal(self, request: spb.SessionsSignalRequest) -> spb.SessionsSignalResponse:
         if not request.signal:
             raise InvalidInput("signal: must not be empty", field="signal")
         with capturing() as captured:

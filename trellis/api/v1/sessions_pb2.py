@@ -22,11 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from trellis.api.v1 import step_reports_pb2 as trellis_dot_v1_dot_step__reports__pb2
 from trellis.api.v1 import types_pb2 as trellis_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19trellis/v1/sessions.proto\x12\ntrellis.v1\x1a\x1dtrellis/v1/step_reports.proto\x1a\x16trellis/v1/types.proto\"T\n\x14SessionsStartRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontext_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x1e \x01(\t\"\x87\x01\n\x15SessionsStartResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12+\n\x06\x65vents\x18\x46 \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\x12\x10\n\x08replayed\x18\x1e \x01(\x08\"(\n\x12SessionsGetRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"5\n\x13SessionsGetResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\"\x99\x01\n\x17SessionsNavigateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12 \n\x05input\x18\x02 \x01(\x0b\x32\x11.trellis.v1.Input\x12\x12\n\nrequest_id\x18\x1e \x01(\t\x12\x1e\n\x11\x65xpected_revision\x18\x1f \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_revision\"y\n\x18SessionsNavigateResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12+\n\x06\x65vents\x18\x46 \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\x12\x10\n\x08replayed\x18\x1e \x01(\x08\"\x85\x01\n\x15SessionsSignalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x1e \x01(\t\x12\x1e\n\x11\x65xpected_revision\x18\x1f \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_revision\"w\n\x16SessionsSignalResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12+\n\x06\x65vents\x18\x46 \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\x12\x10\n\x08replayed\x18\x1e \x01(\x08\"+\n\x15SessionsDeleteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x18\n\x16SessionsDeleteResponse\"<\n\x13SessionsListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"D\n\x14SessionsListResponse\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x14SessionsWatchRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0estart_revision\x18\x14 \x01(\x03\x12\x17\n\x0f\x61llow_bookmarks\x18\x15 \x01(\x08\"q\n\x15SessionsWatchResponse\x12#\n\x04\x64iff\x18\x01 \x01(\x0b\x32\x15.trellis.v1.StateDiff\x12\x10\n\x08revision\x18\x14 \x01(\x03\x12\x10\n\x08\x62ookmark\x18\x15 \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x16 \x01(\x08\x32\xb4\x04\n\x08Sessions\x12L\n\x05Start\x12 .trellis.v1.SessionsStartRequest\x1a!.trellis.v1.SessionsStartResponse\x12\x46\n\x03Get\x12\x1e.trellis.v1.SessionsGetRequest\x1a\x1f.trellis.v1.SessionsGetResponse\x12U\n\x08Navigate\x12#.trellis.v1.SessionsNavigateRequest\x1a$.trellis.v1.SessionsNavigateResponse\x12O\n\x06Signal\x12!.trellis.v1.SessionsSignalRequest\x1a\".trellis.v1.SessionsSignalResponse\x12O\n\x06\x44\x65lete\x12!.trellis.v1.SessionsDeleteRequest\x1a\".trellis.v1.SessionsDeleteResponse\x12I\n\x04List\x12\x1f.trellis.v1.SessionsListRequest\x1a .trellis.v1.SessionsListResponse\x12N\n\x05Watch\x12 .trellis.v1.SessionsWatchRequest\x1a!.trellis.v1.SessionsWatchResponse0\x01\x42Z\n\x12\x64\x65v.trellis.api.v1P\x01Z\'trellis.dev/api/go/trellis/v1;trellisv1\xaa\x02\nTrellis.V1\xea\x02\x0bTrellis::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19trellis/v1/sessions.proto\x12\ntrellis.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1dtrellis/v1/step_reports.proto\x1a\x16trellis/v1/types.proto\"T\n\x14SessionsStartRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontext_json\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x1e \x01(\t\"\x87\x01\n\x15SessionsStartResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12+\n\x06\x65vents\x18\x46 \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\x12\x10\n\x08replayed\x18\x1e \x01(\x08\"(\n\x12SessionsGetRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"5\n\x13SessionsGetResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\"\x99\x01\n\x17SessionsNavigateRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12 \n\x05input\x18\x02 \x01(\x0b\x32\x11.trellis.v1.Input\x12\x12\n\nrequest_id\x18\x1e \x01(\t\x12\x1e\n\x11\x65xpected_revision\x18\x1f \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_revision\"y\n\x18SessionsNavigateResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12+\n\x06\x65vents\x18\x46 \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\x12\x10\n\x08replayed\x18\x1e \x01(\x08\"\x85\x01\n\x15SessionsSignalRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06signal\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x1e \x01(\t\x12\x1e\n\x11\x65xpected_revision\x18\x1f \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_expected_revision\"w\n\x16SessionsSignalResponse\x12\x1e\n\x04step\x18\x01 \x01(\x0b\x32\x10.trellis.v1.Step\x12+\n\x06\x65vents\x18\x46 \x01(\x0b\x32\x1b.trellis.v1.LifecycleEvents\x12\x10\n\x08replayed\x18\x1e \x01(\x08\"+\n\x15SessionsDeleteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x18\n\x16SessionsDeleteResponse\"<\n\x13SessionsListRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"D\n\x14SessionsListResponse\x12\x13\n\x0bsession_ids\x18\x01 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x14SessionsWatchRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0estart_revision\x18\x14 \x01(\x03\x12\x17\n\x0f\x61llow_bookmarks\x18\x15 \x01(\x08\"q\n\x15SessionsWatchResponse\x12#\n\x04\x64iff\x18\x01 \x01(\x0b\x32\x15.trellis.v1.StateDiff\x12\x10\n\x08revision\x18\x14 \x01(\x03\x12\x10\n\x08\x62ookmark\x18\x15 \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x16 \x01(\x08\"?\n\x14SessionsStepsRequest\x12\'\n\x05steps\x18\x01 \x03(\x0b\x32\x18.trellis.v1.SessionsStep\"\xf0\x01\n\x0cSessionsStep\x12\x0b\n\x03tag\x18\x01 \x01(\x04\x12\x31\n\x05start\x18\x02 \x01(\x0b\x32 .trellis.v1.SessionsStartRequestH\x00\x12\x37\n\x08navigate\x18\x03 \x01(\x0b\x32#.trellis.v1.SessionsNavigateRequestH\x00\x12\x33\n\x06signal\x18\x04 \x01(\x0b\x32!.trellis.v1.SessionsSignalRequestH\x00\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationB\x06\n\x04step\"H\n\x15SessionsStepsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.trellis.v1.SessionsStepResult\"\xf7\x01\n\x12SessionsStepResult\x12\x0b\n\x03tag\x18\x01 \x01(\x04\x12\x32\n\x05start\x18\x02 \x01(\x0b\x32!.trellis.v1.SessionsStartResponseH\x00\x12\x38\n\x08navigate\x18\x03 \x01(\x0b\x32$.trellis.v1.SessionsNavigateResponseH\x00\x12\x34\n\x06signal\x18\x04 \x01(\x0b\x32\".trellis.v1.SessionsSignalResponseH\x00\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x15.trellis.v1.StepErrorH\x00\x42\x08\n\x06result\"Q\n\tStepError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any2\x86\x05\n\x08Sessions\x12L\n\x05Start\x12 .trellis.v1.SessionsStartRequest\x1a!.trellis.v1.SessionsStartResponse\x12\x46\n\x03Get\x12\x1e.trellis.v1.SessionsGetRequest\x1a\x1f.trellis.v1.SessionsGetResponse\x12U\n\x08Navigate\x12#.trellis.v1.SessionsNavigateRequest\x1a$.trellis.v1.SessionsNavigateResponse\x12O\n\x06Signal\x12!.trellis.v1.SessionsSignalRequest\x1a\".trellis.v1.SessionsSignalResponse\x12O\n\x06\x44\x65lete\x12!.trellis.v1.SessionsDeleteRequest\x1a\".trellis.v1.SessionsDeleteResponse\x12I\n\x04List\x12\x1f.trellis.v1.SessionsListRequest\x1a .trellis.v1.SessionsListResponse\x12N\n\x05Watch\x12 .trellis.v1.SessionsWatchRequest\x1a!.trellis.v1.SessionsWatchResponse0\x01\x12P\n\x05Steps\x12 .trellis.v1.SessionsStepsRequest\x1a!.trellis.v1.SessionsStepsResponse(\x01\x30\x01\x42Z\n\x12\x64\x65v.trellis.api.v1P\x01Z\'trellis.dev/api/go/trellis/v1;trellisv1\xaa\x02\nTrellis.V1\xea\x02\x0bTrellis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,34 +36,44 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trellis.api.v1.sessions_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022dev.trellis.api.v1P\001Z\'trellis.dev/api/go/trellis/v1;trellisv1\252\002\nTrellis.V1\352\002\013Trellis::V1'
-  _globals['_SESSIONSSTARTREQUEST']._serialized_start=96
-  _globals['_SESSIONSSTARTREQUEST']._serialized_end=180
-  _globals['_SESSIONSSTARTRESPONSE']._serialized_start=183
-  _globals['_SESSIONSSTARTRESPONSE']._serialized_end=318
-  _globals['_SESSIONSGETREQUEST']._serialized_start=320
-  _globals['_SESSIONSGETREQUEST']._serialized_end=360
-  _globals['_SESSIONSGETRESPONSE']._serialized_start=362
-  _globals['_SESSIONSGETRESPONSE']._serialized_end=415
-  _globals['_SESSIONSNAVIGATEREQUEST']._serialized_start=418
-  _globals['_SESSIONSNAVIGATEREQUEST']._serialized_end=571
-  _globals['_SESSIONSNAVIGATERESPONSE']._serialized_start=573
-  _globals['_SESSIONSNAVIGATERESPONSE']._serialized_end=694
-  _globals['_SESSIONSSIGNALREQUEST']._serialized_start=697
-  _globals['_SESSIONSSIGNALREQUEST']._serialized_end=830
-  _globals['_SESSIONSSIGNALRESPONSE']._serialized_start=832
-  _globals['_SESSIONSSIGNALRESPONSE']._serialized_end=951
-  _globals['_SESSIONSDELETEREQUEST']._serialized_start=953
-  _globals['_SESSIONSDELETEREQUEST']._serialized_end=996
-  _globals['_SESSIONSDELETERESPONSE']._serialized_start=998
-  _globals['_SESSIONSDELETERESPONSE']._serialized_end=1022
-  _globals['_SESSIONSLISTREQUEST']._serialized_start=1024
-  _globals['_SESSIONSLISTREQUEST']._serialized_end=1084
-  _globals['_SESSIONSLISTRESPONSE']._serialized_start=1086
-  _globals['_SESSIONSLISTRESPONSE']._serialized_end=1154
-  _globals['_SESSIONSWATCHREQUEST']._serialized_start=1156
-  _globals['_SESSIONSWATCHREQUEST']._serialized_end=1247
-  _globals['_SESSIONSWATCHRESPONSE']._serialized_start=1249
-  _globals['_SESSIONSWATCHRESPONSE']._serialized_end=1362
-  _globals['_SESSIONS']._serialized_start=1365
-  _globals['_SESSIONS']._serialized_end=1929
+  _globals['_SESSIONSSTARTREQUEST']._serialized_start=155
+  _globals['_SESSIONSSTARTREQUEST']._serialized_end=239
+  _globals['_SESSIONSSTARTRESPONSE']._serialized_start=242
+  _globals['_SESSIONSSTARTRESPONSE']._serialized_end=377
+  _globals['_SESSIONSGETREQUEST']._serialized_start=379
+  _globals['_SESSIONSGETREQUEST']._serialized_end=419
+  _globals['_SESSIONSGETRESPONSE']._serialized_start=421
+  _globals['_SESSIONSGETRESPONSE']._serialized_end=474
+  _globals['_SESSIONSNAVIGATEREQUEST']._serialized_start=477
+  _globals['_SESSIONSNAVIGATEREQUEST']._serialized_end=630
+  _globals['_SESSIONSNAVIGATERESPONSE']._serialized_start=632
+  _globals['_SESSIONSNAVIGATERESPONSE']._serialized_end=753
+  _globals['_SESSIONSSIGNALREQUEST']._serialized_start=756
+  _globals['_SESSIONSSIGNALREQUEST']._serialized_end=889
+  _globals['_SESSIONSSIGNALRESPONSE']._serialized_start=891
+  _globals['_SESSIONSSIGNALRESPONSE']._serialized_end=1010
+  _globals['_SESSIONSDELETEREQUEST']._serialized_start=1012
+  _globals['_SESSIONSDELETEREQUEST']._serialized_end=1055
+  _globals['_SESSIONSDELETERESPONSE']._serialized_start=1057
+  _globals['_SESSIONSDELETERESPONSE']._serialized_end=1081
+  _globals['_SESSIONSLISTREQUEST']._serialized_start=1083
+  _globals['_SESSIONSLISTREQUEST']._serialized_end=1143
+  _globals['_SESSIONSLISTRESPONSE']._serialized_start=1145
+  _globals['_SESSIONSLISTRESPONSE']._serialized_end=1213
+  _globals['_SESSIONSWATCHREQUEST']._serialized_start=1215
+  _globals['_SESSIONSWATCHREQUEST']._serialized_end=1306
+  _globals['_SESSIONSWATCHRESPONSE']._serialized_start=1308
+  _globals['_SESSIONSWATCHRESPONSE']._serialized_end=1421
+  _globals['_SESSIONSSTEPSREQUEST']._serialized_start=1423
+  _globals['_SESSIONSSTEPSREQUEST']._serialized_end=1486
+  _globals['_SESSIONSSTEP']._serialized_start=1489
+  _globals['_SESSIONSSTEP']._serialized_end=1729
+  _globals['_SESSIONSSTEPSRESPONSE']._serialized_start=1731
+  _globals['_SESSIONSSTEPSRESPONSE']._serialized_end=1803
+  _globals['_SESSIONSSTEPRESULT']._serialized_start=1806
+  _globals['_SESSIONSSTEPRESULT']._serialized_end=2053
+  _globals['_STEPERROR']._serialized_start=2055
+  _globals['_STEPERROR']._serialized_end=2136
+  _globals['_SESSIONS']._serialized_start=2139
+  _globals['_SESSIONS']._serialized_end=2785
 # @@protoc_insertion_point(module_scope)

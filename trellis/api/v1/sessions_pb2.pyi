@@ -10,7 +10,9 @@ leaves the stored state exactly as it was.
 """
 
 from collections import abc as _abc
+from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from trellis.api.v1 import step_reports_pb2 as _step_reports_pb2
@@ -473,3 +475,173 @@ class SessionsWatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionsWatchResponse: _TypeAlias = SessionsWatchResponse  # noqa: Y015
+
+@_typing.final
+class SessionsStepsRequest(_message.Message):
+    """Sessions.Steps request: one or more steps (a client sends the steps it has
+    ready together; the server runs each on its own).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionsStep]:
+        """At most 64 per message (the excess is answered with INVALID_ARGUMENT)."""
+
+    def __init__(
+        self,
+        *,
+        steps: _abc.Iterable[Global___SessionsStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionsStepsRequest: _TypeAlias = SessionsStepsRequest  # noqa: Y015
+
+@_typing.final
+class SessionsStep(_message.Message):
+    """One step of a step stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAG_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    NAVIGATE_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    tag: _builtins.int
+    """Echoed in the step's result. Must not be the tag of a step of this
+    stream still running (INVALID_ARGUMENT in this step's result).
+    """
+    @_builtins.property
+    def start(self) -> Global___SessionsStartRequest: ...
+    @_builtins.property
+    def navigate(self) -> Global___SessionsNavigateRequest: ...
+    @_builtins.property
+    def signal(self) -> Global___SessionsSignalRequest: ...
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Optional: the step's deadline from when the server reads it (what a unary
+        call's grpc-timeout is); unset = the stream's deadline only. A step past
+        it fails with DEADLINE_EXCEEDED and is not saved.
+        """
+
+    def __init__(
+        self,
+        *,
+        tag: _builtins.int = ...,
+        start: Global___SessionsStartRequest | None = ...,
+        navigate: Global___SessionsNavigateRequest | None = ...,
+        signal: Global___SessionsSignalRequest | None = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["navigate", b"navigate", "signal", b"signal", "start", b"start", "step", b"step", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["navigate", b"navigate", "signal", b"signal", "start", b"start", "step", b"step", "tag", b"tag", "timeout", b"timeout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_step: _TypeAlias = _typing.Literal["start", "navigate", "signal"]  # noqa: Y015
+    _WhichOneofArgType_step: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_step) -> _WhichOneofReturnType_step | None: ...
+
+Global___SessionsStep: _TypeAlias = SessionsStep  # noqa: Y015
+
+@_typing.final
+class SessionsStepsResponse(_message.Message):
+    """Sessions.Steps response: the results of one or more steps (those that
+    finished together), each within max_message_bytes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionsStepResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SessionsStepResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionsStepsResponse: _TypeAlias = SessionsStepsResponse  # noqa: Y015
+
+@_typing.final
+class SessionsStepResult(_message.Message):
+    """The outcome of one step of a step stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAG_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    NAVIGATE_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    tag: _builtins.int
+    """The tag of the step answered."""
+    @_builtins.property
+    def start(self) -> Global___SessionsStartResponse: ...
+    @_builtins.property
+    def navigate(self) -> Global___SessionsNavigateResponse: ...
+    @_builtins.property
+    def signal(self) -> Global___SessionsSignalResponse: ...
+    @_builtins.property
+    def error(self) -> Global___StepError: ...
+    def __init__(
+        self,
+        *,
+        tag: _builtins.int = ...,
+        start: Global___SessionsStartResponse | None = ...,
+        navigate: Global___SessionsNavigateResponse | None = ...,
+        signal: Global___SessionsSignalResponse | None = ...,
+        error: Global___StepError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "navigate", b"navigate", "result", b"result", "signal", b"signal", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "navigate", b"navigate", "result", b"result", "signal", b"signal", "start", b"start", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["start", "navigate", "signal", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___SessionsStepResult: _TypeAlias = SessionsStepResult  # noqa: Y015
+
+@_typing.final
+class StepError(_message.Message):
+    """The error of one step of a stream: the status a unary call would have ended
+    with. Its encoding is that of google.rpc.Status, the grpc-status-details-bin
+    of a unary call: details hold the ErrorInfo (domain trellis.dev, the reason
+    and metadata of docs/errors.md) and, for a known bad field, a BadRequest.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """The gRPC status code (google.rpc.Code), never 0."""
+    message: _builtins.str
+    @_builtins.property
+    def details(self) -> _containers.RepeatedCompositeFieldContainer[_any_pb2.Any]: ...
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        details: _abc.Iterable[_any_pb2.Any] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepError: _TypeAlias = StepError  # noqa: Y015

@@ -70,6 +70,11 @@ class SessionsStub:
                 request_serializer=trellis_dot_v1_dot_sessions__pb2.SessionsWatchRequest.SerializeToString,
                 response_deserializer=trellis_dot_v1_dot_sessions__pb2.SessionsWatchResponse.FromString,
                 _registered_method=True)
+        self.Steps = channel.stream_stream(
+                '/trellis.v1.Sessions/Steps',
+                request_serializer=trellis_dot_v1_dot_sessions__pb2.SessionsStepsRequest.SerializeToString,
+                response_deserializer=trellis_dot_v1_dot_sessions__pb2.SessionsStepsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionsServicer:
@@ -132,6 +137,22 @@ class SessionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Steps(self, request_iterator, context):
+        """Start, Navigate and Signal over one long-lived stream, for callers that send
+        many steps at once (docs/api.md, "The step stream"): each step carries a
+        tag of the caller's choosing and is answered by one result with that tag,
+        in the order the steps finish. Each step behaves exactly as its unary call
+        (limits, request IDs, errors), and its error is in its result, so one
+        failed step never ends the stream. At most 64 steps of one stream run at
+        once; further messages wait unread. A stream ends with UNAVAILABLE when the
+        server shuts down (its running steps are answered first): resend the
+        unanswered steps, with their request IDs, on a new stream. gRPC only (not
+        over the HTTP gateway).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +190,11 @@ def add_SessionsServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=trellis_dot_v1_dot_sessions__pb2.SessionsWatchRequest.FromString,
                     response_serializer=trellis_dot_v1_dot_sessions__pb2.SessionsWatchResponse.SerializeToString,
+            ),
+            'Steps': grpc.stream_stream_rpc_method_handler(
+                    servicer.Steps,
+                    request_deserializer=trellis_dot_v1_dot_sessions__pb2.SessionsStepsRequest.FromString,
+                    response_serializer=trellis_dot_v1_dot_sessions__pb2.SessionsStepsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +387,33 @@ class Sessions:
             '/trellis.v1.Sessions/Watch',
             trellis_dot_v1_dot_sessions__pb2.SessionsWatchRequest.SerializeToString,
             trellis_dot_v1_dot_sessions__pb2.SessionsWatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Steps(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/trellis.v1.Sessions/Steps',
+            trellis_dot_v1_dot_sessions__pb2.SessionsStepsRequest.SerializeToString,
+            trellis_dot_v1_dot_sessions__pb2.SessionsStepsResponse.FromString,
             options,
             channel_credentials,
             insecure,

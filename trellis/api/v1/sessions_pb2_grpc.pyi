@@ -62,6 +62,18 @@ class SessionsStub:
     again from its revision + 1. A watcher that falls 256 changes behind gets
     UNAVAILABLE: resume from the last revision received + 1.
     """
+    Steps: _grpc.StreamStreamMultiCallable[_sessions_pb2.SessionsStepsRequest, _sessions_pb2.SessionsStepsResponse]
+    """Start, Navigate and Signal over one long-lived stream, for callers that send
+    many steps at once (docs/api.md, "The step stream"): each step carries a
+    tag of the caller's choosing and is answered by one result with that tag,
+    in the order the steps finish. Each step behaves exactly as its unary call
+    (limits, request IDs, errors), and its error is in its result, so one
+    failed step never ends the stream. At most 64 steps of one stream run at
+    once; further messages wait unread. A stream ends with UNAVAILABLE when the
+    server shuts down (its running steps are answered first): resend the
+    unanswered steps, with their request IDs, on a new stream. gRPC only (not
+    over the HTTP gateway).
+    """
 
 @_typing.type_check_only
 class SessionsAsyncStub(SessionsStub):
@@ -90,6 +102,18 @@ class SessionsAsyncStub(SessionsStub):
     OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
     again from its revision + 1. A watcher that falls 256 changes behind gets
     UNAVAILABLE: resume from the last revision received + 1.
+    """
+    Steps: _aio.StreamStreamMultiCallable[_sessions_pb2.SessionsStepsRequest, _sessions_pb2.SessionsStepsResponse]  # type: ignore[assignment]
+    """Start, Navigate and Signal over one long-lived stream, for callers that send
+    many steps at once (docs/api.md, "The step stream"): each step carries a
+    tag of the caller's choosing and is answered by one result with that tag,
+    in the order the steps finish. Each step behaves exactly as its unary call
+    (limits, request IDs, errors), and its error is in its result, so one
+    failed step never ends the stream. At most 64 steps of one stream run at
+    once; further messages wait unread. A stream ends with UNAVAILABLE when the
+    server shuts down (its running steps are answered first): resend the
+    unanswered steps, with their request IDs, on a new stream. gRPC only (not
+    over the HTTP gateway).
     """
 
 class SessionsServicer(metaclass=_abc_1.ABCMeta):
@@ -158,6 +182,24 @@ class SessionsServicer(metaclass=_abc_1.ABCMeta):
         OUT_OF_RANGE, reason WATCH_REVISION_COMPACTED: Get the session and watch
         again from its revision + 1. A watcher that falls 256 changes behind gets
         UNAVAILABLE: resume from the last revision received + 1.
+        """
+
+    @_abc_1.abstractmethod
+    def Steps(
+        self,
+        request_iterator: _MaybeAsyncIterator[_sessions_pb2.SessionsStepsRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_sessions_pb2.SessionsStepsResponse], _abc.AsyncIterator[_sessions_pb2.SessionsStepsResponse]]:
+        """Start, Navigate and Signal over one long-lived stream, for callers that send
+        many steps at once (docs/api.md, "The step stream"): each step carries a
+        tag of the caller's choosing and is answered by one result with that tag,
+        in the order the steps finish. Each step behaves exactly as its unary call
+        (limits, request IDs, errors), and its error is in its result, so one
+        failed step never ends the stream. At most 64 steps of one stream run at
+        once; further messages wait unread. A stream ends with UNAVAILABLE when the
+        server shuts down (its running steps are answered first): resend the
+        unanswered steps, with their request IDs, on a new stream. gRPC only (not
+        over the HTTP gateway).
         """
 
 def add_SessionsServicer_to_server(servicer: SessionsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -96,6 +96,7 @@ class PublicMethods:
     def __init__(self, interceptors: Sequence[Interceptor]) -> None:
         self._interceptors = list(interceptors)
         self._handlers: dict[str, Any] = {}  # "/pkg.Service/Method" -> RpcMethodHandler
+        self._grpc_only: set[str] = set()  # client streams: HTTP/1.1 has no full duplex
 
     # --- what add_*Servicer_to_server calls --------------------------------------------
 
@@ -104,12 +105,19 @@ class PublicMethods:
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         for method, handler in handlers.items():
-            self._handlers[f"/{service}/{method}"] = handler
+            if handler.request_streaming:
+                self._grpc_only.add(f"/{service}/{method}")
+            else:
+                self._handlers[f"/{service}/{method}"] = handler
 
     # --- lookup and calls -------------------------------------------------------------------
 
     def knows(self, method: str) -> bool:
         return method in self._handlers
+
+    def grpc_only(self, method: str) -> bool:
+        """A method of the services that only gRPC serves (Sessions.Steps)."""
+        return method in self._grpc_only
 
     def is_streaming(self, method: str) -> bool:
         return bool(self._handlers[method].response_streaming)

@@ -177,6 +177,12 @@ class HttpGateway:
 
     async def _call(self, request: web.Request) -> web.StreamResponse:
         method = f"/{request.match_info['service']}/{request.match_info['method']}"
+        if self._methods.grpc_only(method):
+            error = CallError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{method} is a bidirectional stream, served over gRPC only (docs/http.md)",
+            )
+            return _error_response(error, 404)
         if not self._methods.knows(method):
             error = CallError(grpc.StatusCode.UNIMPLEMENTED, f"no method {method} on this server")
             return _error_response(error, 404)
