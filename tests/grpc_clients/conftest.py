@@ -20,3 +20,10 @@ def quiz(tmp_path: Path) -> Path:
 async def quiz_target(quiz: Path) -> AsyncIterator[str]:
     async with flow_server(quiz) as server:
         yield f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture(params=[False, True], ids=["unary", "step-stream"])
+def step_stream(request: pytest.FixtureRequest) -> bool:
+    """The SDK's steps as unary calls, then over one Sessions.Steps stream: the same
+    results, errors and retries either way."""
+    return bool(request.param)

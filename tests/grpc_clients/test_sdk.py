@@ -27,8 +27,10 @@ def texts(step: StepResult) -> str:
     return "".join(str(a.payload) for a in step.render.actions if a.type is ActionType.RENDER_CONTENT)
 
 
-async def test_sessions_walk_the_quiz_answering_the_tool_the_server_does_not_serve(quiz_target: str) -> None:
-    async with Client(quiz_target) as client:
+async def test_sessions_walk_the_quiz_answering_the_tool_the_server_does_not_serve(
+    step_stream: bool, quiz_target: str
+) -> None:
+    async with Client(quiz_target, step_stream=step_stream) as client:
         step = await client.sessions.start("ada", {"visits": 3})
         assert step.state.current_node_id == "start" and not step.terminal
         assert "Who are you?" in texts(step)
@@ -61,8 +63,8 @@ async def test_sessions_walk_the_quiz_answering_the_tool_the_server_does_not_ser
         assert missing.value.session_id == "ada"
 
 
-async def test_session_errors_come_back_as_library_exceptions(quiz_target: str) -> None:
-    async with Client(quiz_target) as client:
+async def test_session_errors_come_back_as_library_exceptions(step_stream: bool, quiz_target: str) -> None:
+    async with Client(quiz_target, step_stream=step_stream) as client:
         with pytest.raises(SessionNotFound):
             await client.sessions.navigate("nobody", "hi")
         await client.sessions.start("bob")
@@ -79,8 +81,8 @@ async def test_session_errors_come_back_as_library_exceptions(quiz_target: str) 
             await client.sessions.signal("bob", "ü" * 5000)
 
 
-async def test_sessions_watch_sees_each_saved_step(quiz_target: str) -> None:
-    async with Client(quiz_target) as client:
+async def test_sessions_watch_sees_each_saved_step(step_stream: bool, quiz_target: str) -> None:
+    async with Client(quiz_target, step_stream=step_stream) as client:
         await client.sessions.start("w")
         diffs: list[StateDiff] = []
 
@@ -112,8 +114,11 @@ async def test_watching_a_missing_session_raises_session_not_found(quiz_target: 
                     pass
 
 
-async def test_the_saga_runs_and_rolls_back_on_the_server() -> None:
-    async with flow_server(EXAMPLES / "saga") as server, Client(f"127.0.0.1:{server.port}") as client:
+async def test_the_saga_runs_and_rolls_back_on_the_server(step_stream: bool) -> None:
+    async with (
+        flow_server(EXAMPLES / "saga") as server,
+        Client(f"127.0.0.1:{server.port}", step_stream=step_stream) as client,
+    ):
         step = await client.sessions.start("trip")
         # The server ran every tool: two bookings, the failing car rental, two compensations.
         assert step.terminal and step.state.status is Status.TERMINATED
@@ -164,7 +169,7 @@ async def test_the_engine_signs_states_and_refuses_altered_ones(quiz: Path, tmp_
             assert interrupted.terminal and interrupted.state.current_node_id == "stopped"
 
 
-def test_the_blocking_client_walks_a_session(quiz: Path) -> None:
+def test_the_blocking_client_walks_a_session(step_stream: bool, quiz: Path) -> None:
     async def serve(ready: asyncio.Future[int], done: asyncio.Event) -> None:
         async with flow_server(quiz) as server:
             ready.set_result(server.port)
@@ -180,7 +185,7 @@ def test_the_blocking_client_walks_a_session(quiz: Path) -> None:
     thread.start()
     try:
         port = asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(ready), BOUND), loop).result()
-        with SyncClient(f"grpc://127.0.0.1:{port}", timeout=10.0) as client:
+        with SyncClient(f"grpc://127.0.0.1:{port}", timeout=10.0, step_stream=step_stream) as client:
             client.health()
             step = client.sessions.start("sync")
             step = client.sessions.navigate("sync", "Sid")

@@ -53,10 +53,11 @@ def _navigates(served: Served) -> float:
 
 
 async def test_a_reply_lost_to_a_broken_connection_is_retried_and_applied_once(
+    step_stream: bool,
     behind_proxy: tuple[Served, MemoryStore, TcpProxy],
 ) -> None:
     _served, store, proxy = behind_proxy
-    async with Client(proxy.endpoint, options=_options(timeout=30.0)) as client:
+    async with Client(proxy.endpoint, options=_options(timeout=30.0), step_stream=step_stream) as client:
         started = await client.sessions.start("s")
         assert started.created
         proxy.hold()
@@ -72,10 +73,11 @@ async def test_a_reply_lost_to_a_broken_connection_is_retried_and_applied_once(
 
 
 async def test_a_reply_lost_to_the_deadline_is_retried_and_applied_once(
+    step_stream: bool,
     behind_proxy: tuple[Served, MemoryStore, TcpProxy],
 ) -> None:
     served, store, proxy = behind_proxy
-    async with Client(proxy.endpoint, options=_options(timeout=2.0)) as client:
+    async with Client(proxy.endpoint, options=_options(timeout=2.0), step_stream=step_stream) as client:
         started = await client.sessions.start("s")
         proxy.hold()
         step = asyncio.ensure_future(client.sessions.navigate("s", "once"))
@@ -92,10 +94,11 @@ async def test_a_reply_lost_to_the_deadline_is_retried_and_applied_once(
 
 
 async def test_expected_revision_and_request_ids_through_the_sdk(
+    step_stream: bool,
     behind_proxy: tuple[Served, MemoryStore, TcpProxy],
 ) -> None:
     _served, _store, proxy = behind_proxy
-    async with Client(proxy.endpoint) as client:
+    async with Client(proxy.endpoint, step_stream=step_stream) as client:
         started = await client.sessions.start("s", request_id="start-1")
         again = await client.sessions.start("s", request_id="start-1")
         other = await client.sessions.start("s")
@@ -115,10 +118,14 @@ async def test_expected_revision_and_request_ids_through_the_sdk(
 
 
 async def test_of_simultaneous_starts_through_the_server_exactly_one_is_created(
+    step_stream: bool,
     behind_proxy: tuple[Served, MemoryStore, TcpProxy],
 ) -> None:
     served, _store, _proxy = behind_proxy
-    async with Client(served.target) as one, Client(served.target) as two:
+    async with (
+        Client(served.target, step_stream=step_stream) as one,
+        Client(served.target, step_stream=step_stream) as two,
+    ):
         for n in range(5):
             results = await asyncio.gather(
                 *(c.sessions.start(f"race-{n}") for c in (one, two) for _ in range(4))

@@ -148,6 +148,11 @@ async def test_what_the_listener_does_not_serve_is_refused(tour: Path, http: aio
         async with http.post(url(server, "/trellis.v1.StateStore/Load"), data=b"{}", headers=JSON) as reply:
             assert reply.status == 404
             assert orjson.loads(await reply.read())["code"] == "unimplemented"
+        # The step stream needs full duplex: gRPC only, and the refusal says so.
+        async with http.post(url(server, "/trellis.v1.Sessions/Steps"), data=b"{}", headers=JSON) as reply:
+            assert reply.status == 404
+            error = orjson.loads(await reply.read())
+            assert error["code"] == "unimplemented" and "over gRPC only" in error["message"]
         async with http.post(
             url(server, "/trellis.v1.Sessions/Get"), data=b"{}", headers={"Content-Type": "text/plain"}
         ) as reply:

@@ -178,6 +178,7 @@ class SyncClient:
         timeout: float = 30.0,
         options: ChannelOptions | None = None,
         hooks: Iterable[LifecycleHook] = (),
+        step_stream: bool = False,
     ) -> None:
         # hooks run on the client's own event-loop thread, before the blocking call returns.
         settings: dict[str, Any] = {
@@ -189,6 +190,7 @@ class SyncClient:
             "timeout": timeout,
             "options": options,
             "hooks": tuple(hooks),
+            "step_stream": step_stream,
         }
         self._loop = _Loop()
         try:

@@ -1,0 +1,139 @@
+"""Steps over one Sessions.Steps stream (``Client(..., step_stream=True)``).
+
+``StepStream`` has the Start/Navigate/Signal methods of the generated stub, and a
+step that fails raises the grpc.aio.AioRpcError its unary call would have raised
+(the same code, message and status details), so RemoteChannel.call's retries and
+error mapping apply to it unchanged. Steps queued in one event-loop iteration
+leave in one message; the stream is opened when a step needs it, and when it
+breaks every step waiting on it fails with UNAVAILABLE (retried, under its
+request ID, on a new stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Final
+
+import grpc  # type: ignore[import-untyped]
+
+from trellis.api import error_table
+from trellis.api.v1 import sessions_pb2 as spb
+from trellis.api.v1 import sessions_pb2_grpc
+
+MAX_PER_MESSAGE: Final = 64
+"""Steps per message: the server runs at most 64 of a stream at once."""
+
+
+def _rpc_error(code: grpc.StatusCode, message: str, details: bytes = b"") -> grpc.aio.AioRpcError:
+    pairs = ((error_table.STATUS_DETAILS_KEY, details),) if details else ()
+    trailing = grpc.aio.Metadata(*pairs)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, details=message)
+
+
+def _step_error(error: spb.StepError) -> grpc.aio.AioRpcError:
+    """The error a unary call would have raised: StepError is google.rpc.Status on the wire."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == error.code), grpc.StatusCode.UNKNOWN)
+    return _rpc_error(code, error.message, error.SerializeToString())
+
+
+class _Open:
+    """One stream and the steps waiting on it."""
+
+    def __init__(self, stub: sessions_pb2_grpc.SessionsStub, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.outgoing: asyncio.Queue[spb.SessionsStep | None] = asyncio.Queue()
+        self.waiting: dict[int, asyncio.Future[spb.SessionsStepResult]] = {}
+        self.ended = False
+        self.call = stub.Steps(self._requests(), metadata=metadata)
+        self.reader = asyncio.create_task(self._read())
+
+    async def _requests(self) -> AsyncIterator[spb.SessionsStepsRequest]:
+        outgoing = self.outgoing
+        while (step := await outgoing.get()) is not None:
+            request = spb.SessionsStepsRequest()
+            request.steps.append(step)
+            while not outgoing.empty() and len(request.steps) < MAX_PER_MESSAGE:
+                more = outgoing.get_nowait()
+                if more is None:
+                    outgoing.put_nowait(None)  # still the end, after these
+                    break
+                request.steps.append(more)
+            yield request
+
+    async def _read(self) -> None:
+        problem: BaseException = _rpc_error(grpc.StatusCode.UNAVAILABLE, "the step stream ended")
+        try:
+            async for reply in self.call:
+                for result in reply.results:
+                    future = self.waiting.pop(result.tag, None)
+                    if future is not None and not future.done():
+                        future.set_result(result)
+        except grpc.aio.AioRpcError as err:
+            problem = err
+        except asyncio.CancelledError:
+            problem = _rpc_error(grpc.StatusCode.CANCELLED, "the step stream was closed")
+            raise
+        finally:
+            self.ended = True
+            for future in self.waiting.values():
+                if not future.done():
+                    future.set_exception(problem)
+            self.waiting.clear()
+
+    def send(self, tag: int, step: spb.SessionsStep) -> asyncio.Future[spb.SessionsStepResult]:
+        future: asyncio.Future[spb.SessionsStepResult] = asyncio.get_running_loop().create_future()
+        self.waiting[tag] = future
+        self.outgoing.put_nowait(step)
+        return future
+
+    async def close(self) -> None:
+        self.outgoing.put_nowait(None)
+        self.call.cancel()
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+
+class StepStream:
+    """Start, Navigate and Signal with the stub's signature, over a shared stream."""
+
+    def __init__(self, stub: sessions_pb2_grpc.SessionsStub) -> None:
+        self._stub = stub
+        self._open: _Open | None = None
+        self._tags = itertools.count(1)
+
+    def Start(self, request: Any, *, timeout: float | None = None, metadata: Any = ()) -> Awaitable[Any]:
+        return self._step("start", request, timeout, metadata)
+
+    def Navigate(self, request: Any, *, timeout: float | None = None, metadata: Any = ()) -> Awaitable[Any]:
+        return self._step("navigate", request, timeout, metadata)
+
+    def Signal(self, request: Any, *, timeout: float | None = None, metadata: Any = ()) -> Awaitable[Any]:
+        return self._step("signal", request, timeout, metadata)
+
+    async def _step(self, kind: str, request: Any, seconds: float | None, metadata: Any) -> Any:
+        if self._open is None or self._open.ended:
+            # The stream's metadata (the token) is that of the step that opens it.
+            self._open = _Open(self._stub, tuple(metadata or ()))
+        tag = next(self._tags)
+        step = spb.SessionsStep(tag=tag)
+        getattr(step, kind).CopyFrom(request)
+        if seconds is not None:
+            step.timeout.FromNanoseconds(max(1, int(seconds * 1e9)))
+        opened = self._open
+        future = opened.send(tag, step)
+        try:
+            async with asyncio.timeout(seconds):
+                result = await future
+        except TimeoutError:
+            raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        finally:
+            opened.waiting.pop(tag, None)
+        if result.HasField("error"):
+            raise _step_error(result.error)
+        return getattr(result, kind)
+
+    async def close(self) -> None:
+        if self._open is not None:
+            await self._open.close()
+            self._open = None
