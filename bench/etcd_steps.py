@@ -16,7 +16,10 @@ node waits for input and saves it), and measures, side by side in ONE run:
   steps-ids      the same as steps, each Navigate with a request ID (a fresh UUID, as
                  the SDK sends): the price of safe retries (the ID is stored with the
                  state in the step's own write)
-  steps-uvloop   the same on the replica running uvloop (when installed)
+  steps-stream   the same as steps-ids, every task's steps over ONE Sessions.Steps
+                 stream (the steps ready together in one message, as the SDK's
+                 step_stream=True sends them)
+  steps-uvloop   the same as steps on the replica running uvloop (when installed)
   contended      every task on ONE session, half of them through each replica, a
                  new session when the walk ends; afterwards every acknowledged
                  step is checked to be stored exactly once
@@ -25,9 +28,10 @@ All loads come from a SEPARATE client process (a subprocess per measurement,
 ``--concurrency`` tasks), so the client does not steal the server's event loop,
 after a warm-up, for a fixed time, interleaved over ``--repeats`` rounds. Prints
 per kind the best and the median round's rate, the median round's p50/p99
-latency and CPU per call (server / etcd / client), then the steps/raw ratio (the
-ratio within each round, raw and steps back to back: median, spread), etcd CPU
-per step over etcd CPU per raw transaction, uvloop over asyncio, the contended
+latency and CPU per call (server / etcd / client), then the steps/raw and
+steps-stream/raw ratios (the ratio within each round, the kinds back to back:
+median, spread), etcd CPU per step over etcd CPU per raw transaction (both
+ways of sending), uvloop over asyncio, the contended
 run's lost or doubled steps (must be 0) and how evenly its tasks were served,
 and the load average. Targets: steps/raw >= 0.4 and etcd CPU per step <= 1.5x
 a raw transaction's, at concurrency 16.
@@ -460,16 +464,21 @@ def report(
             f"{middle['p50'] * 1e3:>9.2f}{middle['p99'] * 1e3:>9.2f}"
             f"   {server_cpu} / {cpu['etcd']:.2f} / {cpu['client']:.2f}"
         )
-    ratios = per_round(results, "steps", "raw", lambda r: r["rate"])
-    met = "met" if statistics.median(ratios) >= TARGET else "NOT met"
-    print(f"steps/raw: {spread(ratios)}; target >= {TARGET}: {met}")
+    for kind in ("steps", "steps-stream"):
+        ratios = per_round(results, kind, "raw", lambda r: r["rate"])
+        met = "met" if statistics.median(ratios) >= TARGET else "NOT met"
+        print(f"{kind}/raw: {spread(ratios)}; target >= {TARGET}: {met}")
     with_ids = per_round(results, "steps-ids", "steps", lambda r: r["rate"])
     print(f"steps with request IDs / without: {spread(with_ids)}")
     if "steps-uvloop" in KINDS:
         print(f"steps-uvloop/raw: {spread(per_round(results, 'steps-uvloop', 'raw', lambda r: r['rate']))}")
-    etcd = per_round(results, "steps", "raw", lambda r: r["cpu_ms"]["etcd"])
-    met = "met" if statistics.median(etcd) <= ETCD_CPU_TARGET else "NOT met"
-    print(f"etcd CPU per step / per raw transaction: {spread(etcd)}; target <= {ETCD_CPU_TARGET}: {met}")
+    for kind in ("steps", "steps-stream"):
+        etcd = per_round(results, kind, "raw", lambda r: r["cpu_ms"]["etcd"])
+        met = "met" if statistics.median(etcd) <= ETCD_CPU_TARGET else "NOT met"
+        print(
+            f"etcd CPU per {kind} step / per raw transaction: {spread(etcd)}; "
+            f"target <= {ETCD_CPU_TARGET}: {met}"
+        )
     if "steps-uvloop" in KINDS:
         loops = per_round(results, "steps-uvloop", "steps", lambda r: r["rate"])
         print(f"steps/s, uvloop / asyncio: {spread(loops)}")

@@ -135,7 +135,8 @@ class _Request:
     ) -> None:
         self.id = request_id
         self.starts = kind == "start"
-        self.digest = request_ids.digest(kind, what)
+        # Only an identified request is compared with what was applied before.
+        self.digest = request_ids.digest(kind, what) if request_id else ""
         self.expected_revision = expected_revision
         self.created = False
         self.replayed = False

@@ -31,7 +31,7 @@ import grpc  # type: ignore[import-untyped]
 
 from trellis.errors import BackendUnavailable
 from trellis.server.guards import abort_for
-from trellis.server.handlers import guard_handler
+from trellis.server.handlers import WrappedOnce, guard_handler
 
 _OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _SHUTTING_DOWN = BackendUnavailable("the trellis server is shutting down; retry (another replica, or later)")
@@ -51,6 +51,7 @@ class DrainingGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._idle = asyncio.Event()
         self._idle.set()
         self._open_streams: set[Callable[[], None]] = set()
+        self._wrapped = WrappedOnce()
 
     @property
     def in_flight(self) -> int:
@@ -92,6 +93,9 @@ class DrainingGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or details.method.startswith(_OPEN):
             return handler
+        return self._wrapped.get(details.method, handler, self._wrap)
+
+    def _wrap(self, handler: Any) -> Any:
         if handler.request_streaming and handler.response_streaming:
             return self._bidi(handler)
         return guard_handler(handler, self._refuse_when_closing, unary_scope=self._running)

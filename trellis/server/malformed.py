@@ -19,7 +19,7 @@ import grpc  # type: ignore[import-untyped]
 
 from trellis.errors import InvalidInput
 from trellis.server.guards import abort_for
-from trellis.server.handlers import guard_handler
+from trellis.server.handlers import WrappedOnce, guard_handler
 
 LOG = logging.getLogger("trellis.server")
 
@@ -55,6 +55,9 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 
 
 class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self._wrapped = WrappedOnce()
+
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
     ) -> Any:
@@ -63,11 +66,14 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             return handler
         method = details.method
 
-        async def refuse_malformed(request: Any, context: Any) -> None:
-            if isinstance(request, _Malformed):
-                LOG.debug("refused a malformed request to %s: %s", method, request.problem)
-                await abort_for(context, InvalidInput(request.problem))
+        def wrap(handler: Any) -> Any:
+            async def refuse_malformed(request: Any, context: Any) -> None:
+                if isinstance(request, _Malformed):
+                    LOG.debug("refused a malformed request to %s: %s", method, request.problem)
+                    await abort_for(context, InvalidInput(request.problem))
 
-        return guard_handler(
-            handler, refuse_malformed, request_deserializer=_tolerant(handler.request_deserializer)
-        )
+            return guard_handler(
+                handler, refuse_malformed, request_deserializer=_tolerant(handler.request_deserializer)
+            )
+
+        return self._wrapped.get(method, handler, wrap)
