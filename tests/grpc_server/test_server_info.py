@@ -37,7 +37,7 @@ async def test_server_info_reports_the_configured_limits_and_features(flow: Path
     limits = info.limits
     assert (limits.max_input_bytes, limits.max_watch_streams) == (2048, 7)
     assert (limits.default_page_size, limits.max_page_size, limits.max_session_id_bytes) == (100, 1000, 200)
-    assert limits.max_message_bytes == 4 * 1024 * 1024
+    assert limits.max_message_bytes == 4 * 1024 * 1024 and limits.max_stream_steps == 64
     assert 0 < limits.max_state_bytes < limits.max_message_bytes
     features = info.features
     assert features.state_signing and not features.auth_required and not features.tls

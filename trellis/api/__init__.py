@@ -10,7 +10,8 @@ grpc or protobuf installed.
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """The gRPC message size both ends use unless configured (gRPC's own default, made explicit)."""
 
-API_REVISION = 2
+API_REVISION = 3
 """The revision of the trellis.v1 API (ServerInfo.GetServerInfo): one more with every
 additive change to the protos or the error catalog. 1 = the API before ServerInfo;
-2 = ServerInfo, language options, the error catalog's metadata and BadRequest details."""
+2 = ServerInfo, language options, the error catalog's metadata and BadRequest details;
+3 = Sessions.Steps (the step stream) and ServerLimits.max_stream_steps."""

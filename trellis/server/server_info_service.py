@@ -20,6 +20,7 @@ from trellis.server.guards import Servicer, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
 from trellis.server.sessions_service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from trellis.server.step_stream import MAX_IN_FLIGHT
 
 
 def _kind(url: str) -> str:
@@ -50,6 +51,7 @@ def server_info(
             default_page_size=DEFAULT_PAGE_SIZE,
             max_page_size=MAX_PAGE_SIZE,
             max_watch_streams=config.max_watch_streams,
+            max_stream_steps=MAX_IN_FLIGHT,
         ),
         features=ipb.ServerFeatures(
             state_signing=signing,

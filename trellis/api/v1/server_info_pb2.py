@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctrellis/v1/server_info.proto\x12\ntrellis.v1\"\x16\n\x14GetServerInfoRequest\"\xaf\x01\n\x15GetServerInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x14\n\x0c\x61pi_revision\x18\x02 \x01(\x05\x12\x10\n\x08services\x18\x03 \x03(\t\x12(\n\x06limits\x18\x04 \x01(\x0b\x32\x18.trellis.v1.ServerLimits\x12,\n\x08\x66\x65\x61tures\x18\x05 \x01(\x0b\x32\x1a.trellis.v1.ServerFeatures\"\xe1\x01\n\x0cServerLimits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\x17\n\x0fmax_input_bytes\x18\x02 \x01(\x03\x12\x19\n\x11max_context_bytes\x18\x03 \x01(\x03\x12\x17\n\x0fmax_state_bytes\x18\x04 \x01(\x03\x12\x1c\n\x14max_session_id_bytes\x18\x05 \x01(\x05\x12\x19\n\x11\x64\x65\x66\x61ult_page_size\x18\x06 \x01(\x05\x12\x15\n\rmax_page_size\x18\x07 \x01(\x05\x12\x19\n\x11max_watch_streams\x18\x08 \x01(\x05\"\x95\x01\n\x0eServerFeatures\x12\x15\n\rstate_signing\x18\x01 \x01(\x08\x12\x15\n\rauth_required\x18\x02 \x01(\x08\x12\x0b\n\x03tls\x18\x03 \x01(\x08\x12\r\n\x05store\x18\x04 \x01(\t\x12\x0e\n\x06loader\x18\x05 \x01(\t\x12\x15\n\rtool_dispatch\x18\x06 \x01(\x08\x12\x12\n\nhot_reload\x18\x07 \x01(\x08\x32\x62\n\nServerInfo\x12T\n\rGetServerInfo\x12 .trellis.v1.GetServerInfoRequest\x1a!.trellis.v1.GetServerInfoResponseBZ\n\x12\x64\x65v.trellis.api.v1P\x01Z\'trellis.dev/api/go/trellis/v1;trellisv1\xaa\x02\nTrellis.V1\xea\x02\x0bTrellis::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctrellis/v1/server_info.proto\x12\ntrellis.v1\"\x16\n\x14GetServerInfoRequest\"\xaf\x01\n\x15GetServerInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x14\n\x0c\x61pi_revision\x18\x02 \x01(\x05\x12\x10\n\x08services\x18\x03 \x03(\t\x12(\n\x06limits\x18\x04 \x01(\x0b\x32\x18.trellis.v1.ServerLimits\x12,\n\x08\x66\x65\x61tures\x18\x05 \x01(\x0b\x32\x1a.trellis.v1.ServerFeatures\"\xfb\x01\n\x0cServerLimits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\x17\n\x0fmax_input_bytes\x18\x02 \x01(\x03\x12\x19\n\x11max_context_bytes\x18\x03 \x01(\x03\x12\x17\n\x0fmax_state_bytes\x18\x04 \x01(\x03\x12\x1c\n\x14max_session_id_bytes\x18\x05 \x01(\x05\x12\x19\n\x11\x64\x65\x66\x61ult_page_size\x18\x06 \x01(\x05\x12\x15\n\rmax_page_size\x18\x07 \x01(\x05\x12\x19\n\x11max_watch_streams\x18\x08 \x01(\x05\x12\x18\n\x10max_stream_steps\x18\t \x01(\x05\"\x95\x01\n\x0eServerFeatures\x12\x15\n\rstate_signing\x18\x01 \x01(\x08\x12\x15\n\rauth_required\x18\x02 \x01(\x08\x12\x0b\n\x03tls\x18\x03 \x01(\x08\x12\r\n\x05store\x18\x04 \x01(\t\x12\x0e\n\x06loader\x18\x05 \x01(\t\x12\x15\n\rtool_dispatch\x18\x06 \x01(\x08\x12\x12\n\nhot_reload\x18\x07 \x01(\x08\x32\x62\n\nServerInfo\x12T\n\rGetServerInfo\x12 .trellis.v1.GetServerInfoRequest\x1a!.trellis.v1.GetServerInfoResponseBZ\n\x12\x64\x65v.trellis.api.v1P\x01Z\'trellis.dev/api/go/trellis/v1;trellisv1\xaa\x02\nTrellis.V1\xea\x02\x0bTrellis::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSERVERINFORESPONSE']._serialized_start=69
   _globals['_GETSERVERINFORESPONSE']._serialized_end=244
   _globals['_SERVERLIMITS']._serialized_start=247
-  _globals['_SERVERLIMITS']._serialized_end=472
-  _globals['_SERVERFEATURES']._serialized_start=475
-  _globals['_SERVERFEATURES']._serialized_end=624
-  _globals['_SERVERINFO']._serialized_start=626
-  _globals['_SERVERINFO']._serialized_end=724
+  _globals['_SERVERLIMITS']._serialized_end=498
+  _globals['_SERVERFEATURES']._serialized_start=501
+  _globals['_SERVERFEATURES']._serialized_end=650
+  _globals['_SERVERINFO']._serialized_start=652
+  _globals['_SERVERINFO']._serialized_end=750
 # @@protoc_insertion_point(module_scope)

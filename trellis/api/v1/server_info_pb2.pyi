@@ -102,6 +102,7 @@ class ServerLimits(_message.Message):
     DEFAULT_PAGE_SIZE_FIELD_NUMBER: _builtins.int
     MAX_PAGE_SIZE_FIELD_NUMBER: _builtins.int
     MAX_WATCH_STREAMS_FIELD_NUMBER: _builtins.int
+    MAX_STREAM_STEPS_FIELD_NUMBER: _builtins.int
     max_message_bytes: _builtins.int
     """One gRPC message, request or reply, in bytes."""
     max_input_bytes: _builtins.int
@@ -118,6 +119,10 @@ class ServerLimits(_message.Message):
     """Sessions.List: the largest page; a bigger page_size is cut to it."""
     max_watch_streams: _builtins.int
     """Watch streams open at once, server-wide."""
+    max_stream_steps: _builtins.int
+    """Sessions.Steps: the steps of one stream that run at once, and the most
+    steps one message may carry.
+    """
     def __init__(
         self,
         *,
@@ -129,10 +134,11 @@ class ServerLimits(_message.Message):
         default_page_size: _builtins.int = ...,
         max_page_size: _builtins.int = ...,
         max_watch_streams: _builtins.int = ...,
+        max_stream_steps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_page_size", b"default_page_size", "max_context_bytes", b"max_context_bytes", "max_input_bytes", b"max_input_bytes", "max_message_bytes", b"max_message_bytes", "max_page_size", b"max_page_size", "max_session_id_bytes", b"max_session_id_bytes", "max_state_bytes", b"max_state_bytes", "max_watch_streams", b"max_watch_streams"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_page_size", b"default_page_size", "max_context_bytes", b"max_context_bytes", "max_input_bytes", b"max_input_bytes", "max_message_bytes", b"max_message_bytes", "max_page_size", b"max_page_size", "max_session_id_bytes", b"max_session_id_bytes", "max_state_bytes", b"max_state_bytes", "max_stream_steps", b"max_stream_steps", "max_watch_streams", b"max_watch_streams"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
