@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 import orjson
@@ -26,6 +29,7 @@ from trellis.api import error_table
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 from trellis.api.v1 import types_pb2 as pb
+from trellis.clients.step_stream import StepStream
 
 CLEAN_REFUSALS = frozenset({grpc.StatusCode.ABORTED})
 AMBIGUOUS = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -124,3 +128,21 @@ async def step_until_acked(
             return outcome
         await asyncio.sleep(0.02 + rng.random() * 0.05)
     return outcome
+
+
+@asynccontextmanager
+async def step_senders(
+    stubs: Sequence[sessions_pb2_grpc.SessionsStub], step_stream: bool
+) -> AsyncIterator[list[Any]]:
+    """What the clients send their steps through: the stubs themselves (unary calls), or
+    one Sessions.Steps stream per stub (the SDK's StepStream: the same Navigate signature,
+    the same errors), closed on exit."""
+    if not step_stream:
+        yield list(stubs)
+        return
+    streams = [StepStream(stub) for stub in stubs]
+    try:
+        yield list(streams)
+    finally:
+        for stream in streams:
+            await stream.close()

@@ -11,10 +11,11 @@ import urllib.request
 from pathlib import Path
 
 import grpc  # type: ignore[import-untyped]
+import pytest
 from grpc_health.v1 import health_pb2
 
 from tests.etcd_system.deployment import Deployment, channels
-from tests.etcd_system.stepping import Ledger, check_counter, navigate, step_until_acked
+from tests.etcd_system.stepping import Ledger, check_counter, navigate, step_senders, step_until_acked
 from tests.support.etcd_process import EtcdCluster, EtcdMember
 from tests.support.replicas import health_of
 from tests.support.system_flows import counter_node, write_counter_flow
@@ -39,8 +40,9 @@ def _leader(cluster: EtcdCluster) -> EtcdMember:
     raise AssertionError("the cluster has no leader")
 
 
+@pytest.mark.parametrize("step_stream", [False, True], ids=["unary", "step-stream"])
 async def test_a_member_killed_and_restarted_under_load_loses_and_doubles_nothing(
-    cluster_deployment: Deployment, tmp_path: Path
+    cluster_deployment: Deployment, tmp_path: Path, step_stream: bool
 ) -> None:
     deployment = cluster_deployment
     await deployment.publish("counter", write_counter_flow(tmp_path / "flow", 120))
@@ -51,7 +53,10 @@ async def test_a_member_killed_and_restarted_under_load_loses_and_doubles_nothin
     ledgers = {sid: Ledger() for sid in ids}
     acked = 0
     stop = asyncio.Event()
-    async with channels(replicas) as opened:
+    async with (
+        channels(replicas) as opened,
+        step_senders([sessions_pb2_grpc.SessionsStub(c) for c in opened], step_stream) as senders,
+    ):
         stubs = [sessions_pb2_grpc.SessionsStub(c) for c in opened]
         for sid in ids:
             await stubs[0].Start(spb.SessionsStartRequest(session_id=sid), timeout=20)
@@ -63,7 +68,7 @@ async def test_a_member_killed_and_restarted_under_load_loses_and_doubles_nothin
                 if stop.is_set():
                     return
                 sid = ids[(n + k) % len(ids)]
-                outcome = await step_until_acked(stubs, sid, f"c{n}-{k}", ledgers[sid], rng, within=15)
+                outcome = await step_until_acked(senders, sid, f"c{n}-{k}", ledgers[sid], rng, within=15)
                 assert outcome.code is None, f"step c{n}-{k} never acknowledged: {outcome}"
                 acked += 1
 

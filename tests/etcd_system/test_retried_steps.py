@@ -24,6 +24,8 @@ from trellis.clients import Client
 from trellis.domain import State
 
 OPTIONS = {"lock_ttl": "10s", "entry": counter_node(0)}
+# Each test runs with the SDK's steps as unary calls and over one Sessions.Steps stream.
+both_ways = pytest.mark.parametrize("step_stream", [False, True], ids=["unary", "step-stream"])
 
 
 async def _stored(deployment: Deployment, session_id: str) -> State:
@@ -37,8 +39,9 @@ async def _proxy_to(port: int) -> TcpProxy:
     return proxy
 
 
+@both_ways
 async def test_a_reply_lost_with_its_server_is_retried_on_another_and_applied_once(
-    deployment: Deployment, tmp_path: Path
+    deployment: Deployment, tmp_path: Path, step_stream: bool
 ) -> None:
     await deployment.publish("counter", write_counter_flow(tmp_path / "flow", 10))
     first, second = deployment.replicas_for(2, "counter", options=OPTIONS)
@@ -46,7 +49,7 @@ async def test_a_reply_lost_with_its_server_is_retried_on_another_and_applied_on
     # The SDK as shipped, retrying on its own; backoff short so the retry is prompt.
     options = ChannelOptions(timeout=30.0, retries=8, backoff_base=0.05, backoff_cap=0.5)
     try:
-        async with Client(proxy.endpoint, options=options) as client:
+        async with Client(proxy.endpoint, options=options, step_stream=step_stream) as client:
             started = await client.sessions.start("s")
             proxy.hold()
             step = asyncio.ensure_future(client.sessions.navigate("s", "once"))
@@ -69,14 +72,16 @@ async def test_a_reply_lost_with_its_server_is_retried_on_another_and_applied_on
     assert (result.state.revision, result.state.history) == (stored.revision, stored.history)
 
 
+@both_ways
 async def test_a_reply_lost_to_a_client_deadline_is_retried_and_applied_once(
-    deployment: Deployment, tmp_path: Path
+    deployment: Deployment, tmp_path: Path, step_stream: bool
 ) -> None:
     await deployment.publish("counter", write_counter_flow(tmp_path / "flow", 10))
     (replica,) = deployment.replicas_for(1, "counter", options=OPTIONS)
     proxy = await _proxy_to(replica.port)
     try:
-        async with Client(proxy.endpoint, options=ChannelOptions(timeout=2.0, retries=0)) as client:
+        options = ChannelOptions(timeout=2.0, retries=0)
+        async with Client(proxy.endpoint, options=options, step_stream=step_stream) as client:
             started = await client.sessions.start("s")
             proxy.hold()
             # The deadline passes while the reply is held back: the caller cannot tell
