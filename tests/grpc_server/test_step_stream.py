@@ -6,7 +6,7 @@ graceful shutdown that answers running steps and ends the stream UNAVAILABLE."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -29,7 +29,7 @@ from trellis.errors import SessionNotFound
 BOUND = 30.0
 # Each answer goes through `hold`, a tool the server dispatches inside the step.
 FLOW = [
-    {"id": "start", "content": "name?", "wait": True, "save_to": "name", "to": "work"},
+    {"id": "start", "content": "name? " + "." * 10_000, "wait": True, "save_to": "name", "to": "work"},
     {"id": "work", "do": {"name": "hold", "args": {"who": "{{ .name }}"}}, "save_to": "held", "to": "start"},
 ]
 
@@ -171,7 +171,7 @@ async def test_a_failed_step_is_its_own_result_and_the_stream_goes_on(gated) -> 
 
 
 async def test_bad_steps_are_refused_one_by_one(gated) -> None:
-    _served, gate, store, channel = gated
+    _served, gate, _store, channel = gated
     stream = Stream(channel)
     stream.send(start(1, "s"))
     revision = (await stream.result(1)).start.step.state.revision
@@ -189,14 +189,21 @@ async def test_bad_steps_are_refused_one_by_one(gated) -> None:
     del stream.results[2]
     gate.open.set()
     assert (await stream.result(2)).navigate.step.state.revision > revision  # the first tag 2
-    # More than 64 steps in one message: the excess is refused, the rest run.
-    stream.send(*(start(1000 + n, f"m{n}") for n in range(65)))
-    for n in range(64):
-        assert (await stream.result(1000 + n)).start.created
-    assert reason_and_field((await stream.result(1064)).error) == ("INVALID_INPUT", "steps")
-    with pytest.raises(SessionNotFound):
-        await store.load("m64")
     assert await stream.end() == grpc.StatusCode.OK
+
+
+async def test_a_message_of_more_than_64_steps_ends_the_stream_and_runs_none(gated) -> None:
+    _served, _gate, store, channel = gated
+    stream = Stream(channel)
+    stream.send(start(1, "first"))
+    assert (await stream.result(1)).start.created
+    stream.send(*(start(1000 + n, f"m{n}") for n in range(65)))
+    assert await stream.end() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 64 per message, got 65" in await stream.call.details()
+    for n in (0, 64):
+        with pytest.raises(SessionNotFound):
+            await store.load(f"m{n}")
+    assert (await store.load("first")).revision > 0
 
 
 async def test_at_most_64_steps_of_a_stream_run_at_once(gated) -> None:
@@ -217,6 +224,46 @@ async def test_at_most_64_steps_of_a_stream_run_at_once(gated) -> None:
     assert await stream.end() == grpc.StatusCode.OK
 
 
+async def test_a_sender_that_does_not_read_makes_the_server_hold_no_more_than_its_limit(gated) -> None:
+    served, _gate, _store, _channel = gated
+    # Without BDP probing the client's receive window stays at its initial 64 KiB, so
+    # only a few of these ~10 KiB results fit in the transport while nobody reads.
+    options = [("grpc.http2.bdp_probe", 0)]
+    async with grpc.aio.insecure_channel(served.target, options=options) as channel:
+        stream = Stream(channel)
+        sessions = 400
+        for batch in range(0, sessions, 50):
+            stream.send(*(start(n, f"big{n}") for n in range(batch, batch + 50)))
+        steps = served.server.observer.registry
+
+        def started() -> float:
+            value = steps.get_sample_value(
+                "trellis_steps_total", {"service": "Sessions", "method": "Start", "outcome": "ok"}
+            )
+            return value or 0.0
+
+        await eventually(lambda: started() >= 64, "the first steps ran")
+        # Nobody reads: the count stops where the limit (and the transport's window) hold it.
+        plateau = await _plateau(started)
+        assert 64 <= plateau < 200, plateau
+        for n in range(sessions):  # reading lets the rest run, each answered
+            assert (await stream.result(n)).start.created
+        assert started() == sessions
+        assert await stream.end() == grpc.StatusCode.OK
+
+
+async def _plateau(count: Callable[[], float], polls: int = 50, bound: float = BOUND) -> float:
+    """The value ``count()`` settles at: unchanged over ``polls`` polls 20 ms apart."""
+    async with asyncio.timeout(bound):
+        last, same = count(), 0
+        while same < polls:
+            await asyncio.sleep(0.02)
+            now = count()
+            same = same + 1 if now == last else 0
+            last = now
+    return last
+
+
 async def test_a_step_past_its_timeout_fails_and_is_not_saved(gated) -> None:
     _served, gate, store, channel = gated
     stream = Stream(channel)
@@ -231,22 +278,32 @@ async def test_a_step_past_its_timeout_fails_and_is_not_saved(gated) -> None:
     assert await stream.end() == grpc.StatusCode.OK
 
 
-async def test_a_malformed_message_ends_the_stream_and_the_server_serves_on(gated) -> None:
-    _served, _gate, _store, channel = gated
+async def test_a_malformed_message_ends_the_stream_after_its_running_steps_are_answered(gated) -> None:
+    _served, gate, _store, channel = gated
+    await sessions_pb2_grpc.SessionsStub(channel).Start(spb.SessionsStartRequest(session_id="s"))
     raw = channel.stream_stream(
         "/trellis.v1.Sessions/Steps",
         request_serializer=lambda data: data,
         response_deserializer=spb.SessionsStepsResponse.FromString,
     )
+    outgoing: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def garbage() -> AsyncIterator[bytes]:
-        yield b"\xff\xff\xff"
+    async def requests() -> AsyncIterator[bytes]:
+        while True:
+            yield await outgoing.get()
 
-    call = raw(garbage())
+    gate.open.clear()
+    call = raw(requests())
+    outgoing.put_nowait(spb.SessionsStepsRequest(steps=[navigate(1, "s", "running")]).SerializeToString())
+    await eventually(lambda: gate.running == 1, "the step is running")
+    outgoing.put_nowait(b"\xff\xff\xff")
+    gate.open.set()
+    answered: list[spb.SessionsStepResult] = []
     with pytest.raises(grpc.aio.AioRpcError):
         async with asyncio.timeout(BOUND):
-            async for _reply in call:
-                pass
+            async for reply in call:
+                answered.extend(reply.results)
+    assert [result.tag for result in answered] == [1] and answered[0].HasField("navigate")
     assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "SessionsStepsRequest" in (await call.details())
     sessions = sessions_pb2_grpc.SessionsStub(channel)

@@ -9,9 +9,10 @@ limits, metrics and log line); its reply or its error goes back tagged with the
 request's tag as soon as it is done. An error belongs to its step: the stream
 goes on.
 
-At most ``max_in_flight`` steps of a stream run at once: the next request is
-not read until one finishes, so a fast sender is slowed by gRPC's flow control
-instead of queueing without bound in the server.
+At most ``max_in_flight`` steps of a stream are held at once (running, or done
+with their result not yet sent): the next request is not read until one is
+answered, so a fast sender is slowed by gRPC's flow control instead of
+queueing without bound in the server.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import grpc  # type: ignore[import-untyped]
 
 from trellis.api import error_table
 from trellis.api.v1 import sessions_pb2 as spb
-from trellis.errors import InvalidInput
-from trellis.server.guards import Servicer, observed, session_of
+from trellis.errors import InvalidInput, TrellisError
+from trellis.server.guards import Servicer, abort_for, observed, session_of
 
 MAX_IN_FLIGHT: Final = 64
 """Steps one stream runs at once (docs/limits.md)."""
@@ -44,7 +45,11 @@ def error_message(exc: BaseException, session_id: str) -> spb.StepError:
 
 class StepStream:
     """One open stream: reads steps, runs them, sends their results; the results that
-    are ready together go in one message (up to ``max_bytes``)."""
+    are ready together go in one message (up to ``max_bytes``).
+
+    A step holds one of ``max_in_flight`` slots from when it is read until its result
+    has been sent, so a caller that sends without reading can make the server hold at
+    most that many steps and results, never more."""
 
     def __init__(
         self,
@@ -66,60 +71,64 @@ class StepStream:
 
     async def serve(self, requests: AsyncIterator[spb.SessionsStepsRequest]) -> AsyncIterator[Any]:
         reader = asyncio.create_task(self._read(requests))
-        results = self._results
         try:
-            while (result := await results.get()) is not None:
-                reply = spb.SessionsStepsResponse()
-                reply.results.append(result)
-                size = reply.ByteSize()
-                ended = False
-                while not results.empty():
-                    more = results.get_nowait()
-                    if more is None:
-                        ended = True
-                        break
-                    grown = size + more.ByteSize() + 6  # + the field's tag and length
-                    if grown > self._max_bytes:
-                        yield reply
-                        reply, grown = spb.SessionsStepsResponse(), more.ByteSize() + 6
-                    reply.results.append(more)
-                    size = grown
+            async for reply, count in self._replies():
                 yield reply
-                if ended:
-                    break
-            if self._failure is not None:
-                raise self._failure
+                for _ in range(count):
+                    self._slots.release()
+            failure = self._failure
+            if isinstance(failure, TrellisError):  # refused by this stream: its status
+                await abort_for(self._context, failure)
+            elif failure is not None:  # an abort (its status is set) or a broken stream
+                raise failure
         finally:
             reader.cancel()
             for task in self._running.values():
                 task.cancel()
 
+    async def _replies(self) -> AsyncIterator[tuple[spb.SessionsStepsResponse, int]]:
+        """The results as replies, each with as many as are ready (within max_bytes),
+        and how many each holds; ends after the last result."""
+        results = self._results
+        while (result := await results.get()) is not None:
+            reply = spb.SessionsStepsResponse()
+            reply.results.append(result)
+            size = reply.ByteSize()
+            while not results.empty():
+                more = results.get_nowait()
+                if more is None:
+                    yield reply, len(reply.results)
+                    return
+                grown = size + more.ByteSize() + 6  # + the field's tag and length
+                if grown > self._max_bytes:
+                    yield reply, len(reply.results)
+                    reply, grown = spb.SessionsStepsResponse(), more.ByteSize() + 6
+                reply.results.append(more)
+                size = grown
+            yield reply, len(reply.results)
+
     async def _read(self, requests: AsyncIterator[spb.SessionsStepsRequest]) -> None:
         try:
             async for request in requests:
-                for index, step in enumerate(request.steps):
-                    if index >= self._max_in_flight:
-                        self._refuse(
-                            step,
-                            InvalidInput(
-                                f"steps: at most {self._max_in_flight} per message, got {len(request.steps)}",
-                                field="steps",
-                            ),
-                        )
-                        continue
+                if len(request.steps) > self._max_in_flight:
+                    # Refused whole: answering each excess step would let one message
+                    # of tiny steps make the server build a million error results.
+                    raise InvalidInput(
+                        f"steps: at most {self._max_in_flight} per message, got {len(request.steps)}; "
+                        "none of this message's steps was run",
+                        field="steps",
+                    )
+                for step in request.steps:
                     await self._slots.acquire()
                     self._begin(step)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # the stream broke or was aborted: end it with that
+        except BaseException as exc:  # the stream broke, was aborted or refused: end with that
             self._failure = exc
-        else:
-            while self._running:  # the caller has sent everything: answer what runs
-                await asyncio.wait(list(self._running.values()))
+        # Every step read is answered before the stream ends.
+        while self._running:
+            await asyncio.wait(list(self._running.values()))
         self._results.put_nowait(None)
-
-    def _refuse(self, step: spb.SessionsStep, problem: BaseException) -> None:
-        self._results.put_nowait(spb.SessionsStepResult(tag=step.tag, error=error_message(problem, "")))
 
     def _begin(self, step: spb.SessionsStep) -> None:
         tag = step.tag
@@ -133,8 +142,7 @@ class StepStream:
         else:
             problem = None
         if problem is not None:
-            self._slots.release()
-            self._refuse(step, problem)
+            self._results.put_nowait(spb.SessionsStepResult(tag=tag, error=error_message(problem, "")))
             return
         assert kind is not None
         self._running[tag] = asyncio.create_task(self._run(tag, kind, step))
@@ -158,5 +166,4 @@ class StepStream:
             result.error.CopyFrom(error_message(exc, session_of(request)))
         finally:
             del self._running[tag]
-            self._slots.release()
         self._results.put_nowait(result)

@@ -487,7 +487,9 @@ class SessionsStepsRequest(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionsStep]:
-        """At most 64 per message (the excess is answered with INVALID_ARGUMENT)."""
+        """At most 64 per message: a message with more ends the stream with
+        INVALID_ARGUMENT, and none of its steps is run.
+        """
 
     def __init__(
         self,

@@ -68,8 +68,9 @@ class SessionsStub:
     tag of the caller's choosing and is answered by one result with that tag,
     in the order the steps finish. Each step behaves exactly as its unary call
     (limits, request IDs, errors), and its error is in its result, so one
-    failed step never ends the stream. At most 64 steps of one stream run at
-    once; further messages wait unread. A stream ends with UNAVAILABLE when the
+    failed step never ends the stream. At most 64 steps of one stream are
+    held at once (running, or done with the result not yet sent); further
+    messages wait unread. A stream ends with UNAVAILABLE when the
     server shuts down (its running steps are answered first): resend the
     unanswered steps, with their request IDs, on a new stream. gRPC only (not
     over the HTTP gateway).
@@ -109,8 +110,9 @@ class SessionsAsyncStub(SessionsStub):
     tag of the caller's choosing and is answered by one result with that tag,
     in the order the steps finish. Each step behaves exactly as its unary call
     (limits, request IDs, errors), and its error is in its result, so one
-    failed step never ends the stream. At most 64 steps of one stream run at
-    once; further messages wait unread. A stream ends with UNAVAILABLE when the
+    failed step never ends the stream. At most 64 steps of one stream are
+    held at once (running, or done with the result not yet sent); further
+    messages wait unread. A stream ends with UNAVAILABLE when the
     server shuts down (its running steps are answered first): resend the
     unanswered steps, with their request IDs, on a new stream. gRPC only (not
     over the HTTP gateway).
@@ -195,8 +197,9 @@ class SessionsServicer(metaclass=_abc_1.ABCMeta):
         tag of the caller's choosing and is answered by one result with that tag,
         in the order the steps finish. Each step behaves exactly as its unary call
         (limits, request IDs, errors), and its error is in its result, so one
-        failed step never ends the stream. At most 64 steps of one stream run at
-        once; further messages wait unread. A stream ends with UNAVAILABLE when the
+        failed step never ends the stream. At most 64 steps of one stream are
+        held at once (running, or done with the result not yet sent); further
+        messages wait unread. A stream ends with UNAVAILABLE when the
         server shuts down (its running steps are answered first): resend the
         unanswered steps, with their request IDs, on a new stream. gRPC only (not
         over the HTTP gateway).
