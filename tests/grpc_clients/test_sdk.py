@@ -16,6 +16,7 @@ from trellis.errors import (
     SessionNotFound,
     StateSignatureInvalid,
     ToolResultMismatch,
+    Unauthenticated,
     UnexpectedToolResult,
     UnhandledSignal,
 )
@@ -225,3 +226,20 @@ async def test_the_engine_rolls_the_saga_back_when_the_client_reports_a_failure(
         assert answered == ["book_hotel", "book_flight", "rent_car", "cancel_flight", "cancel_hotel"]
         assert step.terminal and step.state.status is Status.TERMINATED and step.state.current_node_id == ""
         assert step.render.actions == ()
+
+
+async def test_the_step_stream_carries_the_token_and_is_refused_without_it(quiz: Path) -> None:
+    async with flow_server(quiz, token="sesame") as server:
+        target = f"127.0.0.1:{server.port}"
+        async with Client(target, token="sesame", step_stream=True) as client:
+            steps = await asyncio.gather(*(client.sessions.start(f"t{n}") for n in range(20)))
+            assert all(step.created for step in steps)
+        async with Client(target, step_stream=True) as client:
+            with pytest.raises(Unauthenticated):
+                await client.sessions.start("intruder")
+            with pytest.raises(Unauthenticated):  # and again, on a new stream
+                await client.sessions.navigate("t0", "Ada")
+        async with Client(target, token="sesame") as client:
+            assert (await client.sessions.get("t0")).state.current_node_id == "start"
+            with pytest.raises(SessionNotFound):
+                await client.sessions.get("intruder")

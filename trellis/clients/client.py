@@ -68,7 +68,7 @@ class Sessions:
         self._stub = sessions_pb2_grpc.SessionsStub(channel.channel)
         self._hooks = tuple(hooks)
         # Start, Navigate and Signal: unary calls, or steps of one shared Sessions.Steps stream.
-        self._stream = StepStream(self._stub) if step_stream else None
+        self._stream = StepStream(self._stub, channel.metadata) if step_stream else None
         self._steps: Any = self._stream or self._stub
 
     async def aclose(self) -> None:

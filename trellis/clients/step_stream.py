@@ -76,6 +76,7 @@ class _Open:
             raise
         finally:
             self.ended = True
+            self.outgoing.put_nowait(None)  # ends the request generator too
             for future in self.waiting.values():
                 if not future.done():
                     future.set_exception(problem)
@@ -95,10 +96,16 @@ class _Open:
 
 
 class StepStream:
-    """Start, Navigate and Signal with the stub's signature, over a shared stream."""
+    """Start, Navigate and Signal with the stub's signature, over a shared stream.
+    ``metadata`` (the channel's: the token) is sent when a stream opens; what a step is
+    called with is not, since it would hold for every step of the stream (a trace
+    context of one step, for one)."""
 
-    def __init__(self, stub: sessions_pb2_grpc.SessionsStub) -> None:
+    def __init__(
+        self, stub: sessions_pb2_grpc.SessionsStub, metadata: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self._stub = stub
+        self._metadata = metadata
         self._open: _Open | None = None
         self._tags = itertools.count(1)
 
@@ -113,8 +120,7 @@ class StepStream:
 
     async def _step(self, kind: str, request: Any, seconds: float | None, metadata: Any) -> Any:
         if self._open is None or self._open.ended:
-            # The stream's metadata (the token) is that of the step that opens it.
-            self._open = _Open(self._stub, tuple(metadata or ()))
+            self._open = _Open(self._stub, self._metadata)
         tag = next(self._tags)
         step = spb.SessionsStep(tag=tag)
         getattr(step, kind).CopyFrom(request)
