@@ -72,7 +72,11 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
     async def Steps(
         self, requests: AsyncIterator[spb.SessionsStepsRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[spb.SessionsStepsResponse]:
-        calls: dict[str, StepCall] = {"start": self._start, "navigate": self._navigate, "signal": self._signal}
+        calls: dict[str, StepCall] = {
+            "start": self._start,
+            "navigate": self._navigate,
+            "signal": self._signal,
+        }
         stream = StepStream(self, calls, context, MAX_IN_FLIGHT, self._limits.max_message_bytes)
         async for reply in stream.serve(requests):
             yield reply
