@@ -225,6 +225,7 @@ class StepStream {
     this.nextTag = 1; // never reused, so a late answer cannot settle another step
     this.flushing = false;
     this.closed = false;
+    this.opened = 0; // streams opened so far: 1 unless one broke or ended
   }
 
   send(method, request) {
@@ -266,6 +267,7 @@ class StepStream {
   open() {
     if (this.call) return this.call;
     const call = this.transport.stubs.Sessions.Steps(this.transport.metadata());
+    this.opened += 1;
     let failure = null;
     call.on('data', (reply) => reply.results.forEach((result) => this.answer(call, result)));
     call.on('error', (err) => {
