@@ -8,7 +8,8 @@
 //   node node_step_stream.js restart CLIENT_DIR TARGET
 //       steps across a graceful restart of the server; paced by lines on stdin
 //   node node_step_stream.js deadline CLIENT_DIR TARGET
-//       a step that outlives the client's deadline, over both clients
+//       a step whose reply is held back past the client's deadline, over both clients;
+//       paced by lines on stdin
 // Each mode prints JSON lines for the test, the last one {"event":"done"}; an
 // assertion error (exit code 1) when a check made here fails.
 
@@ -116,10 +117,9 @@ async function walk(client, unary, target) {
   say({ event: 'connect', refused });
 }
 
-// Paced by the test: `go` once the server is shutting down, `restarted` is not needed
-// (the client's retries find the new server by themselves).
-async function restart(client) {
-  const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+// Paced by the test: `go` once the server is shutting down (the client's retries find
+// the restarted server by themselves).
+async function restart(client, lines) {
   const ids = ['calm-1', 'calm-2', 'calm-3'];
   await Promise.all(['busy', ...ids].map((id) => client.sessions.start(id)));
   await Promise.all(['busy', ...ids].map((id) => client.sessions.navigate(id, 'Nadia')));
@@ -145,35 +145,55 @@ async function restart(client) {
   });
 }
 
-// A step the server holds past the deadline fails as a unary call's does.
-async function deadline(client, unary) {
-  for (const [id, c] of [['late-stream', client], ['late-unary', unary]]) {
+// A step whose reply the test holds back (a proxy between client and server) fails at
+// the client's deadline as a unary call does; sent again after, it is replayed. Then a
+// step the server holds (the tour's tool, held by the test) past the deadline.
+async function deadline(client, unary, lines) {
+  const sides = [['late-stream', client], ['late-unary', unary]];
+  for (const [id, c] of sides) {
     await c.sessions.start(id);
     await c.sessions.navigate(id, 'Nadia');
   }
-  const streamed = await failure(client.sessions.navigate('late-stream', 'tool'));
-  const called = await failure(unary.sessions.navigate('late-unary', 'tool'));
+  say({ event: 'ready' });
+  assert.strictEqual((await lines.next()).value, 'go');
+  const late = await Promise.all(
+    sides.map(([id, c]) => failure(c.sessions.navigate(id, 'drinks', { requestId: `${id}-drinks` }))),
+  );
+  say({ event: 'late', errors: late.map((err) => seen(err)) });
+  assert.strictEqual((await lines.next()).value, 'released');
+  const again = await Promise.all(
+    sides.map(([id, c]) => c.sessions.navigate(id, 'drinks', { requestId: `${id}-drinks` })),
+  );
   say({
-    event: 'deadline',
-    stream: { code: streamed.code, codeName: streamed.codeName, reason: streamed.reason },
-    unary: { code: called.code, codeName: called.codeName, reason: called.reason },
+    event: 'again',
+    steps: again.map((step) => ({ node: step.state.current_node_id, replayed: step.replayed })),
+    streams: client.stepStream.opened,
   });
+
+  // A step the server runs too long (the held tool): the test sees the server stop it
+  // too, at the timeout the client sent.
+  await client.sessions.start('held');
+  await client.sessions.navigate('held', 'Nadia');
+  const held = await failure(client.sessions.navigate('held', 'tool'));
+  say({ event: 'held', error: held.codeName });
 }
 
 async function main([mode, clientDir, target]) {
   const { TrellisClient } = require(path.resolve(clientDir, 'trellis.js'));
   const settings = {
     walk: {},
-    // Enough retries to outlast the restart (bounded: about a minute at most).
-    restart: { retries: 120, backoffMs: 50, backoffCapMs: 500 },
+    // Enough retries to outlast the restart (bounded: about a minute at most); a deadline
+    // longer than the test waits, so only the stream's end can fail the cut-off steps.
+    restart: { retries: 120, backoffMs: 50, backoffCapMs: 500, deadlineMs: 120000 },
     deadline: { deadlineMs: 1000, retries: 0 },
   }[mode];
   const client = new TrellisClient(target, { ...settings, stepStream: true });
   const unary = new TrellisClient(target, settings);
   try {
+    const lines = () => readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
     if (mode === 'walk') await walk(client, unary, target);
-    else if (mode === 'restart') await restart(client);
-    else if (mode === 'deadline') await deadline(client, unary);
+    else if (mode === 'restart') await restart(client, lines());
+    else if (mode === 'deadline') await deadline(client, unary, lines());
     else throw new Error(`unknown mode ${mode}`);
     say({ event: 'done' });
   } finally {

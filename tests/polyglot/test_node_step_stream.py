@@ -21,7 +21,9 @@ from tests.support.cli import ROOT, copy_example
 from tests.support.node import node_modules
 from tests.support.replicas import health_of
 from tests.support.servers import flow_server
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
+from trellis.clients import Client
 from trellis.server.app import TrellisServer
 from trellis.server.config import ServerConfig
 
@@ -117,16 +119,51 @@ async def test_steps_over_the_stream_are_the_unary_steps(modules: Path, tmp_path
     assert "needs the gRPC transport" in by_event["connect"]["refused"]
 
 
-async def test_a_step_past_the_deadline_fails_as_a_unary_call_does(modules: Path, tmp_path: Path) -> None:
-    tour = _held_tour(tmp_path)
+async def test_the_example_walks_the_tour_over_the_step_stream(modules: Path, tmp_path: Path) -> None:
+    """docs/clients.md's command, on a free port."""
+    tour = copy_example("tour", tmp_path)
+    async with flow_server(tour) as server:
+        process = await asyncio.create_subprocess_exec(
+            "node", "example.js", f"127.0.0.1:{server.port}", "demo2", "Ada",
+            cwd=NODE_DIR, env=dict(os.environ, TRELLIS_STEP_STREAM="1"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(120):
+            out, err = await process.communicate()
+        async with Client(f"127.0.0.1:{server.port}") as client:
+            history = (await client.sessions.get("demo2")).state.history
+    lines = out.decode().splitlines()
+    assert process.returncode == 0, f"{out.decode()}\n{err.decode()}"
+    assert "> Ada" in lines and "# Goodbye, Ada" in lines and lines[-1] == "END finish"
+    assert history == ["start", "ask_name", "menu", "finish"]
+
+
+async def _start_node(mode: str, target: str) -> asyncio.subprocess.Process:
+    """node_step_stream.js in ``mode``, paced through its stdin."""
+    return await asyncio.create_subprocess_exec(
+        "node", str(SCRIPT), mode, str(NODE_DIR), target,
+        cwd=NODE_DIR, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def _say(process: asyncio.subprocess.Process, line: str) -> None:
+    assert process.stdin is not None
+    process.stdin.write(f"{line}\n".encode())
+    await process.stdin.drain()
+
+
+async def _end(process: asyncio.subprocess.Process) -> None:
+    """Wait for the Node process to end (it does once its stdin is closed); killed
+    after a bounded wait."""
+    if process.stdin is not None and not process.stdin.is_closing():
+        process.stdin.close()
     try:
-        async with flow_server(tour) as server:
-            events = await _run("deadline", f"127.0.0.1:{server.port}")
-    finally:
-        (tour / "tools" / "release").touch()  # the held tools end
-    late = next(event for event in events if event["event"] == "deadline")
-    assert late["stream"]["codeName"] == late["unary"]["codeName"] == "DEADLINE_EXCEEDED"
-    assert late["stream"] == late["unary"]
+        async with asyncio.timeout(30):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 async def _line(process: asyncio.subprocess.Process, event: str) -> dict[str, Any]:
@@ -140,6 +177,49 @@ async def _line(process: asyncio.subprocess.Process, event: str) -> dict[str, An
     return message
 
 
+async def test_a_step_whose_reply_is_held_fails_at_the_deadline_as_a_unary_call_does(
+    modules: Path, tmp_path: Path
+) -> None:
+    tour = _held_tour(tmp_path)
+    async with flow_server(tour) as server:
+        proxy = TcpProxy("127.0.0.1", server.port)
+        await proxy.start()
+        node = await _start_node("deadline", proxy.endpoint)
+        assert node.stdin is not None
+        try:
+            await _line(node, "ready")
+            proxy.hold()  # the server serves the next steps; their replies stay here
+            await _say(node, "go")
+            late = await _line(node, "late")
+            proxy.release()
+            await _say(node, "released")
+            again = await _line(node, "again")
+            held = await _line(node, "held")
+            # The client sent its deadline as the step's timeout: the server stops the
+            # step there, while the tool is still held (without it, the step would run on).
+            late_steps = {"service": "Sessions", "method": "Navigate", "outcome": "DEADLINE_EXCEEDED"}
+            registry = server.observer.registry
+            await eventually(
+                lambda: registry.get_sample_value("trellis_steps_total", late_steps) == 1.0,
+                "the server stopped the held step at its timeout",
+            )
+            await _line(node, "done")
+        finally:
+            (tour / "tools" / "release").touch()  # the held tool ends
+            await _end(node)
+            await proxy.cut()
+    assert node.returncode == 0
+    # Only the client's own deadline could end these steps: the same error on both.
+    streamed, called = late["errors"]
+    assert streamed["codeName"] == called["codeName"] == "DEADLINE_EXCEEDED"
+    assert (streamed["reason"], called["reason"]) == ("", "")
+    # They had been applied: sent again with their request IDs, they are replayed, and
+    # the late answer on the stream did not disturb it.
+    assert again["steps"] == [{"node": "drink", "replayed": True}] * 2
+    assert again["streams"] == 1
+    assert held == {"event": "held", "error": "DEADLINE_EXCEEDED"}
+
+
 async def test_steps_cut_off_by_a_graceful_stop_are_retried_on_the_restarted_server(
     modules: Path, tmp_path: Path
 ) -> None:
@@ -149,11 +229,7 @@ async def test_steps_cut_off_by_a_graceful_stop_are_retried_on_the_restarted_ser
     first = TrellisServer(config)
     port = await first.start()
     target = f"127.0.0.1:{port}"
-    node = await asyncio.create_subprocess_exec(
-        "node", str(SCRIPT), "restart", str(NODE_DIR), target,
-        cwd=NODE_DIR, env=dict(os.environ),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    node = await _start_node("restart", target)
     assert node.stdin is not None
     try:
         assert (await _line(node, "ready"))["streams"] == 1
@@ -164,9 +240,7 @@ async def test_steps_cut_off_by_a_graceful_stop_are_retried_on_the_restarted_ser
         async with grpc.aio.insecure_channel(target) as channel:
             not_serving = int(health_pb2.HealthCheckResponse.NOT_SERVING)
             await eventually(lambda: _is(health_of(channel), not_serving), "the server is shutting down")
-        node.stdin.write(b"go\n")  # three more steps, on the stream the server reads no more
-        await node.stdin.drain()
-        node.stdin.close()
+        await _say(node, "go")  # three more steps, on the stream the server reads no more
         await _line(node, "sent")
         (tools / "release").touch()
         async with asyncio.timeout(60):
@@ -182,13 +256,7 @@ async def test_steps_cut_off_by_a_graceful_stop_are_retried_on_the_restarted_ser
     finally:
         (tools / "release").touch()
         await first.stop(grace=2.0)
-        if node.returncode is None:
-            try:
-                async with asyncio.timeout(30):
-                    await node.wait()
-            except TimeoutError:
-                node.kill()
-                await node.wait()
+        await _end(node)
     assert node.returncode == 0
 
     assert after["tool"]["node"] == "menu" and "has 5 letter(s)" in "".join(after["tool"]["texts"])
