@@ -23,6 +23,10 @@
 // attempt had been applied comes back with `replayed: true`. Other calls retry
 // UNAVAILABLE only when they are reads. { expectedRevision } applies a step only
 // at that revision (else ABORTED, reason REVISION_MISMATCH). Both transports alike.
+//
+// { stepStream: true } (gRPC only) sends Start, Navigate and Signal over one shared
+// Sessions.Steps stream instead of a call each (StepStream below): the same results,
+// errors, deadline and retries, for less work on the server per step.
 
 const crypto = require('crypto');
 const path = require('path');
