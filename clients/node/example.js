@@ -7,7 +7,8 @@
 // Each prompt takes the next ANSWER (or the prompt's default); a tool call the
 // server does not run is answered here with {"tool": NAME, "by": "node"}.
 // Prints the flow's text, and "END <node>" when the session is over.
-// Set TRELLIS_TOKEN for a server that requires a bearer token.
+// Set TRELLIS_TOKEN for a server that requires a bearer token, and TRELLIS_STEP_STREAM=1
+// to send the steps over one Sessions.Steps stream (gRPC only) instead of a call each.
 
 const { TrellisClient, texts, toolCall, inputRequest } = require('./trellis');
 
@@ -19,7 +20,8 @@ async function main(argv) {
     console.error('usage: node example.js HOST:PORT SESSION_ID [ANSWER ...]');
     return 2;
   }
-  const client = new TrellisClient(target, { token: process.env.TRELLIS_TOKEN });
+  const stepStream = process.env.TRELLIS_STEP_STREAM === '1';
+  const client = new TrellisClient(target, { token: process.env.TRELLIS_TOKEN, stepStream });
   try {
     let step = await client.sessions.start(sessionId);
     for (let n = 0; n < MAX_STEPS; n += 1) {

@@ -23,6 +23,10 @@
 // attempt had been applied comes back with `replayed: true`. Other calls retry
 // UNAVAILABLE only when they are reads. { expectedRevision } applies a step only
 // at that revision (else ABORTED, reason REVISION_MISMATCH). Both transports alike.
+//
+// { stepStream: true } (gRPC only) sends Start, Navigate and Signal over one shared
+// Sessions.Steps stream instead of a call each (StepStream below): the same results,
+// errors, deadline and retries, for less work on the server per step.
 
 const crypto = require('crypto');
 const path = require('path');
@@ -69,17 +73,23 @@ function detailTypes() {
 
 // { reason, domain, metadata, fieldViolations } of a grpc-js error; empty when it has none.
 function decodeErrorDetails(err) {
-  const out = { reason: '', domain: '', metadata: {}, fieldViolations: [] };
   const raw = err.metadata && err.metadata.get('grpc-status-details-bin')[0];
-  if (!raw) return out;
-  const types = detailTypes();
+  if (!raw) return decodeStatusDetails([]);
   let status;
   try {
-    status = types.status.decode(raw);
+    status = detailTypes().status.decode(raw);
   } catch (_e) {
-    return out; // a malformed trailer (a proxy's) counts as absent
+    return decodeStatusDetails([]); // a malformed trailer (a proxy's) counts as absent
   }
-  for (const any of status.details) {
+  return decodeStatusDetails(status.details);
+}
+
+// The same from the details (google.protobuf.Any list) of a google.rpc.Status: the
+// trailer's, or a step stream's StepError (which has the encoding of a Status).
+function decodeStatusDetails(anys) {
+  const out = { reason: '', domain: '', metadata: {}, fieldViolations: [] };
+  const types = detailTypes();
+  for (const any of anys) {
     const type = types[any.type_url || any.typeUrl];
     if (!type) continue;
     const detail = type.toObject(type.decode(any.value));
@@ -117,6 +127,11 @@ class TrellisError extends Error {
     const value = this.metadata[key];
     if (value === undefined) return undefined;
     return LIST_KEYS.has(key) ? JSON.parse(value) : value;
+  }
+
+  // From a step stream's StepError: a google.rpc.Status, as the unary call's trailer holds.
+  static fromStepError(error) {
+    return new TrellisError({ code: error.code, details: error.message, decoded: decodeStatusDetails(error.details) });
   }
 
   // From a Connect error object ({ code: 'not_found', message, details }): the same
@@ -194,6 +209,125 @@ class GrpcTransport {
   close() {
     Object.values(this.stubs).forEach((stub) => stub.close());
   }
+}
+
+// Start, Navigate and Signal over one Sessions.Steps stream (the option stepStream).
+// The steps asked for in one tick go in one message (at most STEPS_PER_MESSAGE), each
+// with a tag and its deadline as `timeout`; a result settles its own step's promise
+// with what the unary call gives (the reply, or the same TrellisError). The stream is
+// opened when a step needs one; when it breaks or ends, its unanswered steps fail with
+// UNAVAILABLE, so the client's retries send them again on a new stream (their request
+// IDs keep a step the server had applied from being applied twice).
+const STEPS_PER_MESSAGE = 64; // the server refuses more in one message
+
+class StepStream {
+  constructor(transport) {
+    this.transport = transport;
+    this.call = null; // the open stream
+    this.queue = []; // steps not written yet
+    this.pending = new Map(); // tag -> { resolve, reject, timer, call }: steps not answered yet
+    this.nextTag = 1; // never reused, so a late answer cannot settle another step
+    this.flushing = false;
+    this.closed = false;
+    this.opened = 0; // streams opened so far: 1 unless one broke or ended
+  }
+
+  send(method, request) {
+    if (this.closed) {
+      return Promise.reject(new TrellisError({ code: grpc.status.CANCELLED, details: 'the client is closed' }));
+    }
+    const tag = String(this.nextTag);
+    this.nextTag += 1;
+    const ms = Math.max(1, Math.round(this.transport.deadlineMs));
+    const timeout = { seconds: String(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1e6 };
+    return new Promise((resolve, reject) => {
+      // The server stops the step at its timeout too; this timer also covers a step
+      // still queued or a server that never answers, as a unary call's deadline does.
+      const timer = setTimeout(() => this.settle(tag, deadlineError(ms)), ms);
+      this.pending.set(tag, { resolve, reject, timer, call: null });
+      this.queue.push({ tag, [method.toLowerCase()]: request, timeout });
+      if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  flush() {
+    this.flushing = false;
+    const steps = this.queue.filter((step) => this.pending.has(step.tag)); // not past their deadline
+    this.queue = [];
+    if (steps.length === 0) return;
+    const call = this.open();
+    for (let start = 0; start < steps.length; start += STEPS_PER_MESSAGE) {
+      const batch = steps.slice(start, start + STEPS_PER_MESSAGE);
+      batch.forEach((step) => {
+        this.pending.get(step.tag).call = call;
+      });
+      call.write({ steps: batch });
+    }
+  }
+
+  open() {
+    if (this.call) return this.call;
+    const call = this.transport.stubs.Sessions.Steps(this.transport.metadata());
+    this.opened += 1;
+    let failure = null;
+    call.on('data', (reply) => reply.results.forEach((result) => this.answer(call, result)));
+    call.on('error', (err) => {
+      failure = err;
+    });
+    call.on('status', () => {
+      if (this.call === call) this.call = null; // the next steps go on a new stream
+    });
+    // 'end' comes after the last result has been read: what is left was not answered.
+    call.on('end', () => this.ended(call, failure));
+    this.call = call;
+    return call;
+  }
+
+  answer(call, result) {
+    const step = this.pending.get(result.tag);
+    if (!step || step.call !== call) return; // past its deadline: the caller has that error
+    if (result.result === 'error') this.settle(result.tag, TrellisError.fromStepError(result.error));
+    else this.settle(result.tag, null, result[result.result]);
+  }
+
+  // The stream ended (err: its status, when not OK): its unanswered steps fail with
+  // UNAVAILABLE, or with the stream's own error when the server refused the stream
+  // as it would have refused the call (UNAUTHENTICATED, ...).
+  ended(call, err) {
+    if (this.call === call) this.call = null;
+    const passOn = err && err.code !== grpc.status.CANCELLED;
+    const error = passOn
+      ? new TrellisError(err)
+      : new TrellisError({ code: grpc.status.UNAVAILABLE, details: 'the step stream ended before answering' });
+    for (const [tag, step] of this.pending) {
+      if (step.call === call) this.settle(tag, error);
+    }
+  }
+
+  settle(tag, error, reply) {
+    const step = this.pending.get(tag);
+    if (!step) return;
+    this.pending.delete(tag);
+    clearTimeout(step.timer);
+    if (error) step.reject(error);
+    else step.resolve(reply);
+  }
+
+  // Ends the stream once the steps already asked for are written: the server answers
+  // those running, then ends it.
+  close() {
+    this.flush();
+    this.closed = true;
+    if (this.call) this.call.end();
+  }
+}
+
+// What a unary call's deadline gives (grpc-js says "Deadline exceeded after ...").
+function deadlineError(ms) {
+  return new TrellisError({ code: grpc.status.DEADLINE_EXCEEDED, details: `Deadline exceeded after ${ms / 1000}s` });
 }
 
 // The Connect transport (connectrpc.com/docs/protocol) over fetch: protobuf bodies
@@ -376,19 +510,24 @@ function toInput(input) {
 class TrellisClient {
   constructor(target, options = {}) {
     const settings = { ...options, deadlineMs: options.deadlineMs || 30000 };
-    this.transport = /^https?:\/\//.test(target)
-      ? new ConnectTransport(target, settings)
-      : new GrpcTransport(target, settings);
+    const overHttp = /^https?:\/\//.test(target);
+    if (overHttp && options.stepStream) {
+      throw new Error(`stepStream: the step stream needs the gRPC transport (a HOST:PORT target), not ${target}`);
+    }
+    this.transport = overHttp ? new ConnectTransport(target, settings) : new GrpcTransport(target, settings);
+    // Steps over one Sessions.Steps stream instead of a call each (StepStream).
+    this.stepStream = options.stepStream ? new StepStream(this.transport) : null;
     this.retries = options.retries === undefined ? 4 : options.retries;
     this.backoffMs = options.backoffMs || 50;
     this.backoffCapMs = options.backoffCapMs || 2000;
     // One call with retries on UNAVAILABLE (and DEADLINE_EXCEEDED when `repeatable`: the
     // request carries an ID, so an attempt that was applied is not applied again).
-    const unary = async (service, method, request, { retry = false, repeatable = false } = {}) => {
+    // `send`, when given, replaces the unary call (a step over the step stream).
+    const unary = async (service, method, request, { retry = false, repeatable = false, send = null } = {}) => {
       const attempts = 1 + (retry ? this.retries : 0);
       for (let attempt = 0; ; attempt += 1) {
         try {
-          return await this.transport.unary(service, method, request);
+          return await (send ? send(method, request) : this.transport.unary(service, method, request));
         } catch (err) {
           const again =
             err.code === grpc.status.UNAVAILABLE || (repeatable && err.code === grpc.status.DEADLINE_EXCEEDED);
@@ -400,9 +539,10 @@ class TrellisClient {
     const call = (service, method, request) => unary(service, method, request).then((r) => r.step || r);
     const read = (method, request) => unary('Sessions', method, request, { retry: true });
     // A step: { state, actions, terminal } plus created (Start) and replayed.
+    const send = this.stepStream && ((method, request) => this.stepStream.send(method, request));
     const step = (method, request) => {
       const repeatable = Boolean(request.request_id);
-      return unary('Sessions', method, request, { retry: repeatable, repeatable }).then((r) => ({
+      return unary('Sessions', method, request, { retry: repeatable, repeatable, send }).then((r) => ({
         ...r.step,
         created: Boolean(r.created),
         replayed: Boolean(r.replayed),
@@ -443,6 +583,7 @@ class TrellisClient {
   }
 
   close() {
+    if (this.stepStream) this.stepStream.close();
     this.transport.close();
   }
 }
