@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.support.tracing import traced_server
 from trellis.api.v1 import sessions_pb2, sessions_pb2_grpc, types_pb2
+from trellis.clients import Client
 from trellis.server.app import TrellisServer
 from trellis.sessions import SessionManager
 
@@ -73,8 +74,14 @@ async def traced_sidecar() -> AsyncIterator[TracedSidecar]:
         "OTEL_SERVICE_NAME": "echo-sidecar",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.tracing.sidecar_app", "127.0.0.1:0",
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "tests.tracing.sidecar_app",
+        "127.0.0.1:0",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     assert process.stdout is not None
     sidecar: TracedSidecar | None = None
@@ -241,9 +248,36 @@ def test_serve_with_tracing_but_without_opentelemetry_names_the_extra(tmp_path: 
         "sys.exit(main(sys.argv[1:]))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", program, "serve", str(write_flow(tmp_path)), "--listen", "127.0.0.1:0",
-         "--tracing"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=BOUND,
+        [
+            sys.executable,
+            "-c",
+            program,
+            "serve",
+            str(write_flow(tmp_path)),
+            "--listen",
+            "127.0.0.1:0",
+            "--tracing",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
     )
     assert done.returncode != 0
     assert "pip install 'trellis-flow[otel]'" in done.stderr
+
+
+async def test_steps_over_the_step_stream_are_traced_each_in_a_trace_of_its_own(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    flow = write_flow(tmp_path)
+    async with traced_server(flow, exporter, token=TOKEN) as server:
+        async with Client(f"127.0.0.1:{server.port}", token=TOKEN, step_stream=True) as client:
+            await asyncio.gather(*(client.sessions.start(f"s{n}") for n in range(3)))
+    spans = exporter.get_finished_spans()
+    steps = named(spans, "trellis.step")
+    assert sorted((s.attributes or {}).get("trellis.session.id") for s in steps) == ["s0", "s1", "s2"]
+    assert all(step.parent is None for step in steps)  # not children of the stream or of each other
+    assert len({step.context.trace_id for step in steps}) == 3
+    assert not named(spans, "trellis.v1.Sessions/Steps")
+    assert TOKEN not in str([span.to_json() for span in spans])
