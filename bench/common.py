@@ -74,6 +74,47 @@ async def run_workers(
     return {**summary(load.latencies, elapsed), "total": load.total}
 
 
+def session_walker(
+    steps: Any, prefix: str, answer: Any, *, context_json: str = "", request_ids: bool = False
+) -> Callable[[int, Load], Coroutine[Any, Any, None]]:
+    """A worker for ``run_workers``: each task walks sessions of its own along a chain,
+    answering ``answer`` (a trellis.v1.Input) at every node, through ``steps`` (a
+    Sessions stub, the SDK's StepStream: the same Start and Navigate, or anything with
+    them whose Navigate returns whether the step was terminal); a new session (its
+    Start not counted) after the last node. ``request_ids``: every step
+    carries a fresh request ID, as the SDK sends them."""
+    import uuid
+
+    from trellis.api.v1 import sessions_pb2 as spb
+
+    def rid() -> str:
+        return str(uuid.uuid4()) if request_ids else ""
+
+    async def worker(index: int, load: Load) -> None:
+        walk = 0
+
+        async def new_session() -> str:
+            nonlocal walk
+            walk += 1
+            sid = f"{prefix}-{os.getpid()}-{index}-{walk}"
+            await steps.Start(
+                spb.SessionsStartRequest(session_id=sid, context_json=context_json, request_id=rid())
+            )
+            load.uncounted()
+            return sid
+
+        sid = await new_session()
+        while load.running:
+            started = time.perf_counter()
+            request = spb.SessionsNavigateRequest(session_id=sid, input=answer, request_id=rid())
+            reply = await steps.Navigate(request)
+            load.record(started)
+            if reply if isinstance(reply, bool) else reply.step.terminal:
+                sid = await new_session()
+
+    return worker
+
+
 async def client_process(script: str, name: str, *args: str) -> dict[str, Any]:
     """Run ``python script --client ARGS`` and return the JSON object it prints. Exits with
     a message naming the ``name`` client if it fails."""

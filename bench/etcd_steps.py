@@ -61,7 +61,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Load, bench_parser, client_process, run_workers
+from bench.common import Load, bench_parser, client_process, run_workers, session_walker
 from tests.support.etcd_process import EtcdCluster
 from tests.support.replicas import Replica, serve_args
 from tests.support.system_flows import counter_node, write_counter_flow
@@ -140,113 +140,34 @@ async def raw_client(endpoint: str, concurrency: int, duration: float, warmup: f
 async def steps_client(
     target: str, concurrency: int, duration: float, warmup: float, *, ids: bool = False
 ) -> dict[str, Any]:
-    import uuid
-
     import grpc  # type: ignore[import-untyped]
 
-    from trellis.api.v1 import sessions_pb2 as spb
     from trellis.api.v1 import sessions_pb2_grpc
     from trellis.api.v1 import types_pb2 as pb
 
-    go = pb.Input(text="go")
     async with grpc.aio.insecure_channel(target) as channel:
         sessions = sessions_pb2_grpc.SessionsStub(channel)
-
-        async def worker(index: int, load: Load) -> None:
-            walk = 0
-
-            async def new_session() -> str:
-                nonlocal walk
-                walk += 1
-                sid = f"p{os.getpid()}-w{index}-{walk}"
-                await sessions.Start(spb.SessionsStartRequest(session_id=sid))
-                return sid
-
-            sid = await new_session()
-            while load.running:
-                started = time.perf_counter()
-                request = spb.SessionsNavigateRequest(
-                    session_id=sid, input=go, request_id=str(uuid.uuid4()) if ids else ""
-                )
-                step = (await sessions.Navigate(request)).step
-                load.record(started)
-                if step.terminal:
-                    sid = await new_session()
-
+        worker = session_walker(sessions, "p", pb.Input(text="go"), request_ids=ids)
         return await measured(worker, concurrency, duration, warmup)
 
 
 async def stream_client(target: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
-    """As ``steps_client``, each task's steps over ONE Sessions.Steps stream shared by
-    all tasks (as the SDK sends them with ``step_stream=True``), with request IDs."""
-    import uuid
-
+    """As ``steps_client`` with request IDs, every task's steps over ONE Sessions.Steps
+    stream shared by all tasks: the SDK's own StepStream (what ``Client(step_stream=True)``
+    uses), which sends the steps queued together in one message."""
     import grpc
 
-    from trellis.api.v1 import sessions_pb2 as spb
     from trellis.api.v1 import sessions_pb2_grpc
     from trellis.api.v1 import types_pb2 as pb
-
-    go = pb.Input(text="go")
-    outgoing: asyncio.Queue[Any] = asyncio.Queue()
-    waiting: dict[int, asyncio.Future[Any]] = {}
-    tags = iter(range(1, 1 << 62))
-
-    async def requests() -> Any:
-        # The steps queued together go in one message, as the SDK sends them.
-        while (step := await outgoing.get()) is not None:
-            request = spb.SessionsStepsRequest(steps=[step])
-            while not outgoing.empty() and len(request.steps) < 64:
-                more = outgoing.get_nowait()
-                if more is None:
-                    outgoing.put_nowait(None)
-                    break
-                request.steps.append(more)
-            yield request
+    from trellis.clients.step_stream import StepStream
 
     async with grpc.aio.insecure_channel(target) as channel:
-        call = sessions_pb2_grpc.SessionsStub(channel).Steps(requests())
-
-        async def replies() -> None:
-            async for reply in call:
-                for result in reply.results:
-                    waiting.pop(result.tag).set_result(result)
-
-        reading = asyncio.create_task(replies())
-
-        async def step(**kind: Any) -> Any:
-            tag = next(tags)
-            future = waiting[tag] = asyncio.get_running_loop().create_future()
-            outgoing.put_nowait(spb.SessionsStep(tag=tag, **kind))
-            reply = await future
-            if reply.HasField("error"):
-                raise SystemExit(f"step failed: {reply.error.message}")
-            return reply
-
-        async def worker(index: int, load: Load) -> None:
-            walk = 0
-
-            async def new_session() -> str:
-                nonlocal walk
-                walk += 1
-                sid = f"s{os.getpid()}-w{index}-{walk}"
-                await step(start=spb.SessionsStartRequest(session_id=sid, request_id=str(uuid.uuid4())))
-                return sid
-
-            sid = await new_session()
-            while load.running:
-                started = time.perf_counter()
-                request = spb.SessionsNavigateRequest(session_id=sid, input=go, request_id=str(uuid.uuid4()))
-                reply = await step(navigate=request)
-                load.record(started)
-                if reply.navigate.step.terminal:
-                    sid = await new_session()
-
+        stream = StepStream(sessions_pb2_grpc.SessionsStub(channel))
         try:
+            worker = session_walker(stream, "s", pb.Input(text="go"), request_ids=True)
             return await measured(worker, concurrency, duration, warmup)
         finally:
-            outgoing.put_nowait(None)
-            await reading
+            await stream.close()
 
 
 async def contended_client(targets: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:

@@ -12,6 +12,9 @@ for a fixed time after a warm-up:
   sessions  Sessions.Navigate: each task walks its own session along the chain
             (lock, load, navigate, render, conditional save on the memory store);
             a new session (Sessions.Start, not counted) after the last node
+  stream    the same steps over ONE Sessions.Steps stream shared by the tasks (the
+            SDK's StepStream: the steps ready together in one message); a
+            "call" is a step here
 
 at concurrency 1, 16 and 64, interleaved, --repeats rounds. Prints the best RPC/s
 with its p50 and p99 latency, and each kind's ratio to the health-check rate: the
@@ -32,7 +35,6 @@ import asyncio
 import cProfile
 import io
 import json
-import os
 import pstats
 import statistics
 import sys
@@ -43,10 +45,10 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Load, bench_parser, client_process, run_workers
+from bench.common import Load, bench_parser, client_process, run_workers, session_walker
 from bench.engine_steps import ANSWER, CHAIN, CONTEXT, chain_nodes
 
-KINDS = ("health", "engine", "sessions")
+KINDS = ("health", "engine", "sessions", "stream")
 CONCURRENCY = (1, 16, 64)
 TARGET = ("sessions", 16, 0.7)
 
@@ -60,8 +62,8 @@ async def client(target: str, kind: str, concurrency: int, duration: float, warm
 
     from trellis.api.v1 import engine_pb2 as epb
     from trellis.api.v1 import engine_pb2_grpc, sessions_pb2_grpc
-    from trellis.api.v1 import sessions_pb2 as spb
     from trellis.api.v1 import types_pb2 as pb
+    from trellis.clients.step_stream import StepStream
 
     context_json = json.dumps(CONTEXT)
     go = pb.Input(text=ANSWER)
@@ -91,28 +93,20 @@ async def client(target: str, kind: str, concurrency: int, duration: float, warm
                 else:
                     state = step.state
 
-        async def sessions_worker(worker: int, load: Load) -> None:
-            walk = 0
+        stream = StepStream(sessions)
 
-            async def new_session() -> str:
-                nonlocal walk
-                walk += 1
-                sid = f"p{os.getpid()}-w{worker}-{walk}"
-                await sessions.Start(spb.SessionsStartRequest(session_id=sid, context_json=context_json))
-                load.uncounted()
-                return sid
-
-            sid = await new_session()
-            while load.running:
-                started = time.perf_counter()
-                step = (await sessions.Navigate(spb.SessionsNavigateRequest(session_id=sid, input=go))).step
-                load.record(started)
-                if step.terminal:
-                    sid = await new_session()
-
-        worker_of = {"health": health_worker, "engine": engine_worker, "sessions": sessions_worker}[kind]
-        # "total" counts every RPC made, warm-up and Starts included: the server's CPU time is per all.
-        return await run_workers(worker_of, concurrency, duration, warmup)
+        workers = {
+            "health": health_worker,
+            "engine": engine_worker,
+            "sessions": session_walker(sessions, "p", go, context_json=context_json),
+            "stream": session_walker(stream, "q", go, context_json=context_json),
+        }
+        try:
+            # "total" counts every RPC made, warm-up and Starts included: the server's CPU
+            # time is per all.
+            return await run_workers(workers[kind], concurrency, duration, warmup)
+        finally:
+            await stream.close()
 
 
 # --- the server process -----------------------------------------------------------------------
@@ -204,6 +198,9 @@ async def main(args: argparse.Namespace) -> int:
                     f"target sessions/health >= {TARGET[2]} at concurrency {concurrency}: {ratio:.2f} ({met})"
                 )
     print(verdict)
+    at = TARGET[1]
+    streamed = statistics.median(ratios[("stream", at)])
+    print(f"the same steps over one Sessions.Steps stream / health at concurrency {at}: {streamed:.2f}")
     if profile_text:
         print("\nserver profile (sessions, concurrency 16):")
         print(profile_text)

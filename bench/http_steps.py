@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Load, bench_parser, client_process, run_workers
+from bench.common import bench_parser, client_process, run_workers, session_walker
 from bench.engine_steps import ANSWER, CHAIN, CONTEXT, chain_nodes
 
 KINDS = ("grpc", "connect-json", "connect-proto")
@@ -86,27 +85,21 @@ async def client(
 
         call = over_grpc if kind == "grpc" else over_http
 
-        async def worker(index: int, load: Load) -> None:
-            walk = 0
-
-            async def new_session() -> str:
-                nonlocal walk
-                walk += 1
-                sid = f"{kind}-p{os.getpid()}-w{index}-{walk}"
-                await call("Start", spb.SessionsStartRequest(session_id=sid, context_json=context_json))
-                load.uncounted()
-                return sid
-
-            sid = await new_session()
-            go = pb.Input(text=ANSWER)
-            while load.running:
-                started = time.perf_counter()
-                terminal = await call("Navigate", spb.SessionsNavigateRequest(session_id=sid, input=go))
-                load.record(started)
-                if terminal:
-                    sid = await new_session()
-
+        worker = session_walker(_Steps(call), f"{kind}-p", pb.Input(text=ANSWER), context_json=context_json)
         return await run_workers(worker, concurrency, duration, warmup)
+
+
+class _Steps:
+    """Start and Navigate over one transport's ``call``, as session_walker wants them."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def Start(self, request: Any) -> Any:
+        return self._call("Start", request)
+
+    def Navigate(self, request: Any) -> Any:
+        return self._call("Navigate", request)
 
 
 # --- the server process -----------------------------------------------------------------------

@@ -43,7 +43,7 @@ import orjson
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Load, bench_parser, client_process, percentile, run_workers
+from bench.common import bench_parser, client_process, percentile, run_workers, session_walker
 from tests.support.etcd_process import EtcdCluster
 from tests.support.replicas import Replica, serve_args
 
@@ -86,7 +86,6 @@ async def chain_client(
 ) -> dict[str, Any]:
     import grpc  # type: ignore[import-untyped]
 
-    from trellis.api.v1 import sessions_pb2 as spb
     from trellis.api.v1 import sessions_pb2_grpc
     from trellis.api.v1 import types_pb2 as pb
 
@@ -95,25 +94,7 @@ async def chain_client(
     async with grpc.aio.insecure_channel(target) as channel:
         sessions = sessions_pb2_grpc.SessionsStub(channel)
 
-        async def worker(index: int, load: Load) -> None:
-            walk = 0
-
-            async def new_session() -> str:
-                nonlocal walk
-                walk += 1
-                sid = f"{kind}-{os.getpid()}-{index}-{walk}"
-                await sessions.Start(spb.SessionsStartRequest(session_id=sid, context_json=context))
-                load.uncounted()
-                return sid
-
-            sid = await new_session()
-            while load.running:
-                started = time.perf_counter()
-                step = (await sessions.Navigate(spb.SessionsNavigateRequest(session_id=sid, input=go))).step
-                load.record(started)
-                if step.terminal:
-                    sid = await new_session()
-
+        worker = session_walker(sessions, kind, go, context_json=context)
         return await run_workers(worker, concurrency, duration, warmup)
 
 
