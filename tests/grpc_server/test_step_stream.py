@@ -329,3 +329,26 @@ async def test_shutdown_answers_running_steps_and_ends_the_stream_unavailable(ga
     assert (await store.load("b")).revision == b_revision
     async with asyncio.timeout(BOUND):
         await stopping
+
+
+def test_a_result_that_would_not_fit_a_message_loses_its_events_not_its_step() -> None:
+    # A unary reply may use all of max_message_bytes (its events fill what is left);
+    # wrapped as a stream result it would pass the limit and break the stream.
+    from trellis.api.v1 import step_reports_pb2 as rpb
+    from trellis.server.step_stream import _fit
+
+    reply = spb.SessionsNavigateResponse()
+    reply.step.state.session_id = "s"
+    reply.step.state.context_json = '{"big": "' + "x" * 5000 + '"}'
+    for n in range(100):
+        reply.events.events.append(rpb.LifecycleEvent(node_id=f"n{n}"))
+    reply.events.dropped = 7
+    result = spb.SessionsStepResult(tag=1, navigate=reply)
+    limit = reply.ByteSize()  # the unary reply fits exactly; the result does not
+    _fit(result, "navigate", limit)
+    assert result.ByteSize() < limit
+    assert result.navigate.step == reply.step
+    assert (len(result.navigate.events.events), result.navigate.events.dropped) == (0, 107)
+    roomy = spb.SessionsStepResult(tag=1, navigate=reply)
+    _fit(roomy, "navigate", limit + 100)
+    assert roomy.navigate.events == reply.events

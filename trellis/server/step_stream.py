@@ -43,6 +43,22 @@ def error_message(exc: BaseException, session_id: str) -> spb.StepError:
     return error
 
 
+_ENVELOPE: Final = 32
+"""Bytes a result adds to its unary reply: its tag, the field headers, the reply's."""
+
+
+def _fit(result: spb.SessionsStepResult, kind: str, max_bytes: int) -> None:
+    """A unary reply may fill max_message_bytes with lifecycle events (their budget is
+    what the reply has left); wrapped in a stream's reply it must still fit, so its
+    events go (counted as dropped) rather than the step's answer, which was saved."""
+    if result.ByteSize() + _ENVELOPE <= max_bytes:
+        return
+    events = getattr(result, kind).events
+    dropped = len(events.events) + events.dropped
+    events.Clear()
+    events.dropped = dropped
+
+
 class StepStream:
     """One open stream: reads steps, runs them, sends their results; the results that
     are ready together go in one message (up to ``max_bytes``).
@@ -162,6 +178,7 @@ class StepStream:
                 self._servicer, kind.capitalize(), lambda: call(request), request, remaining
             )
             getattr(result, kind).CopyFrom(response)
+            _fit(result, kind, self._max_bytes)
         except Exception as exc:
             result.error.CopyFrom(error_message(exc, session_of(request)))
         finally:
