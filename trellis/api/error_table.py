@@ -363,6 +363,14 @@ def _build(cls: type[e.TrellisError], message: str, metadata: Mapping[str, str])
     return exc
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The grpc.StatusCode of a google.rpc.Code number (UNKNOWN for one gRPC lacks)."""
+    return _CODES.get(number, grpc.StatusCode.UNKNOWN)
+
+
 def error_from_status(code: grpc.StatusCode, message: str, details: bytes | None = None) -> BaseException:
     """The exception a local port would have raised for this status.
 

@@ -121,7 +121,7 @@ def fill_reported_error(msg: rpb.ReportedError, exc: BaseException) -> None:
 
 def error_from_reported(msg: rpb.ReportedError) -> BaseException:
     """The exception the in-process engine raised, rebuilt as a failed call's would be."""
-    code = next((c for c in grpc.StatusCode if c.value[0] == msg.code), grpc.StatusCode.UNKNOWN)
+    code = error_table.status_code(msg.code)
     info = error_details_pb2.ErrorInfo(reason=msg.reason, domain=error_table.DOMAIN, metadata=msg.metadata)
     detail = any_pb2.Any()
     detail.Pack(info)

@@ -14,16 +14,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, Final
+from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from trellis.api import error_table
+from trellis.api import MAX_STREAM_STEPS, error_table
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
-
-MAX_PER_MESSAGE: Final = 64
-"""Steps per message: the server runs at most 64 of a stream at once."""
 
 
 def _rpc_error(code: grpc.StatusCode, message: str, details: bytes = b"") -> grpc.aio.AioRpcError:
@@ -34,8 +31,7 @@ def _rpc_error(code: grpc.StatusCode, message: str, details: bytes = b"") -> grp
 
 def _step_error(error: spb.StepError) -> grpc.aio.AioRpcError:
     """The error a unary call would have raised: StepError is google.rpc.Status on the wire."""
-    code = next((c for c in grpc.StatusCode if c.value[0] == error.code), grpc.StatusCode.UNKNOWN)
-    return _rpc_error(code, error.message, error.SerializeToString())
+    return _rpc_error(error_table.status_code(error.code), error.message, error.SerializeToString())
 
 
 class _Open:
@@ -53,7 +49,7 @@ class _Open:
         while (step := await outgoing.get()) is not None:
             request = spb.SessionsStepsRequest()
             request.steps.append(step)
-            while not outgoing.empty() and len(request.steps) < MAX_PER_MESSAGE:
+            while not outgoing.empty() and len(request.steps) < MAX_STREAM_STEPS:
                 more = outgoing.get_nowait()
                 if more is None:
                     outgoing.put_nowait(None)  # still the end, after these

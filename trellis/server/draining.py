@@ -95,7 +95,7 @@ class DrainingGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         return self._wrapped.get(details.method, handler, self._wrap)
 
-    def _wrap(self, handler: Any) -> Any:
+    def _wrap(self, method: str, handler: Any) -> Any:
         if handler.request_streaming and handler.response_streaming:
             return self._bidi(handler)
         return guard_handler(handler, self._refuse_when_closing, unary_scope=self._running)

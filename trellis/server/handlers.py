@@ -23,11 +23,12 @@ class WrappedOnce:
     def __init__(self) -> None:
         self._by_method: dict[str, tuple[Any, Any]] = {}
 
-    def get(self, method: str, handler: Any, wrap: Callable[[Any], Any]) -> Any:
+    def get(self, method: str, handler: Any, wrap: Callable[[str, Any], Any]) -> Any:
+        """``wrap(method, handler)``, made the first time (and again if ``handler`` changed)."""
         cached = self._by_method.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = wrap(handler)
+        wrapped = wrap(method, handler)
         self._by_method[method] = (handler, wrapped)
         return wrapped
 

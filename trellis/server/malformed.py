@@ -64,16 +64,14 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         handler = await continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        method = details.method
+        return self._wrapped.get(details.method, handler, _refusing_malformed)
 
-        def wrap(handler: Any) -> Any:
-            async def refuse_malformed(request: Any, context: Any) -> None:
-                if isinstance(request, _Malformed):
-                    LOG.debug("refused a malformed request to %s: %s", method, request.problem)
-                    await abort_for(context, InvalidInput(request.problem))
 
-            return guard_handler(
-                handler, refuse_malformed, request_deserializer=_tolerant(handler.request_deserializer)
-            )
+def _refusing_malformed(method: str, handler: Any) -> Any:
+    async def refuse_malformed(request: Any, context: Any) -> None:
+        if isinstance(request, _Malformed):
+            LOG.debug("refused a malformed request to %s: %s", method, request.problem)
+            await abort_for(context, InvalidInput(request.problem))
 
-        return self._wrapped.get(method, handler, wrap)
+    tolerant = _tolerant(handler.request_deserializer)
+    return guard_handler(handler, refuse_malformed, request_deserializer=tolerant)

@@ -12,7 +12,7 @@ import grpc  # type: ignore[import-untyped]
 
 import trellis
 from trellis.adapters.rules import MAX_SESSION_ID_BYTES
-from trellis.api import API_REVISION
+from trellis.api import API_REVISION, MAX_STREAM_STEPS
 from trellis.api.v1 import server_info_pb2 as ipb
 from trellis.api.v1 import server_info_pb2_grpc
 from trellis.server.config import ServerConfig
@@ -20,7 +20,6 @@ from trellis.server.guards import Servicer, guarded_unary
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
 from trellis.server.sessions_service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from trellis.server.step_stream import MAX_IN_FLIGHT
 
 
 def _kind(url: str) -> str:
@@ -51,7 +50,7 @@ def server_info(
             default_page_size=DEFAULT_PAGE_SIZE,
             max_page_size=MAX_PAGE_SIZE,
             max_watch_streams=config.max_watch_streams,
-            max_stream_steps=MAX_IN_FLIGHT,
+            max_stream_steps=MAX_STREAM_STEPS,
         ),
         features=ipb.ServerFeatures(
             state_signing=signing,

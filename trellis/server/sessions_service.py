@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from trellis.api import convert, step_reports
+from trellis.api import MAX_STREAM_STEPS, convert, step_reports
 from trellis.api.v1 import sessions_pb2 as spb
 from trellis.api.v1 import sessions_pb2_grpc
 from trellis.errors import InvalidInput
@@ -22,7 +22,7 @@ from trellis.server.guards import Servicer, guarded_stream, guarded_unary
 from trellis.server.lifecycle_capture import CapturedEvents, capturing
 from trellis.server.limits import Limits
 from trellis.server.observe import Observer
-from trellis.server.step_stream import MAX_IN_FLIGHT, StepCall, StepStream
+from trellis.server.step_stream import StepCall, StepStream
 from trellis.server.watch_streams import WatchStreams
 
 DEFAULT_PAGE_SIZE = 100
@@ -77,7 +77,7 @@ class SessionsService(Servicer, sessions_pb2_grpc.SessionsServicer):
             "navigate": self._navigate,
             "signal": self._signal,
         }
-        stream = StepStream(self, calls, context, MAX_IN_FLIGHT, self._limits.max_message_bytes)
+        stream = StepStream(self, calls, context, MAX_STREAM_STEPS, self._limits.max_message_bytes)
         async for reply in stream.serve(requests):
             yield reply
 

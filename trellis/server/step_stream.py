@@ -28,9 +28,6 @@ from trellis.api.v1 import sessions_pb2 as spb
 from trellis.errors import InvalidInput, TrellisError
 from trellis.server.guards import Servicer, abort_for, observed, session_of
 
-MAX_IN_FLIGHT: Final = 64
-"""Steps one stream runs at once (docs/limits.md)."""
-
 StepCall = Callable[[Any], Awaitable[Any]]
 """A unary method's body without its context: request -> response."""
 
